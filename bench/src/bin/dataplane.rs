@@ -1,0 +1,179 @@
+//! Data-plane throughput: fetch `--total` bytes of 256 KiB segments from one Medley node on
+//! loopback, with 1 and with 16 requests in flight, and compare with raw quinn moving the
+//! same segments over loopback in the same run.
+//!
+//! Medley's path: a `medley-node` (RocksDB hot tier on disk, libp2p over QUIC, request-
+//! response, postcard framing) serves `GetSegment`; the node checks each value's BLAKE3
+//! on read and the client checks it again on receipt. The baseline: a quinn server holding
+//! the same segments in memory answers a 32-byte id on a bidirectional stream with the
+//! bytes, no hashing. Both use the same QUIC windows (libp2p-quic's: 10 MB per stream,
+//! 15 MB per connection) and the same crypto provider (aws-lc-rs).
+//!
+//! cargo run --release -p medley-bench --bin dataplane -- --total 1GiB
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use medley_bench::{median, mib_per_s, pseudo_random};
+use medley_core::SegmentId;
+use medley_net::{CancellationToken, Keypair, NoService, Peer, PeerConfig};
+use medley_node::{Node, NodeConfig, Tier};
+
+#[derive(Parser)]
+struct Args {
+    /// Bytes to fetch per measurement.
+    #[arg(long, default_value = "1GiB")]
+    total: bytesize::ByteSize,
+    /// Distinct segments stored (fetched round-robin until `total` is reached).
+    #[arg(long, default_value_t = 512)]
+    distinct: usize,
+    /// Segment size.
+    #[arg(long, default_value_t = 256 * 1024)]
+    segment: usize,
+    /// Repetitions of each measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let segments: Vec<Vec<u8>> = (0..args.distinct).map(|i| pseudo_random(i as u64 + 1, args.segment)).collect();
+    let ids: Vec<SegmentId> = segments.iter().map(|s| SegmentId::of(s)).collect();
+    let fetches = (args.total.as_u64() as usize).div_ceil(args.segment);
+    let total_bytes = (fetches * args.segment) as u64;
+
+    // Medley node with the segments in its hot tier.
+    let dir = tempfile::tempdir()?;
+    let node = Node::bind(NodeConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+        capacity: bytesize::ByteSize::gib(64),
+        ..NodeConfig::default()
+    })
+    .await?;
+    for (id, s) in ids.iter().zip(&segments) {
+        node.store().put(Tier::Hot, id.0, s)?;
+    }
+    let node_id = node.peer_id();
+    let node_addrs = node.listen_addrs().await;
+    let client = Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new()).await?;
+
+    // Raw quinn server with the same segments in memory.
+    let table: Arc<HashMap<[u8; 32], Vec<u8>>> =
+        Arc::new(ids.iter().zip(&segments).map(|(id, s)| (*id.as_bytes(), s.clone())).collect());
+    let (quinn_addr, quinn_client) = raw_quinn(table).await?;
+
+    println!("fetching {} ({} x {} B segments, {} distinct) per run, median of {}", args.total, fetches, args.segment, args.distinct, args.reps);
+    println!("{:>9} | {:>14} | {:>14} | {:>6}", "in flight", "medley MiB/s", "quinn MiB/s", "ratio");
+    for in_flight in [1usize, 16] {
+        let mut m = Vec::new();
+        let mut q = Vec::new();
+        for _ in 0..args.reps {
+            // Interleave so both see the same machine load.
+            let start = Instant::now();
+            futures::stream::iter(0..fetches)
+                .map(|i| {
+                    let client = client.clone();
+                    let addrs = node_addrs.clone();
+                    let id = ids[i % ids.len()];
+                    async move { client.get_segment(node_id, addrs, id).await }
+                })
+                .buffer_unordered(in_flight)
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        panic!("medley fetch failed: {e}");
+                    }
+                })
+                .await;
+            m.push(mib_per_s(total_bytes, start.elapsed()));
+
+            let start = Instant::now();
+            futures::stream::iter(0..fetches)
+                .map(|i| {
+                    let conn = quinn_client.clone();
+                    let id = ids[i % ids.len()];
+                    async move { fetch_quinn(&conn, id).await }
+                })
+                .buffer_unordered(in_flight)
+                .for_each(|r| async move {
+                    match r {
+                        Ok(n) => assert!(n > 0),
+                        Err(e) => panic!("quinn fetch failed: {e:#}"),
+                    }
+                })
+                .await;
+            q.push(mib_per_s(total_bytes, start.elapsed()));
+        }
+        let (m, q) = (median(&mut m), median(&mut q));
+        println!("{in_flight:>9} | {m:>14.1} | {q:>14.1} | {:>5.2}x", m / q);
+    }
+    let _ = quinn_addr;
+    node.shutdown(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(10_000_000u32.into());
+    t.receive_window(15_000_000u32.into());
+    t.max_concurrent_bidi_streams(256u32.into());
+    t
+}
+
+async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>) -> Result<(std::net::SocketAddr, quinn::Connection)> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
+    let mut server_config = quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into())?;
+    server_config.transport_config(Arc::new(transport()));
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    let addr = endpoint.local_addr()?;
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let table = table.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let table = table.clone();
+                    tokio::spawn(async move {
+                        let mut id = [0u8; 32];
+                        if recv.read_exact(&mut id).await.is_err() {
+                            return;
+                        }
+                        if let Some(bytes) = table.get(&id) {
+                            let _ = send.write_all(bytes).await;
+                        }
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der)?;
+    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    client_config.transport_config(Arc::new(transport()));
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    client.set_default_client_config(client_config);
+    let conn = client.connect(addr, "localhost")?.await.context("quinn connect")?;
+    Ok((addr, conn))
+}
+
+async fn fetch_quinn(conn: &quinn::Connection, id: SegmentId) -> Result<usize> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(id.as_bytes()).await?;
+    send.finish()?;
+    let bytes = recv.read_to_end(16 * 1024 * 1024).await?;
+    Ok(bytes.len())
+}

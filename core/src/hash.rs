@@ -1,0 +1,203 @@
+//! BLAKE3 hashes and the typed ids built on them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Length of a [`Hash`] in bytes.
+pub const HASH_LEN: usize = 32;
+
+/// A BLAKE3 hash: 32 bytes, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hash([u8; HASH_LEN]);
+
+impl Hash {
+    /// Hashes `bytes` with BLAKE3.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Wraps raw hash bytes.
+    pub const fn from_bytes(bytes: [u8; HASH_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; HASH_LEN] {
+        &self.0
+    }
+
+    /// Whether `bytes` hash to this value.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        // blake3::Hash compares in constant time; timing does not matter here, but it is
+        // the crate's own equality, so use it.
+        blake3::Hash::from_bytes(self.0) == blake3::hash(bytes)
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; HASH_LEN * 2];
+        // Encoding into a buffer of exactly twice the input length cannot fail.
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({self})")
+    }
+}
+
+/// Why a string is not a valid hash or id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseIdError {
+    /// The string does not have exactly 64 characters.
+    #[error("expected 64 hex digits, got {len} characters")]
+    Length {
+        /// The length that was given.
+        len: usize,
+    },
+    /// A character is not a lowercase hex digit.
+    #[error("invalid character {ch:?} at position {index}: ids are lowercase hex")]
+    Char {
+        /// The offending character.
+        ch: char,
+        /// Its position in the string.
+        index: usize,
+    },
+}
+
+impl FromStr for Hash {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != HASH_LEN * 2 {
+            return Err(ParseIdError::Length { len: s.chars().count() });
+        }
+        if let Some((index, ch)) = s
+            .char_indices()
+            .find(|(_, c)| !matches!(c, '0'..='9' | 'a'..='f'))
+        {
+            return Err(ParseIdError::Char { ch, index });
+        }
+        let mut out = [0u8; HASH_LEN];
+        hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError::Length { len: s.len() })?;
+        Ok(Self(out))
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Hash);
+
+        impl $name {
+            /// The id of `bytes`: their BLAKE3 hash.
+            pub fn of(bytes: &[u8]) -> Self {
+                Self(Hash::of(bytes))
+            }
+
+            /// Wraps raw hash bytes.
+            pub const fn from_bytes(bytes: [u8; HASH_LEN]) -> Self {
+                Self(Hash::from_bytes(bytes))
+            }
+
+            /// The raw 32 bytes.
+            pub const fn as_bytes(&self) -> &[u8; HASH_LEN] {
+                self.0.as_bytes()
+            }
+
+            /// Whether `bytes` are what this id names.
+            pub fn matches(&self, bytes: &[u8]) -> bool {
+                self.0.matches(bytes)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
+        impl From<Hash> for $name {
+            fn from(h: Hash) -> Self {
+                Self(h)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Names a segment: `blake3(segment bytes)`.
+    SegmentId
+);
+id_type!(
+    /// Names one erasure-coded shard: `blake3(shard bytes)`.
+    ShardId
+);
+id_type!(
+    /// Names a song: `blake3(encoded signed manifest)`.
+    SongId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_blake3_vector() {
+        // BLAKE3 of the empty input, from the BLAKE3 test vectors.
+        assert_eq!(
+            Hash::of(b"").to_string(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+    }
+
+    #[test]
+    fn display_parse_round_trip() {
+        let id = SongId::of(b"a song");
+        let text = id.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<SongId>(), Ok(id));
+        assert!(format!("{id:?}").starts_with("SongId("));
+    }
+
+    #[test]
+    fn parse_errors_are_precise() {
+        assert_eq!("abc".parse::<Hash>(), Err(ParseIdError::Length { len: 3 }));
+        let upper = Hash::of(b"x").to_string().to_uppercase();
+        assert!(matches!(upper.parse::<Hash>(), Err(ParseIdError::Char { .. })));
+        let mut bad = Hash::of(b"x").to_string();
+        bad.replace_range(10..11, "g");
+        assert_eq!(bad.parse::<ShardId>(), Err(ParseIdError::Char { ch: 'g', index: 10 }));
+        // 32 two-byte characters are 64 bytes: rejected for the character, not the length.
+        assert_eq!("é".repeat(32).parse::<Hash>(), Err(ParseIdError::Char { ch: 'é', index: 0 }));
+        assert_eq!("é".parse::<Hash>(), Err(ParseIdError::Length { len: 1 }));
+    }
+
+    #[test]
+    fn matches_checks_bytes() {
+        let id = ShardId::of(b"shard");
+        assert!(id.matches(b"shard"));
+        assert!(!id.matches(b"shard!"));
+    }
+}

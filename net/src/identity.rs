@@ -1,0 +1,83 @@
+//! A peer's persistent ed25519 identity, kept in its data directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use libp2p::identity::Keypair;
+
+/// File name of the identity key inside a data directory.
+pub const IDENTITY_FILE: &str = "identity.key";
+
+/// Why the identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Reading or writing the key file failed.
+    #[error("identity file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a valid key.
+    #[error("identity file {path} is not a valid ed25519 key: {reason}")]
+    Invalid {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Loads the identity in `dir`, creating a new one (file mode 0600) if there is none.
+pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, IdentityError> {
+    let path = dir.join(IDENTITY_FILE);
+    let io = |source| IdentityError::Io { path: path.clone(), source };
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let key = Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|e| IdentityError::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            // Write to a temporary file, then rename: a crash never leaves half a key.
+            let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_persists_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_identity(dir.path()).unwrap();
+        let b = load_or_create_identity(dir.path()).unwrap();
+        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
+        assert!(matches!(load_or_create_identity(dir.path()), Err(IdentityError::Invalid { .. })));
+    }
+}

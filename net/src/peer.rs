@@ -1,0 +1,477 @@
+//! The data-plane peer: one libp2p swarm over QUIC, driven by an actor.
+//!
+//! Data flow: [`PeerHandle`] methods send a [`Command`] over a bounded channel to the actor,
+//! which owns the [`Swarm`]. Outbound requests go out through request-response and their
+//! replies come back on the command's oneshot. Inbound requests are counted against
+//! [`PeerConfig::max_concurrent_inbound`]: past it they are answered `BUSY` at once; below it
+//! each runs in its own task through the [`Handler`], and its response returns to the actor
+//! over a bounded channel to be sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
+use medley_core::protocol::{ErrorCode, PROTOCOL_NAME, Request, Response};
+use medley_core::{SegmentId, ShardId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::codec::{DataCodec, Inbound};
+
+/// Serves inbound data-plane requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `request` from `from`. Runs in its own task; may take its time.
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response>;
+}
+
+/// A handler that serves nothing: every request gets `UNSUPPORTED`. For peers that only ask.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoService;
+
+impl Handler for NoService {
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "this peer serves nothing") })
+    }
+}
+
+/// Settings of a data-plane peer.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Addresses to listen on, e.g. `/ip4/127.0.0.1/udp/0/quic-v1`. Empty: dial only.
+    pub listen: Vec<Multiaddr>,
+    /// Inbound requests handled at once; more get `BUSY`. 64 keeps a node with a 2-core
+    /// machine and one disk busy without queueing unboundedly.
+    pub max_concurrent_inbound: usize,
+    /// How long a request may take end to end, including dialing. 30 s covers a 4 MiB
+    /// blob at ~1 Mbit/s.
+    pub request_timeout: Duration,
+    /// How long an idle connection is kept open. Clients fetch in bursts; 60 s keeps the
+    /// connection across a song.
+    pub idle_timeout: Duration,
+    /// The agent string sent by identify, e.g. `medley-node/0.1.0`.
+    pub agent: String,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            max_concurrent_inbound: 64,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            agent: format!("medley/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Dialing, the connection or the stream failed, or the request timed out.
+    #[error("network error talking to {peer}: {reason}")]
+    Network {
+        /// The peer asked.
+        peer: PeerId,
+        /// What libp2p reported.
+        reason: String,
+    },
+    /// The peer answered with an error code.
+    #[error("{peer} answered {code}: {message}")]
+    Remote {
+        /// The peer asked.
+        peer: PeerId,
+        /// Its error code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The peer sent bytes that do not hash to the id asked for.
+    #[error("{peer} sent bytes that do not match {id}")]
+    BadHash {
+        /// The peer asked.
+        peer: PeerId,
+        /// The id asked for, as hex.
+        id: String,
+    },
+    /// The peer answered with the wrong kind of response.
+    #[error("{peer} sent an unexpected {got} response")]
+    Unexpected {
+        /// The peer asked.
+        peer: PeerId,
+        /// What it sent.
+        got: &'static str,
+    },
+    /// This peer has shut down.
+    #[error("the local peer has shut down")]
+    Closed,
+}
+
+impl RequestError {
+    /// The remote error code, if the peer answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Why a peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Building the QUIC transport failed.
+    #[error("cannot build the QUIC transport: {0}")]
+    Transport(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    data: request_response::Behaviour<DataCodec>,
+}
+
+enum Command {
+    Request {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, RequestError>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// A running data-plane peer. Cheap to clone; the peer stops when [`PeerHandle::shutdown`]
+/// is called or its cancellation token fires.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Starts data-plane peers.
+#[derive(Debug)]
+pub struct Peer;
+
+impl Peer {
+    /// Starts a peer with identity `keypair` that answers inbound requests with `handler`.
+    /// Returns once every listen address is bound.
+    pub async fn spawn(
+        keypair: Keypair,
+        config: PeerConfig,
+        handler: Arc<dyn Handler>,
+        cancel: CancellationToken,
+    ) -> Result<PeerHandle, StartError> {
+        let peer_id = keypair.public().to_peer_id();
+        let max_streams = config.max_concurrent_inbound * 2 + 64;
+        let request_timeout = config.request_timeout;
+        let agent = config.agent.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_quic_config(|mut q| {
+                q.max_concurrent_stream_limit = max_streams as u32;
+                q
+            })
+            .with_behaviour(|key| Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/medley/id/1".into(), key.public()).with_agent_version(agent),
+                ),
+                data: request_response::Behaviour::new(
+                    [(StreamProtocol::new(PROTOCOL_NAME), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(request_timeout)
+                        .with_max_concurrent_streams(max_streams),
+                ),
+            })
+            .map_err(|e| StartError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        // Wait until each listener has reported an address.
+        let mut listen_addrs = Vec::new();
+        while listen_addrs.len() < config.listen.len() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    return Err(StartError::Listen {
+                        addr: config.listen.first().cloned().unwrap_or_else(Multiaddr::empty),
+                        reason: error.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        info!(%peer_id, addrs = ?listen_addrs, "data plane listening");
+
+        let (tx, rx) = mpsc::channel(256);
+        let (done_tx, done_rx) = mpsc::channel(config.max_concurrent_inbound.max(1));
+        let actor = Actor {
+            swarm,
+            handler,
+            commands: rx,
+            done_tx,
+            done_rx,
+            pending: HashMap::new(),
+            in_flight: 0,
+            max_in_flight: config.max_concurrent_inbound,
+            listen_addrs,
+            cancel: cancel.clone(),
+        };
+        let task = tokio::spawn(actor.run());
+        Ok(PeerHandle {
+            peer_id,
+            commands: tx,
+            cancel,
+            task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        })
+    }
+}
+
+impl PeerHandle {
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses this peer listens on, each ending in `/p2p/<peer id>`.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::ListenAddrs { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Number of peers with an open connection.
+    pub async fn connected_peers(&self) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::ConnectedPeers { reply }).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Sends `request` to `peer`, dialing `addrs` if not connected.
+    pub async fn request(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> Result<Response, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request { peer, addrs, request, reply })
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        rx.await.map_err(|_| RequestError::Closed)?
+    }
+
+    /// Fetches a durable shard and checks it against `id`.
+    pub async fn get_shard(&self, peer: PeerId, addrs: Vec<Multiaddr>, id: ShardId) -> Result<Vec<u8>, RequestError> {
+        match self.request(peer, addrs, Request::GetShard { id }).await? {
+            Response::Shard { data } if id.matches(&data) => Ok(data),
+            Response::Shard { .. } => Err(RequestError::BadHash { peer, id: id.to_string() }),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Fetches a whole segment from a peer's hot tier and checks it against `id`.
+    pub async fn get_segment(&self, peer: PeerId, addrs: Vec<Multiaddr>, id: SegmentId) -> Result<Vec<u8>, RequestError> {
+        match self.request(peer, addrs, Request::GetSegment { id }).await? {
+            Response::Segment { data } if id.matches(&data) => Ok(data),
+            Response::Segment { .. } => Err(RequestError::BadHash { peer, id: id.to_string() }),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Stores a shard on `peer`. The shard's id is computed here from `data`.
+    pub async fn put_shard(&self, peer: PeerId, addrs: Vec<Multiaddr>, data: Vec<u8>) -> Result<ShardId, RequestError> {
+        let id = ShardId::of(&data);
+        match self.request(peer, addrs, Request::PutShard { id, data }).await? {
+            Response::Stored => Ok(id),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Asks which of `ids` `peer` holds.
+    pub async fn has(&self, peer: PeerId, addrs: Vec<Multiaddr>, ids: Vec<ShardId>) -> Result<Vec<bool>, RequestError> {
+        let n = ids.len();
+        match self.request(peer, addrs, Request::Has { ids }).await? {
+            Response::Has { present } if present.len() == n => Ok(present),
+            Response::Has { .. } => Err(RequestError::Unexpected { peer, got: "has (wrong length)" }),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Stops the peer: in-flight requests are dropped and connections closed. Waits up to
+    /// `timeout` for the actor to finish.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.lock().await.take() {
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                warn!(peer_id = %self.peer_id, "data plane did not stop in time");
+            }
+        }
+    }
+}
+
+fn unexpected(peer: PeerId, response: Response) -> RequestError {
+    match response {
+        Response::Error { code, message } => RequestError::Remote { peer, code, message },
+        Response::Shard { .. } => RequestError::Unexpected { peer, got: "shard" },
+        Response::Segment { .. } => RequestError::Unexpected { peer, got: "segment" },
+        Response::Stored => RequestError::Unexpected { peer, got: "stored" },
+        Response::Has { .. } => RequestError::Unexpected { peer, got: "has" },
+    }
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    handler: Arc<dyn Handler>,
+    commands: mpsc::Receiver<Command>,
+    done_tx: mpsc::Sender<(ResponseChannel<Response>, Response)>,
+    done_rx: mpsc::Receiver<(ResponseChannel<Response>, Response)>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
+    in_flight: usize,
+    max_in_flight: usize,
+    listen_addrs: Vec<Multiaddr>,
+    cancel: CancellationToken,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                Some((channel, response)) = self.done_rx.recv() => {
+                    self.in_flight -= 1;
+                    if self.swarm.behaviour_mut().data.send_response(channel, response).is_err() {
+                        debug!("requester went away before the response was sent");
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(RequestError::Closed));
+        }
+        debug!("data plane stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request { peer, addrs, request, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .data
+                    .send_request_with_addresses(&peer, Ok(request), addrs);
+                self.pending.insert(id, reply);
+            }
+            Command::ListenAddrs { reply } => {
+                let me = self.swarm.local_peer_id();
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with_p2p(*me).unwrap_or_else(|a| a))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().count());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use request_response::{Event, Message};
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Data(event)) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    self.on_inbound(peer, request, channel);
+                }
+                Event::Message { peer: _, message: Message::Response { request_id, response }, .. } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Event::OutboundFailure { peer, request_id, error, .. } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Err(RequestError::Network { peer, reason: error.to_string() }));
+                    }
+                }
+                Event::InboundFailure { peer, error, .. } => {
+                    debug!(%peer, %error, "inbound request failed");
+                }
+                Event::ResponseSent { .. } => {}
+            },
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%peer, error = %e, "malformed request");
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .data
+                    .send_response(channel, Response::error(e.code(), e.to_string()));
+                return;
+            }
+        };
+        if self.in_flight >= self.max_in_flight {
+            let _ = self.swarm.behaviour_mut().data.send_response(
+                channel,
+                Response::error(ErrorCode::BUSY, format!("{} requests in flight", self.in_flight)),
+            );
+            return;
+        }
+        self.in_flight += 1;
+        let fut = self.handler.handle(peer, request);
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let response = fut.await;
+            // Capacity equals the in-flight bound, so this never waits for long.
+            let _ = done.send((channel, response)).await;
+        });
+    }
+}

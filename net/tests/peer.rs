@@ -1,0 +1,142 @@
+//! Two data-plane peers on 127.0.0.1 over real QUIC.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use medley_core::ShardId;
+use medley_core::protocol::{ErrorCode, Request, Response};
+use medley_net::{CancellationToken, Handler, Keypair, NoService, Peer, PeerConfig, PeerHandle, PeerId, RequestError};
+use tokio::sync::Semaphore;
+
+/// An in-memory shard map; `lie` makes it flip a byte of everything it serves.
+#[derive(Default)]
+struct MemService {
+    shards: Mutex<HashMap<ShardId, Vec<u8>>>,
+    lie: bool,
+}
+
+impl Handler for MemService {
+    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Response> {
+        let response = match request {
+            Request::PutShard { id, data } => {
+                if id.matches(&data) {
+                    self.shards.lock().unwrap().insert(id, data);
+                    Response::Stored
+                } else {
+                    Response::error(ErrorCode::BAD_HASH, "mismatch")
+                }
+            }
+            Request::GetShard { id } => match self.shards.lock().unwrap().get(&id) {
+                Some(d) => {
+                    let mut data = d.clone();
+                    if self.lie {
+                        data[0] ^= 1;
+                    }
+                    Response::Shard { data }
+                }
+                None => Response::error(ErrorCode::NOT_FOUND, "no"),
+            },
+            _ => Response::error(ErrorCode::UNSUPPORTED, "no"),
+        };
+        Box::pin(async move { response })
+    }
+}
+
+fn listen() -> PeerConfig {
+    PeerConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], ..PeerConfig::default() }
+}
+
+async fn server(handler: Arc<dyn Handler>, config: PeerConfig) -> (PeerHandle, PeerId, Vec<medley_net::Multiaddr>) {
+    let p = Peer::spawn(Keypair::generate_ed25519(), config, handler, CancellationToken::new()).await.unwrap();
+    let addrs = p.listen_addrs().await;
+    assert!(!addrs.is_empty());
+    let id = p.peer_id();
+    (p, id, addrs)
+}
+
+async fn client() -> PeerHandle {
+    Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn put_get_and_not_found() {
+    let (_s, id, addrs) = server(Arc::new(MemService::default()), listen()).await;
+    let c = client().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let sid = c.put_shard(id, addrs.clone(), data.clone()).await.unwrap();
+    assert_eq!(c.get_shard(id, addrs.clone(), sid).await.unwrap(), data);
+    let missing = ShardId::of(b"nothing");
+    let err = c.get_shard(id, addrs.clone(), missing).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+    // A put under the wrong id is refused by the server.
+    let err = c
+        .request(id, addrs, Request::PutShard { id: missing, data })
+        .await
+        .unwrap();
+    assert!(matches!(err, Response::Error { code: ErrorCode::BAD_HASH, .. }));
+}
+
+#[tokio::test]
+async fn lying_peer_is_caught() {
+    let honest = Arc::new(MemService::default());
+    let data = vec![5u8; 4096];
+    let sid = ShardId::of(&data);
+    honest.shards.lock().unwrap().insert(sid, data.clone());
+    let liar = Arc::new(MemService { shards: Mutex::new(honest.shards.lock().unwrap().clone()), lie: true });
+    let (_l, lid, laddrs) = server(liar, listen()).await;
+    let c = client().await;
+    let err = c.get_shard(lid, laddrs, sid).await.unwrap_err();
+    assert!(matches!(err, RequestError::BadHash { .. }), "{err}");
+}
+
+/// Blocks every request until released, to fill the in-flight limit deterministically.
+struct Gate {
+    open: Arc<Semaphore>,
+    entered: Arc<Semaphore>,
+}
+
+impl Handler for Gate {
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
+        let open = self.open.clone();
+        let entered = self.entered.clone();
+        Box::pin(async move {
+            entered.add_permits(1);
+            let _permit = open.acquire().await;
+            Response::Has { present: vec![] }
+        })
+    }
+}
+
+#[tokio::test]
+async fn over_the_limit_requests_are_answered_busy() {
+    let open = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(Semaphore::new(0));
+    let gate = Arc::new(Gate { open: open.clone(), entered: entered.clone() });
+    let config = PeerConfig { max_concurrent_inbound: 2, ..listen() };
+    let (_s, id, addrs) = server(gate, config).await;
+    let c = client().await;
+    let has = |c: PeerHandle, addrs: Vec<_>| async move { c.has(id, addrs, vec![]).await };
+    let first = tokio::spawn(has(c.clone(), addrs.clone()));
+    let second = tokio::spawn(has(c.clone(), addrs.clone()));
+    // Wait until both are inside the handler.
+    let _both = tokio::time::timeout(Duration::from_secs(10), entered.acquire_many(2)).await.unwrap();
+    let third = c.has(id, addrs.clone(), vec![]).await.unwrap_err();
+    assert_eq!(third.code(), Some(ErrorCode::BUSY), "{third}");
+    open.add_permits(10);
+    assert!(first.await.unwrap().is_ok());
+    assert!(second.await.unwrap().is_ok());
+    // Below the limit again: served.
+    assert!(c.has(id, addrs, vec![]).await.is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_fails_pending_and_later_requests() {
+    let c = client().await;
+    c.shutdown(Duration::from_secs(5)).await;
+    let err = c.get_shard(PeerId::random(), vec![], ShardId::of(b"x")).await.unwrap_err();
+    assert_eq!(err, RequestError::Closed);
+}

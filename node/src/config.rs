@@ -1,0 +1,173 @@
+//! The node's configuration: a TOML file (`medley-node.toml`), overridden by environment
+//! variables and flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use libp2p::Multiaddr;
+use medley_net::PeerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreConfig;
+
+/// Name of the config file looked for in the data directory.
+pub const CONFIG_FILE: &str = "medley-node.toml";
+
+/// Settings of a storage node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory holding the store (`db/`), the identity key and `node.json`.
+    pub data_dir: PathBuf,
+    /// Data-plane listen addresses, as multiaddrs, e.g. `/ip4/0.0.0.0/udp/4710/quic-v1`.
+    pub listen: Vec<String>,
+    /// Region this node is in, e.g. `eu-west`. Placement spreads shards across regions.
+    pub region: String,
+    /// Bytes of audio this node may keep (shards and hot copies), e.g. `"50 GiB"`.
+    pub capacity: ByteSize,
+    /// Inbound data-plane requests handled at once; more are answered `BUSY`.
+    pub max_concurrent_requests: usize,
+    /// Seconds a data-plane request may take before it fails.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("medley-node-data"),
+            listen: vec!["/ip4/0.0.0.0/udp/4710/quic-v1".into()],
+            region: "default".into(),
+            capacity: ByteSize::gib(10),
+            max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
+            request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
+        }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A listen address is not a multiaddr.
+    #[error("listen address {addr:?} is not a valid multiaddr: {reason}")]
+    Listen {
+        /// The address given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("{field} {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl NodeConfig {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks values and converts the listen addresses.
+    pub fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ConfigError> {
+        self.listen
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|e: libp2p::multiaddr::Error| ConfigError::Listen {
+                    addr: a.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The data-plane settings this config implies.
+    pub fn peer_config(&self) -> Result<PeerConfig, ConfigError> {
+        if self.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid { field: "max_concurrent_requests", reason: "must be at least 1" });
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid { field: "request_timeout_secs", reason: "must be at least 1" });
+        }
+        Ok(PeerConfig {
+            listen: self.listen_addrs()?,
+            max_concurrent_inbound: self.max_concurrent_requests,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            agent: format!("medley-node/{}", env!("CARGO_PKG_VERSION")),
+            ..PeerConfig::default()
+        })
+    }
+
+    /// The store settings this config implies.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig { capacity: self.capacity.as_u64(), ..StoreConfig::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_with_defaults_for_missing_fields() {
+        let c = NodeConfig::from_toml(
+            r#"
+            data_dir = "/var/lib/medley"
+            region = "eu-west"
+            capacity = "2 GiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.region, "eu-west");
+        assert_eq!(c.capacity.as_u64(), 2 * 1024 * 1024 * 1024);
+        assert_eq!(c.listen, NodeConfig::default().listen);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        assert!(NodeConfig::from_toml("regoin = \"x\"").is_err());
+        assert!(NodeConfig::from_toml("capacity = \"lots\"").is_err());
+        let c = NodeConfig { listen: vec!["not an addr".into()], ..NodeConfig::default() };
+        assert!(matches!(c.peer_config(), Err(ConfigError::Listen { .. })));
+        let c = NodeConfig { max_concurrent_requests: 0, ..NodeConfig::default() };
+        assert!(matches!(c.peer_config(), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = toml::to_string(&NodeConfig::default()).unwrap();
+        assert_eq!(NodeConfig::from_toml(&text).unwrap(), NodeConfig::default());
+    }
+}

@@ -1,0 +1,154 @@
+//! The node's composition root: owns the store and the data-plane peer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use medley_net::{CancellationToken, IdentityError, Peer, PeerHandle, StartError, load_or_create_identity};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::service::StoreService;
+use crate::store::{Store, StoreError};
+
+/// File in the data directory where a running node writes its id and addresses, for local
+/// tools and the testnet.
+pub const NODE_INFO_FILE: &str = "node.json";
+
+/// What a running node tells local tools about itself (`node.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's libp2p peer id.
+    pub peer_id: String,
+    /// Data-plane addresses, each ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Region.
+    pub region: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The data plane could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Writing a file in the data directory failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A running storage node.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    store: Arc<Store>,
+    peer: PeerHandle,
+    cancel: CancellationToken,
+}
+
+impl Node {
+    /// Opens the store, loads the identity and starts serving the data plane.
+    pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
+        let peer_config = config.peer_config()?;
+        let dir = config.data_dir.clone();
+        let info_path = dir.join(NODE_INFO_FILE);
+        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io { path: dir.clone(), source })?;
+        // A stale file from an earlier run must not be read as this run's addresses.
+        let _ = std::fs::remove_file(&info_path);
+        let keypair = load_or_create_identity(&dir)?;
+        let store_config = config.store_config();
+        let db_path = dir.join("db");
+        let store = tokio::task::spawn_blocking(move || Store::open(db_path, &store_config))
+            .await
+            .map_err(|e| NodeError::Io { path: dir.join("db"), source: std::io::Error::other(e) })??;
+        let store = Arc::new(store);
+        let cancel = CancellationToken::new();
+        let peer = Peer::spawn(keypair, peer_config, Arc::new(StoreService::new(store.clone())), cancel.child_token()).await?;
+        let node = Self { config, store, peer, cancel };
+        let info = node.info().await;
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| NodeError::Io {
+            path: info_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let tmp = info_path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &info_path))
+            .map_err(|source| NodeError::Io { path: info_path, source })?;
+        info!(
+            peer_id = %info.peer_id,
+            region = %node.config.region,
+            capacity = node.store.capacity(),
+            used = node.store.used(),
+            listen = ?info.listen,
+            "node running"
+        );
+        Ok(node)
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer.peer_id()
+    }
+
+    /// Data-plane addresses.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.peer.listen_addrs().await
+    }
+
+    /// What `node.json` holds.
+    pub async fn info(&self) -> NodeInfo {
+        NodeInfo {
+            peer_id: self.peer_id().to_string(),
+            listen: self.listen_addrs().await.iter().map(ToString::to_string).collect(),
+            region: self.config.region.clone(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The data-plane peer (also usable to make requests as this node).
+    pub fn peer(&self) -> &PeerHandle {
+        &self.peer
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Stops serving, waits up to `timeout` for the data plane to stop, and flushes the
+    /// store. Acknowledged writes were already durable; the flush shortens the next start.
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        self.peer.shutdown(timeout).await;
+        let _ = std::fs::remove_file(self.config.data_dir.join(NODE_INFO_FILE));
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| NodeError::Io { path: self.config.data_dir.clone(), source: std::io::Error::other(e) })??;
+        info!("node stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Answers data-plane requests from the store.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use libp2p::PeerId;
+use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
+use medley_net::Handler;
+use tracing::{debug, warn};
+
+use crate::store::{Store, StoreError, Tier};
+
+/// Serves shards and hot segments from a [`Store`]. Store calls block (RocksDB, fsync), so
+/// each request runs on tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreService {
+    store: Arc<Store>,
+}
+
+impl StoreService {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+}
+
+impl Handler for StoreService {
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let kind = request.kind();
+            match tokio::task::spawn_blocking(move || serve(&store, request)).await {
+                Ok(response) => {
+                    if let Response::Error { code, message } = &response {
+                        debug!(%from, kind, %code, message, "request refused");
+                    }
+                    response
+                }
+                Err(e) => Response::error(ErrorCode::INTERNAL, format!("handler failed: {e}")),
+            }
+        })
+    }
+}
+
+fn serve(store: &Store, request: Request) -> Response {
+    match request {
+        Request::GetShard { id } => match store.get(Tier::Durable, id.0) {
+            Ok(Some(data)) => Response::Shard { data },
+            Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
+            Err(e) => store_error(e),
+        },
+        Request::GetSegment { id } => match store.get(Tier::Hot, id.0) {
+            Ok(Some(data)) => Response::Segment { data },
+            Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")),
+            Err(e) => store_error(e),
+        },
+        Request::PutShard { id, data } => {
+            if data.len() > MAX_BLOB_SIZE {
+                return Response::error(ErrorCode::TOO_LARGE, format!("{} byte shard", data.len()));
+            }
+            match store.put(Tier::Durable, id.0, &data) {
+                Ok(_) => Response::Stored,
+                Err(e) => store_error(e),
+            }
+        }
+        Request::Has { ids } => {
+            let mut present = Vec::with_capacity(ids.len());
+            for id in ids {
+                match store.contains(Tier::Durable, id.0) {
+                    Ok(p) => present.push(p),
+                    Err(e) => return store_error(e),
+                }
+            }
+            Response::Has { present }
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Response {
+    let code = match &e {
+        StoreError::HashMismatch { .. } => ErrorCode::BAD_HASH,
+        StoreError::Full { .. } => ErrorCode::FULL,
+        StoreError::TooLarge { .. } => ErrorCode::TOO_LARGE,
+        StoreError::Corrupt { .. } => {
+            // Never serve damaged bytes; the scrubber rebuilds them.
+            warn!(error = %e, "corrupt value in store");
+            ErrorCode::INTERNAL
+        }
+        StoreError::Open { .. } | StoreError::Format { .. } | StoreError::Db { .. } => {
+            warn!(error = %e, "store failure");
+            ErrorCode::INTERNAL
+        }
+    };
+    Response::error(code, e.to_string())
+}

@@ -1,0 +1,545 @@
+//! The node's RocksDB store: durable shards, hot segments and node metadata.
+//!
+//! Laws:
+//! - A value is stored only under the BLAKE3 hash of its bytes; a put whose bytes do not
+//!   hash to the key is refused and stores nothing.
+//! - A read returns bytes only if they hash to their key; anything else is
+//!   [`StoreError::Corrupt`], never data.
+//! - A put is acknowledged only after RocksDB has synced it to disk (WAL fsync).
+//! - Stored bytes (shards + hot segments) never exceed the capacity; a put past it is
+//!   [`StoreError::Full`] and stores nothing.
+//!
+//! Layout: column family `shards` (durable tier, key = `ShardId`), `hot` (whole segments,
+//! key = `SegmentId`), `meta` (counters and node state). Values of 1 KiB or more go to blob
+//! files, so compaction rewrites keys, not audio. Audio is already compressed, so RocksDB
+//! compression is off. The byte count lives in `meta` as a merge counter written in the same
+//! batch as each put or delete, so it survives crashes and concurrent writers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use medley_core::Hash;
+use medley_core::protocol::MAX_BLOB_SIZE;
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, MergeOperands, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+
+const CF_SHARDS: &str = "shards";
+const CF_HOT: &str = "hot";
+const CF_META: &str = "meta";
+const KEY_USED: &[u8] = b"used_bytes";
+const KEY_FORMAT: &[u8] = b"format_version";
+/// Version of the on-disk layout this code writes.
+pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Number of lock stripes serialising check-and-put on the same key.
+const STRIPES: usize = 64;
+
+/// Which tier a value belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Erasure-coded shards, keyed by `ShardId`.
+    Durable,
+    /// Whole segments of popular songs, keyed by `SegmentId`.
+    Hot,
+}
+
+impl Tier {
+    fn cf(self) -> &'static str {
+        match self {
+            Self::Durable => CF_SHARDS,
+            Self::Hot => CF_HOT,
+        }
+    }
+}
+
+/// What a successful put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The value was written.
+    Stored,
+    /// The key was already present (and verified); nothing changed.
+    AlreadyPresent,
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Largest number of value bytes kept (shards + hot segments).
+    pub capacity: u64,
+    /// Values at least this long go to blob files. 1 KiB: every shard, no metadata.
+    pub min_blob_size: u64,
+    /// RocksDB block cache for keys and index blocks. 32 MiB is plenty for ~10^6 keys.
+    pub block_cache: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10 * 1024 * 1024 * 1024,
+            min_blob_size: 1024,
+            block_cache: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// The database was written by a newer version.
+    #[error("store at {path} has format version {found}, this build reads up to {STORE_FORMAT_VERSION}")]
+    Format {
+        /// The database directory.
+        path: PathBuf,
+        /// Version found on disk.
+        found: u32,
+    },
+    /// A RocksDB operation failed.
+    #[error("store {op} failed: {source}")]
+    Db {
+        /// The operation.
+        op: &'static str,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// The bytes given do not hash to the key they were put under.
+    #[error("bytes do not hash to {key}")]
+    HashMismatch {
+        /// The key.
+        key: Hash,
+    },
+    /// The value is larger than any blob the protocol can carry.
+    #[error("value of {size} bytes exceeds the {max} byte limit")]
+    TooLarge {
+        /// Size given.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Storing the value would exceed the capacity.
+    #[error("store full: {size} more bytes would exceed capacity ({used} of {capacity} bytes used)")]
+    Full {
+        /// Bytes asked for.
+        size: u64,
+        /// Bytes in use.
+        used: u64,
+        /// Capacity.
+        capacity: u64,
+    },
+    /// Stored bytes are damaged: they do not hash to their key, or RocksDB's checksums failed.
+    #[error("stored value {key} is corrupt: {detail}")]
+    Corrupt {
+        /// The key.
+        key: Hash,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// The node's store. Thread-safe; share it behind an `Arc`.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    capacity: u64,
+    used: AtomicU64,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("capacity", &self.capacity)
+            .field("used", &self.used.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn add_counter(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut total = existing.map_or(0, decode_i64);
+    for op in operands {
+        total = total.wrapping_add(decode_i64(op));
+    }
+    Some(total.to_le_bytes().to_vec())
+}
+
+fn decode_i64(bytes: &[u8]) -> i64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    i64::from_le_bytes(buf)
+}
+
+fn db_err(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(DBCompressionType::None);
+        // Background work is bounded: two cores are the design target.
+        db_opts.increase_parallelism(2);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(config.block_cache));
+        table.set_bloom_filter(10.0, false);
+
+        let mut blob_opts = Options::default();
+        blob_opts.set_compression_type(DBCompressionType::None);
+        blob_opts.set_enable_blob_files(true);
+        blob_opts.set_min_blob_size(config.min_blob_size);
+        blob_opts.set_blob_compression_type(DBCompressionType::None);
+        blob_opts.set_enable_blob_gc(true);
+        blob_opts.set_block_based_table_factory(&table);
+
+        let mut meta_opts = Options::default();
+        meta_opts.set_compression_type(DBCompressionType::None);
+        meta_opts.set_merge_operator_associative("medley_add_i64", add_counter);
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_SHARDS, blob_opts.clone()),
+            ColumnFamilyDescriptor::new(CF_HOT, blob_opts),
+            ColumnFamilyDescriptor::new(CF_META, meta_opts),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Self {
+            db,
+            path,
+            capacity: config.capacity,
+            used: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        store.check_format()?;
+        let used = store.read_used()?;
+        store.used.store(used, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        // Every column family is created at open; a missing one means a broken database.
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
+            key: Hash::of(name.as_bytes()),
+            detail: format!("column family {name} is missing"),
+        })
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        match self.db.get_cf(meta, KEY_FORMAT).map_err(db_err("read format"))? {
+            None => self
+                .db
+                .put_cf_opt(meta, KEY_FORMAT, STORE_FORMAT_VERSION.to_le_bytes(), &sync_writes())
+                .map_err(db_err("write format")),
+            Some(v) => {
+                let found = u32::from_le_bytes(v.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0xff; 4]));
+                if found > STORE_FORMAT_VERSION {
+                    Err(StoreError::Format { path: self.path.clone(), found })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn read_used(&self) -> Result<u64, StoreError> {
+        let meta = self.cf(CF_META)?;
+        let v = self.db.get_cf(meta, KEY_USED).map_err(db_err("read usage"))?;
+        Ok(v.map_or(0, |v| decode_i64(&v).max(0) as u64))
+    }
+
+    fn stripe(&self, key: &Hash) -> &Mutex<()> {
+        &self.stripes[usize::from(key.as_bytes()[0]) % STRIPES]
+    }
+
+    /// Stores `bytes` under `key` in `tier`, after checking that they hash to `key`.
+    pub fn put(&self, tier: Tier, key: Hash, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        if bytes.len() > MAX_BLOB_SIZE {
+            return Err(StoreError::TooLarge { size: bytes.len(), max: MAX_BLOB_SIZE });
+        }
+        if !key.matches(bytes) {
+            return Err(StoreError::HashMismatch { key });
+        }
+        let cf = self.cf(tier.cf())?;
+        let _guard = self.stripe(&key).lock();
+        match self.get(tier, key) {
+            Ok(Some(_)) => return Ok(PutOutcome::AlreadyPresent),
+            Ok(None) => {}
+            // A damaged copy is replaced by the good bytes we were just given.
+            Err(StoreError::Corrupt { .. }) => {
+                self.delete_locked(tier, key)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let size = bytes.len() as u64;
+        self.reserve(size)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, key.as_bytes(), bytes);
+        batch.merge_cf(self.cf(CF_META)?, KEY_USED, (size as i64).to_le_bytes());
+        if let Err(source) = self.db.write_opt(batch, &sync_writes()) {
+            self.used.fetch_sub(size, Ordering::SeqCst);
+            return Err(StoreError::Db { op: "put", source });
+        }
+        Ok(PutOutcome::Stored)
+    }
+
+    fn reserve(&self, size: u64) -> Result<(), StoreError> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(size).filter(|&n| n <= self.capacity)
+            })
+            .map(|_| ())
+            .map_err(|used| StoreError::Full { size, used, capacity: self.capacity })
+    }
+
+    /// Reads the value under `key` in `tier`; `Ok(None)` if absent. Bytes that do not hash
+    /// to `key` are [`StoreError::Corrupt`].
+    pub fn get(&self, tier: Tier, key: Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.cf(tier.cf())?;
+        let mut opts = ReadOptions::default();
+        opts.set_verify_checksums(true);
+        let value = match self.db.get_pinned_cf_opt(cf, key.as_bytes(), &opts) {
+            Ok(v) => v,
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(StoreError::Corrupt { key, detail: e.to_string() });
+            }
+            Err(source) => return Err(StoreError::Db { op: "get", source }),
+        };
+        match value {
+            None => Ok(None),
+            Some(v) if key.matches(&v) => Ok(Some(v.to_vec())),
+            Some(v) => Err(StoreError::Corrupt {
+                key,
+                detail: format!("{} stored bytes hash to {}", v.len(), Hash::of(&v)),
+            }),
+        }
+    }
+
+    /// Whether `key` is present in `tier` (not verified; use [`Store::get`] to read).
+    pub fn contains(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
+        let cf = self.cf(tier.cf())?;
+        if !self.db.key_may_exist_cf(cf, key.as_bytes()) {
+            return Ok(false);
+        }
+        Ok(self
+            .db
+            .get_pinned_cf(cf, key.as_bytes())
+            .map_err(db_err("contains"))?
+            .is_some())
+    }
+
+    /// Deletes `key` from `tier`; returns whether it was present.
+    pub fn delete(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
+        let _guard = self.stripe(&key).lock();
+        self.delete_locked(tier, key)
+    }
+
+    fn delete_locked(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
+        let cf = self.cf(tier.cf())?;
+        let size = match self.db.get_pinned_cf(cf, key.as_bytes()) {
+            Ok(Some(v)) => v.len() as u64,
+            Ok(None) => return Ok(false),
+            // Unreadable value: its exact size is unknown, so count nothing; usage is
+            // recomputed by the scrubber (see durability work).
+            Err(_) => 0,
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf, key.as_bytes());
+        batch.merge_cf(self.cf(CF_META)?, KEY_USED, (-(size as i64)).to_le_bytes());
+        self.db.write_opt(batch, &sync_writes()).map_err(db_err("delete"))?;
+        self.used.fetch_sub(size.min(self.used.load(Ordering::SeqCst)), Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Number of keys in `tier` (RocksDB's estimate; exact after a flush).
+    pub fn count(&self, tier: Tier) -> Result<u64, StoreError> {
+        let cf = self.cf(tier.cf())?;
+        Ok(self
+            .db
+            .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+            .map_err(db_err("count"))?
+            .unwrap_or(0))
+    }
+
+    /// Value bytes stored, both tiers.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes memtables to SST and blob files (used at shutdown and by tests that look at
+    /// the files). Data is durable without it, through the WAL.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in [CF_SHARDS, CF_HOT, CF_META] {
+            self.db.flush_cf(self.cf(name)?).map_err(db_err("flush"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` under `key` without any check, to simulate damage in tests.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn put_unchecked(&self, tier: Tier, key: Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        let cf = self.cf(tier.cf())?;
+        self.db.put_cf_opt(cf, key.as_bytes(), bytes, &sync_writes()).map_err(db_err("put"))
+    }
+}
+
+fn sync_writes() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medley_core::ShardId;
+
+    fn open(dir: &Path, capacity: u64) -> Store {
+        Store::open(dir, &StoreConfig { capacity, ..StoreConfig::default() }).unwrap()
+    }
+
+    fn shard(n: u8, len: usize) -> (Hash, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(n).wrapping_add(n)).collect();
+        (ShardId::of(&bytes).0, bytes)
+    }
+
+    #[test]
+    fn put_get_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<_> = (1..=20).map(|n| shard(n, 5000 + usize::from(n))).collect();
+        {
+            let s = open(dir.path(), 1 << 30);
+            for (k, v) in &items {
+                assert_eq!(s.put(Tier::Durable, *k, v).unwrap(), PutOutcome::Stored);
+            }
+            assert_eq!(s.put(Tier::Durable, items[0].0, &items[0].1).unwrap(), PutOutcome::AlreadyPresent);
+        }
+        let s = open(dir.path(), 1 << 30);
+        for (k, v) in &items {
+            assert_eq!(s.get(Tier::Durable, *k).unwrap().as_ref(), Some(v));
+            assert!(s.contains(Tier::Durable, *k).unwrap());
+            // Tiers are separate.
+            assert_eq!(s.get(Tier::Hot, *k).unwrap(), None);
+        }
+        let total: u64 = items.iter().map(|(_, v)| v.len() as u64).sum();
+        assert_eq!(s.used(), total, "usage survives a reopen, duplicates not counted");
+        assert!(s.delete(Tier::Durable, items[0].0).unwrap());
+        assert_eq!(s.get(Tier::Durable, items[0].0).unwrap(), None);
+        assert_eq!(s.used(), total - items[0].1.len() as u64);
+    }
+
+    #[test]
+    fn wrong_hash_is_refused_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 1 << 30);
+        let (k, _) = shard(1, 100);
+        let (_, other) = shard(2, 100);
+        assert!(matches!(s.put(Tier::Durable, k, &other), Err(StoreError::HashMismatch { .. })));
+        assert_eq!(s.get(Tier::Durable, k).unwrap(), None);
+        assert_eq!(s.used(), 0);
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_full_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 10_000);
+        let (k1, v1) = shard(1, 6000);
+        let (k2, v2) = shard(2, 6000);
+        s.put(Tier::Durable, k1, &v1).unwrap();
+        let err = s.put(Tier::Hot, k2, &v2).unwrap_err();
+        assert!(matches!(err, StoreError::Full { size: 6000, used: 6000, capacity: 10_000 }), "{err}");
+        assert_eq!(s.get(Tier::Hot, k2).unwrap(), None);
+        assert_eq!(s.used(), 6000);
+        // Freeing space makes room again.
+        s.delete(Tier::Durable, k1).unwrap();
+        s.put(Tier::Hot, k2, &v2).unwrap();
+        assert_eq!(s.used(), 6000);
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), u64::MAX);
+        let big = vec![0u8; MAX_BLOB_SIZE + 1];
+        let k = Hash::of(&big);
+        assert!(matches!(s.put(Tier::Durable, k, &big), Err(StoreError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn logically_corrupt_value_is_reported_not_returned_and_replaced_by_a_good_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 1 << 30);
+        let (k, v) = shard(3, 4096);
+        let mut bad = v.clone();
+        bad[100] ^= 0x40;
+        s.put_unchecked(Tier::Durable, k, &bad).unwrap();
+        assert!(matches!(s.get(Tier::Durable, k), Err(StoreError::Corrupt { .. })));
+        // A put of the right bytes repairs it.
+        assert_eq!(s.put(Tier::Durable, k, &v).unwrap(), PutOutcome::Stored);
+        assert_eq!(s.get(Tier::Durable, k).unwrap(), Some(v));
+    }
+
+    #[test]
+    fn bytes_corrupted_on_disk_are_reported_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<_> = (1..=8).map(|n| shard(n, 64 * 1024)).collect();
+        {
+            let s = open(dir.path(), 1 << 30);
+            for (k, v) in &items {
+                s.put(Tier::Durable, *k, v).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        // Flip bytes in the middle of every blob file, inside the shard payloads.
+        let mut flipped = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "blob") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                let len = bytes.len();
+                for i in (len / 8..len * 7 / 8).step_by(4096) {
+                    bytes[i] ^= 0xff;
+                }
+                std::fs::write(&path, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+        assert!(flipped > 0, "no blob files were written");
+        let s = open(dir.path(), 1 << 30);
+        let mut corrupt = 0;
+        for (k, v) in &items {
+            match s.get(Tier::Durable, *k) {
+                Ok(Some(got)) => assert_eq!(&got, v, "wrong bytes returned as data"),
+                Err(StoreError::Corrupt { .. }) => corrupt += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(corrupt > 0, "no corruption was detected");
+    }
+}

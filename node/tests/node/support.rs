@@ -1,0 +1,96 @@
+//! Starting `medley-node` processes and a client peer for tests.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use medley_net::{CancellationToken, Keypair, Multiaddr, NoService, Peer, PeerConfig, PeerHandle, PeerId};
+use medley_node::{NODE_INFO_FILE, NodeInfo};
+
+/// A node process, killed when dropped.
+pub(crate) struct NodeProcess {
+    pub(crate) child: Child,
+    pub(crate) peer_id: PeerId,
+    pub(crate) addrs: Vec<Multiaddr>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl NodeProcess {
+    /// Starts a node in a fresh temporary data dir.
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = Self::start_in(dir.path(), extra);
+        node._dir = Some(dir);
+        node
+    }
+
+    /// Starts a node in `dir`; waits until it has written its addresses.
+    pub(crate) fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let _ = std::fs::remove_file(dir.join(NODE_INFO_FILE));
+        let child = Command::new(env!("CARGO_BIN_EXE_medley-node"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--region", "test"])
+            .args(extra)
+            .env("MEDLEY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start medley-node");
+        let info = wait_for_info(dir, Duration::from_secs(60));
+        Self {
+            child,
+            peer_id: info.peer_id.parse().unwrap(),
+            addrs: info.listen.iter().map(|a| a.parse().unwrap()).collect(),
+            _dir: None,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_info(dir: &Path, timeout: Duration) -> NodeInfo {
+    let path = dir.join(NODE_INFO_FILE);
+    let start = Instant::now();
+    loop {
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(info) = serde_json::from_slice::<NodeInfo>(&bytes) {
+                return info;
+            }
+        }
+        assert!(start.elapsed() < timeout, "node did not write {} in {timeout:?}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client peer that only asks.
+pub(crate) async fn client() -> PeerHandle {
+    Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub(crate) fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

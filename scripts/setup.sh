@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages Medley's build needs, if they are missing.
+# RocksDB's Rust bindings are generated with bindgen, which needs libclang.
+set -euo pipefail
+need=()
+for pkg in libclang-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi

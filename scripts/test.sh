@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs Medley's whole test suite (unit, property, integration and end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
