@@ -7,11 +7,17 @@
 //! - [`Codec::reconstruct_verified`] returns bytes only if they hash to the expected
 //!   [`SegmentId`]; a wrong or flipped shard among those used is an error, never data.
 //!
-//! The codec is `reed-solomon-simd` (Leopard-style O(n log n) over GF(2^16), SIMD kernels
-//! picked at run time). It beat `reed-solomon-erasure`, with and without its `simd-accel`
-//! feature, on 4+2 and 10+4 at 64 KiB shards; figures in BENCHMARKS.md.
+//! The codec is `reed-solomon-erasure` over GF(2^8) (a systematic Vandermonde-derived code,
+//! with the C SIMD kernels of its `simd-accel` feature). Against `reed-solomon-simd` it
+//! encodes as fast and rebuilds about 10x faster at Medley's sizes: `reed-solomon-simd` pays a
+//! fixed ~350 us per decode (its error-locator transform over GF(2^16)), which dominates at
+//! 256 KiB segments. Figures in BENCHMARKS.md. Rebuilds happen on every stream whose first
+//! `k` shards to arrive include parity, so decode speed is what counts.
 
-use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::hash::{SegmentId, ShardId};
 
@@ -19,8 +25,8 @@ use crate::hash::{SegmentId, ShardId};
 pub const MAX_DATA_SHARDS: u8 = 64;
 /// Largest number of parity shards per segment.
 pub const MAX_PARITY_SHARDS: u8 = 64;
-/// Shards are padded to a multiple of this many bytes (the SIMD kernels work on 64-byte
-/// blocks; the codec requires at least an even length).
+/// Shards are padded to a multiple of this many bytes, so the SIMD kernels work on whole
+/// blocks.
 pub const SHARD_ALIGN: usize = 64;
 
 /// Why coding failed.
@@ -78,11 +84,43 @@ pub enum CodecError {
     Backend(String),
 }
 
-/// A `k + m` erasure code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `k + m` erasure code. Cheap to clone: codecs with the same `k` and `m` share one
+/// Reed-Solomon instance (its matrices and its cache of decode matrices).
+#[derive(Clone)]
 pub struct Codec {
     k: u8,
     m: u8,
+    /// `None` when `m == 0`: no parity, nothing to compute.
+    rs: Option<Arc<ReedSolomon>>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Codec({}+{})", self.k, self.m)
+    }
+}
+
+impl PartialEq for Codec {
+    fn eq(&self, other: &Self) -> bool {
+        (self.k, self.m) == (other.k, other.m)
+    }
+}
+
+impl Eq for Codec {}
+
+type Instances = Mutex<HashMap<(u8, u8), Arc<ReedSolomon>>>;
+
+/// One Reed-Solomon instance per `(k, m)` for the whole process.
+fn instance(k: u8, m: u8) -> Result<Arc<ReedSolomon>, CodecError> {
+    static INSTANCES: OnceLock<Instances> = OnceLock::new();
+    let map = INSTANCES.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(rs) = map.get(&(k, m)) {
+        return Ok(rs.clone());
+    }
+    let rs = Arc::new(ReedSolomon::new(usize::from(k), usize::from(m)).map_err(backend)?);
+    map.insert((k, m), rs.clone());
+    Ok(rs)
 }
 
 impl Codec {
@@ -96,7 +134,8 @@ impl Codec {
                 max_m: MAX_PARITY_SHARDS,
             });
         }
-        Ok(Self { k, m })
+        let rs = if m > 0 { Some(instance(k, m)?) } else { None };
+        Ok(Self { k, m, rs })
     }
 
     /// Data shards per segment.
@@ -130,22 +169,18 @@ impl Codec {
         let k = usize::from(self.k);
         let shard_len = self.shard_len(segment.len());
         let mut shards: Vec<Vec<u8>> = Vec::with_capacity(self.total());
-        for i in 0..k {
-            let start = (i * shard_len).min(segment.len());
-            let end = ((i + 1) * shard_len).min(segment.len());
+        for i in 0..self.total() {
             let mut shard = Vec::with_capacity(shard_len);
-            shard.extend_from_slice(&segment[start..end]);
+            if i < k {
+                let start = (i * shard_len).min(segment.len());
+                let end = ((i + 1) * shard_len).min(segment.len());
+                shard.extend_from_slice(&segment[start..end]);
+            }
             shard.resize(shard_len, 0);
             shards.push(shard);
         }
-        if self.m > 0 {
-            let mut encoder = ReedSolomonEncoder::new(k, usize::from(self.m), shard_len)
-                .map_err(backend)?;
-            for shard in &shards {
-                encoder.add_original_shard(shard).map_err(backend)?;
-            }
-            let result = encoder.encode().map_err(backend)?;
-            shards.extend(result.recovery_iter().map(<[u8]>::to_vec));
+        if let Some(rs) = &self.rs {
+            rs.encode(&mut shards).map_err(backend)?;
         }
         Ok(shards)
     }
@@ -204,27 +239,23 @@ impl Codec {
                 out.extend_from_slice(s.as_ref());
             }
         } else {
-            let mut decoder = ReedSolomonDecoder::new(k, usize::from(self.m), shard_len)
-                .map_err(backend)?;
-            for (i, s) in shards.iter().enumerate() {
+            let rs = self.rs.as_ref().ok_or(CodecError::TooFewShards { needed: k, have })?;
+            // Hand the decoder exactly the first k present shards: fewer copies, and the
+            // result depends only on shards the caller can name.
+            let mut work: Vec<Option<Vec<u8>>> = vec![None; self.total()];
+            let mut taken = 0;
+            for (slot, s) in shards.iter().enumerate() {
                 if let Some(s) = s {
-                    if i < k {
-                        decoder.add_original_shard(i, s).map_err(backend)?;
-                    } else {
-                        decoder.add_recovery_shard(i - k, s).map_err(backend)?;
+                    if taken < k {
+                        work[slot] = Some(s.as_ref().to_vec());
+                        taken += 1;
                     }
                 }
             }
-            let result = decoder.decode().map_err(backend)?;
-            for (i, s) in shards[..k].iter().enumerate() {
-                match s {
-                    Some(s) => out.extend_from_slice(s.as_ref()),
-                    None => out.extend_from_slice(
-                        result
-                            .restored_original(i)
-                            .ok_or_else(|| CodecError::Backend(format!("shard {i} not restored")))?,
-                    ),
-                }
+            rs.reconstruct_data(&mut work).map_err(backend)?;
+            for (i, s) in work.iter().take(k).enumerate() {
+                let s = s.as_ref().ok_or_else(|| CodecError::Backend(format!("shard {i} not restored")))?;
+                out.extend_from_slice(s);
             }
         }
         out.truncate(segment_len);
@@ -247,7 +278,7 @@ impl Codec {
     }
 }
 
-fn backend(e: reed_solomon_simd::Error) -> CodecError {
+fn backend(e: reed_solomon_erasure::Error) -> CodecError {
     CodecError::Backend(e.to_string())
 }
 
