@@ -19,6 +19,19 @@ fn codec_name() -> &'static str {
     if cfg!(feature = "simd") { "rse-simd-accel" } else { "rse-pure-rust" }
 }
 
+/// The `k` zero-padded data shards of `seg`, as `Codec::encode` lays them out.
+fn split_padded(seg: &[u8], k: usize, shard_len: usize) -> Vec<Vec<u8>> {
+    (0..k)
+        .map(|i| {
+            let mut s = vec![0u8; shard_len];
+            let start = (i * shard_len).min(seg.len());
+            let end = ((i + 1) * shard_len).min(seg.len());
+            s[..end - start].copy_from_slice(&seg[start..end]);
+            s
+        })
+        .collect()
+}
+
 fn hashing(c: &mut Criterion) {
     let mut g = c.benchmark_group("blake3");
     for len in [64 * 1024, 256 * 1024] {
@@ -52,15 +65,7 @@ fn encode(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("rs-simd", label), |b| {
             b.iter(|| {
                 // Same work as Codec::encode: split, pad, encode, collect k + m shards.
-                let mut shards: Vec<Vec<u8>> = (0..k)
-                    .map(|i| {
-                        let mut s = vec![0u8; shard_len];
-                        let start = (i * shard_len).min(len);
-                        let end = ((i + 1) * shard_len).min(len);
-                        s[..end - start].copy_from_slice(&seg[start..end]);
-                        s
-                    })
-                    .collect();
+                let mut shards = split_padded(&seg, k, shard_len);
                 let parity = reed_solomon_simd::encode(k, m, &shards).unwrap();
                 shards.extend(parity);
                 shards
@@ -86,15 +91,7 @@ fn rebuild(c: &mut Criterion) {
 
         let (k, m) = (usize::from(k), usize::from(m));
         let shard_len = codec.shard_len(len);
-        let originals: Vec<Vec<u8>> = (0..k)
-            .map(|i| {
-                let mut s = vec![0u8; shard_len];
-                let start = (i * shard_len).min(len);
-                let end = ((i + 1) * shard_len).min(len);
-                s[..end - start].copy_from_slice(&seg[start..end]);
-                s
-            })
-            .collect();
+        let originals = split_padded(&seg, k, shard_len);
         let recovery = reed_solomon_simd::encode(k, m, &originals).unwrap();
         g.bench_function(BenchmarkId::new("rs-simd", label), |b| {
             b.iter(|| {

@@ -28,12 +28,14 @@
 
 mod erasure;
 mod hash;
+mod layout;
 mod manifest;
 pub mod protocol;
 mod segment;
 
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
 pub use hash::{HASH_LEN, Hash, ParseIdError, SegmentId, ShardId, SongId};
+pub use layout::{DEFAULT_PARTITIONS, Layout, LayoutError, Member, partition_of};
 pub use manifest::{
     MANIFEST_FORMAT_VERSION, MAX_MANIFEST_SIZE, MAX_TEXT_FIELD, Manifest, ManifestBody,
     ManifestError, PublisherId, PublisherKey, SegmentEntry, SongMeta,
