@@ -8,9 +8,31 @@ use serde::{Deserialize, Serialize};
 /// Length of a [`Hash`] in bytes.
 pub const HASH_LEN: usize = 32;
 
-/// A BLAKE3 hash: 32 bytes, shown as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A BLAKE3 hash: 32 bytes, shown as 64 lowercase hex digits. Serialized as hex text in
+/// human-readable formats (JSON, TOML) and as 32 raw bytes in binary ones (postcard).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash([u8; HASH_LEN]);
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; HASH_LEN]>::deserialize(d).map(Self)
+        }
+    }
+}
 
 impl Hash {
     /// Hashes `bytes` with BLAKE3.
@@ -192,6 +214,18 @@ mod tests {
         // 32 two-byte characters are 64 bytes: rejected for the character, not the length.
         assert_eq!("é".repeat(32).parse::<Hash>(), Err(ParseIdError::Char { ch: 'é', index: 0 }));
         assert_eq!("é".parse::<Hash>(), Err(ParseIdError::Length { len: 1 }));
+    }
+
+    #[test]
+    fn serde_is_hex_in_json_and_raw_in_postcard() {
+        let id = SongId::of(b"x");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<SongId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<SongId>("\"zz\"").is_err());
+        let bin = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bin, id.as_bytes().to_vec());
+        assert_eq!(postcard::from_bytes::<SongId>(&bin).unwrap(), id);
     }
 
     #[test]

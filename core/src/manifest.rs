@@ -71,9 +71,22 @@ pub struct SegmentEntry {
     pub shards: Vec<ShardId>,
 }
 
-/// A publisher's public key (ed25519), shown as hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A publisher's public key (ed25519), shown as hex; serialized like [`crate::Hash`] (hex in
+/// JSON, raw bytes in postcard).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublisherId(pub [u8; 32]);
+
+impl Serialize for PublisherId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::hash::Hash::from_bytes(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublisherId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hash::Hash::deserialize(d).map(|h| Self(*h.as_bytes()))
+    }
+}
 
 impl fmt::Display for PublisherId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -264,7 +264,83 @@ impl Request {
     }
 }
 
+/// Variant index of [`Response::Shard`] on the wire.
+pub const TAG_SHARD: u8 = 0;
+/// Variant index of [`Response::Segment`] on the wire.
+pub const TAG_SEGMENT: u8 = 1;
+/// Longest varint of a `u32`/`usize` length postcard writes for blobs of our sizes.
+pub const MAX_VARINT_LEN: usize = 5;
+
+/// Appends `n` as a postcard (LEB128) varint.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Decodes a minimal LEB128 varint of at most [`MAX_VARINT_LEN`] bytes, one byte at a time.
+/// Feed bytes until it returns `Ok(Some(value))`.
+#[derive(Debug, Default)]
+pub struct VarintReader {
+    value: u64,
+    read: usize,
+}
+
+impl VarintReader {
+    /// Feeds one byte. `Ok(None)`: more bytes needed.
+    pub fn push(&mut self, byte: u8) -> Result<Option<u64>, WireError> {
+        if self.read == MAX_VARINT_LEN {
+            return Err(WireError::Malformed { reason: "length varint too long".into() });
+        }
+        self.value |= u64::from(byte & 0x7f) << (7 * self.read);
+        self.read += 1;
+        if byte & 0x80 != 0 {
+            return Ok(None);
+        }
+        if byte == 0 && self.read > 1 {
+            return Err(WireError::Malformed { reason: "length varint is not minimal".into() });
+        }
+        Ok(Some(self.value))
+    }
+
+    /// Bytes consumed so far.
+    pub fn len(&self) -> usize {
+        self.read
+    }
+
+    /// Whether no byte has been fed.
+    pub fn is_empty(&self) -> bool {
+        self.read == 0
+    }
+}
+
 impl Response {
+    /// The encoding split so a writer can send a blob without copying it: `header ++ payload`
+    /// is exactly [`Response::encode`]. Only `Shard` and `Segment` have a payload.
+    pub fn encode_parts(&self) -> (Vec<u8>, Option<&[u8]>) {
+        match self {
+            Self::Shard { data } | Self::Segment { data } => {
+                let tag = if matches!(self, Self::Shard { .. }) { TAG_SHARD } else { TAG_SEGMENT };
+                let mut header = Vec::with_capacity(1 + MAX_VARINT_LEN);
+                header.push(tag);
+                push_varint(&mut header, data.len() as u64);
+                (header, Some(data.as_slice()))
+            }
+            other => (other.encode(), None),
+        }
+    }
+
+    /// A blob response from its tag and bytes, as read by a streaming decoder.
+    pub fn from_blob(tag: u8, data: Vec<u8>) -> Option<Self> {
+        match tag {
+            TAG_SHARD => Some(Self::Shard { data }),
+            TAG_SEGMENT => Some(Self::Segment { data }),
+            _ => None,
+        }
+    }
+
     /// The wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let hint = match self {
@@ -329,6 +405,41 @@ mod tests {
         let mut short = Request::PutShard { id: ShardId::of(b"x"), data: vec![0; 100] }.encode();
         short.truncate(60);
         assert!(Request::decode(&short).is_err());
+    }
+
+    #[test]
+    fn split_encoding_equals_postcard() {
+        for len in [0usize, 1, 127, 128, 16_383, 16_384, 65_536, 262_144, MAX_BLOB_SIZE] {
+            for r in [Response::Shard { data: vec![7; len] }, Response::Segment { data: vec![9; len] }] {
+                let (mut header, payload) = r.encode_parts();
+                header.extend_from_slice(payload.unwrap());
+                assert_eq!(header, r.encode(), "len {len}");
+                // And the streaming varint reader agrees with postcard on the length.
+                let mut v = VarintReader::default();
+                let mut got = None;
+                for &b in &r.encode()[1..] {
+                    if let Some(n) = v.push(b).unwrap() {
+                        got = Some(n);
+                        break;
+                    }
+                }
+                assert_eq!(got, Some(len as u64));
+            }
+        }
+        let (h, p) = Response::Stored.encode_parts();
+        assert_eq!((h, p), (Response::Stored.encode(), None));
+    }
+
+    #[test]
+    fn varint_reader_rejects_overlong_and_non_minimal() {
+        let mut v = VarintReader::default();
+        assert_eq!(v.push(0x80).unwrap(), None);
+        assert!(v.push(0x00).is_err(), "0 written in two bytes");
+        let mut v = VarintReader::default();
+        for _ in 0..MAX_VARINT_LEN {
+            let _ = v.push(0xff);
+        }
+        assert!(v.push(0x01).is_err());
     }
 
     #[test]

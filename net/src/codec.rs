@@ -3,13 +3,17 @@
 //! A message is a 4-byte big-endian length followed by that many bytes of its encoding
 //! ([`medley_core::protocol`]). The length is checked against [`MAX_MESSAGE_SIZE`] before
 //! any buffer is allocated, so a peer cannot make us reserve more than that.
+//!
+//! Blob responses (shards, segments) are written and read in parts: header, then the bytes
+//! straight from or into their own buffer. The bytes on the wire are the same; two copies of
+//! every blob are saved.
 
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
-use medley_core::protocol::{MAX_MESSAGE_SIZE, Request, Response, WireError};
+use medley_core::protocol::{MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError};
 
 /// An inbound request as decoded from the wire: either a request, or why it was not one.
 /// A malformed request still gets an answer (an error code) rather than a dropped stream.
@@ -51,6 +55,49 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.close().await
 }
 
+/// Reads a response frame, reading a blob's bytes straight into their own buffer.
+async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<Response, WireError>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE_SIZE {
+        return Ok(Err(WireError::TooLarge { size: len, max: MAX_MESSAGE_SIZE }));
+    }
+    if len == 0 {
+        return Ok(Response::decode(&[]));
+    }
+    let mut tag = [0u8; 1];
+    io.read_exact(&mut tag).await?;
+    if tag[0] != TAG_SHARD && tag[0] != TAG_SEGMENT {
+        let mut buf = vec![0u8; len];
+        buf[0] = tag[0];
+        io.read_exact(&mut buf[1..]).await?;
+        return Ok(Response::decode(&buf));
+    }
+    let mut varint = VarintReader::default();
+    let blob_len = loop {
+        if 1 + varint.len() >= len {
+            return Ok(Err(WireError::Malformed { reason: "frame ends inside the blob length".into() }));
+        }
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        match varint.push(b[0]) {
+            Ok(Some(n)) => break n,
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+    let header = 1 + varint.len();
+    if blob_len != (len - header) as u64 {
+        return Ok(Err(WireError::Malformed {
+            reason: format!("blob of {blob_len} bytes in a frame with {} bytes left", len - header),
+        }));
+    }
+    let mut data = vec![0u8; len - header];
+    io.read_exact(&mut data).await?;
+    Ok(Response::from_blob(tag[0], data).ok_or_else(|| WireError::Malformed { reason: "unknown blob tag".into() }))
+}
+
 impl request_response::Codec for DataCodec {
     type Protocol = StreamProtocol;
     type Request = Inbound;
@@ -67,10 +114,7 @@ impl request_response::Codec for DataCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io)
-            .await?
-            .and_then(|bytes| Response::decode(&bytes))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_response_frame(io).await?.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Inbound) -> io::Result<()>
@@ -85,7 +129,22 @@ impl request_response::Codec for DataCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.encode()).await
+        let (header, payload) = res.encode_parts();
+        let Some(payload) = payload else {
+            return write_frame(io, &header).await;
+        };
+        let total = header.len() + payload.len();
+        if total > MAX_MESSAGE_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                WireError::TooLarge { size: total, max: MAX_MESSAGE_SIZE },
+            ));
+        }
+        // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
+        io.write_all(&(total as u32).to_be_bytes()).await?;
+        io.write_all(&header).await?;
+        io.write_all(payload).await?;
+        io.close().await
     }
 }
 
@@ -111,5 +170,33 @@ mod tests {
         // A frame cut short is an I/O error.
         let mut short = Cursor::new(vec![0, 0, 0, 10, 1, 2]);
         assert!(read_frame(&mut short).await.is_err());
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[tokio::test]
+    async fn streamed_responses_match_postcard_and_reject_lies() {
+        for r in [
+            Response::Segment { data: (0..300_000u32).map(|i| i as u8).collect() },
+            Response::Shard { data: vec![] },
+            Response::Stored,
+            Response::Has { present: vec![true] },
+            Response::error(medley_core::protocol::ErrorCode::BUSY, "busy"),
+        ] {
+            let mut rd = Cursor::new(framed(&r.encode()));
+            assert_eq!(read_response_frame(&mut rd).await.unwrap().unwrap(), r);
+        }
+        // A blob length that disagrees with the frame length.
+        let mut lie = Response::Shard { data: vec![1; 10] }.encode();
+        lie[1] = 11;
+        let mut rd = Cursor::new(framed(&lie));
+        assert!(matches!(read_response_frame(&mut rd).await.unwrap(), Err(WireError::Malformed { .. })));
+        // A frame that ends inside the length varint.
+        let mut rd = Cursor::new(framed(&[TAG_SEGMENT, 0x80]));
+        assert!(matches!(read_response_frame(&mut rd).await.unwrap(), Err(WireError::Malformed { .. })));
     }
 }

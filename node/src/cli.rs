@@ -56,11 +56,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// Builds the effective configuration: defaults < file < environment < flags.
     pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
-        let file = match (&self.config, &self.data_dir) {
-            (Some(path), _) => Some(path.clone()),
-            (None, Some(dir)) if dir.join(CONFIG_FILE).exists() => Some(dir.join(CONFIG_FILE)),
-            _ => None,
-        };
+        let file = medley_daemon::config_path(self.config.as_deref(), self.data_dir.as_deref(), CONFIG_FILE);
         let mut config = match &file {
             Some(path) => NodeConfig::from_file(path)?,
             None => NodeConfig::default(),
@@ -92,12 +88,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let node = Node::bind(config)
         .await
         .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
-    shutdown_signal().await;
+    medley_daemon::shutdown_signal().await;
     info!("shutting down (a second signal exits at once)");
     let stop = node.shutdown(Duration::from_secs(10));
     tokio::select! {
         r = stop => r.context("shutdown failed")?,
-        () = shutdown_signal() => {
+        () = medley_daemon::shutdown_signal() => {
             warn!("second signal: exiting now");
             std::process::exit(130);
         }
@@ -105,24 +101,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["medley-node", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(a) => a,
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "region = \"file-region\"\ncapacity = \"3 GiB\"\nmax_concurrent_requests = 7\n",
+        )
+        .unwrap();
+        let d = dir.path().to_str().unwrap();
+        // The file in the data dir is found without --config.
+        let c = run_args(&["--data-dir", d]).resolve().unwrap();
+        assert_eq!((c.region.as_str(), c.capacity, c.max_concurrent_requests), ("file-region", ByteSize::gib(3), 7));
+        assert_eq!(c.listen, NodeConfig::default().listen);
+        // Flags win over the file.
+        let c = run_args(&["--data-dir", d, "--region", "flag-region", "--capacity", "1 GiB", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .resolve()
+            .unwrap();
+        assert_eq!((c.region.as_str(), c.capacity, c.max_concurrent_requests), ("flag-region", ByteSize::gib(1), 7));
+        assert_eq!(c.listen, vec!["/ip4/127.0.0.1/udp/0/quic-v1".to_string()]);
+    }
+
+    #[test]
+    fn bad_settings_are_reported_with_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "capacity = 12\nregoin = \"x\"\n").unwrap();
+        let err = run_args(&["--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("bad.toml") && text.contains("regoin"), "{text}");
+        let err = run_args(&["--listen", "udp/nope"]).resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("udp/nope"), "{err:#}");
+        assert!(Cli::try_parse_from(["medley-node", "run", "--capacity", "lots"]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! variables and flags.
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -48,22 +49,9 @@ impl Default for NodeConfig {
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this config.
-    #[error("config file {path} is invalid: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error, with line and column.
-        source: Box<toml::de::Error>,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] medley_daemon::ConfigFileError),
     /// A listen address is not a multiaddr.
     #[error("listen address {addr:?} is not a valid multiaddr: {reason}")]
     Listen {
@@ -85,14 +73,7 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+        Ok(medley_daemon::load_toml(path)?)
     }
 
     /// Parses TOML text.

@@ -1,1 +1,31 @@
+//! Medley's tracker: the control plane. It keeps the catalogue (signed manifests), the
+//! authorised publisher keys, the registry of storage nodes and the layout of partitions to
+//! nodes, all in RocksDB, and serves them over HTTP/JSON under `/v1`. It is never on the
+//! audio data path.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use medley_tracker::{Tracker, TrackerConfig};
+//! let tracker = Tracker::bind(TrackerConfig { data_dir: "/tmp/tracker".into(), ..Default::default() }).await?;
+//! println!("API at {}", tracker.url());
+//! tracker.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Laws: a manifest is stored only if it decodes canonically, is self-consistent, is signed
+//! by an authorised publisher and uses the network's code; a refused request changes
+//! nothing; everything acknowledged is on disk.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod api;
+pub mod cli;
+mod config;
+mod db;
+mod server;
+mod state;
+
+pub use api::{ApiError, SongView};
+pub use config::{CONFIG_FILE, ConfigError, TrackerConfig};
+pub use db::DbError;
+pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
+pub use state::{Committed, Heartbeat, Load, NodeRecord, Registration, State, StateError};

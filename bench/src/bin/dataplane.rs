@@ -9,6 +9,11 @@
 //! bytes, no hashing. Both use the same QUIC windows (libp2p-quic's: 10 MB per stream,
 //! 15 MB per connection) and the same crypto provider (aws-lc-rs).
 //!
+//! Two quinn baselines run: stock (TLS 1.3 negotiates AES-128-GCM, AES-NI) and one that
+//! offers libp2p-tls's cipher order, so it negotiates ChaCha20-Poly1305 as libp2p does. The
+//! first is the bar; the second isolates the cost of Medley's own stack from the cipher
+//! libp2p picks.
+//!
 //! cargo run --release -p medley-bench --bin dataplane -- --total 1GiB
 
 use std::collections::HashMap;
@@ -70,15 +75,18 @@ async fn run(args: Args) -> Result<()> {
     // Raw quinn server with the same segments in memory.
     let table: Arc<HashMap<[u8; 32], Vec<u8>>> =
         Arc::new(ids.iter().zip(&segments).map(|(id, s)| (*id.as_bytes(), s.clone())).collect());
-    let (quinn_addr, quinn_client) = raw_quinn(table).await?;
+    let (_, quinn_aes) = raw_quinn(table.clone(), false).await?;
+    let (_, quinn_chacha) = raw_quinn(table, true).await?;
 
     println!("fetching {} ({} x {} B segments, {} distinct) per run, median of {}", args.total, fetches, args.segment, args.distinct, args.reps);
-    println!("{:>9} | {:>14} | {:>14} | {:>6}", "in flight", "medley MiB/s", "quinn MiB/s", "ratio");
+    println!(
+        "{:>9} | {:>12} | {:>16} | {:>19} | {:>9} | {:>12}",
+        "in flight", "medley MiB/s", "quinn AES MiB/s", "quinn ChaCha MiB/s", "vs AES", "vs ChaCha"
+    );
     for in_flight in [1usize, 16] {
-        let mut m = Vec::new();
-        let mut q = Vec::new();
+        let (mut m, mut qa, mut qc) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.reps {
-            // Interleave so both see the same machine load.
+            // Interleave so all three see the same machine load.
             let start = Instant::now();
             futures::stream::iter(0..fetches)
                 .map(|i| {
@@ -95,30 +103,46 @@ async fn run(args: Args) -> Result<()> {
                 })
                 .await;
             m.push(mib_per_s(total_bytes, start.elapsed()));
-
-            let start = Instant::now();
-            futures::stream::iter(0..fetches)
-                .map(|i| {
-                    let conn = quinn_client.clone();
-                    let id = ids[i % ids.len()];
-                    async move { fetch_quinn(&conn, id).await }
-                })
-                .buffer_unordered(in_flight)
-                .for_each(|r| async move {
-                    match r {
-                        Ok(n) => assert!(n > 0),
-                        Err(e) => panic!("quinn fetch failed: {e:#}"),
-                    }
-                })
-                .await;
-            q.push(mib_per_s(total_bytes, start.elapsed()));
+            qa.push(quinn_run(&quinn_aes, &ids, fetches, in_flight, total_bytes).await);
+            qc.push(quinn_run(&quinn_chacha, &ids, fetches, in_flight, total_bytes).await);
         }
-        let (m, q) = (median(&mut m), median(&mut q));
-        println!("{in_flight:>9} | {m:>14.1} | {q:>14.1} | {:>5.2}x", m / q);
+        let (m, qa, qc) = (median(&mut m), median(&mut qa), median(&mut qc));
+        println!("{in_flight:>9} | {m:>12.1} | {qa:>16.1} | {qc:>19.1} | {:>8.2}x | {:>11.2}x", m / qa, m / qc);
     }
-    let _ = quinn_addr;
     node.shutdown(Duration::from_secs(5)).await?;
     Ok(())
+}
+
+async fn quinn_run(conn: &quinn::Connection, ids: &[SegmentId], fetches: usize, in_flight: usize, total_bytes: u64) -> f64 {
+    let start = Instant::now();
+    futures::stream::iter(0..fetches)
+        .map(|i| {
+            let conn = conn.clone();
+            let id = ids[i % ids.len()];
+            async move { fetch_quinn(&conn, id).await }
+        })
+        .buffer_unordered(in_flight)
+        .for_each(|r| async move {
+            match r {
+                Ok(n) => assert!(n > 0),
+                Err(e) => panic!("quinn fetch failed: {e:#}"),
+            }
+        })
+        .await;
+    mib_per_s(total_bytes, start.elapsed())
+}
+
+/// aws-lc-rs with TLS 1.3 suites in libp2p-tls's order (ChaCha20 first) or rustls's default
+/// order (AES-GCM first).
+fn provider(chacha_first: bool) -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites = if chacha_first {
+        vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256]
+    } else {
+        vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256]
+    };
+    Arc::new(p)
 }
 
 fn transport() -> quinn::TransportConfig {
@@ -129,11 +153,16 @@ fn transport() -> quinn::TransportConfig {
     t
 }
 
-async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>) -> Result<(std::net::SocketAddr, quinn::Connection)> {
+async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>, chacha_first: bool) -> Result<(std::net::SocketAddr, quinn::Connection)> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
-    let mut server_config = quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into())?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider(chacha_first))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key.into())?;
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?));
     server_config.transport_config(Arc::new(transport()));
     let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = endpoint.local_addr()?;
@@ -162,7 +191,11 @@ async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>) -> Result<(std::net::
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert_der)?;
-    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider(chacha_first))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
     client_config.transport_config(Arc::new(transport()));
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     client.set_default_client_config(client_config);

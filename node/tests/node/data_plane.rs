@@ -206,3 +206,21 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
     let got = c.get_shard(second.peer_id, second.addrs.clone(), id).await.unwrap();
     assert_eq!(got, data);
 }
+
+#[test]
+fn sigterm_stops_the_node_cleanly() {
+    let mut node = NodeProcess::start(&[]);
+    let pid = node.child.id().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "node did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    assert!(!node.info_file().exists(), "node.json is removed on a clean stop");
+}

@@ -13,6 +13,7 @@ pub(crate) struct NodeProcess {
     pub(crate) child: Child,
     pub(crate) peer_id: PeerId,
     pub(crate) addrs: Vec<Multiaddr>,
+    data_dir: std::path::PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -44,8 +45,14 @@ impl NodeProcess {
             child,
             peer_id: info.peer_id.parse().unwrap(),
             addrs: info.listen.iter().map(|a| a.parse().unwrap()).collect(),
+            data_dir: dir.to_path_buf(),
             _dir: None,
         }
+    }
+
+    /// Where the node writes its `node.json`.
+    pub(crate) fn info_file(&self) -> std::path::PathBuf {
+        self.data_dir.join(NODE_INFO_FILE)
     }
 
     /// Whether the process is still running.

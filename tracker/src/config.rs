@@ -1,0 +1,95 @@
+//! The tracker's configuration: `medley-tracker.toml`, overridden by environment and flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use medley_core::{DEFAULT_K, DEFAULT_M, DEFAULT_PARTITIONS, PublisherId};
+use serde::{Deserialize, Serialize};
+
+/// Name of the config file looked for in the data directory.
+pub const CONFIG_FILE: &str = "medley-tracker.toml";
+
+/// Settings of a tracker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Directory holding the database (`db/`) and `tracker.json`.
+    pub data_dir: PathBuf,
+    /// HTTP listen address. Loopback by default: put a reverse proxy in front to publish it.
+    pub listen: SocketAddr,
+    /// Partitions of the layout. Fixed for the life of a network.
+    pub partitions: u16,
+    /// Data shards per segment every manifest must use.
+    pub k: u8,
+    /// Parity shards per segment every manifest must use.
+    pub m: u8,
+    /// Publisher keys (hex ed25519 public keys) allowed to commit manifests. Added to the
+    /// ones already stored; removing one here does not revoke it.
+    pub publishers: Vec<String>,
+    /// Seconds without a heartbeat after which a node is shown as down.
+    pub node_grace_secs: u64,
+    /// Largest request body accepted, in bytes (a manifest is at most 4 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("medley-tracker-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4700)),
+            partitions: DEFAULT_PARTITIONS,
+            k: DEFAULT_K,
+            m: DEFAULT_M,
+            publishers: Vec::new(),
+            node_grace_secs: 30,
+            max_body_bytes: medley_core::MAX_MANIFEST_SIZE + 1024,
+        }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] medley_daemon::ConfigFileError),
+    /// A publisher key is not 64 hex digits.
+    #[error("publisher key {key:?} is invalid: {reason}")]
+    Publisher {
+        /// The key as given.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("{field} {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl TrackerConfig {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Ok(medley_daemon::load_toml(path)?)
+    }
+
+    /// Checks values; returns the parsed publisher keys.
+    pub fn validate(&self) -> Result<Vec<PublisherId>, ConfigError> {
+        if self.partitions == 0 {
+            return Err(ConfigError::Invalid { field: "partitions", reason: "must be at least 1" });
+        }
+        medley_core::Codec::new(self.k, self.m)
+            .map_err(|_| ConfigError::Invalid { field: "k/m", reason: "are not a supported code" })?;
+        self.publishers
+            .iter()
+            .map(|k| {
+                k.parse::<PublisherId>()
+                    .map_err(|e| ConfigError::Publisher { key: k.clone(), reason: e.to_string() })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,114 @@
+//! The tracker's RocksDB state: manifests, nodes, layout versions and publisher keys.
+//!
+//! Every write is synced before it is acknowledged, so a kill -9 loses nothing that a client
+//! was told is stored.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteOptions};
+
+/// Column families.
+pub(crate) const CF_MANIFESTS: &str = "manifests";
+pub(crate) const CF_NODES: &str = "nodes";
+pub(crate) const CF_LAYOUTS: &str = "layouts";
+pub(crate) const CF_PUBLISHERS: &str = "publishers";
+const ALL: [&str; 4] = [CF_MANIFESTS, CF_NODES, CF_LAYOUTS, CF_PUBLISHERS];
+
+/// A RocksDB failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Opening the database failed.
+    #[error("cannot open the tracker database at {path}: {source}")]
+    Open {
+        /// Directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// An operation failed.
+    #[error("tracker database {op} failed: {source}")]
+    Op {
+        /// What was being done.
+        op: &'static str,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// A stored record does not decode.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The database.
+pub(crate) struct Db {
+    db: DB,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+fn op(op: &'static str) -> impl FnOnce(rocksdb::Error) -> DbError {
+    move |source| DbError::Op { op, source }
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> Result<Self, DbError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::None);
+        let cfs = ALL.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::None);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)
+            .map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {
+        self.db.cf_handle(name).ok_or_else(|| DbError::Corrupt {
+            what: format!("column family {name}"),
+            reason: "missing".into(),
+        })
+    }
+
+    pub(crate) fn put(&self, cf: &'static str, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_cf_opt(self.cf(cf)?, key, value, &w).map_err(op("put"))
+    }
+
+    pub(crate) fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(op("get"))
+    }
+
+    /// All records of a column family, in key order.
+    pub(crate) fn scan(&self, cf: &'static str) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::Start)
+            .map(|r| r.map_err(op("scan")))
+            .collect()
+    }
+
+    /// The last record of a column family.
+    pub(crate) fn last(&self, cf: &'static str) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, DbError> {
+        self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).next().transpose().map_err(op("last"))
+    }
+
+    pub(crate) fn count(&self, cf: &'static str) -> Result<u64, DbError> {
+        Ok(self
+            .db
+            .property_int_value_cf(self.cf(cf)?, "rocksdb.estimate-num-keys")
+            .map_err(op("count"))?
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,121 @@
+//! The tracker's composition root: state plus HTTP server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::api::{App, router};
+use crate::config::{ConfigError, TrackerConfig};
+use crate::state::{State, StateError};
+
+/// File in the data directory where a running tracker writes its address.
+pub const TRACKER_INFO_FILE: &str = "tracker.json";
+
+/// What a running tracker tells local tools (`tracker.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerInfo {
+    /// Base URL of the API, e.g. `http://127.0.0.1:4700`.
+    pub url: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Why the tracker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Binding or file I/O failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Address or file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A running tracker.
+#[derive(Debug)]
+pub struct Tracker {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    app: Arc<App>,
+}
+
+impl Tracker {
+    /// Opens the state and starts serving the API.
+    pub async fn bind(config: TrackerConfig) -> Result<Self, TrackerError> {
+        let publishers = config.validate()?;
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| TrackerError::Io { what: "cannot create", path: data_dir.display().to_string(), source })?;
+        let info_path = data_dir.join(TRACKER_INFO_FILE);
+        let _ = std::fs::remove_file(&info_path);
+        let listen = config.listen;
+        let state = tokio::task::spawn_blocking(move || State::open(config, &publishers))
+            .await
+            .map_err(|e| TrackerError::Io { what: "cannot open", path: "state".into(), source: std::io::Error::other(e) })??;
+        let app = Arc::new(App::new(state));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| TrackerError::Io { what: "cannot listen on", path: listen.to_string(), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| TrackerError::Io { what: "cannot read address of", path: listen.to_string(), source })?;
+        let (stop, mut stopped) = watch::channel(false);
+        let router = router(app.clone());
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        let info = TrackerInfo { url: format!("http://{addr}"), pid: std::process::id() };
+        let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        let tmp = info_path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &info_path))
+            .map_err(|source| TrackerError::Io { what: "cannot write", path: info_path.display().to_string(), source })?;
+        info!(url = %info.url, "tracker running");
+        Ok(Self { addr, data_dir, stop, task, app })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The state, for in-process use (tests, the testnet).
+    pub fn state(&self) -> &State {
+        &self.app.state
+    }
+
+    /// Stops accepting requests and waits up to `timeout` for in-flight ones.
+    pub async fn shutdown(self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(timeout, self.task).await;
+        let _ = std::fs::remove_file(self.data_dir.join(TRACKER_INFO_FILE));
+        info!("tracker stopped");
+    }
+}

@@ -1,0 +1,319 @@
+//! The tracker's state and its rules: catalogue, publishers, node registry and layout. The
+//! HTTP layer ([`crate::api`]) only translates requests into these calls.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use medley_core::{Layout, LayoutError, Manifest, ManifestError, Member, PublisherId, SongId};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::TrackerConfig;
+use crate::db::{CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PUBLISHERS, Db, DbError};
+
+/// What a node tells the tracker when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Data-plane multiaddrs.
+    pub addrs: Vec<String>,
+    /// Region.
+    pub region: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+}
+
+/// Load a node reports in its heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Free bytes.
+    pub free: u64,
+    /// Bytes per second served, recently.
+    pub bytes_per_sec: u64,
+    /// Transfers in flight.
+    pub transfers: u32,
+}
+
+/// A heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The node.
+    pub peer_id: String,
+    /// Its load.
+    #[serde(flatten)]
+    pub load: Load,
+}
+
+/// A node as the tracker knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// What it registered.
+    #[serde(flatten)]
+    pub registration: Registration,
+    /// Last reported load.
+    pub load: Load,
+    /// Unix milliseconds of the last register or heartbeat.
+    pub last_seen_ms: u64,
+}
+
+/// Why a tracker operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The manifest is signed by a key that may not publish here.
+    #[error("publisher {0} is not authorised on this tracker")]
+    UnknownPublisher(PublisherId),
+    /// The manifest uses another code than the network.
+    #[error("manifest uses {k}+{m} coding, this network uses {net_k}+{net_m}")]
+    Coding {
+        /// Manifest's k.
+        k: u8,
+        /// Manifest's m.
+        m: u8,
+        /// Network's k.
+        net_k: u8,
+        /// Network's m.
+        net_m: u8,
+    },
+    /// No such song.
+    #[error("no song {0}")]
+    UnknownSong(SongId),
+    /// No such node.
+    #[error("no node {0} is registered")]
+    UnknownNode(String),
+    /// A registration field is invalid.
+    #[error("invalid registration: {0}")]
+    BadRegistration(&'static str),
+    /// There is no layout yet (too few nodes).
+    #[error("no layout yet: {0}")]
+    NoLayout(LayoutError),
+    /// Storage failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Result of a publish commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Committed {
+    /// The song's id.
+    pub id: SongId,
+    /// False when the same manifest was already committed.
+    pub created: bool,
+}
+
+/// The tracker's state.
+#[derive(Debug)]
+pub struct State {
+    db: Db,
+    config: TrackerConfig,
+    publishers: RwLock<HashSet<PublisherId>>,
+    nodes: RwLock<BTreeMap<String, NodeRecord>>,
+    layout: RwLock<Option<Layout>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn corrupt(what: impl Into<String>, reason: impl ToString) -> DbError {
+    DbError::Corrupt { what: what.into(), reason: reason.to_string() }
+}
+
+impl State {
+    /// Opens the state in `config.data_dir/db` and adds the configured publisher keys.
+    pub fn open(config: TrackerConfig, publishers: &[PublisherId]) -> Result<Self, StateError> {
+        let db = Db::open(&config.data_dir.join("db"))?;
+        for p in publishers {
+            db.put(CF_PUBLISHERS, &p.0, b"")?;
+        }
+        let mut keys = HashSet::new();
+        for (k, _) in db.scan(CF_PUBLISHERS)? {
+            let bytes: [u8; 32] = k.as_ref().try_into().map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
+            keys.insert(PublisherId(bytes));
+        }
+        let mut nodes = BTreeMap::new();
+        for (k, v) in db.scan(CF_NODES)? {
+            let rec: NodeRecord = serde_json::from_slice(&v).map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
+            nodes.insert(rec.registration.peer_id.clone(), rec);
+        }
+        let layout = match db.last(CF_LAYOUTS)? {
+            Some((_, v)) => Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?),
+            None => None,
+        };
+        Ok(Self {
+            db,
+            config,
+            publishers: RwLock::new(keys),
+            nodes: RwLock::new(nodes),
+            layout: RwLock::new(layout),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    /// Authorises a publisher key.
+    pub fn add_publisher(&self, key: PublisherId) -> Result<(), StateError> {
+        self.db.put(CF_PUBLISHERS, &key.0, b"")?;
+        self.publishers.write().insert(key);
+        Ok(())
+    }
+
+    /// Commits a signed manifest: it must decode, be consistent, carry a valid signature of
+    /// an authorised publisher, and use the network's code. Idempotent.
+    pub fn publish(&self, bytes: &[u8]) -> Result<Committed, StateError> {
+        let manifest = Manifest::decode(bytes)?;
+        let body = manifest.body();
+        if !self.publishers.read().contains(&body.publisher) {
+            return Err(StateError::UnknownPublisher(body.publisher));
+        }
+        if (body.k, body.m) != (self.config.k, self.config.m) {
+            return Err(StateError::Coding { k: body.k, m: body.m, net_k: self.config.k, net_m: self.config.m });
+        }
+        let id = manifest.id();
+        if self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
+            return Ok(Committed { id, created: false });
+        }
+        self.db.put(CF_MANIFESTS, id.as_bytes(), manifest.encoded())?;
+        info!(song = %id, title = %manifest.meta().title, "song published");
+        Ok(Committed { id, created: true })
+    }
+
+    /// A committed manifest.
+    pub fn manifest(&self, id: SongId) -> Result<Manifest, StateError> {
+        let bytes = self.db.get(CF_MANIFESTS, id.as_bytes())?.ok_or(StateError::UnknownSong(id))?;
+        // Stored manifests were verified on commit; check again, the disk may have rotted.
+        Ok(Manifest::decode_expecting(&bytes, id)?)
+    }
+
+    /// Every committed manifest, in id order.
+    pub fn manifests(&self) -> Result<Vec<Manifest>, StateError> {
+        let mut out = Vec::new();
+        for (k, v) in self.db.scan(CF_MANIFESTS)? {
+            let id = SongId::from_bytes(k.as_ref().try_into().map_err(|_| corrupt("song key", "not 32 bytes"))?);
+            out.push(Manifest::decode_expecting(&v, id)?);
+        }
+        Ok(out)
+    }
+
+    /// Number of committed songs (estimate).
+    pub fn song_count(&self) -> Result<u64, StateError> {
+        Ok(self.db.count(CF_MANIFESTS)?)
+    }
+
+    /// Registers (or re-registers) a node and recomputes the layout if membership changed.
+    pub fn register(&self, reg: Registration) -> Result<Option<u64>, StateError> {
+        if reg.peer_id.is_empty() || reg.peer_id.len() > 128 {
+            return Err(StateError::BadRegistration("peer_id must be 1 to 128 characters"));
+        }
+        if reg.region.is_empty() || reg.region.len() > 64 {
+            return Err(StateError::BadRegistration("region must be 1 to 64 characters"));
+        }
+        if reg.addrs.is_empty() || reg.addrs.len() > 16 || reg.addrs.iter().any(|a| a.len() > 256) {
+            return Err(StateError::BadRegistration("addrs must list 1 to 16 addresses of at most 256 characters"));
+        }
+        let changed = {
+            let mut nodes = self.nodes.write();
+            let previous = nodes.get(&reg.peer_id).cloned();
+            let changed = previous.as_ref().is_none_or(|p| {
+                p.registration.region != reg.region || p.registration.capacity != reg.capacity
+            });
+            let rec = NodeRecord {
+                load: previous.map(|p| p.load).unwrap_or_default(),
+                registration: reg,
+                last_seen_ms: now_ms(),
+            };
+            self.store_node(&rec)?;
+            nodes.insert(rec.registration.peer_id.clone(), rec);
+            changed
+        };
+        if changed {
+            self.recompute_layout()?;
+        }
+        Ok(self.layout.read().as_ref().map(|l| l.version))
+    }
+
+    fn store_node(&self, rec: &NodeRecord) -> Result<(), StateError> {
+        let json = serde_json::to_vec(rec).map_err(|e| corrupt("node record", e))?;
+        Ok(self.db.put(CF_NODES, rec.registration.peer_id.as_bytes(), &json)?)
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, hb: Heartbeat) -> Result<(), StateError> {
+        let mut nodes = self.nodes.write();
+        let rec = nodes.get_mut(&hb.peer_id).ok_or_else(|| StateError::UnknownNode(hb.peer_id.clone()))?;
+        rec.load = hb.load;
+        rec.last_seen_ms = now_ms();
+        // Heartbeats are frequent and only liveness hints: kept in memory, persisted on
+        // register. A restart shows nodes as down until their next heartbeat.
+        Ok(())
+    }
+
+    /// All nodes with whether each is alive (heard from within the grace period).
+    pub fn nodes(&self) -> Vec<(NodeRecord, bool)> {
+        let now = now_ms();
+        let grace = self.config.node_grace_secs * 1000;
+        self.nodes
+            .read()
+            .values()
+            .map(|r| (r.clone(), now.saturating_sub(r.last_seen_ms) <= grace))
+            .collect()
+    }
+
+    /// A node's record.
+    pub fn node(&self, peer_id: &str) -> Option<NodeRecord> {
+        self.nodes.read().get(peer_id).cloned()
+    }
+
+    fn recompute_layout(&self) -> Result<(), StateError> {
+        let members: Vec<Member> = self
+            .nodes
+            .read()
+            .values()
+            .map(|r| Member {
+                id: r.registration.peer_id.clone(),
+                region: r.registration.region.clone(),
+                capacity: r.registration.capacity,
+            })
+            .collect();
+        let mut layout = self.layout.write();
+        let slots = self.config.k + self.config.m;
+        match Layout::compute(layout.as_ref(), &members, self.config.partitions, slots) {
+            Ok(next) => {
+                if layout.as_ref().is_some_and(|l| l.partitions == next.partitions) {
+                    return Ok(());
+                }
+                let json = serde_json::to_vec(&next).map_err(|e| corrupt("layout", e))?;
+                self.db.put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
+                if let Some(prev) = layout.as_ref() {
+                    info!(version = next.version, moved = prev.moved_slots(&next), "layout changed");
+                } else {
+                    info!(version = next.version, "first layout");
+                }
+                *layout = Some(next);
+                Ok(())
+            }
+            // Not enough nodes yet: keep what we have (or nothing).
+            Err(LayoutError::TooFewNodes { .. }) => Ok(()),
+            Err(e) => Err(StateError::NoLayout(e)),
+        }
+    }
+
+    /// The current layout.
+    pub fn layout(&self) -> Result<Layout, StateError> {
+        let members = self.nodes.read().values().filter(|r| r.registration.capacity > 0).count();
+        self.layout.read().clone().ok_or(StateError::NoLayout(LayoutError::TooFewNodes {
+            have: members,
+            need: usize::from(self.config.k + self.config.m),
+        }))
+    }
+}

@@ -1,0 +1,4 @@
+//! The tracker over real HTTP on 127.0.0.1 with its RocksDB state on disk.
+
+mod api;
+mod support;

@@ -1,0 +1,57 @@
+use std::path::Path;
+
+use medley_core::{Codec, Manifest, ManifestBody, PublisherKey, SegmentEntry, Segmenter, SongMeta};
+use medley_tracker::{Tracker, TrackerConfig};
+
+pub(crate) fn publisher() -> PublisherKey {
+    PublisherKey::from_seed([42u8; 32])
+}
+
+pub(crate) async fn start(dir: &Path) -> Tracker {
+    Tracker::bind(TrackerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publishers: vec![publisher().id().to_string()],
+        max_body_bytes: 64 * 1024,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A consistent manifest for `len` bytes of synthetic audio, signed by `key`.
+pub(crate) fn manifest(title: &str, len: usize, k: u8, m: u8, key: &PublisherKey) -> Manifest {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + title.len()) as u8).collect();
+    let codec = Codec::new(k, m).unwrap();
+    let segments = Segmenter::new(&data[..], 64 * 1024)
+        .map(|s| {
+            let s = s.unwrap();
+            SegmentEntry {
+                id: s.id,
+                len: s.bytes.len() as u32,
+                shards: codec.encode_with_ids(&s.bytes).unwrap().into_iter().map(|(id, _)| id).collect(),
+            }
+        })
+        .collect();
+    let body = ManifestBody {
+        meta: SongMeta {
+            title: title.into(),
+            artist: Some("The Velvet Foxes".into()),
+            album: Some("Paper Harbor".into()),
+            genre: Some("Indie".into()),
+            year: Some(2019),
+            track: Some(3),
+            duration_ms: Some(200_000),
+            codec: "flac".into(),
+            mime: "audio/flac".into(),
+            bitrate: Some(800_000),
+        },
+        total_size: len as u64,
+        segment_size: 64 * 1024,
+        k,
+        m,
+        segments,
+        publisher: key.id(),
+    };
+    Manifest::sign(body, key).unwrap()
+}
