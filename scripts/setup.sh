@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages Medley's build needs, if they are missing.
-# RocksDB's Rust bindings are generated with bindgen, which needs libclang.
+# RocksDB's Rust bindings are generated with bindgen, which needs libclang; the C/C++ parts
+# (RocksDB, aws-lc, the Reed-Solomon SIMD kernels) build with the system compilers.
 set -euo pipefail
 need=()
-for pkg in libclang-dev; do
+for pkg in libclang-dev clang; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
