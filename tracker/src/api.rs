@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -75,7 +75,8 @@ impl From<StateError> for ApiError {
             StateError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StateError::BadRegistration(_) => (StatusCode::BAD_REQUEST, "bad_registration"),
             StateError::NoLayout(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_layout"),
-            StateError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            StateError::Search(crate::search::SearchError::BadQuery(_)) => (StatusCode::BAD_REQUEST, "bad_query"),
+            StateError::Db(_) | StateError::Search(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, message)
     }
@@ -113,6 +114,7 @@ pub(crate) fn router(app: Shared) -> Router {
     let limit = app.state.config().max_body_bytes;
     Router::new()
         .route("/v1/publish", post(publish))
+        .route("/v1/search", get(search))
         .route("/v1/songs/{id}", get(song))
         .route("/v1/songs/{id}/manifest", get(manifest))
         .route("/v1/songs/{id}/sources", get(sources))
@@ -174,6 +176,14 @@ impl SongView {
             publisher: b.publisher.to_string(),
         }
     }
+}
+
+async fn search(
+    AxState(app): AxState<Shared>,
+    query: Result<Query<crate::search::SearchQuery>, QueryRejection>,
+) -> Result<Json<crate::search::SearchResults>, ApiError> {
+    let Query(q) = query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    Ok(Json(blocking(&app, move |s| s.search(&q)).await?))
 }
 
 async fn song(AxState(app): AxState<Shared>, Path(id): Path<String>) -> Result<Json<SongView>, ApiError> {

@@ -5,14 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteOptions};
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 /// Column families.
 pub(crate) const CF_MANIFESTS: &str = "manifests";
 pub(crate) const CF_NODES: &str = "nodes";
 pub(crate) const CF_LAYOUTS: &str = "layouts";
 pub(crate) const CF_PUBLISHERS: &str = "publishers";
-const ALL: [&str; 4] = [CF_MANIFESTS, CF_NODES, CF_LAYOUTS, CF_PUBLISHERS];
+/// Publish journal: big-endian sequence number → song id. The search index replays it.
+pub(crate) const CF_JOURNAL: &str = "journal";
+const ALL: [&str; 5] = [CF_MANIFESTS, CF_NODES, CF_LAYOUTS, CF_PUBLISHERS, CF_JOURNAL];
 
 /// A RocksDB failure.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,25 @@ impl Db {
         let mut w = WriteOptions::default();
         w.set_sync(true);
         self.db.put_cf_opt(self.cf(cf)?, key, value, &w).map_err(op("put"))
+    }
+
+    /// Writes several records atomically, synced.
+    pub(crate) fn put_all(&self, records: &[(&'static str, &[u8], &[u8])]) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        for (cf, key, value) in records {
+            batch.put_cf(self.cf(cf)?, key, value);
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(op("batch"))
+    }
+
+    /// Records of a column family from `start` on, in key order.
+    pub(crate) fn scan_from(&self, cf: &'static str, start: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward))
+            .map(|r| r.map_err(op("scan")))
+            .collect()
     }
 
     pub(crate) fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {

@@ -21,11 +21,13 @@ mod api;
 pub mod cli;
 mod config;
 mod db;
+mod search;
 mod server;
 mod state;
 
 pub use api::{ApiError, SongView};
 pub use config::{CONFIG_FILE, ConfigError, TrackerConfig};
 pub use db::DbError;
+pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
 pub use state::{Committed, Heartbeat, Load, NodeRecord, Registration, State, StateError};

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::TrackerConfig;
-use crate::db::{CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PUBLISHERS, Db, DbError};
+use crate::db::{CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PUBLISHERS, Db, DbError};
+use crate::search::{Search, SearchError, SearchQuery, SearchResults};
 
 /// What a node tells the tracker when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +98,9 @@ pub enum StateError {
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Search failed or the query was refused.
+    #[error(transparent)]
+    Search(#[from] SearchError),
 }
 
 /// Result of a publish commit.
@@ -116,6 +120,9 @@ pub struct State {
     publishers: RwLock<HashSet<PublisherId>>,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     layout: RwLock<Option<Layout>>,
+    search: Search,
+    /// Serialises publishes, so the journal and the index advance in the same order.
+    publishing: parking_lot::Mutex<u64>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -147,13 +154,48 @@ impl State {
             Some((_, v)) => Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?),
             None => None,
         };
-        Ok(Self {
+        let (search, fresh) = Search::open(&config.data_dir.join("index"))?;
+        let last_seq = match db.last(CF_JOURNAL)? {
+            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("journal key", "not 8 bytes"))?),
+            None => 0,
+        };
+        let state = Self {
             db,
             config,
             publishers: RwLock::new(keys),
             nodes: RwLock::new(nodes),
             layout: RwLock::new(layout),
-        })
+            search,
+            publishing: parking_lot::Mutex::new(last_seq),
+        };
+        state.catch_up_index(fresh)?;
+        Ok(state)
+    }
+
+    /// Indexes every journal entry the search index has not reached yet.
+    fn catch_up_index(&self, fresh: bool) -> Result<(), StateError> {
+        let from = if fresh { 0 } else { self.search.position()? };
+        let entries = self.db.scan_from(CF_JOURNAL, &(from + 1).to_be_bytes())?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        info!(from, entries = entries.len(), "search index catching up");
+        for chunk in entries.chunks(10_000) {
+            let mut songs = Vec::with_capacity(chunk.len());
+            let mut last = from;
+            for (k, v) in chunk {
+                last = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("journal key", "not 8 bytes"))?);
+                let id = SongId::from_bytes(v.as_ref().try_into().map_err(|_| corrupt("journal entry", "not 32 bytes"))?);
+                songs.push((id, self.manifest(id)?.meta().clone()));
+            }
+            self.search.add(&songs, last)?;
+        }
+        Ok(())
+    }
+
+    /// Searches the catalogue's metadata.
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, StateError> {
+        Ok(self.search.search(query)?)
     }
 
     /// The configuration.
@@ -180,10 +222,21 @@ impl State {
             return Err(StateError::Coding { k: body.k, m: body.m, net_k: self.config.k, net_m: self.config.m });
         }
         let id = manifest.id();
+        let mut seq = self.publishing.lock();
         if self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
             return Ok(Committed { id, created: false });
         }
-        self.db.put(CF_MANIFESTS, id.as_bytes(), manifest.encoded())?;
+        let next = *seq + 1;
+        self.db.put_all(&[
+            (CF_MANIFESTS, id.as_bytes(), manifest.encoded()),
+            (CF_JOURNAL, &next.to_be_bytes(), id.as_bytes()),
+        ])?;
+        *seq = next;
+        // The commit is durable; the index is derived. If indexing fails, the song is found
+        // once the index catches up at the next start.
+        if let Err(e) = self.search.add(&[(id, manifest.meta().clone())], next) {
+            tracing::error!(song = %id, error = %e, "indexing failed; will catch up at restart");
+        }
         info!(song = %id, title = %manifest.meta().title, "song published");
         Ok(Committed { id, created: true })
     }

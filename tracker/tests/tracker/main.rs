@@ -1,4 +1,5 @@
 //! The tracker over real HTTP on 127.0.0.1 with its RocksDB state on disk.
 
 mod api;
+mod search;
 mod support;

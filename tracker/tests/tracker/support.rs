@@ -21,7 +21,25 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
 
 /// A consistent manifest for `len` bytes of synthetic audio, signed by `key`.
 pub(crate) fn manifest(title: &str, len: usize, k: u8, m: u8, key: &PublisherKey) -> Manifest {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 + title.len()) as u8).collect();
+    let meta = SongMeta {
+        title: title.into(),
+        artist: Some("The Velvet Foxes".into()),
+        album: Some("Paper Harbor".into()),
+        genre: Some("Indie".into()),
+        year: Some(2019),
+        track: Some(3),
+        duration_ms: Some(200_000),
+        codec: "flac".into(),
+        mime: "audio/flac".into(),
+        bitrate: Some(800_000),
+    };
+    manifest_for(meta, len, k, m, key)
+}
+
+/// A consistent manifest with the given metadata.
+pub(crate) fn manifest_for(meta: SongMeta, len: usize, k: u8, m: u8, key: &PublisherKey) -> Manifest {
+    let salt = meta.title.len() + meta.artist.as_ref().map_or(0, String::len) * 31;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + salt) as u8).collect();
     let codec = Codec::new(k, m).unwrap();
     let segments = Segmenter::new(&data[..], 64 * 1024)
         .map(|s| {
@@ -34,18 +52,7 @@ pub(crate) fn manifest(title: &str, len: usize, k: u8, m: u8, key: &PublisherKey
         })
         .collect();
     let body = ManifestBody {
-        meta: SongMeta {
-            title: title.into(),
-            artist: Some("The Velvet Foxes".into()),
-            album: Some("Paper Harbor".into()),
-            genre: Some("Indie".into()),
-            year: Some(2019),
-            track: Some(3),
-            duration_ms: Some(200_000),
-            codec: "flac".into(),
-            mime: "audio/flac".into(),
-            bitrate: Some(800_000),
-        },
+        meta,
         total_size: len as u64,
         segment_size: 64 * 1024,
         k,

@@ -1,0 +1,287 @@
+//! Full-text search over song metadata with tantivy. Reads metadata only, never audio.
+//!
+//! Fields: title, artist, album, genre (tokenized, lowercased; searched), year (numeric;
+//! filtered), exact lowercased artist and genre (filters), and the song id.
+//!
+//! A query is split into words. Every word must match one of the text fields, exactly
+//! (boosted), within an edit distance (1 for words of 4+ characters, 2 for 8+: typo
+//! tolerance), and the last word also as a prefix (search as you type). Title and artist
+//! matches weigh more than album and genre. Results are ranked by BM25 with those boosts.
+//!
+//! The index is derived state: RocksDB is the source of truth. Each publish appends to a
+//! journal in RocksDB; the index records in its commit payload the journal position it has
+//! reached, and at start it replays what it lacks. A missing or unreadable index is rebuilt
+//! from scratch.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use medley_core::{SongId, SongMeta};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+
+/// Largest page of results.
+pub const MAX_LIMIT: usize = 100;
+/// Longest query accepted, in bytes.
+pub const MAX_QUERY: usize = 256;
+/// Most words of a query that are used.
+const MAX_WORDS: usize = 8;
+
+/// A search request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Free text; may be empty when filters are given.
+    #[serde(default)]
+    pub q: String,
+    /// Only this artist (case-insensitive, whole name).
+    pub artist: Option<String>,
+    /// Only this genre (case-insensitive).
+    pub genre: Option<String>,
+    /// Only songs from this year on.
+    pub year_from: Option<u16>,
+    /// Only songs up to this year.
+    pub year_to: Option<u16>,
+    /// Results to skip.
+    #[serde(default)]
+    pub offset: usize,
+    /// Results to return, at most [`MAX_LIMIT`]; 20 by default.
+    pub limit: Option<usize>,
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Song id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Artist.
+    pub artist: Option<String>,
+    /// Album.
+    pub album: Option<String>,
+    /// Genre.
+    pub genre: Option<String>,
+    /// Year.
+    pub year: Option<u16>,
+    /// Relevance.
+    pub score: f32,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResults {
+    /// Matches in all.
+    pub total: usize,
+    /// Results skipped.
+    pub offset: usize,
+    /// This page.
+    pub results: Vec<Hit>,
+}
+
+/// Search failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query is unusable.
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    /// tantivy failed.
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// The index directory could not be prepared.
+    #[error("search index directory {path}: {source}")]
+    Io {
+        /// Directory.
+        path: String,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    artist: Field,
+    album: Field,
+    genre: Field,
+    year: Field,
+    artist_exact: Field,
+    genre_exact: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        title: b.add_text_field("title", TEXT | STORED),
+        artist: b.add_text_field("artist", TEXT | STORED),
+        album: b.add_text_field("album", TEXT | STORED),
+        genre: b.add_text_field("genre", TEXT | STORED),
+        year: b.add_u64_field("year", INDEXED | STORED),
+        artist_exact: b.add_text_field("artist_exact", STRING),
+        genre_exact: b.add_text_field("genre_exact", STRING),
+    };
+    (b.build(), fields)
+}
+
+/// The search index.
+pub(crate) struct Search {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for Search {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Search")
+    }
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .take(MAX_WORDS)
+        .collect()
+}
+
+impl Search {
+    /// Opens the index in `dir`, or creates it (also when the existing one is unreadable).
+    /// Returns the index and whether it was (re)created empty.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, bool), SearchError> {
+        let (schema, fields) = schema();
+        let io = |source| SearchError::Io { path: dir.display().to_string(), source };
+        let existing = dir.join("meta.json").exists();
+        let opened = if existing {
+            Index::open_in_dir(dir).ok().filter(|i| i.schema() == schema)
+        } else {
+            None
+        };
+        let (index, fresh) = match opened {
+            Some(i) => (i, false),
+            None => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir).map_err(io)?;
+                }
+                std::fs::create_dir_all(dir).map_err(io)?;
+                (Index::create_in_dir(dir, schema)?, true)
+            }
+        };
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        // 15 MB is tantivy's minimum per thread; one indexing thread keeps the tracker light.
+        let writer = index.writer_with_num_threads(1, 32 * 1024 * 1024)?;
+        Ok((Self { index, reader, writer: Mutex::new(writer), fields }, fresh))
+    }
+
+    /// The journal position the committed index has reached (0: none).
+    pub(crate) fn position(&self) -> Result<u64, SearchError> {
+        Ok(self.index.load_metas()?.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+    }
+
+    /// Adds songs and commits, recording `position` as reached.
+    pub(crate) fn add(&self, songs: &[(SongId, SongMeta)], position: u64) -> Result<(), SearchError> {
+        let f = self.fields;
+        let mut writer = self.writer.lock();
+        for (id, meta) in songs {
+            // Replays may repeat a song: delete first so it is indexed once.
+            writer.delete_term(Term::from_field_text(f.id, &id.to_string()));
+            let mut d = doc!(f.id => id.to_string(), f.title => meta.title.clone());
+            if let Some(a) = &meta.artist {
+                d.add_text(f.artist, a);
+                d.add_text(f.artist_exact, a.to_lowercase());
+            }
+            if let Some(a) = &meta.album {
+                d.add_text(f.album, a);
+            }
+            if let Some(g) = &meta.genre {
+                d.add_text(f.genre, g);
+                d.add_text(f.genre_exact, g.to_lowercase());
+            }
+            if let Some(y) = meta.year {
+                d.add_u64(f.year, u64::from(y));
+            }
+            writer.add_document(d)?;
+        }
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&position.to_string());
+        commit.commit()?;
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Runs a query.
+    pub(crate) fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
+        if q.q.len() > MAX_QUERY {
+            return Err(SearchError::BadQuery(format!("query longer than {MAX_QUERY} bytes")));
+        }
+        let limit = q.limit.unwrap_or(20);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(SearchError::BadQuery(format!("limit must be 1 to {MAX_LIMIT}")));
+        }
+        if q.offset > 10_000 {
+            return Err(SearchError::BadQuery("offset must be at most 10000".into()));
+        }
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let ws = words(&q.q);
+        for (i, w) in ws.iter().enumerate() {
+            let last = i + 1 == ws.len();
+            let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for (field, weight) in [(f.title, 3.0), (f.artist, 2.5), (f.album, 1.5), (f.genre, 1.0)] {
+                let term = Term::from_field_text(field, w);
+                per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), weight * 2.0))));
+                let distance = match w.chars().count() {
+                    0..=3 => 0,
+                    4..=7 => 1,
+                    _ => 2,
+                };
+                if distance > 0 {
+                    per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new(term.clone(), distance, true)), weight))));
+                }
+                if last {
+                    per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(term, 0, true)), weight))));
+                }
+            }
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(per_field))));
+        }
+        if let Some(a) = &q.artist {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.artist_exact, &a.to_lowercase()), IndexRecordOption::Basic))));
+        }
+        if let Some(g) = &q.genre {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.genre_exact, &g.to_lowercase()), IndexRecordOption::Basic))));
+        }
+        if q.year_from.is_some() || q.year_to.is_some() {
+            let lo = q.year_from.map_or(Bound::Unbounded, |y| Bound::Included(Term::from_field_u64(f.year, u64::from(y))));
+            let hi = q.year_to.map_or(Bound::Unbounded, |y| Bound::Included(Term::from_field_u64(f.year, u64::from(y))));
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+        }
+        if clauses.is_empty() {
+            return Err(SearchError::BadQuery("give a query or a filter".into()));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let (top, total) = searcher.search(&query, &(TopDocs::with_limit(limit).and_offset(q.offset).order_by_score(), Count))?;
+        let mut results = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let text = |field| d.get_first(field).and_then(|v| v.as_str().map(str::to_string));
+            results.push(Hit {
+                id: text(f.id).unwrap_or_default(),
+                title: text(f.title).unwrap_or_default(),
+                artist: text(f.artist),
+                album: text(f.album),
+                genre: text(f.genre),
+                year: d.get_first(f.year).and_then(|v| v.as_u64()).and_then(|y| u16::try_from(y).ok()),
+                score,
+            });
+        }
+        Ok(SearchResults { total, offset: q.offset, results })
+    }
+}
