@@ -1,6 +1,7 @@
 //! The tracker over real HTTP on 127.0.0.1 with its RocksDB state on disk.
 
 mod api;
+mod docs;
 mod process;
 mod search;
 mod support;

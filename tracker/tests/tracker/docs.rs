@@ -1,0 +1,83 @@
+//! API.md must list exactly the routes the server has and every error code it sends.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::start;
+
+const DOC: &str = include_str!("../../API.md");
+const API_SRC: &str = include_str!("../../src/api.rs");
+
+fn quoted(line: &str) -> Vec<&str> {
+    line.split('"').skip(1).step_by(2).collect()
+}
+
+/// `(METHOD, path)` from `.route("/path", get(handler))` lines of the source.
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    API_SRC
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".route(\""))
+        .map(|l| {
+            let path = quoted(l)[0].to_string();
+            let method = if l.contains(", post(") { "POST" } else { "GET" };
+            (method.to_string(), path)
+        })
+        .collect()
+}
+
+/// `(METHOD, path)` from `### \`METHOD /path\`` headings of API.md.
+fn routes_in_doc() -> BTreeSet<(String, String)> {
+    DOC.lines()
+        .filter_map(|l| l.strip_prefix("### `"))
+        .map(|l| {
+            let l = l.trim_end_matches('`');
+            let (m, p) = l.split_once(' ').unwrap();
+            (m.to_string(), p.to_string())
+        })
+        .collect()
+}
+
+/// Error codes: snake_case strings on lines that also name a status code, or in ApiError::new.
+fn codes_in_source() -> BTreeSet<String> {
+    API_SRC
+        .lines()
+        .filter(|l| (l.contains("StatusCode::") || l.contains("ApiError::new(")) && !l.trim_start().starts_with("//"))
+        .flat_map(quoted)
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn doc_lists_exactly_the_routes_and_all_error_codes() {
+    let src = routes_in_source();
+    assert!(src.len() >= 10, "route parsing found only {src:?}");
+    assert_eq!(routes_in_doc(), src, "API.md and src/api.rs disagree on routes");
+    let codes = codes_in_source();
+    assert!(codes.contains("bad_query") && codes.contains("no_route"), "code parsing found {codes:?}");
+    for code in codes {
+        assert!(DOC.contains(&format!("| `{code}` |")), "error code {code} is not documented in API.md");
+    }
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let id = "0".repeat(64);
+    for (method, path) in routes_in_doc() {
+        let url = format!("{}{}", t.url(), path.replace("{id}", &id));
+        let r = match method.as_str() {
+            "GET" => http.get(&url).send().await.unwrap(),
+            _ => http.post(&url).body("{}").send().await.unwrap(),
+        };
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        let code = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        assert_ne!(code.as_deref(), Some("no_route"), "{method} {path} is documented but not served ({status})");
+    }
+    t.shutdown(Duration::from_secs(5)).await;
+}
