@@ -12,11 +12,17 @@ use std::hint::black_box;
 const SHARD: usize = 64 * 1024;
 
 fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8 ^ (i >> 9) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8 ^ (i >> 9) as u8)
+        .collect()
 }
 
 fn codec_name() -> &'static str {
-    if cfg!(feature = "simd") { "rse-simd-accel" } else { "rse-pure-rust" }
+    if cfg!(feature = "simd") {
+        "rse-simd-accel"
+    } else {
+        "rse-pure-rust"
+    }
 }
 
 /// The `k` zero-padded data shards of `seg`, as `Codec::encode` lays them out.
@@ -37,7 +43,9 @@ fn hashing(c: &mut Criterion) {
     for len in [64 * 1024, 256 * 1024] {
         let d = data(len);
         g.throughput(Throughput::Bytes(len as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(len), &d, |b, d| b.iter(|| Hash::of(black_box(d))));
+        g.bench_with_input(BenchmarkId::from_parameter(len), &d, |b, d| {
+            b.iter(|| Hash::of(black_box(d)))
+        });
     }
     g.finish();
 }
@@ -58,7 +66,9 @@ fn encode(c: &mut Criterion) {
         let seg = data(len);
         g.throughput(Throughput::Bytes(len as u64));
         let codec = Codec::new(k, m).unwrap();
-        g.bench_function(BenchmarkId::new(codec_name(), label), |b| b.iter(|| codec.encode(black_box(&seg)).unwrap()));
+        g.bench_function(BenchmarkId::new(codec_name(), label), |b| {
+            b.iter(|| codec.encode(black_box(&seg)).unwrap())
+        });
 
         let (k, m) = (usize::from(k), usize::from(m));
         let shard_len = codec.shard_len(len);
@@ -83,8 +93,11 @@ fn rebuild(c: &mut Criterion) {
         let codec = Codec::new(k, m).unwrap();
         let shards = codec.encode(&seg).unwrap();
         // Lose the first m data shards: the worst case, m shards to recompute.
-        let slots: Vec<Option<&Vec<u8>>> =
-            shards.iter().enumerate().map(|(i, s)| (i >= usize::from(m)).then_some(s)).collect();
+        let slots: Vec<Option<&Vec<u8>>> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i >= usize::from(m)).then_some(s))
+            .collect();
         g.bench_function(BenchmarkId::new(codec_name(), label), |b| {
             b.iter(|| codec.reconstruct(black_box(&slots), len).unwrap())
         });

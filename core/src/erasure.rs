@@ -114,7 +114,9 @@ type Instances = Mutex<HashMap<(u8, u8), Arc<ReedSolomon>>>;
 fn instance(k: u8, m: u8) -> Result<Arc<ReedSolomon>, CodecError> {
     static INSTANCES: OnceLock<Instances> = OnceLock::new();
     let map = INSTANCES.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(rs) = map.get(&(k, m)) {
         return Ok(rs.clone());
     }
@@ -239,7 +241,10 @@ impl Codec {
                 out.extend_from_slice(s.as_ref());
             }
         } else {
-            let rs = self.rs.as_ref().ok_or(CodecError::TooFewShards { needed: k, have })?;
+            let rs = self
+                .rs
+                .as_ref()
+                .ok_or(CodecError::TooFewShards { needed: k, have })?;
             // Hand the decoder exactly the first k present shards: fewer copies, and the
             // result depends only on shards the caller can name.
             let mut work: Vec<Option<Vec<u8>>> = vec![None; self.total()];
@@ -254,7 +259,9 @@ impl Codec {
             }
             rs.reconstruct_data(&mut work).map_err(backend)?;
             for (i, s) in work.iter().take(k).enumerate() {
-                let s = s.as_ref().ok_or_else(|| CodecError::Backend(format!("shard {i} not restored")))?;
+                let s = s
+                    .as_ref()
+                    .ok_or_else(|| CodecError::Backend(format!("shard {i} not restored")))?;
                 out.extend_from_slice(s);
             }
         }
@@ -293,11 +300,14 @@ mod tests {
 
     /// A segment, coding parameters and a choice of exactly `k` shard slots to keep.
     fn case() -> impl Strategy<Value = (Vec<u8>, u8, u8, Vec<usize>)> {
-        (params(), proptest::collection::vec(any::<u8>(), 1..4096)).prop_flat_map(|((k, m), data)| {
-            let n = usize::from(k) + usize::from(m);
-            let keep = proptest::sample::subsequence((0..n).collect::<Vec<_>>(), usize::from(k));
-            (Just(data), Just(k), Just(m), keep)
-        })
+        (params(), proptest::collection::vec(any::<u8>(), 1..4096)).prop_flat_map(
+            |((k, m), data)| {
+                let n = usize::from(k) + usize::from(m);
+                let keep =
+                    proptest::sample::subsequence((0..n).collect::<Vec<_>>(), usize::from(k));
+                (Just(data), Just(k), Just(m), keep)
+            },
+        )
     }
 
     proptest! {
@@ -345,7 +355,11 @@ mod tests {
     fn too_few_shards() {
         let codec = Codec::new(4, 2).unwrap();
         let shards = codec.encode(&[7u8; 1000]).unwrap();
-        let slots: Vec<Option<&Vec<u8>>> = shards.iter().enumerate().map(|(i, s)| (i > 2).then_some(s)).collect();
+        let slots: Vec<Option<&Vec<u8>>> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i > 2).then_some(s))
+            .collect();
         assert_eq!(
             codec.reconstruct(&slots, 1000),
             Err(CodecError::TooFewShards { needed: 4, have: 3 })
@@ -360,14 +374,23 @@ mod tests {
         assert_eq!(codec.encode(&[]), Err(CodecError::EmptySegment));
         let shards = codec.encode(&[1u8; 300]).unwrap();
         let slots = [Some(&shards[0][..10]), Some(&shards[1][..]), None];
-        assert!(matches!(codec.reconstruct(&slots, 300), Err(CodecError::ShardLength { index: 0, .. })));
+        assert!(matches!(
+            codec.reconstruct(&slots, 300),
+            Err(CodecError::ShardLength { index: 0, .. })
+        ));
         let two = [Some(&shards[0][..]), None];
-        assert!(matches!(codec.reconstruct(&two, 300), Err(CodecError::SlotCount { .. })));
+        assert!(matches!(
+            codec.reconstruct(&two, 300),
+            Err(CodecError::SlotCount { .. })
+        ));
     }
 
     #[test]
     fn default_shard_sizes() {
         assert_eq!(Codec::new(4, 2).unwrap().shard_len(256 * 1024), 64 * 1024);
-        assert_eq!(Codec::new(10, 4).unwrap().shard_len(256 * 1024) % SHARD_ALIGN, 0);
+        assert_eq!(
+            Codec::new(10, 4).unwrap().shard_len(256 * 1024) % SHARD_ALIGN,
+            0
+        );
     }
 }

@@ -97,7 +97,9 @@ impl FromStr for Hash {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != HASH_LEN * 2 {
-            return Err(ParseIdError::Length { len: s.chars().count() });
+            return Err(ParseIdError::Length {
+                len: s.chars().count(),
+            });
         }
         if let Some((index, ch)) = s
             .char_indices()
@@ -207,12 +209,21 @@ mod tests {
     fn parse_errors_are_precise() {
         assert_eq!("abc".parse::<Hash>(), Err(ParseIdError::Length { len: 3 }));
         let upper = Hash::of(b"x").to_string().to_uppercase();
-        assert!(matches!(upper.parse::<Hash>(), Err(ParseIdError::Char { .. })));
+        assert!(matches!(
+            upper.parse::<Hash>(),
+            Err(ParseIdError::Char { .. })
+        ));
         let mut bad = Hash::of(b"x").to_string();
         bad.replace_range(10..11, "g");
-        assert_eq!(bad.parse::<ShardId>(), Err(ParseIdError::Char { ch: 'g', index: 10 }));
+        assert_eq!(
+            bad.parse::<ShardId>(),
+            Err(ParseIdError::Char { ch: 'g', index: 10 })
+        );
         // 32 two-byte characters are 64 bytes: rejected for the character, not the length.
-        assert_eq!("é".repeat(32).parse::<Hash>(), Err(ParseIdError::Char { ch: 'é', index: 0 }));
+        assert_eq!(
+            "é".repeat(32).parse::<Hash>(),
+            Err(ParseIdError::Char { ch: 'é', index: 0 })
+        );
         assert_eq!("é".parse::<Hash>(), Err(ParseIdError::Length { len: 1 }));
     }
 

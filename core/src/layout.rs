@@ -121,12 +121,16 @@ impl Layout {
         usable.sort_by(|a, b| a.id.cmp(&b.id));
         let n = usize::from(slots);
         if usable.len() < n {
-            return Err(LayoutError::TooFewNodes { have: usable.len(), need: n });
+            return Err(LayoutError::TooFewNodes {
+                have: usable.len(),
+                need: n,
+            });
         }
 
         let mut out = Vec::with_capacity(usize::from(partitions));
         for p in 0..partitions {
-            let mut ranked: Vec<(f64, &Member)> = usable.iter().map(|m| (score(m, p), *m)).collect();
+            let mut ranked: Vec<(f64, &Member)> =
+                usable.iter().map(|m| (score(m, p), *m)).collect();
             ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
 
             // Passes over the ranking with a rising per-region cap: every region gets a
@@ -183,7 +187,9 @@ impl Layout {
     /// The nodes holding shards of `segment`, in slot order.
     pub fn holders(&self, segment: &SegmentId) -> &[String] {
         let p = partition_of(segment, self.partition_count());
-        self.partitions.get(usize::from(p)).map_or(&[], Vec::as_slice)
+        self.partitions
+            .get(usize::from(p))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Number of (partition, slot) places whose node differs between `self` and `other`.
@@ -223,8 +229,14 @@ mod tests {
     }
 
     fn regions_in(row: &[String], ms: &[Member]) -> usize {
-        let by_id: HashMap<&str, &str> = ms.iter().map(|m| (m.id.as_str(), m.region.as_str())).collect();
-        row.iter().map(|id| by_id[id.as_str()]).collect::<HashSet<_>>().len()
+        let by_id: HashMap<&str, &str> = ms
+            .iter()
+            .map(|m| (m.id.as_str(), m.region.as_str()))
+            .collect();
+        row.iter()
+            .map(|id| by_id[id.as_str()])
+            .collect::<HashSet<_>>()
+            .len()
     }
 
     proptest! {
@@ -300,7 +312,11 @@ mod tests {
         let l = Layout::compute(None, &ms, 1024, 4).unwrap();
         let load = l.load();
         let big = load["node-000"] as f64;
-        let avg_small = (0..10).skip(1).map(|i| load[format!("node-{i:03}").as_str()] as f64).sum::<f64>() / 9.0;
+        let avg_small = (0..10)
+            .skip(1)
+            .map(|i| load[format!("node-{i:03}").as_str()] as f64)
+            .sum::<f64>()
+            / 9.0;
         // Rendezvous with capped top-4 picks is not exactly proportional; the big node
         // must still hold clearly more.
         assert!(big > 1.8 * avg_small, "big {big}, small {avg_small}");
@@ -308,19 +324,34 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(Layout::compute(None, &members(3, 1), 16, 6), Err(LayoutError::TooFewNodes { have: 3, need: 6 }));
+        assert_eq!(
+            Layout::compute(None, &members(3, 1), 16, 6),
+            Err(LayoutError::TooFewNodes { have: 3, need: 6 })
+        );
         let mut ms = members(6, 2);
         ms[5].capacity = 0;
-        assert!(matches!(Layout::compute(None, &ms, 16, 6), Err(LayoutError::TooFewNodes { have: 5, .. })));
+        assert!(matches!(
+            Layout::compute(None, &ms, 16, 6),
+            Err(LayoutError::TooFewNodes { have: 5, .. })
+        ));
         let mut dup = members(6, 2);
         dup[1].id = dup[0].id.clone();
-        assert!(matches!(Layout::compute(None, &dup, 16, 6), Err(LayoutError::DuplicateNode(_))));
-        assert_eq!(Layout::compute(None, &members(6, 2), 0, 6), Err(LayoutError::Empty));
+        assert!(matches!(
+            Layout::compute(None, &dup, 16, 6),
+            Err(LayoutError::DuplicateNode(_))
+        ));
+        assert_eq!(
+            Layout::compute(None, &members(6, 2), 0, 6),
+            Err(LayoutError::Empty)
+        );
     }
 
     #[test]
     fn partition_of_uses_the_id_prefix() {
-        let id = SegmentId::from_bytes([0x01, 0x02, 0x03, 0x04, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let id = SegmentId::from_bytes([
+            0x01, 0x02, 0x03, 0x04, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
         assert_eq!(partition_of(&id, 256), 0x04);
         assert_eq!(partition_of(&id, 1000), (0x0102_0304u32 % 1000) as u16);
         let l = Layout::compute(None, &members(8, 2), 256, 6).unwrap();

@@ -24,7 +24,10 @@
 //!
 //! Laws kept here: every id is the BLAKE3 hash of the bytes it names; nothing decoded from
 //! outside is returned unless it was checked (hashes, sizes, counts, signatures).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod erasure;
 mod hash;

@@ -200,7 +200,9 @@ pub enum ManifestError {
     #[error("segment size {0} is outside 1..={MAX_SEGMENT_SIZE}")]
     SegmentSize(u32),
     /// Number of segments does not match total size and segment size.
-    #[error("{got} segments listed, but {total_size} bytes at {segment_size} per segment need {expected}")]
+    #[error(
+        "{got} segments listed, but {total_size} bytes at {segment_size} per segment need {expected}"
+    )]
     SegmentCount {
         /// Listed.
         got: usize,
@@ -333,7 +335,10 @@ impl Manifest {
         body.check()?;
         let codec = body.codec()?;
         let mut encoded = body.encode_unsigned();
-        let signature = key.0.sign(&ManifestBody::signing_message(&encoded)).to_bytes();
+        let signature = key
+            .0
+            .sign(&ManifestBody::signing_message(&encoded))
+            .to_bytes();
         encoded.extend_from_slice(&signature);
         Self::check_size(encoded.len())?;
         let id = SongId::of(&encoded);
@@ -463,7 +468,12 @@ mod tests {
                 SegmentEntry {
                     id: s.id,
                     len: s.bytes.len() as u32,
-                    shards: codec.encode_with_ids(&s.bytes).unwrap().into_iter().map(|(id, _)| id).collect(),
+                    shards: codec
+                        .encode_with_ids(&s.bytes)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect(),
                 }
             })
             .collect();
@@ -507,7 +517,10 @@ mod tests {
     fn byte_snapshot() {
         let m = fixed();
         let hex = hex::encode(m.encoded());
-        assert_eq!(hex, SNAPSHOT, "manifest format v1 changed; bump the version instead");
+        assert_eq!(
+            hex, SNAPSHOT,
+            "manifest format v1 changed; bump the version instead"
+        );
         assert_eq!(m.id().to_string(), SNAPSHOT_ID);
     }
 
@@ -573,23 +586,35 @@ mod tests {
         let mut bytes = m.encoded().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(Manifest::decode(&bytes), Err(ManifestError::BadSignature(_))));
+        assert!(matches!(
+            Manifest::decode(&bytes),
+            Err(ManifestError::BadSignature(_))
+        ));
 
         // Alter the body and keep the old signature.
         let mut body = m.body().clone();
         body.meta.title = "Forged".into();
         let mut forged = body.encode_unsigned();
         forged.extend_from_slice(m.signature());
-        assert!(matches!(Manifest::decode(&forged), Err(ManifestError::BadSignature(_))));
+        assert!(matches!(
+            Manifest::decode(&forged),
+            Err(ManifestError::BadSignature(_))
+        ));
 
         // Sign with another key but claim the original publisher.
         let mallory = PublisherKey::from_seed([9u8; 32]);
         let mut body = m.body().clone();
         let mut claimed = body.encode_unsigned();
         body.publisher = mallory.id();
-        let sig = mallory.0.sign(&ManifestBody::signing_message(&claimed)).to_bytes();
+        let sig = mallory
+            .0
+            .sign(&ManifestBody::signing_message(&claimed))
+            .to_bytes();
         claimed.extend_from_slice(&sig);
-        assert!(matches!(Manifest::decode(&claimed), Err(ManifestError::BadSignature(_))));
+        assert!(matches!(
+            Manifest::decode(&claimed),
+            Err(ManifestError::BadSignature(_))
+        ));
     }
 
     #[test]
@@ -597,15 +622,31 @@ mod tests {
         let base = body_for(&[1u8; 1000], 400, 2, 1);
         let cases: Vec<(Box<dyn Fn(&mut ManifestBody)>, &str)> = vec![
             (Box::new(|b| b.meta.title = "  ".into()), "EmptyTitle"),
-            (Box::new(|b| b.meta.album = Some("x".repeat(MAX_TEXT_FIELD + 1))), "FieldTooLong"),
+            (
+                Box::new(|b| b.meta.album = Some("x".repeat(MAX_TEXT_FIELD + 1))),
+                "FieldTooLong",
+            ),
             (Box::new(|b| b.k = 0), "Coding"),
             (Box::new(|b| b.segment_size = 0), "SegmentSize"),
-            (Box::new(|b| b.segment_size = MAX_SEGMENT_SIZE + 1), "SegmentSize"),
+            (
+                Box::new(|b| b.segment_size = MAX_SEGMENT_SIZE + 1),
+                "SegmentSize",
+            ),
             (Box::new(|b| b.total_size = 1300), "SegmentCount"),
-            (Box::new(|b| { b.segments.pop(); }), "SegmentCount"),
+            (
+                Box::new(|b| {
+                    b.segments.pop();
+                }),
+                "SegmentCount",
+            ),
             (Box::new(|b| b.segments[2].len = 201), "SegmentLength"),
             (Box::new(|b| b.segments[0].len = 399), "SegmentLength"),
-            (Box::new(|b| { b.segments[1].shards.pop(); }), "ShardCount"),
+            (
+                Box::new(|b| {
+                    b.segments[1].shards.pop();
+                }),
+                "ShardCount",
+            ),
             (Box::new(|b| b.m = 2), "ShardCount"),
         ];
         for (edit, want) in cases {
@@ -619,7 +660,10 @@ mod tests {
             let sig = k.0.sign(&ManifestBody::signing_message(&bytes)).to_bytes();
             bytes.extend_from_slice(&sig);
             let err = Manifest::decode(&bytes).unwrap_err();
-            assert!(format!("{err:?}").starts_with(want), "{want} on decode: got {err:?}");
+            assert!(
+                format!("{err:?}").starts_with(want),
+                "{want} on decode: got {err:?}"
+            );
         }
     }
 
@@ -627,13 +671,22 @@ mod tests {
     fn malformed_inputs_are_rejected() {
         let m = fixed();
         let bytes = m.encoded();
-        assert!(matches!(Manifest::decode(&[]), Err(ManifestError::Malformed { .. })));
+        assert!(matches!(
+            Manifest::decode(&[]),
+            Err(ManifestError::Malformed { .. })
+        ));
         for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(Manifest::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                Manifest::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut v2 = bytes.to_vec();
         v2[0] = 2;
-        assert_eq!(Manifest::decode(&v2), Err(ManifestError::UnsupportedVersion(2)));
+        assert_eq!(
+            Manifest::decode(&v2),
+            Err(ManifestError::UnsupportedVersion(2))
+        );
         // A non-canonical varint for the version (1 written in two bytes).
         let mut long = vec![0x81, 0x00];
         long.extend_from_slice(&bytes[1..]);

@@ -292,7 +292,9 @@ impl VarintReader {
     /// Feeds one byte. `Ok(None)`: more bytes needed.
     pub fn push(&mut self, byte: u8) -> Result<Option<u64>, WireError> {
         if self.read == MAX_VARINT_LEN {
-            return Err(WireError::Malformed { reason: "length varint too long".into() });
+            return Err(WireError::Malformed {
+                reason: "length varint too long".into(),
+            });
         }
         self.value |= u64::from(byte & 0x7f) << (7 * self.read);
         self.read += 1;
@@ -300,7 +302,9 @@ impl VarintReader {
             return Ok(None);
         }
         if byte == 0 && self.read > 1 {
-            return Err(WireError::Malformed { reason: "length varint is not minimal".into() });
+            return Err(WireError::Malformed {
+                reason: "length varint is not minimal".into(),
+            });
         }
         Ok(Some(self.value))
     }
@@ -322,7 +326,11 @@ impl Response {
     pub fn encode_parts(&self) -> (Vec<u8>, Option<&[u8]>) {
         match self {
             Self::Shard { data } | Self::Segment { data } => {
-                let tag = if matches!(self, Self::Shard { .. }) { TAG_SHARD } else { TAG_SEGMENT };
+                let tag = if matches!(self, Self::Shard { .. }) {
+                    TAG_SHARD
+                } else {
+                    TAG_SEGMENT
+                };
                 let mut header = Vec::with_capacity(1 + MAX_VARINT_LEN);
                 header.push(tag);
                 push_varint(&mut header, data.len() as u64);
@@ -371,46 +379,118 @@ mod tests {
         let seg = SegmentId::from_bytes([0x01; 32]);
         let ab = "ab".repeat(32);
         let one = "01".repeat(32);
-        assert_eq!(snapshot(&Request::GetShard { id }.encode()), format!("00{ab}"));
         assert_eq!(
-            snapshot(&Request::PutShard { id, data: vec![1, 2, 3] }.encode()),
+            snapshot(&Request::GetShard { id }.encode()),
+            format!("00{ab}")
+        );
+        assert_eq!(
+            snapshot(
+                &Request::PutShard {
+                    id,
+                    data: vec![1, 2, 3]
+                }
+                .encode()
+            ),
             format!("01{ab}03010203")
         );
-        assert_eq!(snapshot(&Request::GetSegment { id: seg }.encode()), format!("02{one}"));
-        assert_eq!(snapshot(&Request::Has { ids: vec![id] }.encode()), format!("0301{ab}"));
-        assert_eq!(snapshot(&Response::Shard { data: vec![9] }.encode()), "000109");
-        assert_eq!(snapshot(&Response::Segment { data: vec![] }.encode()), "0100");
+        assert_eq!(
+            snapshot(&Request::GetSegment { id: seg }.encode()),
+            format!("02{one}")
+        );
+        assert_eq!(
+            snapshot(&Request::Has { ids: vec![id] }.encode()),
+            format!("0301{ab}")
+        );
+        assert_eq!(
+            snapshot(&Response::Shard { data: vec![9] }.encode()),
+            "000109"
+        );
+        assert_eq!(
+            snapshot(&Response::Segment { data: vec![] }.encode()),
+            "0100"
+        );
         assert_eq!(snapshot(&Response::Stored.encode()), "02");
-        assert_eq!(snapshot(&Response::Has { present: vec![true, false] }.encode()), "03020100");
+        assert_eq!(
+            snapshot(
+                &Response::Has {
+                    present: vec![true, false]
+                }
+                .encode()
+            ),
+            "03020100"
+        );
         assert_eq!(
             snapshot(&Response::error(ErrorCode::BUSY, "hi").encode()),
             "0404026869"
         );
         // A code above 127 takes two varint bytes.
-        assert_eq!(snapshot(&Response::error(ErrorCode(300), "").encode()), "04ac0200");
+        assert_eq!(
+            snapshot(&Response::error(ErrorCode(300), "").encode()),
+            "04ac0200"
+        );
     }
 
     #[test]
     fn decode_rejects_bad_input() {
-        assert!(matches!(Request::decode(&[]), Err(WireError::Malformed { .. })));
-        assert!(matches!(Request::decode(&[9]), Err(WireError::Malformed { .. })));
-        let mut trailing = Request::GetShard { id: ShardId::of(b"x") }.encode();
+        assert!(matches!(
+            Request::decode(&[]),
+            Err(WireError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Request::decode(&[9]),
+            Err(WireError::Malformed { .. })
+        ));
+        let mut trailing = Request::GetShard {
+            id: ShardId::of(b"x"),
+        }
+        .encode();
         trailing.push(0);
-        assert!(matches!(Request::decode(&trailing), Err(WireError::Malformed { .. })));
+        assert!(matches!(
+            Request::decode(&trailing),
+            Err(WireError::Malformed { .. })
+        ));
         let huge = vec![0u8; MAX_MESSAGE_SIZE + 1];
-        assert_eq!(Request::decode(&huge).unwrap_err().code(), ErrorCode::TOO_LARGE);
-        let many = Request::Has { ids: vec![ShardId::of(b"x"); MAX_HAS_IDS + 1] }.encode();
-        assert_eq!(Request::decode(&many), Err(WireError::TooManyIds { got: MAX_HAS_IDS + 1 }));
+        assert_eq!(
+            Request::decode(&huge).unwrap_err().code(),
+            ErrorCode::TOO_LARGE
+        );
+        let many = Request::Has {
+            ids: vec![ShardId::of(b"x"); MAX_HAS_IDS + 1],
+        }
+        .encode();
+        assert_eq!(
+            Request::decode(&many),
+            Err(WireError::TooManyIds {
+                got: MAX_HAS_IDS + 1
+            })
+        );
         // A length prefix that claims more bytes than there are.
-        let mut short = Request::PutShard { id: ShardId::of(b"x"), data: vec![0; 100] }.encode();
+        let mut short = Request::PutShard {
+            id: ShardId::of(b"x"),
+            data: vec![0; 100],
+        }
+        .encode();
         short.truncate(60);
         assert!(Request::decode(&short).is_err());
     }
 
     #[test]
     fn split_encoding_equals_postcard() {
-        for len in [0usize, 1, 127, 128, 16_383, 16_384, 65_536, 262_144, MAX_BLOB_SIZE] {
-            for r in [Response::Shard { data: vec![7; len] }, Response::Segment { data: vec![9; len] }] {
+        for len in [
+            0usize,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            65_536,
+            262_144,
+            MAX_BLOB_SIZE,
+        ] {
+            for r in [
+                Response::Shard { data: vec![7; len] },
+                Response::Segment { data: vec![9; len] },
+            ] {
                 let (mut header, payload) = r.encode_parts();
                 header.extend_from_slice(payload.unwrap());
                 assert_eq!(header, r.encode(), "len {len}");
@@ -445,13 +525,20 @@ mod tests {
     #[test]
     fn unknown_error_codes_survive() {
         let r = Response::decode(&Response::error(ErrorCode(999), "new").encode()).unwrap();
-        assert_eq!(r, Response::Error { code: ErrorCode(999), message: "new".into() });
+        assert_eq!(
+            r,
+            Response::Error {
+                code: ErrorCode(999),
+                message: "new".into()
+            }
+        );
         assert_eq!(ErrorCode(999).name(), "unknown error");
     }
 
     #[test]
     fn long_error_messages_are_cut_on_a_char_boundary() {
-        let Response::Error { message, .. } = Response::error(ErrorCode::INTERNAL, "é".repeat(400)) else {
+        let Response::Error { message, .. } = Response::error(ErrorCode::INTERNAL, "é".repeat(400))
+        else {
             panic!("not an error");
         };
         assert!(message.len() <= MAX_ERROR_MESSAGE);

@@ -81,12 +81,22 @@ pub enum ConfigFileError {
 
 /// Reads and parses a TOML config file.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.to_path_buf(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: path.to_path_buf(), source: Box::new(source) })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// The config file to read: the one given, else `name` in the data dir if it exists.
-pub fn config_path(explicit: Option<&Path>, data_dir: Option<&Path>, name: &str) -> Option<PathBuf> {
+pub fn config_path(
+    explicit: Option<&Path>,
+    data_dir: Option<&Path>,
+    name: &str,
+) -> Option<PathBuf> {
     match (explicit, data_dir) {
         (Some(p), _) => Some(p.to_path_buf()),
         (None, Some(d)) if d.join(name).exists() => Some(d.join(name)),

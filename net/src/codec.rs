@@ -13,7 +13,9 @@ use std::io;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
-use medley_core::protocol::{MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError};
+use medley_core::protocol::{
+    MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError,
+};
 
 /// An inbound request as decoded from the wire: either a request, or why it was not one.
 /// A malformed request still gets an answer (an error code) rather than a dropped stream.
@@ -23,7 +25,9 @@ pub type Inbound = Result<Request, WireError>;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DataCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<Vec<u8>, WireError>> {
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<Result<Vec<u8>, WireError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -56,12 +60,17 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
 }
 
 /// Reads a response frame, reading a blob's bytes straight into their own buffer.
-async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<Response, WireError>> {
+async fn read_response_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<Result<Response, WireError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_MESSAGE_SIZE {
-        return Ok(Err(WireError::TooLarge { size: len, max: MAX_MESSAGE_SIZE }));
+        return Ok(Err(WireError::TooLarge {
+            size: len,
+            max: MAX_MESSAGE_SIZE,
+        }));
     }
     if len == 0 {
         return Ok(Response::decode(&[]));
@@ -77,7 +86,9 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Res
     let mut varint = VarintReader::default();
     let blob_len = loop {
         if 1 + varint.len() >= len {
-            return Ok(Err(WireError::Malformed { reason: "frame ends inside the blob length".into() }));
+            return Ok(Err(WireError::Malformed {
+                reason: "frame ends inside the blob length".into(),
+            }));
         }
         let mut b = [0u8; 1];
         io.read_exact(&mut b).await?;
@@ -90,12 +101,19 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Res
     let header = 1 + varint.len();
     if blob_len != (len - header) as u64 {
         return Ok(Err(WireError::Malformed {
-            reason: format!("blob of {blob_len} bytes in a frame with {} bytes left", len - header),
+            reason: format!(
+                "blob of {blob_len} bytes in a frame with {} bytes left",
+                len - header
+            ),
         }));
     }
     let mut data = vec![0u8; len - header];
     io.read_exact(&mut data).await?;
-    Ok(Response::from_blob(tag[0], data).ok_or_else(|| WireError::Malformed { reason: "unknown blob tag".into() }))
+    Ok(
+        Response::from_blob(tag[0], data).ok_or_else(|| WireError::Malformed {
+            reason: "unknown blob tag".into(),
+        }),
+    )
 }
 
 impl request_response::Codec for DataCodec {
@@ -107,17 +125,26 @@ impl request_response::Codec for DataCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_frame(io).await?.and_then(|bytes| Request::decode(&bytes)))
+        Ok(read_frame(io)
+            .await?
+            .and_then(|bytes| Request::decode(&bytes)))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_response_frame(io).await?.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_response_frame(io)
+            .await?
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Inbound) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Inbound,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -125,7 +152,12 @@ impl request_response::Codec for DataCodec {
         write_frame(io, &req.encode()).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -137,7 +169,10 @@ impl request_response::Codec for DataCodec {
         if total > MAX_MESSAGE_SIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                WireError::TooLarge { size: total, max: MAX_MESSAGE_SIZE },
+                WireError::TooLarge {
+                    size: total,
+                    max: MAX_MESSAGE_SIZE,
+                },
             ));
         }
         // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
@@ -156,7 +191,9 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_and_bound_lengths() {
-        let req = Request::GetShard { id: ShardId::of(b"x") };
+        let req = Request::GetShard {
+            id: ShardId::of(b"x"),
+        };
         let mut buf = Cursor::new(Vec::new());
         write_frame(&mut buf, &req.encode()).await.unwrap();
         let mut rd = Cursor::new(buf.into_inner());
@@ -165,7 +202,10 @@ mod tests {
 
         // A frame that claims 1 GiB is refused before anything is allocated or read.
         let mut huge = Cursor::new((1u32 << 30).to_be_bytes().to_vec());
-        assert!(matches!(read_frame(&mut huge).await.unwrap(), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame(&mut huge).await.unwrap(),
+            Err(WireError::TooLarge { .. })
+        ));
 
         // A frame cut short is an I/O error.
         let mut short = Cursor::new(vec![0, 0, 0, 10, 1, 2]);
@@ -181,10 +221,14 @@ mod tests {
     #[tokio::test]
     async fn streamed_responses_match_postcard_and_reject_lies() {
         for r in [
-            Response::Segment { data: (0..300_000u32).map(|i| i as u8).collect() },
+            Response::Segment {
+                data: (0..300_000u32).map(|i| i as u8).collect(),
+            },
             Response::Shard { data: vec![] },
             Response::Stored,
-            Response::Has { present: vec![true] },
+            Response::Has {
+                present: vec![true],
+            },
             Response::error(medley_core::protocol::ErrorCode::BUSY, "busy"),
         ] {
             let mut rd = Cursor::new(framed(&r.encode()));
@@ -194,9 +238,15 @@ mod tests {
         let mut lie = Response::Shard { data: vec![1; 10] }.encode();
         lie[1] = 11;
         let mut rd = Cursor::new(framed(&lie));
-        assert!(matches!(read_response_frame(&mut rd).await.unwrap(), Err(WireError::Malformed { .. })));
+        assert!(matches!(
+            read_response_frame(&mut rd).await.unwrap(),
+            Err(WireError::Malformed { .. })
+        ));
         // A frame that ends inside the length varint.
         let mut rd = Cursor::new(framed(&[TAG_SEGMENT, 0x80]));
-        assert!(matches!(read_response_frame(&mut rd).await.unwrap(), Err(WireError::Malformed { .. })));
+        assert!(matches!(
+            read_response_frame(&mut rd).await.unwrap(),
+            Err(WireError::Malformed { .. })
+        ));
     }
 }

@@ -32,7 +32,10 @@ pub enum IdentityError {
 /// Loads the identity in `dir`, creating a new one (file mode 0600) if there is none.
 pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, IdentityError> {
     let path = dir.join(IDENTITY_FILE);
-    let io = |source| IdentityError::Io { path: path.clone(), source };
+    let io = |source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read(&path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Invalid {
             path: path.clone(),
@@ -41,10 +44,12 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, IdentityError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(io)?;
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| IdentityError::Invalid {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| IdentityError::Invalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             // Write to a temporary file, then rename: a crash never leaves half a key.
             let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
             let mut opts = std::fs::OpenOptions::new();
@@ -74,10 +79,16 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
-        assert!(matches!(load_or_create_identity(dir.path()), Err(IdentityError::Invalid { .. })));
+        assert!(matches!(
+            load_or_create_identity(dir.path()),
+            Err(IdentityError::Invalid { .. })
+        ));
     }
 }

@@ -195,7 +195,8 @@ impl Peer {
             })
             .with_behaviour(|key| Behaviour {
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/medley/id/1".into(), key.public()).with_agent_version(agent),
+                    identify::Config::new("/medley/id/1".into(), key.public())
+                        .with_agent_version(agent),
                 ),
                 data: request_response::Behaviour::new(
                     [(StreamProtocol::new(PROTOCOL_NAME), ProtocolSupport::Full)],
@@ -209,19 +210,28 @@ impl Peer {
             .build();
 
         for addr in &config.listen {
-            swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| StartError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
         }
         // Wait until each listener has reported an address.
         let mut listen_addrs = Vec::new();
         while listen_addrs.len() < config.listen.len() {
             match swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
-                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                SwarmEvent::ListenerError { error, .. }
+                | SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                } => {
                     return Err(StartError::Listen {
-                        addr: config.listen.first().cloned().unwrap_or_else(Multiaddr::empty),
+                        addr: config
+                            .listen
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(Multiaddr::empty),
                         reason: error.to_string(),
                     });
                 }
@@ -263,7 +273,12 @@ impl PeerHandle {
     /// The addresses this peer listens on, each ending in `/p2p/<peer id>`.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::ListenAddrs { reply }).await.is_err() {
+        if self
+            .commands
+            .send(Command::ListenAddrs { reply })
+            .await
+            .is_err()
+        {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -272,55 +287,105 @@ impl PeerHandle {
     /// Number of peers with an open connection.
     pub async fn connected_peers(&self) -> usize {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::ConnectedPeers { reply }).await.is_err() {
+        if self
+            .commands
+            .send(Command::ConnectedPeers { reply })
+            .await
+            .is_err()
+        {
             return 0;
         }
         rx.await.unwrap_or_default()
     }
 
     /// Sends `request` to `peer`, dialing `addrs` if not connected.
-    pub async fn request(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> Result<Response, RequestError> {
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    ) -> Result<Response, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Request { peer, addrs, request, reply })
+            .send(Command::Request {
+                peer,
+                addrs,
+                request,
+                reply,
+            })
             .await
             .map_err(|_| RequestError::Closed)?;
         rx.await.map_err(|_| RequestError::Closed)?
     }
 
     /// Fetches a durable shard and checks it against `id`.
-    pub async fn get_shard(&self, peer: PeerId, addrs: Vec<Multiaddr>, id: ShardId) -> Result<Vec<u8>, RequestError> {
+    pub async fn get_shard(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        id: ShardId,
+    ) -> Result<Vec<u8>, RequestError> {
         match self.request(peer, addrs, Request::GetShard { id }).await? {
             Response::Shard { data } if id.matches(&data) => Ok(data),
-            Response::Shard { .. } => Err(RequestError::BadHash { peer, id: id.to_string() }),
+            Response::Shard { .. } => Err(RequestError::BadHash {
+                peer,
+                id: id.to_string(),
+            }),
             other => Err(unexpected(peer, other)),
         }
     }
 
     /// Fetches a whole segment from a peer's hot tier and checks it against `id`.
-    pub async fn get_segment(&self, peer: PeerId, addrs: Vec<Multiaddr>, id: SegmentId) -> Result<Vec<u8>, RequestError> {
-        match self.request(peer, addrs, Request::GetSegment { id }).await? {
+    pub async fn get_segment(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        id: SegmentId,
+    ) -> Result<Vec<u8>, RequestError> {
+        match self
+            .request(peer, addrs, Request::GetSegment { id })
+            .await?
+        {
             Response::Segment { data } if id.matches(&data) => Ok(data),
-            Response::Segment { .. } => Err(RequestError::BadHash { peer, id: id.to_string() }),
+            Response::Segment { .. } => Err(RequestError::BadHash {
+                peer,
+                id: id.to_string(),
+            }),
             other => Err(unexpected(peer, other)),
         }
     }
 
     /// Stores a shard on `peer`. The shard's id is computed here from `data`.
-    pub async fn put_shard(&self, peer: PeerId, addrs: Vec<Multiaddr>, data: Vec<u8>) -> Result<ShardId, RequestError> {
+    pub async fn put_shard(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        data: Vec<u8>,
+    ) -> Result<ShardId, RequestError> {
         let id = ShardId::of(&data);
-        match self.request(peer, addrs, Request::PutShard { id, data }).await? {
+        match self
+            .request(peer, addrs, Request::PutShard { id, data })
+            .await?
+        {
             Response::Stored => Ok(id),
             other => Err(unexpected(peer, other)),
         }
     }
 
     /// Asks which of `ids` `peer` holds.
-    pub async fn has(&self, peer: PeerId, addrs: Vec<Multiaddr>, ids: Vec<ShardId>) -> Result<Vec<bool>, RequestError> {
+    pub async fn has(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        ids: Vec<ShardId>,
+    ) -> Result<Vec<bool>, RequestError> {
         let n = ids.len();
         match self.request(peer, addrs, Request::Has { ids }).await? {
             Response::Has { present } if present.len() == n => Ok(present),
-            Response::Has { .. } => Err(RequestError::Unexpected { peer, got: "has (wrong length)" }),
+            Response::Has { .. } => Err(RequestError::Unexpected {
+                peer,
+                got: "has (wrong length)",
+            }),
             other => Err(unexpected(peer, other)),
         }
     }
@@ -339,10 +404,20 @@ impl PeerHandle {
 
 fn unexpected(peer: PeerId, response: Response) -> RequestError {
     match response {
-        Response::Error { code, message } => RequestError::Remote { peer, code, message },
+        Response::Error { code, message } => RequestError::Remote {
+            peer,
+            code,
+            message,
+        },
         Response::Shard { .. } => RequestError::Unexpected { peer, got: "shard" },
-        Response::Segment { .. } => RequestError::Unexpected { peer, got: "segment" },
-        Response::Stored => RequestError::Unexpected { peer, got: "stored" },
+        Response::Segment { .. } => RequestError::Unexpected {
+            peer,
+            got: "segment",
+        },
+        Response::Stored => RequestError::Unexpected {
+            peer,
+            got: "stored",
+        },
         Response::Has { .. } => RequestError::Unexpected { peer, got: "has" },
     }
 }
@@ -387,12 +462,17 @@ impl Actor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Request { peer, addrs, request, reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .data
-                    .send_request_with_addresses(&peer, Ok(request), addrs);
+            Command::Request {
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().data.send_request_with_addresses(
+                    &peer,
+                    Ok(request),
+                    addrs,
+                );
                 self.pending.insert(id, reply);
             }
             Command::ListenAddrs { reply } => {
@@ -414,17 +494,40 @@ impl Actor {
         use request_response::{Event, Message};
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Data(event)) => match event {
-                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                Event::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
                     self.on_inbound(peer, request, channel);
                 }
-                Event::Message { peer: _, message: Message::Response { request_id, response }, .. } => {
+                Event::Message {
+                    peer: _,
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
-                Event::OutboundFailure { peer, request_id, error, .. } => {
+                Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Err(RequestError::Network { peer, reason: error.to_string() }));
+                        let _ = reply.send(Err(RequestError::Network {
+                            peer,
+                            reason: error.to_string(),
+                        }));
                     }
                 }
                 Event::InboundFailure { peer, error, .. } => {
@@ -437,8 +540,14 @@ impl Actor {
                     self.listen_addrs.push(address);
                 }
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address)
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 debug!(%send_back_addr, %error, "incoming connection failed");
             }
             _ => {}
@@ -461,7 +570,10 @@ impl Actor {
         if self.in_flight >= self.max_in_flight {
             let _ = self.swarm.behaviour_mut().data.send_response(
                 channel,
-                Response::error(ErrorCode::BUSY, format!("{} requests in flight", self.in_flight)),
+                Response::error(
+                    ErrorCode::BUSY,
+                    format!("{} requests in flight", self.in_flight),
+                ),
             );
             return;
         }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_net::{CancellationToken, Handler, Keypair, NoService, Peer, PeerConfig, PeerHandle, PeerId, RequestError};
+use medley_net::{
+    CancellationToken, Handler, Keypair, NoService, Peer, PeerConfig, PeerHandle, PeerId,
+    RequestError,
+};
 use tokio::sync::Semaphore;
 
 /// An in-memory shard map; `lie` makes it flip a byte of everything it serves.
@@ -45,11 +48,24 @@ impl Handler for MemService {
 }
 
 fn listen() -> PeerConfig {
-    PeerConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], ..PeerConfig::default() }
+    PeerConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        ..PeerConfig::default()
+    }
 }
 
-async fn server(handler: Arc<dyn Handler>, config: PeerConfig) -> (PeerHandle, PeerId, Vec<medley_net::Multiaddr>) {
-    let p = Peer::spawn(Keypair::generate_ed25519(), config, handler, CancellationToken::new()).await.unwrap();
+async fn server(
+    handler: Arc<dyn Handler>,
+    config: PeerConfig,
+) -> (PeerHandle, PeerId, Vec<medley_net::Multiaddr>) {
+    let p = Peer::spawn(
+        Keypair::generate_ed25519(),
+        config,
+        handler,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let addrs = p.listen_addrs().await;
     assert!(!addrs.is_empty());
     let id = p.peer_id();
@@ -57,9 +73,14 @@ async fn server(handler: Arc<dyn Handler>, config: PeerConfig) -> (PeerHandle, P
 }
 
 async fn client() -> PeerHandle {
-    Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new())
-        .await
-        .unwrap()
+    Peer::spawn(
+        Keypair::generate_ed25519(),
+        PeerConfig::default(),
+        Arc::new(NoService),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -77,7 +98,13 @@ async fn put_get_and_not_found() {
         .request(id, addrs, Request::PutShard { id: missing, data })
         .await
         .unwrap();
-    assert!(matches!(err, Response::Error { code: ErrorCode::BAD_HASH, .. }));
+    assert!(matches!(
+        err,
+        Response::Error {
+            code: ErrorCode::BAD_HASH,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -86,7 +113,10 @@ async fn lying_peer_is_caught() {
     let data = vec![5u8; 4096];
     let sid = ShardId::of(&data);
     honest.shards.lock().unwrap().insert(sid, data.clone());
-    let liar = Arc::new(MemService { shards: Mutex::new(honest.shards.lock().unwrap().clone()), lie: true });
+    let liar = Arc::new(MemService {
+        shards: Mutex::new(honest.shards.lock().unwrap().clone()),
+        lie: true,
+    });
     let (_l, lid, laddrs) = server(liar, listen()).await;
     let c = client().await;
     let err = c.get_shard(lid, laddrs, sid).await.unwrap_err();
@@ -115,15 +145,23 @@ impl Handler for Gate {
 async fn over_the_limit_requests_are_answered_busy() {
     let open = Arc::new(Semaphore::new(0));
     let entered = Arc::new(Semaphore::new(0));
-    let gate = Arc::new(Gate { open: open.clone(), entered: entered.clone() });
-    let config = PeerConfig { max_concurrent_inbound: 2, ..listen() };
+    let gate = Arc::new(Gate {
+        open: open.clone(),
+        entered: entered.clone(),
+    });
+    let config = PeerConfig {
+        max_concurrent_inbound: 2,
+        ..listen()
+    };
     let (_s, id, addrs) = server(gate, config).await;
     let c = client().await;
     let has = |c: PeerHandle, addrs: Vec<_>| async move { c.has(id, addrs, vec![]).await };
     let first = tokio::spawn(has(c.clone(), addrs.clone()));
     let second = tokio::spawn(has(c.clone(), addrs.clone()));
     // Wait until both are inside the handler.
-    let _both = tokio::time::timeout(Duration::from_secs(10), entered.acquire_many(2)).await.unwrap();
+    let _both = tokio::time::timeout(Duration::from_secs(10), entered.acquire_many(2))
+        .await
+        .unwrap();
     let third = c.has(id, addrs.clone(), vec![]).await.unwrap_err();
     assert_eq!(third.code(), Some(ErrorCode::BUSY), "{third}");
     open.add_permits(10);
@@ -137,6 +175,9 @@ async fn over_the_limit_requests_are_answered_busy() {
 async fn shutdown_fails_pending_and_later_requests() {
     let c = client().await;
     c.shutdown(Duration::from_secs(5)).await;
-    let err = c.get_shard(PeerId::random(), vec![], ShardId::of(b"x")).await.unwrap_err();
+    let err = c
+        .get_shard(PeerId::random(), vec![], ShardId::of(b"x"))
+        .await
+        .unwrap_err();
     assert_eq!(err, RequestError::Closed);
 }

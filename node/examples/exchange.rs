@@ -26,7 +26,10 @@ async fn main() -> Result<()> {
         }
     }
     let (name, song) = match input {
-        Some(path) => (path.clone(), std::fs::read(&path).with_context(|| format!("cannot read {path}"))?),
+        Some(path) => (
+            path.clone(),
+            std::fs::read(&path).with_context(|| format!("cannot read {path}"))?,
+        ),
         None => ("generated tune (WAV, 12 s)".to_string(), tune_wav(12.0)),
     };
     println!("song: {name}, {} bytes", song.len());
@@ -54,25 +57,38 @@ async fn main() -> Result<()> {
             if slot % 2 == 0 {
                 a.store().put(medley_node::Tier::Durable, id.0, &shard)?;
             } else {
-                a.peer().put_shard(b.peer_id(), b_addrs.clone(), shard).await?;
+                a.peer()
+                    .put_shard(b.peer_id(), b_addrs.clone(), shard)
+                    .await?;
             }
             ids.push(id);
         }
         segments.push((seg.id, seg.bytes.len(), ids));
     }
-    println!("stored {} segments x {} shards in {:?}", segments.len(), codec.total(), t.elapsed());
+    println!(
+        "stored {} segments x {} shards in {:?}",
+        segments.len(),
+        codec.total(),
+        t.elapsed()
+    );
 
     // Exchange: A fetches from B every shard it lacks, each checked against its id.
     let t = Instant::now();
     let mut moved = 0usize;
     for (_, _, ids) in &segments {
         for id in ids.iter().skip(1).step_by(2) {
-            let shard = a.peer().get_shard(b.peer_id(), b_addrs.clone(), *id).await?;
+            let shard = a
+                .peer()
+                .get_shard(b.peer_id(), b_addrs.clone(), *id)
+                .await?;
             a.store().put(medley_node::Tier::Durable, id.0, &shard)?;
             moved += shard.len();
         }
     }
-    println!("node A fetched {moved} bytes of shards from node B in {:?}", t.elapsed());
+    println!(
+        "node A fetched {moved} bytes of shards from node B in {:?}",
+        t.elapsed()
+    );
 
     // Rebuild with two shards of every segment missing, reading the rest from both nodes.
     let t = Instant::now();
@@ -85,15 +101,28 @@ async fn main() -> Result<()> {
                 slots.push(None);
                 continue;
             }
-            let (peer, addrs) = if slot % 2 == 0 { (a.peer_id(), &a_addrs) } else { (b.peer_id(), &b_addrs) };
-            slots.push(Some(b.peer().get_shard(peer, addrs.clone(), *id).await.or_else(|_| fetch_local(&a, *id))?));
+            let (peer, addrs) = if slot % 2 == 0 {
+                (a.peer_id(), &a_addrs)
+            } else {
+                (b.peer_id(), &b_addrs)
+            };
+            slots.push(Some(
+                b.peer()
+                    .get_shard(peer, addrs.clone(), *id)
+                    .await
+                    .or_else(|_| fetch_local(&a, *id))?,
+            ));
         }
         rebuilt.extend(codec.reconstruct_verified(&slots, *len, *seg_id)?);
     }
     if rebuilt != song {
         bail!("rebuilt file differs from the original");
     }
-    println!("rebuilt {} bytes with 2 of 6 shards missing per segment in {:?}: identical", rebuilt.len(), t.elapsed());
+    println!(
+        "rebuilt {} bytes with 2 of 6 shards missing per segment in {:?}: identical",
+        rebuilt.len(),
+        t.elapsed()
+    );
     if let Some(out) = out {
         std::fs::write(&out, &rebuilt).with_context(|| format!("cannot write {out}"))?;
         println!("wrote {out}");
@@ -104,7 +133,9 @@ async fn main() -> Result<()> {
 }
 
 fn fetch_local(node: &Node, id: ShardId) -> Result<Vec<u8>> {
-    node.store().get(medley_node::Tier::Durable, id.0)?.context("shard missing")
+    node.store()
+        .get(medley_node::Tier::Durable, id.0)?
+        .context("shard missing")
 }
 
 /// A short tune as 16-bit mono 44.1 kHz PCM WAV: a few notes with a soft envelope.
@@ -118,7 +149,8 @@ fn tune_wav(seconds: f32) -> Vec<u8> {
         let note = notes[(t * 2.0) as usize % notes.len()];
         let phase = (t * 2.0).fract();
         let env = (phase * 20.0).min(1.0) * (1.0 - phase).powf(0.5);
-        let s = (2.0 * std::f32::consts::PI * note * t).sin() * 0.6 + (4.0 * std::f32::consts::PI * note * t).sin() * 0.2;
+        let s = (2.0 * std::f32::consts::PI * note * t).sin() * 0.6
+            + (4.0 * std::f32::consts::PI * note * t).sin() * 0.2;
         pcm.extend_from_slice(&((s * env * 0.8 * i16::MAX as f32) as i16).to_le_bytes());
     }
     let mut wav = Vec::with_capacity(44 + pcm.len());

@@ -56,7 +56,11 @@ pub struct RunArgs {
 impl RunArgs {
     /// Builds the effective configuration: defaults < file < environment < flags.
     pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
-        let file = medley_daemon::config_path(self.config.as_deref(), self.data_dir.as_deref(), CONFIG_FILE);
+        let file = medley_daemon::config_path(
+            self.config.as_deref(),
+            self.data_dir.as_deref(),
+            CONFIG_FILE,
+        );
         let mut config = match &file {
             Some(path) => NodeConfig::from_file(path)?,
             None => NodeConfig::default(),
@@ -124,13 +128,28 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         // The file in the data dir is found without --config.
         let c = run_args(&["--data-dir", d]).resolve().unwrap();
-        assert_eq!((c.region.as_str(), c.capacity, c.max_concurrent_requests), ("file-region", ByteSize::gib(3), 7));
+        assert_eq!(
+            (c.region.as_str(), c.capacity, c.max_concurrent_requests),
+            ("file-region", ByteSize::gib(3), 7)
+        );
         assert_eq!(c.listen, NodeConfig::default().listen);
         // Flags win over the file.
-        let c = run_args(&["--data-dir", d, "--region", "flag-region", "--capacity", "1 GiB", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-            .resolve()
-            .unwrap();
-        assert_eq!((c.region.as_str(), c.capacity, c.max_concurrent_requests), ("flag-region", ByteSize::gib(1), 7));
+        let c = run_args(&[
+            "--data-dir",
+            d,
+            "--region",
+            "flag-region",
+            "--capacity",
+            "1 GiB",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (c.region.as_str(), c.capacity, c.max_concurrent_requests),
+            ("flag-region", ByteSize::gib(1), 7)
+        );
         assert_eq!(c.listen, vec!["/ip4/127.0.0.1/udp/0/quic-v1".to_string()]);
     }
 
@@ -139,9 +158,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "capacity = 12\nregoin = \"x\"\n").unwrap();
-        let err = run_args(&["--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        let err = run_args(&["--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("bad.toml") && text.contains("regoin"), "{text}");
+        assert!(
+            text.contains("bad.toml") && text.contains("regoin"),
+            "{text}"
+        );
         let err = run_args(&["--listen", "udp/nope"]).resolve().unwrap_err();
         assert!(format!("{err:#}").contains("udp/nope"), "{err:#}");
         assert!(Cli::try_parse_from(["medley-node", "run", "--capacity", "lots"]).is_err());

@@ -86,10 +86,11 @@ impl NodeConfig {
         self.listen
             .iter()
             .map(|a| {
-                a.parse().map_err(|e: libp2p::multiaddr::Error| ConfigError::Listen {
-                    addr: a.clone(),
-                    reason: e.to_string(),
-                })
+                a.parse()
+                    .map_err(|e: libp2p::multiaddr::Error| ConfigError::Listen {
+                        addr: a.clone(),
+                        reason: e.to_string(),
+                    })
             })
             .collect()
     }
@@ -97,10 +98,16 @@ impl NodeConfig {
     /// The data-plane settings this config implies.
     pub fn peer_config(&self) -> Result<PeerConfig, ConfigError> {
         if self.max_concurrent_requests == 0 {
-            return Err(ConfigError::Invalid { field: "max_concurrent_requests", reason: "must be at least 1" });
+            return Err(ConfigError::Invalid {
+                field: "max_concurrent_requests",
+                reason: "must be at least 1",
+            });
         }
         if self.request_timeout_secs == 0 {
-            return Err(ConfigError::Invalid { field: "request_timeout_secs", reason: "must be at least 1" });
+            return Err(ConfigError::Invalid {
+                field: "request_timeout_secs",
+                reason: "must be at least 1",
+            });
         }
         Ok(PeerConfig {
             listen: self.listen_addrs()?,
@@ -113,7 +120,10 @@ impl NodeConfig {
 
     /// The store settings this config implies.
     pub fn store_config(&self) -> StoreConfig {
-        StoreConfig { capacity: self.capacity.as_u64(), ..StoreConfig::default() }
+        StoreConfig {
+            capacity: self.capacity.as_u64(),
+            ..StoreConfig::default()
+        }
     }
 }
 
@@ -140,9 +150,15 @@ mod tests {
     fn rejects_unknown_fields_and_bad_values() {
         assert!(NodeConfig::from_toml("regoin = \"x\"").is_err());
         assert!(NodeConfig::from_toml("capacity = \"lots\"").is_err());
-        let c = NodeConfig { listen: vec!["not an addr".into()], ..NodeConfig::default() };
+        let c = NodeConfig {
+            listen: vec!["not an addr".into()],
+            ..NodeConfig::default()
+        };
         assert!(matches!(c.peer_config(), Err(ConfigError::Listen { .. })));
-        let c = NodeConfig { max_concurrent_requests: 0, ..NodeConfig::default() };
+        let c = NodeConfig {
+            max_concurrent_requests: 0,
+            ..NodeConfig::default()
+        };
         assert!(matches!(c.peer_config(), Err(ConfigError::Invalid { .. })));
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use medley_net::{CancellationToken, IdentityError, Peer, PeerHandle, StartError, load_or_create_identity};
+use medley_net::{
+    CancellationToken, IdentityError, Peer, PeerHandle, StartError, load_or_create_identity,
+};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -70,7 +72,10 @@ impl Node {
         let peer_config = config.peer_config()?;
         let dir = config.data_dir.clone();
         let info_path = dir.join(NODE_INFO_FILE);
-        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         // A stale file from an earlier run must not be read as this run's addresses.
         let _ = std::fs::remove_file(&info_path);
         let keypair = load_or_create_identity(&dir)?;
@@ -78,11 +83,25 @@ impl Node {
         let db_path = dir.join("db");
         let store = tokio::task::spawn_blocking(move || Store::open(db_path, &store_config))
             .await
-            .map_err(|e| NodeError::Io { path: dir.join("db"), source: std::io::Error::other(e) })??;
+            .map_err(|e| NodeError::Io {
+                path: dir.join("db"),
+                source: std::io::Error::other(e),
+            })??;
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
-        let peer = Peer::spawn(keypair, peer_config, Arc::new(StoreService::new(store.clone())), cancel.child_token()).await?;
-        let node = Self { config, store, peer, cancel };
+        let peer = Peer::spawn(
+            keypair,
+            peer_config,
+            Arc::new(StoreService::new(store.clone())),
+            cancel.child_token(),
+        )
+        .await?;
+        let node = Self {
+            config,
+            store,
+            peer,
+            cancel,
+        };
         let info = node.info().await;
         let json = serde_json::to_vec_pretty(&info).map_err(|e| NodeError::Io {
             path: info_path.clone(),
@@ -91,7 +110,10 @@ impl Node {
         let tmp = info_path.with_extension("json.tmp");
         std::fs::write(&tmp, json)
             .and_then(|()| std::fs::rename(&tmp, &info_path))
-            .map_err(|source| NodeError::Io { path: info_path, source })?;
+            .map_err(|source| NodeError::Io {
+                path: info_path,
+                source,
+            })?;
         info!(
             peer_id = %info.peer_id,
             region = %node.config.region,
@@ -117,7 +139,12 @@ impl Node {
     pub async fn info(&self) -> NodeInfo {
         NodeInfo {
             peer_id: self.peer_id().to_string(),
-            listen: self.listen_addrs().await.iter().map(ToString::to_string).collect(),
+            listen: self
+                .listen_addrs()
+                .await
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             region: self.config.region.clone(),
             pid: std::process::id(),
         }
@@ -147,7 +174,10 @@ impl Node {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.flush())
             .await
-            .map_err(|e| NodeError::Io { path: self.config.data_dir.clone(), source: std::io::Error::other(e) })??;
+            .map_err(|e| NodeError::Io {
+                path: self.config.data_dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
         info!("node stopped");
         Ok(())
     }

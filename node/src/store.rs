@@ -108,7 +108,9 @@ pub enum StoreError {
         source: rocksdb::Error,
     },
     /// The database was written by a newer version.
-    #[error("store at {path} has format version {found}, this build reads up to {STORE_FORMAT_VERSION}")]
+    #[error(
+        "store at {path} has format version {found}, this build reads up to {STORE_FORMAT_VERSION}"
+    )]
     Format {
         /// The database directory.
         path: PathBuf,
@@ -138,7 +140,9 @@ pub enum StoreError {
         max: usize,
     },
     /// Storing the value would exceed the capacity.
-    #[error("store full: {size} more bytes would exceed capacity ({used} of {capacity} bytes used)")]
+    #[error(
+        "store full: {size} more bytes would exceed capacity ({used} of {capacity} bytes used)"
+    )]
     Full {
         /// Bytes asked for.
         size: u64,
@@ -232,10 +236,11 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_SIZES, sizes_opts),
             ColumnFamilyDescriptor::new(CF_META, meta_opts),
         ];
-        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db =
+            DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let store = Self {
             db,
             path,
@@ -259,15 +264,31 @@ impl Store {
 
     fn check_format(&self) -> Result<(), StoreError> {
         let meta = self.cf(CF_META)?;
-        match self.db.get_cf(meta, KEY_FORMAT).map_err(db_err("read format"))? {
+        match self
+            .db
+            .get_cf(meta, KEY_FORMAT)
+            .map_err(db_err("read format"))?
+        {
             None => self
                 .db
-                .put_cf_opt(meta, KEY_FORMAT, STORE_FORMAT_VERSION.to_le_bytes(), &sync_writes())
+                .put_cf_opt(
+                    meta,
+                    KEY_FORMAT,
+                    STORE_FORMAT_VERSION.to_le_bytes(),
+                    &sync_writes(),
+                )
                 .map_err(db_err("write format")),
             Some(v) => {
-                let found = u32::from_le_bytes(v.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0xff; 4]));
+                let found = u32::from_le_bytes(
+                    v.get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or([0xff; 4]),
+                );
                 if found > STORE_FORMAT_VERSION {
-                    Err(StoreError::Format { path: self.path.clone(), found })
+                    Err(StoreError::Format {
+                        path: self.path.clone(),
+                        found,
+                    })
                 } else {
                     Ok(())
                 }
@@ -277,7 +298,10 @@ impl Store {
 
     fn read_used(&self) -> Result<u64, StoreError> {
         let meta = self.cf(CF_META)?;
-        let v = self.db.get_cf(meta, KEY_USED).map_err(db_err("read usage"))?;
+        let v = self
+            .db
+            .get_cf(meta, KEY_USED)
+            .map_err(db_err("read usage"))?;
         Ok(v.map_or(0, |v| decode_i64(&v).max(0) as u64))
     }
 
@@ -288,7 +312,10 @@ impl Store {
     /// Stores `bytes` under `key` in `tier`, after checking that they hash to `key`.
     pub fn put(&self, tier: Tier, key: Hash, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
         if bytes.len() > MAX_BLOB_SIZE {
-            return Err(StoreError::TooLarge { size: bytes.len(), max: MAX_BLOB_SIZE });
+            return Err(StoreError::TooLarge {
+                size: bytes.len(),
+                max: MAX_BLOB_SIZE,
+            });
         }
         if !key.matches(bytes) {
             return Err(StoreError::HashMismatch { key });
@@ -313,7 +340,11 @@ impl Store {
         self.reserve(size)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, key.as_bytes(), bytes);
-        batch.put_cf(self.cf(CF_SIZES)?, tier.size_key(&key), (bytes.len() as u32).to_le_bytes());
+        batch.put_cf(
+            self.cf(CF_SIZES)?,
+            tier.size_key(&key),
+            (bytes.len() as u32).to_le_bytes(),
+        );
         batch.merge_cf(self.cf(CF_META)?, KEY_USED, (size as i64).to_le_bytes());
         if let Err(source) = self.db.write_opt(batch, &sync_writes()) {
             self.used.fetch_sub(size, Ordering::SeqCst);
@@ -328,7 +359,11 @@ impl Store {
                 used.checked_add(size).filter(|&n| n <= self.capacity)
             })
             .map(|_| ())
-            .map_err(|used| StoreError::Full { size, used, capacity: self.capacity })
+            .map_err(|used| StoreError::Full {
+                size,
+                used,
+                capacity: self.capacity,
+            })
     }
 
     /// Reads the value under `key` in `tier`; `Ok(None)` if absent. Bytes that do not hash
@@ -342,7 +377,10 @@ impl Store {
         let value = match self.db.get_pinned_cf_opt(cf, key.as_bytes(), &opts) {
             Ok(v) => v,
             Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
-                return Err(StoreError::Corrupt { key, detail: e.to_string() });
+                return Err(StoreError::Corrupt {
+                    key,
+                    detail: e.to_string(),
+                });
             }
             Err(source) => return Err(StoreError::Db { op: "get", source }),
         };
@@ -392,11 +430,15 @@ impl Store {
         batch.delete_cf(cf, key.as_bytes());
         batch.delete_cf(self.cf(CF_SIZES)?, tier.size_key(&key));
         batch.merge_cf(self.cf(CF_META)?, KEY_USED, (-(size as i64)).to_le_bytes());
-        self.db.write_opt(batch, &sync_writes()).map_err(db_err("delete"))?;
+        self.db
+            .write_opt(batch, &sync_writes())
+            .map_err(db_err("delete"))?;
         // Never below zero, even if another thread raced a reservation in between.
         let _ = self
             .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| Some(u.saturating_sub(size)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(size))
+            });
         Ok(true)
     }
 
@@ -439,7 +481,9 @@ impl Store {
     #[cfg(any(test, feature = "test-utils"))]
     pub fn corrupt_for_test(&self, tier: Tier, key: Hash, bytes: &[u8]) -> Result<(), StoreError> {
         let cf = self.cf(tier.cf())?;
-        self.db.put_cf_opt(cf, key.as_bytes(), bytes, &sync_writes()).map_err(db_err("put"))
+        self.db
+            .put_cf_opt(cf, key.as_bytes(), bytes, &sync_writes())
+            .map_err(db_err("put"))
     }
 }
 
@@ -455,11 +499,20 @@ mod tests {
     use medley_core::ShardId;
 
     fn open(dir: &Path, capacity: u64) -> Store {
-        Store::open(dir, &StoreConfig { capacity, ..StoreConfig::default() }).unwrap()
+        Store::open(
+            dir,
+            &StoreConfig {
+                capacity,
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap()
     }
 
     fn shard(n: u8, len: usize) -> (Hash, Vec<u8>) {
-        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(n).wrapping_add(n)).collect();
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(n).wrapping_add(n))
+            .collect();
         (ShardId::of(&bytes).0, bytes)
     }
 
@@ -472,7 +525,10 @@ mod tests {
             for (k, v) in &items {
                 assert_eq!(s.put(Tier::Durable, *k, v).unwrap(), PutOutcome::Stored);
             }
-            assert_eq!(s.put(Tier::Durable, items[0].0, &items[0].1).unwrap(), PutOutcome::AlreadyPresent);
+            assert_eq!(
+                s.put(Tier::Durable, items[0].0, &items[0].1).unwrap(),
+                PutOutcome::AlreadyPresent
+            );
         }
         let s = open(dir.path(), 1 << 30);
         for (k, v) in &items {
@@ -482,7 +538,11 @@ mod tests {
             assert_eq!(s.get(Tier::Hot, *k).unwrap(), None);
         }
         let total: u64 = items.iter().map(|(_, v)| v.len() as u64).sum();
-        assert_eq!(s.used(), total, "usage survives a reopen, duplicates not counted");
+        assert_eq!(
+            s.used(),
+            total,
+            "usage survives a reopen, duplicates not counted"
+        );
         assert!(s.delete(Tier::Durable, items[0].0).unwrap());
         assert_eq!(s.get(Tier::Durable, items[0].0).unwrap(), None);
         assert_eq!(s.used(), total - items[0].1.len() as u64);
@@ -494,7 +554,10 @@ mod tests {
         let s = open(dir.path(), 1 << 30);
         let (k, _) = shard(1, 100);
         let (_, other) = shard(2, 100);
-        assert!(matches!(s.put(Tier::Durable, k, &other), Err(StoreError::HashMismatch { .. })));
+        assert!(matches!(
+            s.put(Tier::Durable, k, &other),
+            Err(StoreError::HashMismatch { .. })
+        ));
         assert_eq!(s.get(Tier::Durable, k).unwrap(), None);
         assert_eq!(s.used(), 0);
     }
@@ -507,7 +570,17 @@ mod tests {
         let (k2, v2) = shard(2, 6000);
         s.put(Tier::Durable, k1, &v1).unwrap();
         let err = s.put(Tier::Hot, k2, &v2).unwrap_err();
-        assert!(matches!(err, StoreError::Full { size: 6000, used: 6000, capacity: 10_000 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::Full {
+                    size: 6000,
+                    used: 6000,
+                    capacity: 10_000
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(s.get(Tier::Hot, k2).unwrap(), None);
         assert_eq!(s.used(), 6000);
         // Freeing space makes room again.
@@ -522,7 +595,10 @@ mod tests {
         let s = open(dir.path(), u64::MAX);
         let big = vec![0u8; MAX_BLOB_SIZE + 1];
         let k = Hash::of(&big);
-        assert!(matches!(s.put(Tier::Durable, k, &big), Err(StoreError::TooLarge { .. })));
+        assert!(matches!(
+            s.put(Tier::Durable, k, &big),
+            Err(StoreError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -534,8 +610,14 @@ mod tests {
         let mut bad = v.clone();
         bad[100] ^= 0x40;
         s.corrupt_for_test(Tier::Durable, k, &bad).unwrap();
-        assert!(matches!(s.get(Tier::Durable, k), Err(StoreError::Corrupt { .. })));
-        assert!(s.contains(Tier::Durable, k).unwrap(), "still indexed: the scrubber will find it");
+        assert!(matches!(
+            s.get(Tier::Durable, k),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(
+            s.contains(Tier::Durable, k).unwrap(),
+            "still indexed: the scrubber will find it"
+        );
         // A put of the right bytes repairs it, and usage counts it once.
         assert_eq!(s.put(Tier::Durable, k, &v).unwrap(), PutOutcome::Stored);
         assert_eq!(s.get(Tier::Durable, k).unwrap(), Some(v));

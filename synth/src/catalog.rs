@@ -10,15 +10,65 @@ use rand_pcg::Pcg64Mcg;
 
 /// Genres used by the generator.
 pub const GENRES: &[&str] = &[
-    "Rock", "Pop", "Jazz", "Classical", "Electronic", "Hip-Hop", "Folk", "Blues", "Soul", "Reggae",
-    "Country", "Metal", "Ambient", "Funk", "Latin", "Punk", "Indie", "R&B", "Techno", "Soundtrack",
+    "Rock",
+    "Pop",
+    "Jazz",
+    "Classical",
+    "Electronic",
+    "Hip-Hop",
+    "Folk",
+    "Blues",
+    "Soul",
+    "Reggae",
+    "Country",
+    "Metal",
+    "Ambient",
+    "Funk",
+    "Latin",
+    "Punk",
+    "Indie",
+    "R&B",
+    "Techno",
+    "Soundtrack",
 ];
 
 const ADJECTIVES: &[&str] = &[
-    "Velvet", "Silent", "Golden", "Broken", "Electric", "Midnight", "Crimson", "Hollow", "Wild",
-    "Lonely", "Neon", "Frozen", "Burning", "Gentle", "Restless", "Silver", "Distant", "Savage",
-    "Paper", "Northern", "Hidden", "Lucky", "Quiet", "Bitter", "Sweet", "Wandering", "Endless",
-    "Scarlet", "Crystal", "Faded", "Blue", "Early", "Last", "Secret", "Heavy", "Little",
+    "Velvet",
+    "Silent",
+    "Golden",
+    "Broken",
+    "Electric",
+    "Midnight",
+    "Crimson",
+    "Hollow",
+    "Wild",
+    "Lonely",
+    "Neon",
+    "Frozen",
+    "Burning",
+    "Gentle",
+    "Restless",
+    "Silver",
+    "Distant",
+    "Savage",
+    "Paper",
+    "Northern",
+    "Hidden",
+    "Lucky",
+    "Quiet",
+    "Bitter",
+    "Sweet",
+    "Wandering",
+    "Endless",
+    "Scarlet",
+    "Crystal",
+    "Faded",
+    "Blue",
+    "Early",
+    "Last",
+    "Secret",
+    "Heavy",
+    "Little",
 ];
 const NOUNS: &[&str] = &[
     "Fox", "River", "Mirror", "Garden", "Engine", "Harbor", "Lantern", "Comet", "Desert", "Ocean",
@@ -27,16 +77,48 @@ const NOUNS: &[&str] = &[
     "Heart", "City", "Dream", "Storm", "Rain", "Fire", "Stone", "Glass", "Tide", "Orchard",
 ];
 const PLURALS: &[&str] = &[
-    "Foxes", "Rivers", "Mirrors", "Engines", "Lanterns", "Comets", "Wolves", "Sparrows", "Shadows",
-    "Strangers", "Kings", "Ghosts", "Sailors", "Dreamers", "Machines", "Satellites", "Tigers",
+    "Foxes",
+    "Rivers",
+    "Mirrors",
+    "Engines",
+    "Lanterns",
+    "Comets",
+    "Wolves",
+    "Sparrows",
+    "Shadows",
+    "Strangers",
+    "Kings",
+    "Ghosts",
+    "Sailors",
+    "Dreamers",
+    "Machines",
+    "Satellites",
+    "Tigers",
 ];
 const FIRST: &[&str] = &[
-    "Maria", "John", "Aiko", "Lars", "Amara", "Diego", "Elena", "Kwame", "Sofia", "Mateo", "Ingrid",
-    "Ravi", "Chloe", "Yusuf", "Nina", "Oskar", "Leila", "Tomas", "Hana", "Felix", "Zara", "Emil",
+    "Maria", "John", "Aiko", "Lars", "Amara", "Diego", "Elena", "Kwame", "Sofia", "Mateo",
+    "Ingrid", "Ravi", "Chloe", "Yusuf", "Nina", "Oskar", "Leila", "Tomas", "Hana", "Felix", "Zara",
+    "Emil",
 ];
 const LAST: &[&str] = &[
-    "Lindqvist", "Okafor", "Tanaka", "Moreau", "Kowalski", "Haddad", "Silva", "Novak", "Brennan",
-    "Varga", "Petrov", "Mendes", "Jansen", "Calloway", "Achebe", "Rossi", "Nakamura", "Holm",
+    "Lindqvist",
+    "Okafor",
+    "Tanaka",
+    "Moreau",
+    "Kowalski",
+    "Haddad",
+    "Silva",
+    "Novak",
+    "Brennan",
+    "Varga",
+    "Petrov",
+    "Mendes",
+    "Jansen",
+    "Calloway",
+    "Achebe",
+    "Rossi",
+    "Nakamura",
+    "Holm",
 ];
 const VERBS: &[&str] = &[
     "Running", "Falling", "Dancing", "Waiting", "Calling", "Dreaming", "Burning", "Drifting",
@@ -79,7 +161,9 @@ fn pick<'a>(rng: &mut Pcg64Mcg, words: &[&'a str]) -> &'a str {
 
 fn rng_for(seed: u64, domain: u64, index: u64) -> Pcg64Mcg {
     // Mix so that nearby seeds and indices give unrelated streams.
-    let mut x = seed ^ domain.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut x = seed
+        ^ domain.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 31;
     Pcg64Mcg::seed_from_u64(x)
 }
@@ -122,7 +206,12 @@ fn song_title(r: &mut Pcg64Mcg) -> String {
         1 => format!("{} {}", pick(r, VERBS), pick(r, NOUNS)),
         2 => format!("Song for {}", pick(r, FIRST)),
         3 => format!("{} in the {}", pick(r, NOUNS), pick(r, NOUNS)),
-        4 => format!("{} {} {}", pick(r, ADJECTIVES), pick(r, ADJECTIVES), pick(r, NOUNS)),
+        4 => format!(
+            "{} {} {}",
+            pick(r, ADJECTIVES),
+            pick(r, ADJECTIVES),
+            pick(r, NOUNS)
+        ),
         5 => format!("{} Again", pick(r, VERBS)),
         _ => pick(r, NOUNS).to_string(),
     }
@@ -185,9 +274,21 @@ mod tests {
 
     #[test]
     fn same_seed_same_catalogue_other_seed_other_catalogue() {
-        let a: Vec<_> = catalog(CatalogSpec { songs: 500, seed: 1 }).collect();
-        let b: Vec<_> = catalog(CatalogSpec { songs: 500, seed: 1 }).collect();
-        let c: Vec<_> = catalog(CatalogSpec { songs: 500, seed: 2 }).collect();
+        let a: Vec<_> = catalog(CatalogSpec {
+            songs: 500,
+            seed: 1,
+        })
+        .collect();
+        let b: Vec<_> = catalog(CatalogSpec {
+            songs: 500,
+            seed: 1,
+        })
+        .collect();
+        let c: Vec<_> = catalog(CatalogSpec {
+            songs: 500,
+            seed: 2,
+        })
+        .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.len(), 500);
@@ -196,7 +297,10 @@ mod tests {
 
     #[test]
     fn fields_are_plausible() {
-        for s in catalog(CatalogSpec { songs: 2000, seed: 9 }) {
+        for s in catalog(CatalogSpec {
+            songs: 2000,
+            seed: 9,
+        }) {
             assert!(!s.title.is_empty() && !s.artist.is_empty() && !s.album.is_empty());
             assert!(GENRES.contains(&s.genre.as_str()));
             assert!((1955..=2026).contains(&s.year));
@@ -207,7 +311,11 @@ mod tests {
 
     #[test]
     fn popularity_is_skewed_and_albums_are_ordered() {
-        let songs: Vec<_> = catalog(CatalogSpec { songs: 20_000, seed: 3 }).collect();
+        let songs: Vec<_> = catalog(CatalogSpec {
+            songs: 20_000,
+            seed: 3,
+        })
+        .collect();
         let mut per_artist: HashMap<&str, usize> = HashMap::new();
         for s in &songs {
             *per_artist.entry(&s.artist).or_default() += 1;
@@ -215,7 +323,10 @@ mod tests {
         let mut counts: Vec<usize> = per_artist.values().copied().collect();
         counts.sort_unstable_by(|a, b| b.cmp(a));
         let top: usize = counts.iter().take(counts.len() / 10).sum();
-        assert!(top * 100 / songs.len() > 30, "top 10% of artists have only {top} songs");
+        assert!(
+            top * 100 / songs.len() > 30,
+            "top 10% of artists have only {top} songs"
+        );
         // Within an album, tracks come in order 1, 2, 3...
         for w in songs.windows(2) {
             if w[0].album == w[1].album && w[0].artist == w[1].artist && w[1].track != 1 {
@@ -223,6 +334,9 @@ mod tests {
             }
         }
         let mean = songs.iter().map(|s| s.duration_ms).sum::<u64>() / songs.len() as u64;
-        assert!((180_000..260_000).contains(&mean), "mean duration {mean} ms");
+        assert!(
+            (180_000..260_000).contains(&mean),
+            "mean duration {mean} ms"
+        );
     }
 }

@@ -50,13 +50,21 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
     }
 }
 
@@ -64,10 +72,12 @@ impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         let message = e.to_string();
         let (status, code) = match &e {
-            StateError::Manifest(ManifestError::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            StateError::Manifest(ManifestError::BadSignature(_) | ManifestError::BadPublisherKey(_)) => {
-                (StatusCode::BAD_REQUEST, "bad_signature")
+            StateError::Manifest(ManifestError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
             }
+            StateError::Manifest(
+                ManifestError::BadSignature(_) | ManifestError::BadPublisherKey(_),
+            ) => (StatusCode::BAD_REQUEST, "bad_signature"),
             StateError::Manifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
             StateError::UnknownPublisher(_) => (StatusCode::FORBIDDEN, "unknown_publisher"),
             StateError::Coding { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_coding"),
@@ -75,8 +85,12 @@ impl From<StateError> for ApiError {
             StateError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StateError::BadRegistration(_) => (StatusCode::BAD_REQUEST, "bad_registration"),
             StateError::NoLayout(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_layout"),
-            StateError::Search(crate::search::SearchError::BadQuery(_)) => (StatusCode::BAD_REQUEST, "bad_query"),
-            StateError::Db(_) | StateError::Search(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            StateError::Search(crate::search::SearchError::BadQuery(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_query")
+            }
+            StateError::Db(_) | StateError::Search(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         Self::new(status, code, message)
     }
@@ -84,18 +98,32 @@ impl From<StateError> for ApiError {
 
 fn json_rejection(r: JsonRejection) -> ApiError {
     let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "malformed_json" };
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "malformed_json"
+    };
     ApiError::new(status, code, r.body_text())
 }
 
 fn bytes_rejection(r: BytesRejection) -> ApiError {
     let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "bad_body"
+    };
     ApiError::new(status, code, r.body_text())
 }
 
 fn song_id(text: &str) -> Result<SongId, ApiError> {
-    text.parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", format!("song id {text:?}: {e}")))
+    text.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            format!("song id {text:?}: {e}"),
+        )
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -130,7 +158,11 @@ pub(crate) fn router(app: Shared) -> Router {
         .with_state(app)
 }
 
-async fn count(AxState(app): AxState<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn count(
+    AxState(app): AxState<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let res = next.run(req).await;
     let counter = match res.status().as_u16() {
         500.. => &app.requests_server_error,
@@ -141,10 +173,17 @@ async fn count(AxState(app): AxState<Shared>, req: axum::extract::Request, next:
     res
 }
 
-async fn publish(AxState(app): AxState<Shared>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn publish(
+    AxState(app): AxState<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body.map_err(bytes_rejection)?;
     let committed = blocking(&app, move |s| s.publish(&body)).await?;
-    let status = if committed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if committed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(committed)).into_response())
 }
 
@@ -182,23 +221,37 @@ async fn search(
     AxState(app): AxState<Shared>,
     query: Result<Query<crate::search::SearchQuery>, QueryRejection>,
 ) -> Result<Json<crate::search::SearchResults>, ApiError> {
-    let Query(q) = query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    let Query(q) =
+        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
     Ok(Json(blocking(&app, move |s| s.search(&q)).await?))
 }
 
-async fn song(AxState(app): AxState<Shared>, Path(id): Path<String>) -> Result<Json<SongView>, ApiError> {
+async fn song(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<SongView>, ApiError> {
     let id = song_id(&id)?;
     let m = blocking(&app, move |s| s.manifest(id)).await?;
     Ok(Json(SongView::of(&m)))
 }
 
-async fn manifest(AxState(app): AxState<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn manifest(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = song_id(&id)?;
     let m = blocking(&app, move |s| s.manifest(id)).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], m.encoded().to_vec()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        m.encoded().to_vec(),
+    )
+        .into_response())
 }
 
-async fn sources(AxState(app): AxState<Shared>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sources(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = song_id(&id)?;
     let app2 = app.clone();
     let (m, layout) = blocking(&app, move |s| Ok((s.manifest(id)?, s.layout()?))).await?;
@@ -226,7 +279,9 @@ async fn sources(AxState(app): AxState<Shared>, Path(id): Path<String>) -> Resul
             json!({ "index": index, "id": seg.id.to_string(), "len": seg.len, "shards": shards })
         })
         .collect();
-    Ok(Json(json!({ "song": id.to_string(), "layout_version": layout.version, "segments": segments })))
+    Ok(Json(
+        json!({ "song": id.to_string(), "layout_version": layout.version, "segments": segments }),
+    ))
 }
 
 async fn nodes(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {
@@ -239,13 +294,19 @@ async fn nodes(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {
     Json(json!({ "nodes": nodes }))
 }
 
-async fn register(AxState(app): AxState<Shared>, body: Result<Json<Registration>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn register(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<Registration>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(reg) = body.map_err(json_rejection)?;
     let version = blocking(&app, move |s| s.register(reg)).await?;
     Ok(Json(json!({ "layout_version": version })))
 }
 
-async fn heartbeat(AxState(app): AxState<Shared>, body: Result<Json<Heartbeat>, JsonRejection>) -> Result<StatusCode, ApiError> {
+async fn heartbeat(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<Heartbeat>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
     let Json(hb) = body.map_err(json_rejection)?;
     app.state.heartbeat(hb)?;
     Ok(StatusCode::NO_CONTENT)

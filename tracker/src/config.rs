@@ -80,15 +80,23 @@ impl TrackerConfig {
     /// Checks values; returns the parsed publisher keys.
     pub fn validate(&self) -> Result<Vec<PublisherId>, ConfigError> {
         if self.partitions == 0 {
-            return Err(ConfigError::Invalid { field: "partitions", reason: "must be at least 1" });
+            return Err(ConfigError::Invalid {
+                field: "partitions",
+                reason: "must be at least 1",
+            });
         }
-        medley_core::Codec::new(self.k, self.m)
-            .map_err(|_| ConfigError::Invalid { field: "k/m", reason: "are not a supported code" })?;
+        medley_core::Codec::new(self.k, self.m).map_err(|_| ConfigError::Invalid {
+            field: "k/m",
+            reason: "are not a supported code",
+        })?;
         self.publishers
             .iter()
             .map(|k| {
                 k.parse::<PublisherId>()
-                    .map_err(|e| ConfigError::Publisher { key: k.clone(), reason: e.to_string() })
+                    .map_err(|e| ConfigError::Publisher {
+                        key: k.clone(),
+                        reason: e.to_string(),
+                    })
             })
             .collect()
     }

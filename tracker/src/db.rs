@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
 
 /// Column families.
 pub(crate) const CF_MANIFESTS: &str = "manifests";
@@ -14,7 +17,13 @@ pub(crate) const CF_LAYOUTS: &str = "layouts";
 pub(crate) const CF_PUBLISHERS: &str = "publishers";
 /// Publish journal: big-endian sequence number → song id. The search index replays it.
 pub(crate) const CF_JOURNAL: &str = "journal";
-const ALL: [&str; 5] = [CF_MANIFESTS, CF_NODES, CF_LAYOUTS, CF_PUBLISHERS, CF_JOURNAL];
+const ALL: [&str; 5] = [
+    CF_MANIFESTS,
+    CF_NODES,
+    CF_LAYOUTS,
+    CF_PUBLISHERS,
+    CF_JOURNAL,
+];
 
 /// A RocksDB failure.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +80,10 @@ impl Db {
             o.set_compression_type(DBCompressionType::None);
             ColumnFamilyDescriptor::new(*name, o)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)
-            .map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self { db })
     }
 
@@ -86,7 +97,9 @@ impl Db {
     pub(crate) fn put(&self, cf: &'static str, key: &[u8], value: &[u8]) -> Result<(), DbError> {
         let mut w = WriteOptions::default();
         w.set_sync(true);
-        self.db.put_cf_opt(self.cf(cf)?, key, value, &w).map_err(op("put"))
+        self.db
+            .put_cf_opt(self.cf(cf)?, key, value, &w)
+            .map_err(op("put"))
     }
 
     /// Writes several records atomically, synced.
@@ -101,7 +114,11 @@ impl Db {
     }
 
     /// Records of a column family from `start` on, in key order.
-    pub(crate) fn scan_from(&self, cf: &'static str, start: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+    pub(crate) fn scan_from(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
         self.db
             .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward))
             .map(|r| r.map_err(op("scan")))
@@ -122,7 +139,11 @@ impl Db {
 
     /// The last record of a column family.
     pub(crate) fn last(&self, cf: &'static str) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, DbError> {
-        self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).next().transpose().map_err(op("last"))
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::End)
+            .next()
+            .transpose()
+            .map_err(op("last"))
     }
 
     pub(crate) fn count(&self, cf: &'static str) -> Result<u64, DbError> {

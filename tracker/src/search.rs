@@ -20,7 +20,9 @@ use medley_core::{SongId, SongMeta};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+};
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
@@ -156,10 +158,15 @@ impl Search {
     /// Returns the index and whether it was (re)created empty.
     pub(crate) fn open(dir: &Path) -> Result<(Self, bool), SearchError> {
         let (schema, fields) = schema();
-        let io = |source| SearchError::Io { path: dir.display().to_string(), source };
+        let io = |source| SearchError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         let existing = dir.join("meta.json").exists();
         let opened = if existing {
-            Index::open_in_dir(dir).ok().filter(|i| i.schema() == schema)
+            Index::open_in_dir(dir)
+                .ok()
+                .filter(|i| i.schema() == schema)
         } else {
             None
         };
@@ -173,19 +180,39 @@ impl Search {
                 (Index::create_in_dir(dir, schema)?, true)
             }
         };
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         // 15 MB is tantivy's minimum per thread; one indexing thread keeps the tracker light.
         let writer = index.writer_with_num_threads(1, 32 * 1024 * 1024)?;
-        Ok((Self { index, reader, writer: Mutex::new(writer), fields }, fresh))
+        Ok((
+            Self {
+                index,
+                reader,
+                writer: Mutex::new(writer),
+                fields,
+            },
+            fresh,
+        ))
     }
 
     /// The journal position the committed index has reached (0: none).
     pub(crate) fn position(&self) -> Result<u64, SearchError> {
-        Ok(self.index.load_metas()?.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+        Ok(self
+            .index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Adds songs and commits, recording `position` as reached.
-    pub(crate) fn add(&self, songs: &[(SongId, SongMeta)], position: u64) -> Result<(), SearchError> {
+    pub(crate) fn add(
+        &self,
+        songs: &[(SongId, SongMeta)],
+        position: u64,
+    ) -> Result<(), SearchError> {
         let f = self.fields;
         let mut writer = self.writer.lock();
         for (id, meta) in songs {
@@ -219,11 +246,15 @@ impl Search {
     /// Runs a query.
     pub(crate) fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
         if q.q.len() > MAX_QUERY {
-            return Err(SearchError::BadQuery(format!("query longer than {MAX_QUERY} bytes")));
+            return Err(SearchError::BadQuery(format!(
+                "query longer than {MAX_QUERY} bytes"
+            )));
         }
         let limit = q.limit.unwrap_or(20);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(SearchError::BadQuery(format!("limit must be 1 to {MAX_LIMIT}")));
+            return Err(SearchError::BadQuery(format!(
+                "limit must be 1 to {MAX_LIMIT}"
+            )));
         }
         if q.offset > 10_000 {
             return Err(SearchError::BadQuery("offset must be at most 10000".into()));
@@ -234,32 +265,71 @@ impl Search {
         for (i, w) in ws.iter().enumerate() {
             let last = i + 1 == ws.len();
             let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-            for (field, weight) in [(f.title, 3.0), (f.artist, 2.5), (f.album, 1.5), (f.genre, 1.0)] {
+            for (field, weight) in [
+                (f.title, 3.0),
+                (f.artist, 2.5),
+                (f.album, 1.5),
+                (f.genre, 1.0),
+            ] {
                 let term = Term::from_field_text(field, w);
-                per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), weight * 2.0))));
+                per_field.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
+                        weight * 2.0,
+                    )),
+                ));
                 let distance = match w.chars().count() {
                     0..=3 => 0,
                     4..=7 => 1,
                     _ => 2,
                 };
                 if distance > 0 {
-                    per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new(term.clone(), distance, true)), weight))));
+                    per_field.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(
+                            Box::new(FuzzyTermQuery::new(term.clone(), distance, true)),
+                            weight,
+                        )),
+                    ));
                 }
                 if last {
-                    per_field.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(term, 0, true)), weight))));
+                    per_field.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(
+                            Box::new(FuzzyTermQuery::new_prefix(term, 0, true)),
+                            weight,
+                        )),
+                    ));
                 }
             }
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(per_field))));
         }
         if let Some(a) = &q.artist {
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.artist_exact, &a.to_lowercase()), IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.artist_exact, &a.to_lowercase()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(g) = &q.genre {
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.genre_exact, &g.to_lowercase()), IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.genre_exact, &g.to_lowercase()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if q.year_from.is_some() || q.year_to.is_some() {
-            let lo = q.year_from.map_or(Bound::Unbounded, |y| Bound::Included(Term::from_field_u64(f.year, u64::from(y))));
-            let hi = q.year_to.map_or(Bound::Unbounded, |y| Bound::Included(Term::from_field_u64(f.year, u64::from(y))));
+            let lo = q.year_from.map_or(Bound::Unbounded, |y| {
+                Bound::Included(Term::from_field_u64(f.year, u64::from(y)))
+            });
+            let hi = q.year_to.map_or(Bound::Unbounded, |y| {
+                Bound::Included(Term::from_field_u64(f.year, u64::from(y)))
+            });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
         if clauses.is_empty() {
@@ -267,21 +337,39 @@ impl Search {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let (top, total) = searcher.search(&query, &(TopDocs::with_limit(limit).and_offset(q.offset).order_by_score(), Count))?;
+        let (top, total) = searcher.search(
+            &query,
+            &(
+                TopDocs::with_limit(limit)
+                    .and_offset(q.offset)
+                    .order_by_score(),
+                Count,
+            ),
+        )?;
         let mut results = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let text = |field| d.get_first(field).and_then(|v| v.as_str().map(str::to_string));
+            let text = |field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str().map(str::to_string))
+            };
             results.push(Hit {
                 id: text(f.id).unwrap_or_default(),
                 title: text(f.title).unwrap_or_default(),
                 artist: text(f.artist),
                 album: text(f.album),
                 genre: text(f.genre),
-                year: d.get_first(f.year).and_then(|v| v.as_u64()).and_then(|y| u16::try_from(y).ok()),
+                year: d
+                    .get_first(f.year)
+                    .and_then(|v| v.as_u64())
+                    .and_then(|y| u16::try_from(y).ok()),
                 score,
             });
         }
-        Ok(SearchResults { total, offset: q.offset, results })
+        Ok(SearchResults {
+            total,
+            offset: q.offset,
+            results,
+        })
     }
 }

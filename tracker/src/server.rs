@@ -61,39 +61,68 @@ impl Tracker {
     pub async fn bind(config: TrackerConfig) -> Result<Self, TrackerError> {
         let publishers = config.validate()?;
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|source| TrackerError::Io { what: "cannot create", path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| TrackerError::Io {
+            what: "cannot create",
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let info_path = data_dir.join(TRACKER_INFO_FILE);
         let _ = std::fs::remove_file(&info_path);
         let listen = config.listen;
         let state = tokio::task::spawn_blocking(move || State::open(config, &publishers))
             .await
-            .map_err(|e| TrackerError::Io { what: "cannot open", path: "state".into(), source: std::io::Error::other(e) })??;
+            .map_err(|e| TrackerError::Io {
+                what: "cannot open",
+                path: "state".into(),
+                source: std::io::Error::other(e),
+            })??;
         let app = Arc::new(App::new(state));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| TrackerError::Io { what: "cannot listen on", path: listen.to_string(), source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| TrackerError::Io { what: "cannot read address of", path: listen.to_string(), source })?;
+            .map_err(|source| TrackerError::Io {
+                what: "cannot listen on",
+                path: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| TrackerError::Io {
+            what: "cannot read address of",
+            path: listen.to_string(),
+            source,
+        })?;
         let (stop, mut stopped) = watch::channel(false);
         let router = router(app.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        let info = TrackerInfo { url: format!("http://{addr}"), pid: std::process::id() };
+        let info = TrackerInfo {
+            url: format!("http://{addr}"),
+            pid: std::process::id(),
+        };
         let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
         let tmp = info_path.with_extension("json.tmp");
         std::fs::write(&tmp, json)
             .and_then(|()| std::fs::rename(&tmp, &info_path))
-            .map_err(|source| TrackerError::Io { what: "cannot write", path: info_path.display().to_string(), source })?;
+            .map_err(|source| TrackerError::Io {
+                what: "cannot write",
+                path: info_path.display().to_string(),
+                source,
+            })?;
         info!(url = %info.url, "tracker running");
-        Ok(Self { addr, data_dir, stop, task, app })
+        Ok(Self {
+            addr,
+            data_dir,
+            stop,
+            task,
+            app,
+        })
     }
 
     /// The address the API listens on.

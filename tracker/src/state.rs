@@ -126,11 +126,16 @@ pub struct State {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn corrupt(what: impl Into<String>, reason: impl ToString) -> DbError {
-    DbError::Corrupt { what: what.into(), reason: reason.to_string() }
+    DbError::Corrupt {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
 }
 
 impl State {
@@ -142,21 +147,31 @@ impl State {
         }
         let mut keys = HashSet::new();
         for (k, _) in db.scan(CF_PUBLISHERS)? {
-            let bytes: [u8; 32] = k.as_ref().try_into().map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
+            let bytes: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
             keys.insert(PublisherId(bytes));
         }
         let mut nodes = BTreeMap::new();
         for (k, v) in db.scan(CF_NODES)? {
-            let rec: NodeRecord = serde_json::from_slice(&v).map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
+            let rec: NodeRecord = serde_json::from_slice(&v)
+                .map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
             nodes.insert(rec.registration.peer_id.clone(), rec);
         }
         let layout = match db.last(CF_LAYOUTS)? {
-            Some((_, v)) => Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?),
+            Some((_, v)) => {
+                Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?)
+            }
             None => None,
         };
         let (search, fresh) = Search::open(&config.data_dir.join("index"))?;
         let last_seq = match db.last(CF_JOURNAL)? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("journal key", "not 8 bytes"))?),
+            Some((k, _)) => u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
+            ),
             None => 0,
         };
         let state = Self {
@@ -184,8 +199,16 @@ impl State {
             let mut songs = Vec::with_capacity(chunk.len());
             let mut last = from;
             for (k, v) in chunk {
-                last = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("journal key", "not 8 bytes"))?);
-                let id = SongId::from_bytes(v.as_ref().try_into().map_err(|_| corrupt("journal entry", "not 32 bytes"))?);
+                last = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
+                );
+                let id = SongId::from_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("journal entry", "not 32 bytes"))?,
+                );
                 songs.push((id, self.manifest(id)?.meta().clone()));
             }
             self.search.add(&songs, last)?;
@@ -219,7 +242,12 @@ impl State {
             return Err(StateError::UnknownPublisher(body.publisher));
         }
         if (body.k, body.m) != (self.config.k, self.config.m) {
-            return Err(StateError::Coding { k: body.k, m: body.m, net_k: self.config.k, net_m: self.config.m });
+            return Err(StateError::Coding {
+                k: body.k,
+                m: body.m,
+                net_k: self.config.k,
+                net_m: self.config.m,
+            });
         }
         let id = manifest.id();
         let mut seq = self.publishing.lock();
@@ -243,7 +271,10 @@ impl State {
 
     /// A committed manifest.
     pub fn manifest(&self, id: SongId) -> Result<Manifest, StateError> {
-        let bytes = self.db.get(CF_MANIFESTS, id.as_bytes())?.ok_or(StateError::UnknownSong(id))?;
+        let bytes = self
+            .db
+            .get(CF_MANIFESTS, id.as_bytes())?
+            .ok_or(StateError::UnknownSong(id))?;
         // Stored manifests were verified on commit; check again, the disk may have rotted.
         Ok(Manifest::decode_expecting(&bytes, id)?)
     }
@@ -252,7 +283,11 @@ impl State {
     pub fn manifests(&self) -> Result<Vec<Manifest>, StateError> {
         let mut out = Vec::new();
         for (k, v) in self.db.scan(CF_MANIFESTS)? {
-            let id = SongId::from_bytes(k.as_ref().try_into().map_err(|_| corrupt("song key", "not 32 bytes"))?);
+            let id = SongId::from_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("song key", "not 32 bytes"))?,
+            );
             out.push(Manifest::decode_expecting(&v, id)?);
         }
         Ok(out)
@@ -266,13 +301,19 @@ impl State {
     /// Registers (or re-registers) a node and recomputes the layout if membership changed.
     pub fn register(&self, reg: Registration) -> Result<Option<u64>, StateError> {
         if reg.peer_id.is_empty() || reg.peer_id.len() > 128 {
-            return Err(StateError::BadRegistration("peer_id must be 1 to 128 characters"));
+            return Err(StateError::BadRegistration(
+                "peer_id must be 1 to 128 characters",
+            ));
         }
         if reg.region.is_empty() || reg.region.len() > 64 {
-            return Err(StateError::BadRegistration("region must be 1 to 64 characters"));
+            return Err(StateError::BadRegistration(
+                "region must be 1 to 64 characters",
+            ));
         }
         if reg.addrs.is_empty() || reg.addrs.len() > 16 || reg.addrs.iter().any(|a| a.len() > 256) {
-            return Err(StateError::BadRegistration("addrs must list 1 to 16 addresses of at most 256 characters"));
+            return Err(StateError::BadRegistration(
+                "addrs must list 1 to 16 addresses of at most 256 characters",
+            ));
         }
         let changed = {
             let mut nodes = self.nodes.write();
@@ -297,13 +338,17 @@ impl State {
 
     fn store_node(&self, rec: &NodeRecord) -> Result<(), StateError> {
         let json = serde_json::to_vec(rec).map_err(|e| corrupt("node record", e))?;
-        Ok(self.db.put(CF_NODES, rec.registration.peer_id.as_bytes(), &json)?)
+        Ok(self
+            .db
+            .put(CF_NODES, rec.registration.peer_id.as_bytes(), &json)?)
     }
 
     /// Records a heartbeat.
     pub fn heartbeat(&self, hb: Heartbeat) -> Result<(), StateError> {
         let mut nodes = self.nodes.write();
-        let rec = nodes.get_mut(&hb.peer_id).ok_or_else(|| StateError::UnknownNode(hb.peer_id.clone()))?;
+        let rec = nodes
+            .get_mut(&hb.peer_id)
+            .ok_or_else(|| StateError::UnknownNode(hb.peer_id.clone()))?;
         rec.load = hb.load;
         rec.last_seen_ms = now_ms();
         // Heartbeats are frequent and only liveness hints: kept in memory, persisted on
@@ -342,13 +387,21 @@ impl State {
         let slots = self.config.k + self.config.m;
         match Layout::compute(layout.as_ref(), &members, self.config.partitions, slots) {
             Ok(next) => {
-                if layout.as_ref().is_some_and(|l| l.partitions == next.partitions) {
+                if layout
+                    .as_ref()
+                    .is_some_and(|l| l.partitions == next.partitions)
+                {
                     return Ok(());
                 }
                 let json = serde_json::to_vec(&next).map_err(|e| corrupt("layout", e))?;
-                self.db.put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
+                self.db
+                    .put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
                 if let Some(prev) = layout.as_ref() {
-                    info!(version = next.version, moved = prev.moved_slots(&next), "layout changed");
+                    info!(
+                        version = next.version,
+                        moved = prev.moved_slots(&next),
+                        "layout changed"
+                    );
                 } else {
                     info!(version = next.version, "first layout");
                 }
@@ -363,10 +416,18 @@ impl State {
 
     /// The current layout.
     pub fn layout(&self) -> Result<Layout, StateError> {
-        let members = self.nodes.read().values().filter(|r| r.registration.capacity > 0).count();
-        self.layout.read().clone().ok_or(StateError::NoLayout(LayoutError::TooFewNodes {
-            have: members,
-            need: usize::from(self.config.k + self.config.m),
-        }))
+        let members = self
+            .nodes
+            .read()
+            .values()
+            .filter(|r| r.registration.capacity > 0)
+            .count();
+        self.layout
+            .read()
+            .clone()
+            .ok_or(StateError::NoLayout(LayoutError::TooFewNodes {
+                have: members,
+                need: usize::from(self.config.k + self.config.m),
+            }))
     }
 }

@@ -46,12 +46,17 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
-    let segments: Vec<Vec<u8>> = (0..args.distinct).map(|i| pseudo_random(i as u64 + 1, args.segment)).collect();
+    let segments: Vec<Vec<u8>> = (0..args.distinct)
+        .map(|i| pseudo_random(i as u64 + 1, args.segment))
+        .collect();
     let ids: Vec<SegmentId> = segments.iter().map(|s| SegmentId::of(s)).collect();
     let fetches = (args.total.as_u64() as usize).div_ceil(args.segment);
     let total_bytes = (fetches * args.segment) as u64;
@@ -70,15 +75,28 @@ async fn run(args: Args) -> Result<()> {
     }
     let node_id = node.peer_id();
     let node_addrs = node.listen_addrs().await;
-    let client = Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new()).await?;
+    let client = Peer::spawn(
+        Keypair::generate_ed25519(),
+        PeerConfig::default(),
+        Arc::new(NoService),
+        CancellationToken::new(),
+    )
+    .await?;
 
     // Raw quinn server with the same segments in memory.
-    let table: Arc<HashMap<[u8; 32], Vec<u8>>> =
-        Arc::new(ids.iter().zip(&segments).map(|(id, s)| (*id.as_bytes(), s.clone())).collect());
+    let table: Arc<HashMap<[u8; 32], Vec<u8>>> = Arc::new(
+        ids.iter()
+            .zip(&segments)
+            .map(|(id, s)| (*id.as_bytes(), s.clone()))
+            .collect(),
+    );
     let (_, quinn_aes) = raw_quinn(table.clone(), false).await?;
     let (_, quinn_chacha) = raw_quinn(table, true).await?;
 
-    println!("fetching {} ({} x {} B segments, {} distinct) per run, median of {}", args.total, fetches, args.segment, args.distinct, args.reps);
+    println!(
+        "fetching {} ({} x {} B segments, {} distinct) per run, median of {}",
+        args.total, fetches, args.segment, args.distinct, args.reps
+    );
     println!(
         "{:>9} | {:>12} | {:>16} | {:>19} | {:>9} | {:>12}",
         "in flight", "medley MiB/s", "quinn AES MiB/s", "quinn ChaCha MiB/s", "vs AES", "vs ChaCha"
@@ -107,13 +125,23 @@ async fn run(args: Args) -> Result<()> {
             qc.push(quinn_run(&quinn_chacha, &ids, fetches, in_flight, total_bytes).await);
         }
         let (m, qa, qc) = (median(&mut m), median(&mut qa), median(&mut qc));
-        println!("{in_flight:>9} | {m:>12.1} | {qa:>16.1} | {qc:>19.1} | {:>8.2}x | {:>11.2}x", m / qa, m / qc);
+        println!(
+            "{in_flight:>9} | {m:>12.1} | {qa:>16.1} | {qc:>19.1} | {:>8.2}x | {:>11.2}x",
+            m / qa,
+            m / qc
+        );
     }
     node.shutdown(Duration::from_secs(5)).await?;
     Ok(())
 }
 
-async fn quinn_run(conn: &quinn::Connection, ids: &[SegmentId], fetches: usize, in_flight: usize, total_bytes: u64) -> f64 {
+async fn quinn_run(
+    conn: &quinn::Connection,
+    ids: &[SegmentId],
+    fetches: usize,
+    in_flight: usize,
+    total_bytes: u64,
+) -> f64 {
     let start = Instant::now();
     futures::stream::iter(0..fetches)
         .map(|i| {
@@ -135,12 +163,22 @@ async fn quinn_run(conn: &quinn::Connection, ids: &[SegmentId], fetches: usize, 
 /// aws-lc-rs with TLS 1.3 suites in libp2p-tls's order (ChaCha20 first) or rustls's default
 /// order (AES-GCM first).
 fn provider(chacha_first: bool) -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::aws_lc_rs::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
+    use rustls::crypto::aws_lc_rs::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     p.cipher_suites = if chacha_first {
-        vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256]
+        vec![
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_AES_128_GCM_SHA256,
+        ]
     } else {
-        vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256]
+        vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ]
     };
     Arc::new(p)
 }
@@ -153,7 +191,10 @@ fn transport() -> quinn::TransportConfig {
     t
 }
 
-async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>, chacha_first: bool) -> Result<(std::net::SocketAddr, quinn::Connection)> {
+async fn raw_quinn(
+    table: Arc<HashMap<[u8; 32], Vec<u8>>>,
+    chacha_first: bool,
+) -> Result<(std::net::SocketAddr, quinn::Connection)> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
@@ -161,8 +202,9 @@ async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>, chacha_first: bool) -
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key.into())?;
-    let mut server_config =
-        quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?));
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
+    ));
     server_config.transport_config(Arc::new(transport()));
     let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = endpoint.local_addr()?;
@@ -195,11 +237,16 @@ async fn raw_quinn(table: Arc<HashMap<[u8; 32], Vec<u8>>>, chacha_first: bool) -
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
     client_config.transport_config(Arc::new(transport()));
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     client.set_default_client_config(client_config);
-    let conn = client.connect(addr, "localhost")?.await.context("quinn connect")?;
+    let conn = client
+        .connect(addr, "localhost")?
+        .await
+        .context("quinn connect")?;
     Ok((addr, conn))
 }
 

@@ -17,16 +17,28 @@ async fn two_node_processes_exchange_100_shards() {
 
     // 100 shards of varied sizes (up to 64 KiB, the shard size at 256 KiB / 4+2), half
     // uploaded to each node.
-    let shards: Vec<Vec<u8>> = (0..100).map(|i| bytes(i, 1 + (i as usize * 997) % (64 * 1024))).collect();
+    let shards: Vec<Vec<u8>> = (0..100)
+        .map(|i| bytes(i, 1 + (i as usize * 997) % (64 * 1024)))
+        .collect();
     let mut ids = Vec::new();
     for (i, s) in shards.iter().enumerate() {
-        let (peer, addrs) = if i % 2 == 0 { (a.peer_id, &a.addrs) } else { (b.peer_id, &b.addrs) };
+        let (peer, addrs) = if i % 2 == 0 {
+            (a.peer_id, &a.addrs)
+        } else {
+            (b.peer_id, &b.addrs)
+        };
         ids.push(c.put_shard(peer, addrs.clone(), s.clone()).await.unwrap());
     }
 
     // Each node holds exactly its half.
-    let has_a = c.has(a.peer_id, a.addrs.clone(), ids.clone()).await.unwrap();
-    let has_b = c.has(b.peer_id, b.addrs.clone(), ids.clone()).await.unwrap();
+    let has_a = c
+        .has(a.peer_id, a.addrs.clone(), ids.clone())
+        .await
+        .unwrap();
+    let has_b = c
+        .has(b.peer_id, b.addrs.clone(), ids.clone())
+        .await
+        .unwrap();
     for i in 0..100 {
         assert_eq!(has_a[i], i % 2 == 0, "node a, shard {i}");
         assert_eq!(has_b[i], i % 2 == 1, "node b, shard {i}");
@@ -38,7 +50,12 @@ async fn two_node_processes_exchange_100_shards() {
         .map(|i| {
             let c = c.clone();
             let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-            let (fp, fa, tp, ta) = (from.peer_id, from.addrs.clone(), to.peer_id, to.addrs.clone());
+            let (fp, fa, tp, ta) = (
+                from.peer_id,
+                from.addrs.clone(),
+                to.peer_id,
+                to.addrs.clone(),
+            );
             let id = ids[i];
             async move {
                 let data = c.get_shard(fp, fa, id).await.unwrap();
@@ -51,7 +68,10 @@ async fn two_node_processes_exchange_100_shards() {
     // Now both nodes serve all 100, byte for byte.
     for node in [&a, &b] {
         for (i, s) in shards.iter().enumerate() {
-            let got = c.get_shard(node.peer_id, node.addrs.clone(), ids[i]).await.unwrap();
+            let got = c
+                .get_shard(node.peer_id, node.addrs.clone(), ids[i])
+                .await
+                .unwrap();
             assert_eq!(&got, s, "shard {i}");
         }
     }
@@ -61,7 +81,10 @@ async fn two_node_processes_exchange_100_shards() {
 async fn unknown_shard_is_not_found() {
     let a = NodeProcess::start(&[]);
     let c = client().await;
-    let err = c.get_shard(a.peer_id, a.addrs.clone(), ShardId::of(b"never stored")).await.unwrap_err();
+    let err = c
+        .get_shard(a.peer_id, a.addrs.clone(), ShardId::of(b"never stored"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
 }
 
@@ -71,15 +94,51 @@ async fn wrong_hash_and_full_store_are_refused() {
     let c = client().await;
     let data = bytes(1, 60 * 1024);
     let wrong = ShardId::of(b"other");
-    let r = c.request(a.peer_id, a.addrs.clone(), Request::PutShard { id: wrong, data: data.clone() }).await.unwrap();
-    assert!(matches!(r, Response::Error { code: ErrorCode::BAD_HASH, .. }), "{r:?}");
-    let err = c.get_shard(a.peer_id, a.addrs.clone(), wrong).await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "nothing was stored under the wrong id");
+    let r = c
+        .request(
+            a.peer_id,
+            a.addrs.clone(),
+            Request::PutShard {
+                id: wrong,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::BAD_HASH,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let err = c
+        .get_shard(a.peer_id, a.addrs.clone(), wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::NOT_FOUND),
+        "nothing was stored under the wrong id"
+    );
 
-    let id = c.put_shard(a.peer_id, a.addrs.clone(), data.clone()).await.unwrap();
-    let err = c.put_shard(a.peer_id, a.addrs.clone(), bytes(2, 60 * 1024)).await.unwrap_err();
+    let id = c
+        .put_shard(a.peer_id, a.addrs.clone(), data.clone())
+        .await
+        .unwrap();
+    let err = c
+        .put_shard(a.peer_id, a.addrs.clone(), bytes(2, 60 * 1024))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::FULL), "{err}");
-    assert_eq!(c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(), data, "earlier data intact");
+    assert_eq!(
+        c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(),
+        data,
+        "earlier data intact"
+    );
 }
 
 /// Sends raw frames under the data protocol, bypassing the typed codec.
@@ -91,11 +150,19 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: futures::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         Err(std::io::Error::other("raw client serves nothing"))
     }
 
-    async fn read_response<T: futures::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         let mut len = [0u8; 4];
         io.read_exact(&mut len).await?;
         let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -103,12 +170,22 @@ impl request_response::Codec for RawCodec {
         Ok(buf)
     }
 
-    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> std::io::Result<()> {
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
         io.write_all(&req).await?;
         io.close().await
     }
 
-    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T, _: Vec<u8>) -> std::io::Result<()> {
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -119,7 +196,10 @@ fn raw_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
         .with_quic()
         .with_behaviour(|_| {
             request_response::Behaviour::new(
-                [(StreamProtocol::new(PROTOCOL_NAME), ProtocolSupport::Outbound)],
+                [(
+                    StreamProtocol::new(PROTOCOL_NAME),
+                    ProtocolSupport::Outbound,
+                )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
             )
         })
@@ -128,15 +208,32 @@ fn raw_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
 }
 
 /// Sends one raw frame and returns the decoded response, or the failure as text.
-async fn send_raw(swarm: &mut Swarm<request_response::Behaviour<RawCodec>>, node: &NodeProcess, frame: Vec<u8>) -> Result<Response, String> {
-    let id = swarm.behaviour_mut().send_request_with_addresses(&node.peer_id, frame, node.addrs.clone());
+async fn send_raw(
+    swarm: &mut Swarm<request_response::Behaviour<RawCodec>>,
+    node: &NodeProcess,
+    frame: Vec<u8>,
+) -> Result<Response, String> {
+    let id =
+        swarm
+            .behaviour_mut()
+            .send_request_with_addresses(&node.peer_id, frame, node.addrs.clone());
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
-            }) if request_id == id => return Response::decode(&response).map_err(|e| e.to_string()),
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
+            }) if request_id == id => {
+                return Response::decode(&response).map_err(|e| e.to_string());
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) if request_id == id => {
                 return Err(error.to_string());
             }
             _ => {}
@@ -155,28 +252,62 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     let mut a = NodeProcess::start(&[]);
     let c = client().await;
     let good = bytes(7, 10_000);
-    let id = c.put_shard(a.peer_id, a.addrs.clone(), good.clone()).await.unwrap();
+    let id = c
+        .put_shard(a.peer_id, a.addrs.clone(), good.clone())
+        .await
+        .unwrap();
     let mut raw = raw_swarm();
 
     // Garbage that is not a request.
     let r = send_raw(&mut raw, &a, frame(&[0xff, 0x00, 0x13])).await;
-    assert!(matches!(r, Ok(Response::Error { code: ErrorCode::MALFORMED, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Ok(Response::Error {
+                code: ErrorCode::MALFORMED,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     // A truncated request: a GetShard cut in the middle of its id.
     let mut cut = Request::GetShard { id }.encode();
     cut.truncate(10);
     let r = send_raw(&mut raw, &a, frame(&cut)).await;
-    assert!(matches!(r, Ok(Response::Error { code: ErrorCode::MALFORMED, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Ok(Response::Error {
+                code: ErrorCode::MALFORMED,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     // A frame that claims more than the maximum message size is refused unread.
     let mut huge = ((MAX_MESSAGE_SIZE + 1) as u32).to_be_bytes().to_vec();
     huge.extend_from_slice(&[0u8; 64]);
     let r = send_raw(&mut raw, &a, huge).await;
-    assert!(matches!(r, Ok(Response::Error { code: ErrorCode::TOO_LARGE, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Ok(Response::Error {
+                code: ErrorCode::TOO_LARGE,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     // An oversized shard sent in full: an error (a TOO_LARGE answer or a reset stream).
     let big = vec![1u8; MAX_MESSAGE_SIZE + 4096];
-    let body = Request::PutShard { id: ShardId::of(&big), data: big }.encode();
+    let body = Request::PutShard {
+        id: ShardId::of(&big),
+        data: big,
+    }
+    .encode();
     let r = send_raw(&mut raw, &a, frame(&body)).await;
     assert!(!matches!(r, Ok(Response::Stored)), "{r:?}");
 
@@ -184,7 +315,10 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     assert!(a.alive());
     let r = send_raw(&mut raw, &a, frame(&Request::GetShard { id }.encode())).await;
     assert_eq!(r, Ok(Response::Shard { data: good.clone() }));
-    assert_eq!(c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(), good);
+    assert_eq!(
+        c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(),
+        good
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +328,10 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
     let first = NodeProcess::start_in(dir.path(), &[]);
     let c = client().await;
     let data = bytes(3, 30_000);
-    let id = c.put_shard(first.peer_id, first.addrs.clone(), data.clone()).await.unwrap();
+    let id = c
+        .put_shard(first.peer_id, first.addrs.clone(), data.clone())
+        .await
+        .unwrap();
     // kill -9 right after the acknowledgement: the shard must already be on disk.
     let peer = first.peer_id;
     drop(first);
@@ -203,7 +340,10 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
     assert_eq!(second.peer_id, peer, "identity persists");
     // A new client: the old one's connection to the killed process is dead.
     let c = client().await;
-    let got = c.get_shard(second.peer_id, second.addrs.clone(), id).await.unwrap();
+    let got = c
+        .get_shard(second.peer_id, second.addrs.clone(), id)
+        .await
+        .unwrap();
     assert_eq!(got, data);
 }
 
@@ -211,16 +351,25 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
 fn sigterm_stops_the_node_cleanly() {
     let mut node = NodeProcess::start(&[]);
     let pid = node.child.id().to_string();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = std::time::Instant::now();
     let exit = loop {
         if let Some(s) = node.child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "node did not stop after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "exit status {exit}");
-    assert!(!node.info_file().exists(), "node.json is removed on a clean stop");
+    assert!(
+        !node.info_file().exists(),
+        "node.json is removed on a clean stop"
+    );
 }

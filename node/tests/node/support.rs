@@ -5,7 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medley_net::{CancellationToken, Keypair, Multiaddr, NoService, Peer, PeerConfig, PeerHandle, PeerId};
+use medley_net::{
+    CancellationToken, Keypair, Multiaddr, NoService, Peer, PeerConfig, PeerHandle, PeerId,
+};
 use medley_node::{NODE_INFO_FILE, NodeInfo};
 
 /// A node process, killed when dropped.
@@ -33,7 +35,12 @@ impl NodeProcess {
             .arg("run")
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--region", "test"])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "--region",
+                "test",
+            ])
             .args(extra)
             .env("MEDLEY_LOG", "warn")
             .stdin(Stdio::null())
@@ -77,16 +84,25 @@ fn wait_for_info(dir: &Path, timeout: Duration) -> NodeInfo {
                 return info;
             }
         }
-        assert!(start.elapsed() < timeout, "node did not write {} in {timeout:?}", path.display());
+        assert!(
+            start.elapsed() < timeout,
+            "node did not write {} in {timeout:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A client peer that only asks.
 pub(crate) async fn client() -> PeerHandle {
-    Peer::spawn(Keypair::generate_ed25519(), PeerConfig::default(), Arc::new(NoService), CancellationToken::new())
-        .await
-        .unwrap()
+    Peer::spawn(
+        Keypair::generate_ed25519(),
+        PeerConfig::default(),
+        Arc::new(NoService),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Deterministic pseudo-random bytes.

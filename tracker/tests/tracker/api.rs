@@ -9,7 +9,10 @@ use crate::support::{manifest, publisher, start};
 async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
     let status = r.status();
     let body: Value = r.json().await.unwrap();
-    (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[tokio::test]
@@ -19,16 +22,33 @@ async fn publish_fetch_and_survive_restart() {
     let http = reqwest::Client::new();
     let m = manifest("Lantern Song", 150_000, 4, 2, &publisher());
 
-    let r = http.post(format!("{}/v1/publish", t.url())).body(m.encoded().to_vec()).send().await.unwrap();
+    let r = http
+        .post(format!("{}/v1/publish", t.url()))
+        .body(m.encoded().to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["id"], m.id().to_string());
     // Idempotent.
-    let r = http.post(format!("{}/v1/publish", t.url())).body(m.encoded().to_vec()).send().await.unwrap();
+    let r = http
+        .post(format!("{}/v1/publish", t.url()))
+        .body(m.encoded().to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["created"], false);
 
-    let song: Value = http.get(format!("{}/v1/songs/{}", t.url(), m.id())).send().await.unwrap().json().await.unwrap();
+    let song: Value = http
+        .get(format!("{}/v1/songs/{}", t.url(), m.id()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(song["title"], "Lantern Song");
     assert_eq!(song["artist"], "The Velvet Foxes");
     assert_eq!(song["segments"], 3);
@@ -37,9 +57,23 @@ async fn publish_fetch_and_survive_restart() {
     // Restart on the same data dir: everything is still there, byte for byte.
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;
-    let bytes = http.get(format!("{}/v1/songs/{}/manifest", t.url(), m.id())).send().await.unwrap().bytes().await.unwrap();
+    let bytes = http
+        .get(format!("{}/v1/songs/{}/manifest", t.url(), m.id()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&bytes[..], m.encoded());
-    let stats: Value = http.get(format!("{}/v1/stats", t.url())).send().await.unwrap().json().await.unwrap();
+    let stats: Value = http
+        .get(format!("{}/v1/stats", t.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["songs"], 1);
     t.shutdown(Duration::from_secs(5)).await;
 }
@@ -53,38 +87,104 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let good = manifest("Good", 70_000, 4, 2, &publisher());
     let post = |body: Vec<u8>| http.post(format!("{url}/v1/publish")).body(body).send();
 
-    assert_eq!(error_code(post(b"not a manifest".to_vec()).await.unwrap()).await, (StatusCode::BAD_REQUEST, "invalid_manifest".into()));
+    assert_eq!(
+        error_code(post(b"not a manifest".to_vec()).await.unwrap()).await,
+        (StatusCode::BAD_REQUEST, "invalid_manifest".into())
+    );
     let mut bad_sig = good.encoded().to_vec();
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 1;
-    assert_eq!(error_code(post(bad_sig).await.unwrap()).await, (StatusCode::BAD_REQUEST, "bad_signature".into()));
-    let stranger = manifest("Stranger", 70_000, 4, 2, &PublisherKey::from_seed([1u8; 32]));
-    assert_eq!(error_code(post(stranger.encoded().to_vec()).await.unwrap()).await, (StatusCode::FORBIDDEN, "unknown_publisher".into()));
+    assert_eq!(
+        error_code(post(bad_sig).await.unwrap()).await,
+        (StatusCode::BAD_REQUEST, "bad_signature".into())
+    );
+    let stranger = manifest(
+        "Stranger",
+        70_000,
+        4,
+        2,
+        &PublisherKey::from_seed([1u8; 32]),
+    );
+    assert_eq!(
+        error_code(post(stranger.encoded().to_vec()).await.unwrap()).await,
+        (StatusCode::FORBIDDEN, "unknown_publisher".into())
+    );
     let other_code = manifest("Wide", 70_000, 10, 4, &publisher());
-    assert_eq!(error_code(post(other_code.encoded().to_vec()).await.unwrap()).await, (StatusCode::UNPROCESSABLE_ENTITY, "wrong_coding".into()));
+    assert_eq!(
+        error_code(post(other_code.encoded().to_vec()).await.unwrap()).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_coding".into())
+    );
     let r = post(vec![0u8; 200 * 1024]).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     assert_eq!(
-        error_code(http.get(format!("{url}/v1/songs/{}", good.id())).send().await.unwrap()).await,
+        error_code(
+            http.get(format!("{url}/v1/songs/{}", good.id()))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
         (StatusCode::NOT_FOUND, "unknown_song".into())
     );
     assert_eq!(
-        error_code(http.get(format!("{url}/v1/songs/not-hex")).send().await.unwrap()).await,
+        error_code(
+            http.get(format!("{url}/v1/songs/not-hex"))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
         (StatusCode::BAD_REQUEST, "bad_id".into())
     );
-    let r = http.post(format!("{url}/v1/nodes/register")).header("content-type", "application/json").body("{\"peer_id\": ").send().await.unwrap();
+    let r = http
+        .post(format!("{url}/v1/nodes/register"))
+        .header("content-type", "application/json")
+        .body("{\"peer_id\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await.1, "malformed_json");
-    let r = http.post(format!("{url}/v1/nodes/heartbeat")).json(&json!({"peer_id": "nobody", "free": 1, "bytes_per_sec": 0, "transfers": 0})).send().await.unwrap();
-    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "unknown_node".into()));
-    assert_eq!(error_code(http.get(format!("{url}/v2/nothing")).send().await.unwrap()).await.1, "no_route");
+    let r = http
+        .post(format!("{url}/v1/nodes/heartbeat"))
+        .json(&json!({"peer_id": "nobody", "free": 1, "bytes_per_sec": 0, "transfers": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::NOT_FOUND, "unknown_node".into())
+    );
+    assert_eq!(
+        error_code(http.get(format!("{url}/v2/nothing")).send().await.unwrap())
+            .await
+            .1,
+        "no_route"
+    );
 
     // Nothing was stored by any of that.
-    let stats: Value = http.get(format!("{url}/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = http
+        .get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["songs"], 0);
     assert_eq!(stats["nodes"], 0);
-    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("medley_tracker_http_requests_total{outcome=\"client_error\"}"), "{metrics}");
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("medley_tracker_http_requests_total{outcome=\"client_error\"}"),
+        "{metrics}"
+    );
     t.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -104,23 +204,72 @@ async fn nodes_register_and_layout_follows() {
     };
     // Five nodes: too few for 4+2, no layout yet.
     for i in 0..5 {
-        let r: Value = http.post(format!("{url}/v1/nodes/register")).json(&reg(i)).send().await.unwrap().json().await.unwrap();
+        let r: Value = http
+            .post(format!("{url}/v1/nodes/register"))
+            .json(&reg(i))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(r["layout_version"], Value::Null);
     }
-    assert_eq!(error_code(http.get(format!("{url}/v1/layout")).send().await.unwrap()).await.1, "no_layout");
-    let r: Value = http.post(format!("{url}/v1/nodes/register")).json(&reg(5)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        error_code(http.get(format!("{url}/v1/layout")).send().await.unwrap())
+            .await
+            .1,
+        "no_layout"
+    );
+    let r: Value = http
+        .post(format!("{url}/v1/nodes/register"))
+        .json(&reg(5))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["layout_version"], 1);
-    let r: Value = http.post(format!("{url}/v1/nodes/register")).json(&reg(6)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(format!("{url}/v1/nodes/register"))
+        .json(&reg(6))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["layout_version"], 2);
     // Re-registering unchanged does not make a new layout.
-    let r: Value = http.post(format!("{url}/v1/nodes/register")).json(&reg(6)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(format!("{url}/v1/nodes/register"))
+        .json(&reg(6))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["layout_version"], 2);
 
-    let layout: Value = http.get(format!("{url}/v1/layout")).send().await.unwrap().json().await.unwrap();
+    let layout: Value = http
+        .get(format!("{url}/v1/layout"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let parts = layout["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 256);
     for p in parts {
-        let ids: std::collections::HashSet<_> = p.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let ids: std::collections::HashSet<_> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), 6, "distinct nodes per partition");
     }
 
@@ -131,17 +280,38 @@ async fn nodes_register_and_layout_follows() {
         .await
         .unwrap();
     assert_eq!(hb.status(), StatusCode::NO_CONTENT);
-    let nodes: Value = http.get(format!("{url}/v1/nodes")).send().await.unwrap().json().await.unwrap();
+    let nodes: Value = http
+        .get(format!("{url}/v1/nodes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let nodes = nodes["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 7);
     assert!(nodes.iter().all(|n| n["alive"] == true));
-    let n3 = nodes.iter().find(|n| n["node"]["peer_id"] == "node-3").unwrap();
+    let n3 = nodes
+        .iter()
+        .find(|n| n["node"]["peer_id"] == "node-3")
+        .unwrap();
     assert_eq!(n3["node"]["load"]["bytes_per_sec"], 456);
 
     // Sources: every shard of a published song maps to a node with its addresses.
     let m = manifest("Sourced", 100_000, 4, 2, &publisher());
-    http.post(format!("{url}/v1/publish")).body(m.encoded().to_vec()).send().await.unwrap();
-    let src: Value = http.get(format!("{url}/v1/songs/{}/sources", m.id())).send().await.unwrap().json().await.unwrap();
+    http.post(format!("{url}/v1/publish"))
+        .body(m.encoded().to_vec())
+        .send()
+        .await
+        .unwrap();
+    let src: Value = http
+        .get(format!("{url}/v1/songs/{}/sources", m.id()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(src["layout_version"], 2);
     for seg in src["segments"].as_array().unwrap() {
         let shards = seg["shards"].as_array().unwrap();
@@ -155,7 +325,14 @@ async fn nodes_register_and_layout_follows() {
     // The layout and registry survive a restart.
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;
-    let again: Value = http.get(format!("{}/v1/layout", t.url())).send().await.unwrap().json().await.unwrap();
+    let again: Value = http
+        .get(format!("{}/v1/layout", t.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again, layout);
     t.shutdown(Duration::from_secs(5)).await;
 }

@@ -43,7 +43,10 @@ fn routes_in_doc() -> BTreeSet<(String, String)> {
 fn codes_in_source() -> BTreeSet<String> {
     API_SRC
         .lines()
-        .filter(|l| (l.contains("StatusCode::") || l.contains("ApiError::new(")) && !l.trim_start().starts_with("//"))
+        .filter(|l| {
+            (l.contains("StatusCode::") || l.contains("ApiError::new("))
+                && !l.trim_start().starts_with("//")
+        })
         .flat_map(quoted)
         .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         .map(str::to_string)
@@ -54,11 +57,21 @@ fn codes_in_source() -> BTreeSet<String> {
 fn doc_lists_exactly_the_routes_and_all_error_codes() {
     let src = routes_in_source();
     assert!(src.len() >= 10, "route parsing found only {src:?}");
-    assert_eq!(routes_in_doc(), src, "API.md and src/api.rs disagree on routes");
+    assert_eq!(
+        routes_in_doc(),
+        src,
+        "API.md and src/api.rs disagree on routes"
+    );
     let codes = codes_in_source();
-    assert!(codes.contains("bad_query") && codes.contains("no_route"), "code parsing found {codes:?}");
+    assert!(
+        codes.contains("bad_query") && codes.contains("no_route"),
+        "code parsing found {codes:?}"
+    );
     for code in codes {
-        assert!(DOC.contains(&format!("| `{code}` |")), "error code {code} is not documented in API.md");
+        assert!(
+            DOC.contains(&format!("| `{code}` |")),
+            "error code {code} is not documented in API.md"
+        );
     }
 }
 
@@ -76,8 +89,14 @@ async fn every_documented_route_is_served() {
         };
         let status = r.status();
         let text = r.text().await.unwrap();
-        let code = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_string));
-        assert_ne!(code.as_deref(), Some("no_route"), "{method} {path} is documented but not served ({status})");
+        let code = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        assert_ne!(
+            code.as_deref(),
+            Some("no_route"),
+            "{method} {path} is documented but not served ({status})"
+        );
     }
     t.shutdown(Duration::from_secs(5)).await;
 }

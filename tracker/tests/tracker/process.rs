@@ -21,7 +21,14 @@ impl Drop for Proc {
 fn start(dir: &Path) -> (Proc, String) {
     let _ = std::fs::remove_file(dir.join(TRACKER_INFO_FILE));
     let child = Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
-        .args(["run", "--listen", "127.0.0.1:0", "--publisher", &publisher().id().to_string(), "--data-dir"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--publisher",
+            &publisher().id().to_string(),
+            "--data-dir",
+        ])
         .arg(dir)
         .env("MEDLEY_LOG", "warn")
         .stdin(Stdio::null())
@@ -35,7 +42,10 @@ fn start(dir: &Path) -> (Proc, String) {
                 return (Proc(child), info.url);
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "tracker did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "tracker did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -46,22 +56,63 @@ async fn state_survives_kill_9() {
     let http = reqwest::Client::new();
     let (first, url) = start(dir.path());
     let m = manifest("Kestrel Litany", 90_000, 4, 2, &publisher());
-    let r = http.post(format!("{url}/v1/publish")).body(m.encoded().to_vec()).send().await.unwrap();
+    let r = http
+        .post(format!("{url}/v1/publish"))
+        .body(m.encoded().to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
     for i in 0..6 {
         let reg = json!({"peer_id": format!("node-{i}"), "addrs": ["/ip4/127.0.0.1/udp/1/quic-v1"], "region": "r", "capacity": 1u64 << 40});
-        assert!(http.post(format!("{url}/v1/nodes/register")).json(&reg).send().await.unwrap().status().is_success());
+        assert!(
+            http.post(format!("{url}/v1/nodes/register"))
+                .json(&reg)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
     }
-    let layout: Value = http.get(format!("{url}/v1/layout")).send().await.unwrap().json().await.unwrap();
+    let layout: Value = http
+        .get(format!("{url}/v1/layout"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // SIGKILL right after the acknowledgements: no shutdown, no flush.
     drop(first);
 
     let (_second, url) = start(dir.path());
-    let bytes = http.get(format!("{url}/v1/songs/{}/manifest", m.id())).send().await.unwrap().bytes().await.unwrap();
+    let bytes = http
+        .get(format!("{url}/v1/songs/{}/manifest", m.id()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&bytes[..], m.encoded());
-    let again: Value = http.get(format!("{url}/v1/layout")).send().await.unwrap().json().await.unwrap();
+    let again: Value = http
+        .get(format!("{url}/v1/layout"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again, layout);
-    let found: Value = http.get(format!("{url}/v1/search?q=kestrel")).send().await.unwrap().json().await.unwrap();
+    let found: Value = http
+        .get(format!("{url}/v1/search?q=kestrel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(found["total"], 1);
     assert_eq!(found["results"][0]["id"], m.id().to_string());
 }

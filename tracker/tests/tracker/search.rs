@@ -25,13 +25,37 @@ fn meta(title: &str, artist: &str, album: &str, genre: &str, year: u16) -> SongM
 fn catalogue() -> Vec<SongMeta> {
     // Target songs use words the synthetic generator never produces, so rankings are exact.
     let mut songs = vec![
-        meta("Lampwick Serenade", "The Quokka Brigade", "Aurora Cantata", "Indie", 2019),
-        meta("Zephyrine Engine", "Marguerite Lindqvoss", "Cobalt Meridian", "Jazz", 1999),
+        meta(
+            "Lampwick Serenade",
+            "The Quokka Brigade",
+            "Aurora Cantata",
+            "Indie",
+            2019,
+        ),
+        meta(
+            "Zephyrine Engine",
+            "Marguerite Lindqvoss",
+            "Cobalt Meridian",
+            "Jazz",
+            1999,
+        ),
         meta("Quietude Bayou", "Kwabena Oduya", "Tidewater", "Folk", 2005),
-        meta("Bayou Nocturne", "Ottoline Frasque", "Marsh Psalms", "Blues", 2019),
+        meta(
+            "Bayou Nocturne",
+            "Ottoline Frasque",
+            "Marsh Psalms",
+            "Blues",
+            2019,
+        ),
     ];
     for n in 0..25 {
-        songs.push(meta(&format!("Ostinato {n}"), "Ostinato Band", "Ostinati", "Ambient", 2010));
+        songs.push(meta(
+            &format!("Ostinato {n}"),
+            "Ostinato Band",
+            "Ostinati",
+            "Ambient",
+            2010,
+        ));
     }
     // Background: a seeded synthetic catalogue.
     for s in medley_synth::catalog(medley_synth::CatalogSpec { songs: 40, seed: 5 }) {
@@ -41,13 +65,22 @@ fn catalogue() -> Vec<SongMeta> {
 }
 
 async fn search(http: &reqwest::Client, url: &str, query: &str) -> Value {
-    let r = http.get(format!("{url}/v1/search?{query}")).send().await.unwrap();
+    let r = http
+        .get(format!("{url}/v1/search?{query}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{query}");
     r.json().await.unwrap()
 }
 
 fn titles(v: &Value) -> Vec<String> {
-    v["results"].as_array().unwrap().iter().map(|h| h["title"].as_str().unwrap().to_string()).collect()
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -58,21 +91,47 @@ async fn search_by_field_with_typos_prefixes_filters_and_pages() {
     let url = t.url();
     for m in catalogue() {
         let m = manifest_for(m, 5_000, 4, 2, &publisher());
-        let r = http.post(format!("{url}/v1/publish")).body(m.encoded().to_vec()).send().await.unwrap();
+        let r = http
+            .post(format!("{url}/v1/publish"))
+            .body(m.encoded().to_vec())
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
     }
 
     // Each field.
-    assert_eq!(titles(&search(&http, &url, "q=lampwick").await), vec!["Lampwick Serenade".to_string()]);
-    assert_eq!(titles(&search(&http, &url, "q=quokka+brigade").await)[0], "Lampwick Serenade");
-    assert_eq!(titles(&search(&http, &url, "q=aurora+cantata").await)[0], "Lampwick Serenade");
+    assert_eq!(
+        titles(&search(&http, &url, "q=lampwick").await),
+        vec!["Lampwick Serenade".to_string()]
+    );
+    assert_eq!(
+        titles(&search(&http, &url, "q=quokka+brigade").await)[0],
+        "Lampwick Serenade"
+    );
+    assert_eq!(
+        titles(&search(&http, &url, "q=aurora+cantata").await)[0],
+        "Lampwick Serenade"
+    );
     assert!(titles(&search(&http, &url, "q=jazz").await).contains(&"Zephyrine Engine".to_string()));
     // Typos: one letter changed, one letter doubled.
-    assert_eq!(titles(&search(&http, &url, "q=lindkvoss").await)[0], "Zephyrine Engine");
-    assert_eq!(titles(&search(&http, &url, "q=quokka+brigadde").await)[0], "Lampwick Serenade");
+    assert_eq!(
+        titles(&search(&http, &url, "q=lindkvoss").await)[0],
+        "Zephyrine Engine"
+    );
+    assert_eq!(
+        titles(&search(&http, &url, "q=quokka+brigadde").await)[0],
+        "Lampwick Serenade"
+    );
     // Search as you type: the first letters of the last word.
-    assert_eq!(titles(&search(&http, &url, "q=zephy").await)[0], "Zephyrine Engine");
-    assert_eq!(titles(&search(&http, &url, "q=quietude+bay").await)[0], "Quietude Bayou");
+    assert_eq!(
+        titles(&search(&http, &url, "q=zephy").await)[0],
+        "Zephyrine Engine"
+    );
+    assert_eq!(
+        titles(&search(&http, &url, "q=quietude+bay").await)[0],
+        "Quietude Bayou"
+    );
 
     // Filters: year range, artist (case-insensitive), genre.
     assert_eq!(search(&http, &url, "q=bayou").await["total"], 2);
@@ -93,14 +152,27 @@ async fn search_by_field_with_typos_prefixes_filters_and_pages() {
     for offset in [0, 10, 20] {
         let p = search(&http, &url, &format!("q=ostinato&limit=10&offset={offset}")).await;
         for h in p["results"].as_array().unwrap() {
-            assert!(seen.insert(h["id"].as_str().unwrap().to_string()), "a song on two pages");
+            assert!(
+                seen.insert(h["id"].as_str().unwrap().to_string()),
+                "a song on two pages"
+            );
         }
     }
     assert_eq!(seen.len(), total);
 
     // Bad queries.
-    for bad in ["q=x&limit=0", "q=x&limit=1000", "q=x&year_from=abc", "q=x&colour=red", ""] {
-        let r = http.get(format!("{url}/v1/search?{bad}")).send().await.unwrap();
+    for bad in [
+        "q=x&limit=0",
+        "q=x&limit=1000",
+        "q=x&year_from=abc",
+        "q=x&colour=red",
+        "",
+    ] {
+        let r = http
+            .get(format!("{url}/v1/search?{bad}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_query", "{bad}");
@@ -115,19 +187,29 @@ async fn index_is_rebuilt_from_the_catalogue_when_deleted() {
     let http = reqwest::Client::new();
     for m in catalogue().into_iter().take(3) {
         let m = manifest_for(m, 5_000, 4, 2, &publisher());
-        http.post(format!("{}/v1/publish", t.url())).body(m.encoded().to_vec()).send().await.unwrap();
+        http.post(format!("{}/v1/publish", t.url()))
+            .body(m.encoded().to_vec())
+            .send()
+            .await
+            .unwrap();
     }
     t.shutdown(Duration::from_secs(5)).await;
 
     // Restart: still searchable.
     let t = start(dir.path()).await;
-    assert_eq!(titles(&search(&http, &t.url(), "q=lampwick").await), vec!["Lampwick Serenade".to_string()]);
+    assert_eq!(
+        titles(&search(&http, &t.url(), "q=lampwick").await),
+        vec!["Lampwick Serenade".to_string()]
+    );
     t.shutdown(Duration::from_secs(5)).await;
 
     // Delete the index while stopped: rebuilt at start from RocksDB.
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let t = start(dir.path()).await;
-    assert_eq!(titles(&search(&http, &t.url(), "q=oduya").await), vec!["Quietude Bayou".to_string()]);
+    assert_eq!(
+        titles(&search(&http, &t.url(), "q=oduya").await),
+        vec!["Quietude Bayou".to_string()]
+    );
     let all = search(&http, &t.url(), "year_from=1900").await;
     assert_eq!(all["total"], 3, "each song indexed once");
 

@@ -37,7 +37,13 @@ pub(crate) fn manifest(title: &str, len: usize, k: u8, m: u8, key: &PublisherKey
 }
 
 /// A consistent manifest with the given metadata.
-pub(crate) fn manifest_for(meta: SongMeta, len: usize, k: u8, m: u8, key: &PublisherKey) -> Manifest {
+pub(crate) fn manifest_for(
+    meta: SongMeta,
+    len: usize,
+    k: u8,
+    m: u8,
+    key: &PublisherKey,
+) -> Manifest {
     let salt = meta.title.len() + meta.artist.as_ref().map_or(0, String::len) * 31;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + salt) as u8).collect();
     let codec = Codec::new(k, m).unwrap();
@@ -47,7 +53,12 @@ pub(crate) fn manifest_for(meta: SongMeta, len: usize, k: u8, m: u8, key: &Publi
             SegmentEntry {
                 id: s.id,
                 len: s.bytes.len() as u32,
-                shards: codec.encode_with_ids(&s.bytes).unwrap().into_iter().map(|(id, _)| id).collect(),
+                shards: codec
+                    .encode_with_ids(&s.bytes)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
             }
         })
         .collect();
