@@ -1,10 +1,14 @@
 //! Process plumbing shared by Medley's daemons (`medley-node`, `medley-tracker`): logging,
-//! the async runtime, exit codes, shutdown signals and TOML config files.
+//! the async runtime, exit codes, shutdown signals, TOML config files, and the JSON info file
+//! (`node.json`, `tracker.json`) through which a running daemon tells local tools, tests and
+//! the testnet where it listens.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing_subscriber::EnvFilter;
 
@@ -101,5 +105,59 @@ pub fn config_path(
         (Some(p), _) => Some(p.to_path_buf()),
         (None, Some(d)) if d.join(name).exists() => Some(d.join(name)),
         _ => None,
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file and a rename, so a reader never
+/// sees half a file.
+pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Waits (polling every 20 ms) until `path` holds JSON that parses as `T`; `None` after
+/// `timeout`. Blocks the calling thread.
+pub fn wait_for_json_file<T: DeserializeOwned>(path: &Path, timeout: Duration) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_file_round_trip_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("info.json");
+        assert_eq!(
+            wait_for_json_file::<Vec<u32>>(&path, Duration::from_millis(50)),
+            None
+        );
+        write_json_file(&path, &vec![1u32, 2]).unwrap();
+        assert_eq!(
+            wait_for_json_file::<Vec<u32>>(&path, Duration::from_secs(1)),
+            Some(vec![1, 2])
+        );
+        assert!(!dir.path().join("info.json.tmp").exists());
+        // A file that is not the expected shape is not accepted.
+        assert_eq!(
+            wait_for_json_file::<String>(&path, Duration::from_millis(50)),
+            None
+        );
     }
 }

@@ -175,6 +175,18 @@ pub struct PeerHandle {
 pub struct Peer;
 
 impl Peer {
+    /// Starts a peer that only asks: a fresh identity, no listen address, and every inbound
+    /// request answered `UNSUPPORTED`. For clients that fetch or upload and for tools.
+    pub async fn dial_only() -> Result<PeerHandle, StartError> {
+        Self::spawn(
+            Keypair::generate_ed25519(),
+            PeerConfig::default(),
+            Arc::new(NoService),
+            CancellationToken::new(),
+        )
+        .await
+    }
+
     /// Starts a peer with identity `keypair` that answers inbound requests with `handler`.
     /// Returns once every listen address is bound.
     pub async fn spawn(

@@ -8,8 +8,7 @@ use futures::future::BoxFuture;
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_net::{
-    CancellationToken, Handler, Keypair, NoService, Peer, PeerConfig, PeerHandle, PeerId,
-    RequestError,
+    CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId, RequestError,
 };
 use tokio::sync::Semaphore;
 
@@ -73,14 +72,7 @@ async fn server(
 }
 
 async fn client() -> PeerHandle {
-    Peer::spawn(
-        Keypair::generate_ed25519(),
-        PeerConfig::default(),
-        Arc::new(NoService),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap()
+    Peer::dial_only().await.unwrap()
 }
 
 #[tokio::test]

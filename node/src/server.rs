@@ -103,17 +103,10 @@ impl Node {
             cancel,
         };
         let info = node.info().await;
-        let json = serde_json::to_vec_pretty(&info).map_err(|e| NodeError::Io {
-            path: info_path.clone(),
-            source: std::io::Error::other(e),
+        medley_daemon::write_json_file(&info_path, &info).map_err(|source| NodeError::Io {
+            path: info_path,
+            source,
         })?;
-        let tmp = info_path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &info_path))
-            .map_err(|source| NodeError::Io {
-                path: info_path,
-                source,
-            })?;
         info!(
             peer_id = %info.peer_id,
             region = %node.config.region,

@@ -106,15 +106,11 @@ impl Tracker {
             url: format!("http://{addr}"),
             pid: std::process::id(),
         };
-        let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
-        let tmp = info_path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &info_path))
-            .map_err(|source| TrackerError::Io {
-                what: "cannot write",
-                path: info_path.display().to_string(),
-                source,
-            })?;
+        medley_daemon::write_json_file(&info_path, &info).map_err(|source| TrackerError::Io {
+            what: "cannot write",
+            path: info_path.display().to_string(),
+            source,
+        })?;
         info!(url = %info.url, "tracker running");
         Ok(Self {
             addr,

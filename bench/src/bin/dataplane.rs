@@ -25,7 +25,7 @@ use clap::Parser;
 use futures::StreamExt;
 use medley_bench::{median, mib_per_s, pseudo_random};
 use medley_core::SegmentId;
-use medley_net::{CancellationToken, Keypair, NoService, Peer, PeerConfig};
+use medley_net::Peer;
 use medley_node::{Node, NodeConfig, Tier};
 
 #[derive(Parser)]
@@ -75,13 +75,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let node_id = node.peer_id();
     let node_addrs = node.listen_addrs().await;
-    let client = Peer::spawn(
-        Keypair::generate_ed25519(),
-        PeerConfig::default(),
-        Arc::new(NoService),
-        CancellationToken::new(),
-    )
-    .await?;
+    let client = Peer::dial_only().await?;
 
     // Raw quinn server with the same segments in memory.
     let table: Arc<HashMap<[u8; 32], Vec<u8>>> = Arc::new(

@@ -2,12 +2,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use medley_net::{
-    CancellationToken, Keypair, Multiaddr, NoService, Peer, PeerConfig, PeerHandle, PeerId,
-};
+use medley_net::{Multiaddr, Peer, PeerHandle, PeerId};
 use medley_node::{NODE_INFO_FILE, NodeInfo};
 
 /// A node process, killed when dropped.
@@ -77,32 +74,13 @@ impl Drop for NodeProcess {
 
 fn wait_for_info(dir: &Path, timeout: Duration) -> NodeInfo {
     let path = dir.join(NODE_INFO_FILE);
-    let start = Instant::now();
-    loop {
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(info) = serde_json::from_slice::<NodeInfo>(&bytes) {
-                return info;
-            }
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "node did not write {} in {timeout:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    medley_daemon::wait_for_json_file(&path, timeout)
+        .unwrap_or_else(|| panic!("node did not write {} in {timeout:?}", path.display()))
 }
 
 /// A client peer that only asks.
 pub(crate) async fn client() -> PeerHandle {
-    Peer::spawn(
-        Keypair::generate_ed25519(),
-        PeerConfig::default(),
-        Arc::new(NoService),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap()
+    Peer::dial_only().await.unwrap()
 }
 
 /// Deterministic pseudo-random bytes.

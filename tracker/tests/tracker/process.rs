@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use medley_tracker::{TRACKER_INFO_FILE, TrackerInfo};
 use serde_json::{Value, json};
@@ -35,19 +35,10 @@ fn start(dir: &Path) -> (Proc, String) {
         .stdout(Stdio::null())
         .spawn()
         .expect("start medley-tracker");
-    let started = Instant::now();
-    loop {
-        if let Ok(b) = std::fs::read(dir.join(TRACKER_INFO_FILE)) {
-            if let Ok(info) = serde_json::from_slice::<TrackerInfo>(&b) {
-                return (Proc(child), info.url);
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "tracker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let info: TrackerInfo =
+        medley_daemon::wait_for_json_file(&dir.join(TRACKER_INFO_FILE), Duration::from_secs(60))
+            .expect("tracker did not start");
+    (Proc(child), info.url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
