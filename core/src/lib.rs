@@ -35,6 +35,9 @@ mod layout;
 mod manifest;
 pub mod protocol;
 mod segment;
+#[cfg(any(test, feature = "test-utils"))]
+#[allow(clippy::expect_used)]
+pub mod test_utils;
 
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
 pub use hash::{HASH_LEN, Hash, ParseIdError, SegmentId, ShardId, SongId};

@@ -453,7 +453,6 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segmenter;
 
     pub(crate) fn key() -> PublisherKey {
         PublisherKey::from_seed([7u8; 32])
@@ -461,42 +460,19 @@ mod tests {
 
     /// A manifest for fixed bytes, built the way a publisher builds one.
     fn body_for(data: &[u8], segment_size: u32, k: u8, m: u8) -> ManifestBody {
-        let codec = Codec::new(k, m).unwrap();
-        let segments = Segmenter::new(data, segment_size)
-            .map(|s| {
-                let s = s.unwrap();
-                SegmentEntry {
-                    id: s.id,
-                    len: s.bytes.len() as u32,
-                    shards: codec
-                        .encode_with_ids(&s.bytes)
-                        .unwrap()
-                        .into_iter()
-                        .map(|(id, _)| id)
-                        .collect(),
-                }
-            })
-            .collect();
-        ManifestBody {
-            meta: SongMeta {
-                title: "Gymnopédie No. 1".into(),
-                artist: Some("Erik Satie".into()),
-                album: Some("Trois Gymnopédies".into()),
-                genre: Some("Classical".into()),
-                year: Some(1888),
-                track: Some(1),
-                duration_ms: Some(185_000),
-                codec: "flac".into(),
-                mime: "audio/flac".into(),
-                bitrate: Some(900_000),
-            },
-            total_size: data.len() as u64,
-            segment_size,
-            k,
-            m,
-            segments,
-            publisher: key().id(),
-        }
+        let meta = SongMeta {
+            title: "Gymnopédie No. 1".into(),
+            artist: Some("Erik Satie".into()),
+            album: Some("Trois Gymnopédies".into()),
+            genre: Some("Classical".into()),
+            year: Some(1888),
+            track: Some(1),
+            duration_ms: Some(185_000),
+            codec: "flac".into(),
+            mime: "audio/flac".into(),
+            bitrate: Some(900_000),
+        };
+        crate::test_utils::body_for(meta, data, segment_size, k, m, key().id())
     }
 
     fn fixed() -> Manifest {

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use medley_core::{Codec, Manifest, ManifestBody, PublisherKey, SegmentEntry, Segmenter, SongMeta};
+use medley_core::{Manifest, PublisherKey, SongMeta};
 use medley_tracker::{Tracker, TrackerConfig};
 
 pub(crate) fn publisher() -> PublisherKey {
@@ -46,30 +46,6 @@ pub(crate) fn manifest_for(
 ) -> Manifest {
     let salt = meta.title.len() + meta.artist.as_ref().map_or(0, String::len) * 31;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + salt) as u8).collect();
-    let codec = Codec::new(k, m).unwrap();
-    let segments = Segmenter::new(&data[..], 64 * 1024)
-        .map(|s| {
-            let s = s.unwrap();
-            SegmentEntry {
-                id: s.id,
-                len: s.bytes.len() as u32,
-                shards: codec
-                    .encode_with_ids(&s.bytes)
-                    .unwrap()
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .collect(),
-            }
-        })
-        .collect();
-    let body = ManifestBody {
-        meta,
-        total_size: len as u64,
-        segment_size: 64 * 1024,
-        k,
-        m,
-        segments,
-        publisher: key.id(),
-    };
+    let body = medley_core::test_utils::body_for(meta, &data, 64 * 1024, k, m, key.id());
     Manifest::sign(body, key).unwrap()
 }
