@@ -25,18 +25,29 @@ pub type Inbound = Result<Request, WireError>;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DataCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(
-    io: &mut T,
-) -> io::Result<Result<Vec<u8>, WireError>> {
+/// Reads a frame's length and checks it against [`MAX_MESSAGE_SIZE`] before anything is
+/// allocated.
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<usize, WireError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE_SIZE {
-        return Ok(Err(WireError::TooLarge {
+    Ok(if len > MAX_MESSAGE_SIZE {
+        Err(WireError::TooLarge {
             size: len,
             max: MAX_MESSAGE_SIZE,
-        }));
-    }
+        })
+    } else {
+        Ok(len)
+    })
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<Result<Vec<u8>, WireError>> {
+    let len = match read_len(io).await? {
+        Ok(len) => len,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     Ok(Ok(buf))
@@ -63,15 +74,10 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
 async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Response, WireError>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE_SIZE {
-        return Ok(Err(WireError::TooLarge {
-            size: len,
-            max: MAX_MESSAGE_SIZE,
-        }));
-    }
+    let len = match read_len(io).await? {
+        Ok(len) => len,
+        Err(e) => return Ok(Err(e)),
+    };
     if len == 0 {
         return Ok(Response::decode(&[]));
     }

@@ -96,24 +96,23 @@ impl From<StateError> for ApiError {
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
-    let status = r.status();
+/// A request body that could not be read: 413 `too_large` past the body limit, else
+/// `other` with the extractor's status.
+fn body_rejection(status: StatusCode, text: String, other: &'static str) -> ApiError {
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "too_large"
     } else {
-        "malformed_json"
+        other
     };
-    ApiError::new(status, code, r.body_text())
+    ApiError::new(status, code, text)
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    body_rejection(r.status(), r.body_text(), "malformed_json")
 }
 
 fn bytes_rejection(r: BytesRejection) -> ApiError {
-    let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "too_large"
-    } else {
-        "bad_body"
-    };
-    ApiError::new(status, code, r.body_text())
+    body_rejection(r.status(), r.body_text(), "bad_body")
 }
 
 fn song_id(text: &str) -> Result<SongId, ApiError> {

@@ -305,23 +305,15 @@ impl Search {
             }
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(per_field))));
         }
-        if let Some(a) = &q.artist {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.artist_exact, &a.to_lowercase()),
-                    IndexRecordOption::Basic,
-                )),
-            ));
-        }
-        if let Some(g) = &q.genre {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.genre_exact, &g.to_lowercase()),
-                    IndexRecordOption::Basic,
-                )),
-            ));
+        // Exact, case-insensitive filters on whole values.
+        for (field, value) in [(f.artist_exact, &q.artist), (f.genre_exact, &q.genre)] {
+            if let Some(v) = value {
+                let term = Term::from_field_text(field, &v.to_lowercase());
+                clauses.push((
+                    Occur::Must,
+                    Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+                ));
+            }
         }
         if q.year_from.is_some() || q.year_to.is_some() {
             let lo = q.year_from.map_or(Bound::Unbounded, |y| {

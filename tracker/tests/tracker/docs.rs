@@ -39,12 +39,15 @@ fn routes_in_doc() -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// Error codes: snake_case strings on lines that also name a status code, or in ApiError::new.
+/// Error codes: snake_case strings on lines that also name a status code, or build an error
+/// (`ApiError::new`, `body_rejection`).
 fn codes_in_source() -> BTreeSet<String> {
     API_SRC
         .lines()
         .filter(|l| {
-            (l.contains("StatusCode::") || l.contains("ApiError::new("))
+            (l.contains("StatusCode::")
+                || l.contains("ApiError::new(")
+                || l.contains("body_rejection("))
                 && !l.trim_start().starts_with("//")
         })
         .flat_map(quoted)
@@ -64,7 +67,10 @@ fn doc_lists_exactly_the_routes_and_all_error_codes() {
     );
     let codes = codes_in_source();
     assert!(
-        codes.contains("bad_query") && codes.contains("no_route"),
+        codes.contains("bad_query")
+            && codes.contains("no_route")
+            && codes.contains("malformed_json")
+            && codes.contains("bad_body"),
         "code parsing found {codes:?}"
     );
     for code in codes {
