@@ -442,16 +442,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Number of keys in `tier` (RocksDB's estimate; exact after a flush).
-    pub fn count(&self, tier: Tier) -> Result<u64, StoreError> {
-        let cf = self.cf(tier.cf())?;
-        Ok(self
-            .db
-            .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
-            .map_err(db_err("count"))?
-            .unwrap_or(0))
-    }
-
     /// Value bytes stored, both tiers.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::SeqCst)

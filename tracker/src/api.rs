@@ -252,8 +252,10 @@ async fn sources(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = song_id(&id)?;
-    let app2 = app.clone();
-    let (m, layout) = blocking(&app, move |s| Ok((s.manifest(id)?, s.layout()?))).await?;
+    let (m, layout, addrs) = blocking(&app, move |s| {
+        Ok((s.manifest(id)?, s.layout()?, s.addresses()))
+    })
+    .await?;
     let segments: Vec<_> = m
         .body()
         .segments
@@ -266,12 +268,12 @@ async fn sources(
                 .iter()
                 .enumerate()
                 .map(|(slot, shard)| {
-                    let node = holders.get(slot).and_then(|p| app2.state.node(p));
+                    let peer = holders.get(slot);
                     json!({
                         "slot": slot,
                         "shard": shard.to_string(),
-                        "peer_id": node.as_ref().map(|n| n.registration.peer_id.clone()),
-                        "addrs": node.map(|n| n.registration.addrs).unwrap_or_default(),
+                        "peer_id": peer,
+                        "addrs": peer.and_then(|p| addrs.get(p)).cloned().unwrap_or_default(),
                     })
                 })
                 .collect();
@@ -312,19 +314,19 @@ async fn heartbeat(
 }
 
 async fn layout(AxState(app): AxState<Shared>) -> Result<Json<medley_core::Layout>, ApiError> {
-    Ok(Json(app.state.layout()?))
+    // The one endpoint that sends the whole layout; everything else shares the Arc.
+    Ok(Json(app.state.layout()?.as_ref().clone()))
 }
 
 async fn stats(AxState(app): AxState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let songs = blocking(&app, |s| s.song_count()).await?;
+    let songs = app.state.song_count();
     let nodes = app.state.nodes();
     let alive = nodes.iter().filter(|(_, a)| *a).count();
-    let layout = app.state.layout().ok();
     Ok(Json(json!({
         "songs": songs,
         "nodes": nodes.len(),
         "nodes_alive": alive,
-        "layout_version": layout.as_ref().map(|l| l.version),
+        "layout_version": app.state.layout_version(),
         "partitions": app.state.config().partitions,
         "k": app.state.config().k,
         "m": app.state.config().m,
@@ -332,12 +334,12 @@ async fn stats(AxState(app): AxState<Shared>) -> Result<Json<serde_json::Value>,
 }
 
 async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
-    let songs = blocking(&app, |s| s.song_count()).await?;
+    let songs = app.state.song_count();
     let nodes = app.state.nodes();
     let alive = nodes.iter().filter(|(_, a)| *a).count();
-    let version = app.state.layout().map(|l| l.version).unwrap_or(0);
+    let version = app.state.layout_version().unwrap_or(0);
     let body = format!(
-        "# HELP medley_tracker_songs Songs in the catalogue (RocksDB estimate).\n\
+        "# HELP medley_tracker_songs Songs in the catalogue.\n\
          # TYPE medley_tracker_songs gauge\nmedley_tracker_songs {songs}\n\
          # HELP medley_tracker_nodes Registered storage nodes.\n\
          # TYPE medley_tracker_nodes gauge\nmedley_tracker_nodes {}\n\

@@ -145,12 +145,4 @@ impl Db {
             .transpose()
             .map_err(op("last"))
     }
-
-    pub(crate) fn count(&self, cf: &'static str) -> Result<u64, DbError> {
-        Ok(self
-            .db
-            .property_int_value_cf(self.cf(cf)?, "rocksdb.estimate-num-keys")
-            .map_err(op("count"))?
-            .unwrap_or(0))
-    }
 }

@@ -1,7 +1,8 @@
 //! The tracker's state and its rules: catalogue, publishers, node registry and layout. The
 //! HTTP layer ([`crate::api`]) only translates requests into these calls.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use medley_core::{Layout, LayoutError, Manifest, ManifestError, Member, PublisherId, SongId};
@@ -119,7 +120,7 @@ pub struct State {
     config: TrackerConfig,
     publishers: RwLock<HashSet<PublisherId>>,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
-    layout: RwLock<Option<Layout>>,
+    layout: RwLock<Option<Arc<Layout>>>,
     search: Search,
     /// Serialises publishes, so the journal and the index advance in the same order.
     publishing: parking_lot::Mutex<u64>,
@@ -179,7 +180,7 @@ impl State {
             config,
             publishers: RwLock::new(keys),
             nodes: RwLock::new(nodes),
-            layout: RwLock::new(layout),
+            layout: RwLock::new(layout.map(Arc::new)),
             search,
             publishing: parking_lot::Mutex::new(last_seq),
         };
@@ -279,23 +280,9 @@ impl State {
         Ok(Manifest::decode_expecting(&bytes, id)?)
     }
 
-    /// Every committed manifest, in id order.
-    pub fn manifests(&self) -> Result<Vec<Manifest>, StateError> {
-        let mut out = Vec::new();
-        for (k, v) in self.db.scan(CF_MANIFESTS)? {
-            let id = SongId::from_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt("song key", "not 32 bytes"))?,
-            );
-            out.push(Manifest::decode_expecting(&v, id)?);
-        }
-        Ok(out)
-    }
-
-    /// Number of committed songs (estimate).
-    pub fn song_count(&self) -> Result<u64, StateError> {
-        Ok(self.db.count(CF_MANIFESTS)?)
+    /// Number of committed songs: the journal gains one entry per new song.
+    pub fn song_count(&self) -> u64 {
+        *self.publishing.lock()
     }
 
     /// Registers (or re-registers) a node and recomputes the layout if membership changed.
@@ -333,7 +320,7 @@ impl State {
         if changed {
             self.recompute_layout()?;
         }
-        Ok(self.layout.read().as_ref().map(|l| l.version))
+        Ok(self.layout_version())
     }
 
     fn store_node(&self, rec: &NodeRecord) -> Result<(), StateError> {
@@ -367,9 +354,13 @@ impl State {
             .collect()
     }
 
-    /// A node's record.
-    pub fn node(&self, peer_id: &str) -> Option<NodeRecord> {
-        self.nodes.read().get(peer_id).cloned()
+    /// Every node's data-plane addresses, by peer id.
+    pub fn addresses(&self) -> HashMap<String, Vec<String>> {
+        self.nodes
+            .read()
+            .iter()
+            .map(|(id, r)| (id.clone(), r.registration.addrs.clone()))
+            .collect()
     }
 
     fn recompute_layout(&self) -> Result<(), StateError> {
@@ -385,7 +376,7 @@ impl State {
             .collect();
         let mut layout = self.layout.write();
         let slots = self.config.k + self.config.m;
-        match Layout::compute(layout.as_ref(), &members, self.config.partitions, slots) {
+        match Layout::compute(layout.as_deref(), &members, self.config.partitions, slots) {
             Ok(next) => {
                 if layout
                     .as_ref()
@@ -405,7 +396,7 @@ impl State {
                 } else {
                     info!(version = next.version, "first layout");
                 }
-                *layout = Some(next);
+                *layout = Some(Arc::new(next));
                 Ok(())
             }
             // Not enough nodes yet: keep what we have (or nothing).
@@ -415,19 +406,24 @@ impl State {
     }
 
     /// The current layout.
-    pub fn layout(&self) -> Result<Layout, StateError> {
+    pub fn layout(&self) -> Result<Arc<Layout>, StateError> {
+        if let Some(l) = self.layout.read().clone() {
+            return Ok(l);
+        }
         let members = self
             .nodes
             .read()
             .values()
             .filter(|r| r.registration.capacity > 0)
             .count();
-        self.layout
-            .read()
-            .clone()
-            .ok_or(StateError::NoLayout(LayoutError::TooFewNodes {
-                have: members,
-                need: usize::from(self.config.k + self.config.m),
-            }))
+        Err(StateError::NoLayout(LayoutError::TooFewNodes {
+            have: members,
+            need: usize::from(self.config.k + self.config.m),
+        }))
+    }
+
+    /// The current layout's version, if there is a layout.
+    pub fn layout_version(&self) -> Option<u64> {
+        self.layout.read().as_ref().map(|l| l.version)
     }
 }
