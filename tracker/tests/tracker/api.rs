@@ -4,7 +4,7 @@ use medley_core::PublisherKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{manifest, publisher, start};
+use crate::support::{get_json, manifest, post_body, post_json, publisher, start};
 
 async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
     let status = r.status();
@@ -22,33 +22,26 @@ async fn publish_fetch_and_survive_restart() {
     let http = reqwest::Client::new();
     let m = manifest("Lantern Song", 150_000, 4, 2, &publisher());
 
-    let r = http
-        .post(format!("{}/v1/publish", t.url()))
-        .body(m.encoded().to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = post_body(
+        &http,
+        &format!("{}/v1/publish", t.url()),
+        m.encoded().to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["id"], m.id().to_string());
     // Idempotent.
-    let r = http
-        .post(format!("{}/v1/publish", t.url()))
-        .body(m.encoded().to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = post_body(
+        &http,
+        &format!("{}/v1/publish", t.url()),
+        m.encoded().to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["created"], false);
 
-    let song: Value = http
-        .get(format!("{}/v1/songs/{}", t.url(), m.id()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let song: Value = get_json(&http, &format!("{}/v1/songs/{}", t.url(), m.id())).await;
     assert_eq!(song["title"], "Lantern Song");
     assert_eq!(song["artist"], "The Velvet Foxes");
     assert_eq!(song["segments"], 3);
@@ -66,14 +59,7 @@ async fn publish_fetch_and_survive_restart() {
         .await
         .unwrap();
     assert_eq!(&bytes[..], m.encoded());
-    let stats: Value = http
-        .get(format!("{}/v1/stats", t.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&http, &format!("{}/v1/stats", t.url())).await;
     assert_eq!(stats["songs"], 1);
     t.shutdown(Duration::from_secs(5)).await;
 }
@@ -163,14 +149,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     );
 
     // Nothing was stored by any of that.
-    let stats: Value = http
-        .get(format!("{url}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&http, &format!("{url}/v1/stats")).await;
     assert_eq!(stats["songs"], 0);
     assert_eq!(stats["nodes"], 0);
     let metrics = http
@@ -204,15 +183,7 @@ async fn nodes_register_and_layout_follows() {
     };
     // Five nodes: too few for 4+2, no layout yet.
     for i in 0..5 {
-        let r: Value = http
-            .post(format!("{url}/v1/nodes/register"))
-            .json(&reg(i))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg(i)).await;
         assert_eq!(r["layout_version"], Value::Null);
     }
     assert_eq!(
@@ -221,46 +192,15 @@ async fn nodes_register_and_layout_follows() {
             .1,
         "no_layout"
     );
-    let r: Value = http
-        .post(format!("{url}/v1/nodes/register"))
-        .json(&reg(5))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg(5)).await;
     assert_eq!(r["layout_version"], 1);
-    let r: Value = http
-        .post(format!("{url}/v1/nodes/register"))
-        .json(&reg(6))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg(6)).await;
     assert_eq!(r["layout_version"], 2);
     // Re-registering unchanged does not make a new layout.
-    let r: Value = http
-        .post(format!("{url}/v1/nodes/register"))
-        .json(&reg(6))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg(6)).await;
     assert_eq!(r["layout_version"], 2);
 
-    let layout: Value = http
-        .get(format!("{url}/v1/layout"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let layout: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     let parts = layout["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 256);
     for p in parts {
@@ -280,14 +220,7 @@ async fn nodes_register_and_layout_follows() {
         .await
         .unwrap();
     assert_eq!(hb.status(), StatusCode::NO_CONTENT);
-    let nodes: Value = http
-        .get(format!("{url}/v1/nodes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = get_json(&http, &format!("{url}/v1/nodes")).await;
     let nodes = nodes["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 7);
     assert!(nodes.iter().all(|n| n["alive"] == true));
@@ -299,19 +232,8 @@ async fn nodes_register_and_layout_follows() {
 
     // Sources: every shard of a published song maps to a node with its addresses.
     let m = manifest("Sourced", 100_000, 4, 2, &publisher());
-    http.post(format!("{url}/v1/publish"))
-        .body(m.encoded().to_vec())
-        .send()
-        .await
-        .unwrap();
-    let src: Value = http
-        .get(format!("{url}/v1/songs/{}/sources", m.id()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+    let src: Value = get_json(&http, &format!("{url}/v1/songs/{}/sources", m.id())).await;
     assert_eq!(src["layout_version"], 2);
     for seg in src["segments"].as_array().unwrap() {
         let shards = seg["shards"].as_array().unwrap();
@@ -325,14 +247,7 @@ async fn nodes_register_and_layout_follows() {
     // The layout and registry survive a restart.
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;
-    let again: Value = http
-        .get(format!("{}/v1/layout", t.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = get_json(&http, &format!("{}/v1/layout", t.url())).await;
     assert_eq!(again, layout);
     t.shutdown(Duration::from_secs(5)).await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use medley_tracker::{TRACKER_INFO_FILE, TrackerInfo};
 use serde_json::{Value, json};
 
-use crate::support::{manifest, publisher};
+use crate::support::{get_json, manifest, post_body, publisher};
 
 struct Proc(Child);
 
@@ -47,12 +47,7 @@ async fn state_survives_kill_9() {
     let http = reqwest::Client::new();
     let (first, url) = start(dir.path());
     let m = manifest("Kestrel Litany", 90_000, 4, 2, &publisher());
-    let r = http
-        .post(format!("{url}/v1/publish"))
-        .body(m.encoded().to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
     for i in 0..6 {
         let reg = json!({"peer_id": format!("node-{i}"), "addrs": ["/ip4/127.0.0.1/udp/1/quic-v1"], "region": "r", "capacity": 1u64 << 40});
@@ -66,14 +61,7 @@ async fn state_survives_kill_9() {
                 .is_success()
         );
     }
-    let layout: Value = http
-        .get(format!("{url}/v1/layout"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let layout: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     // SIGKILL right after the acknowledgements: no shutdown, no flush.
     drop(first);
 
@@ -87,23 +75,9 @@ async fn state_survives_kill_9() {
         .await
         .unwrap();
     assert_eq!(&bytes[..], m.encoded());
-    let again: Value = http
-        .get(format!("{url}/v1/layout"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     assert_eq!(again, layout);
-    let found: Value = http
-        .get(format!("{url}/v1/search?q=kestrel"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value = get_json(&http, &format!("{url}/v1/search?q=kestrel")).await;
     assert_eq!(found["total"], 1);
     assert_eq!(found["results"][0]["id"], m.id().to_string());
 }

@@ -5,7 +5,7 @@ use medley_core::SongMeta;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{manifest_for, publisher, start};
+use crate::support::{manifest_for, post_body, publisher, start};
 
 fn meta(title: &str, artist: &str, album: &str, genre: &str, year: u16) -> SongMeta {
     SongMeta {
@@ -91,12 +91,7 @@ async fn search_by_field_with_typos_prefixes_filters_and_pages() {
     let url = t.url();
     for m in catalogue() {
         let m = manifest_for(m, 5_000, 4, 2, &publisher());
-        let r = http
-            .post(format!("{url}/v1/publish"))
-            .body(m.encoded().to_vec())
-            .send()
-            .await
-            .unwrap();
+        let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
         assert!(r.status().is_success());
     }
 
@@ -187,11 +182,12 @@ async fn index_is_rebuilt_from_the_catalogue_when_deleted() {
     let http = reqwest::Client::new();
     for m in catalogue().into_iter().take(3) {
         let m = manifest_for(m, 5_000, 4, 2, &publisher());
-        http.post(format!("{}/v1/publish", t.url()))
-            .body(m.encoded().to_vec())
-            .send()
-            .await
-            .unwrap();
+        post_body(
+            &http,
+            &format!("{}/v1/publish", t.url()),
+            m.encoded().to_vec(),
+        )
+        .await;
     }
     t.shutdown(Duration::from_secs(5)).await;
 

@@ -49,3 +49,33 @@ pub(crate) fn manifest_for(
     let body = medley_core::test_utils::body_for(meta, &data, 64 * 1024, k, m, key.id());
     Manifest::sign(body, key).unwrap()
 }
+
+/// GET `url` and parse the JSON body, whatever the status.
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// POST `body` as JSON to `url` and parse the JSON answer, whatever the status.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POST raw bytes to `url`.
+pub(crate) async fn post_body(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(url).body(body).send().await.unwrap()
+}
