@@ -1,1 +1,159 @@
+//! Medley's client: publishes songs to the network, searches the catalogue, and streams
+//! songs from their shard holders, rebuilding and verifying every segment before it is
+//! played or written.
+//!
+//! The `medley` binary is a thin layer over [`Client`]: `publish`, `search`, `play`, `get`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod config;
+mod error;
+mod fetch;
+mod play;
+mod probe;
+mod publish;
+mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medley_core::{PublisherKey, SongId};
+use medley_net::{NoService, Peer, PeerConfig, PeerHandle, load_or_create_identity};
+use tokio::sync::OnceCell;
+
+pub use config::{
+    CONFIG_FILE, ClientConfig, PUBLISHER_KEY_FILE, default_data_dir, load_or_create_publisher_key,
+};
+pub use error::ClientError;
+pub use fetch::{FetchOptions, Fetcher, Report, SourceStats};
+pub use play::{Downloaded, Output, PlayOutcome, decode_to_wav};
+pub use probe::probe;
+pub use publish::{FileOutcome, PublishSummary, Published, song_id_of};
+pub use tracker::{
+    Committed, Hit, Holder, LayoutView, NodeEntry, SearchPage, SearchParams, SongInfo,
+    TrackerClient, TrackerStats,
+};
+
+/// A client session: configuration, the tracker, and (started on first use) a data-plane
+/// peer with the persistent identity from the data directory.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    tracker: TrackerClient,
+    peer: OnceCell<PeerHandle>,
+}
+
+impl Client {
+    /// A client with `config` (validated here).
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        config.validate()?;
+        let tracker = TrackerClient::new(&config.tracker)?;
+        Ok(Self {
+            config,
+            tracker,
+            peer: OnceCell::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &TrackerClient {
+        &self.tracker
+    }
+
+    /// The data-plane peer, started on first use.
+    pub async fn peer(&self) -> Result<&PeerHandle, ClientError> {
+        self.peer
+            .get_or_try_init(|| async {
+                let dir = &self.config.data_dir;
+                let key = load_or_create_identity(dir)
+                    .map_err(|e| ClientError::DataPlane(e.to_string()))?;
+                let config = PeerConfig {
+                    request_timeout: Duration::from_secs(self.config.request_timeout_secs),
+                    agent: format!("medley-client/{}", env!("CARGO_PKG_VERSION")),
+                    ..PeerConfig::default()
+                };
+                Peer::spawn(
+                    key,
+                    config,
+                    Arc::new(NoService),
+                    medley_net::CancellationToken::new(),
+                )
+                .await
+                .map_err(|e| ClientError::DataPlane(e.to_string()))
+            })
+            .await
+    }
+
+    /// The publisher key from the data directory (created if missing).
+    pub fn publisher_key(&self) -> Result<PublisherKey, ClientError> {
+        load_or_create_publisher_key(&self.config.data_dir)
+    }
+
+    /// The fetch settings from the configuration.
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions {
+            extra_sources: self.config.extra_sources,
+            hedge_after: Duration::from_millis(self.config.hedge_after_ms),
+            read_ahead: self.config.read_ahead,
+        }
+    }
+
+    /// A fetcher for song `id`: its verified manifest and its sources.
+    pub async fn fetcher(
+        &self,
+        id: SongId,
+    ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
+        let manifest = self.tracker.manifest(id).await?;
+        let body = manifest.body();
+        let holders = self
+            .tracker
+            .sources(id, body.segments.len(), manifest.codec().total())
+            .await?;
+        let peer = self.peer().await?.clone();
+        let fetcher = Fetcher::new(
+            peer,
+            &manifest,
+            holders,
+            self.fetch_options(),
+            Arc::new(Report::default()),
+        );
+        Ok((Arc::new(fetcher), manifest))
+    }
+
+    /// Resolves a song id or, failing that, a search query to a song id (the best match).
+    pub async fn resolve(&self, what: &str) -> Result<(SongId, Option<Hit>), ClientError> {
+        if let Ok(id) = what.parse::<SongId>() {
+            return Ok((id, None));
+        }
+        let page = self
+            .tracker
+            .search(&SearchParams {
+                q: what.to_string(),
+                limit: Some(1),
+                ..SearchParams::default()
+            })
+            .await?;
+        let hit = page
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::NoMatch(what.to_string()))?;
+        let id = hit.id.parse().map_err(|e| ClientError::BadTrackerData {
+            what: "search result",
+            reason: format!("id {:?}: {e}", hit.id),
+        })?;
+        Ok((id, Some(hit)))
+    }
+
+    /// Stops the data-plane peer, if it was started.
+    pub async fn shutdown(&self) {
+        if let Some(p) = self.peer.get() {
+            p.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}

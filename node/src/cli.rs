@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Inbound requests handled at once; more are answered busy.
     #[arg(long, env = "MEDLEY_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
+    /// Tracker URL to register with, e.g. http://127.0.0.1:4700.
+    #[arg(long, env = "MEDLEY_TRACKER")]
+    pub tracker: Option<String>,
 }
 
 impl RunArgs {
@@ -79,6 +82,9 @@ impl RunArgs {
         }
         if let Some(n) = self.max_concurrent_requests {
             config.max_concurrent_requests = n;
+        }
+        if let Some(t) = &self.tracker {
+            config.tracker = Some(t.clone());
         }
         config.peer_config().context("invalid configuration")?;
         Ok(config)

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     pub max_concurrent_requests: usize,
     /// Seconds a data-plane request may take before it fails.
     pub request_timeout_secs: u64,
+    /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
+    pub tracker: Option<String>,
+    /// Seconds between heartbeats to the tracker.
+    pub heartbeat_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -42,6 +46,8 @@ impl Default for NodeConfig {
             capacity: ByteSize::gib(10),
             max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
+            tracker: None,
+            heartbeat_secs: 5,
         }
     }
 }
@@ -102,6 +108,20 @@ impl NodeConfig {
                 field: "max_concurrent_requests",
                 reason: "must be at least 1",
             });
+        }
+        if self.heartbeat_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_secs",
+                reason: "must be at least 1",
+            });
+        }
+        if let Some(t) = &self.tracker {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "tracker",
+                    reason: "must be an http:// or https:// URL",
+                });
+            }
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid {

@@ -20,12 +20,14 @@
 //! stores past its capacity.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod announce;
 pub mod cli;
 mod config;
 mod server;
 mod service;
 mod store;
 
+pub use announce::ServeStats;
 pub use config::{CONFIG_FILE, ConfigError, NodeConfig};
 pub use server::{NODE_INFO_FILE, Node, NodeError, NodeInfo};
 pub use store::{PutOutcome, STORE_FORMAT_VERSION, Store, StoreConfig, StoreError, Tier};

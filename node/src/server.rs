@@ -11,6 +11,7 @@ use medley_net::{
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::announce::{self, Announcement, ServeStats};
 use crate::config::{ConfigError, NodeConfig};
 use crate::service::StoreService;
 use crate::store::{Store, StoreError};
@@ -89,10 +90,11 @@ impl Node {
             })??;
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
+        let stats = Arc::new(ServeStats::default());
         let peer = Peer::spawn(
             keypair,
             peer_config,
-            Arc::new(StoreService::new(store.clone())),
+            Arc::new(StoreService::new(store.clone(), stats.clone())),
             cancel.child_token(),
         )
         .await?;
@@ -115,6 +117,21 @@ impl Node {
             listen = ?info.listen,
             "node running"
         );
+        if let Some(tracker) = node.config.tracker.clone() {
+            let announcement = Announcement {
+                tracker,
+                peer_id: info.peer_id.clone(),
+                addrs: info.listen.clone(),
+                region: node.config.region.clone(),
+                interval: Duration::from_secs(node.config.heartbeat_secs),
+            };
+            tokio::spawn(announce::run(
+                announcement,
+                node.store.clone(),
+                stats,
+                node.cancel.child_token(),
+            ));
+        }
         Ok(node)
     }
 

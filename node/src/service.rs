@@ -1,6 +1,7 @@
 //! Answers data-plane requests from the store.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::future::BoxFuture;
 use libp2p::PeerId;
@@ -8,6 +9,7 @@ use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
 use medley_net::Handler;
 use tracing::{debug, warn};
 
+use crate::announce::ServeStats;
 use crate::store::{Store, StoreError, Tier};
 
 /// Serves shards and hot segments from a [`Store`]. Store calls block (RocksDB, fsync), so
@@ -15,21 +17,31 @@ use crate::store::{Store, StoreError, Tier};
 #[derive(Debug, Clone)]
 pub(crate) struct StoreService {
     store: Arc<Store>,
+    stats: Arc<ServeStats>,
 }
 
 impl StoreService {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub(crate) fn new(store: Arc<Store>, stats: Arc<ServeStats>) -> Self {
+        Self { store, stats }
     }
 }
 
 impl Handler for StoreService {
     fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let store = self.store.clone();
+        let stats = self.stats.clone();
         Box::pin(async move {
             let kind = request.kind();
-            match tokio::task::spawn_blocking(move || serve(&store, request)).await {
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::task::spawn_blocking(move || serve(&store, request)).await;
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match result {
                 Ok(response) => {
+                    if let Response::Shard { data } | Response::Segment { data } = &response {
+                        stats
+                            .bytes_served
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                     if let Response::Error { code, message } = &response {
                         debug!(%from, kind, %code, message, "request refused");
                     }

@@ -11,6 +11,9 @@
 //! assert!(!songs[0].title.is_empty());
 //! ```
 
+mod audio;
 mod catalog;
+
+pub use audio::{AudioError, Tune, encode_flac, render, write_flac};
 
 pub use catalog::{CatalogSpec, GENRES, SynthSong, catalog};

@@ -1,1 +1,574 @@
+//! A whole Medley network on one machine, for tests, demos and research: a tracker and
+//! storage nodes started as real processes (`medley-tracker`, `medley-node`), each with its
+//! own data directory and loopback ports, and a client identity the tracker accepts as a
+//! publisher.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), medley_testnet::TestnetError> {
+//! let net = medley_testnet::Testnet::builder().nodes(6).regions(3).spawn().await?;
+//! println!("tracker at {}", net.tracker_url());
+//! # Ok(()) }
+//! ```
+//!
+//! Every process is killed when the [`Testnet`] is dropped; a temporary folder is removed.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod demo;
+pub mod library;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medley_client::{ClientConfig, TrackerClient};
+use serde::Deserialize;
+
+/// Region names given to a testnet's regions, in order.
+pub const REGION_NAMES: &[&str] = &[
+    "eu-west", "us-east", "ap-south", "sa-east", "af-south", "ap-east", "eu-north", "us-west",
+];
+
+/// Why a testnet could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// A Medley binary is missing.
+    #[error(
+        "cannot find {name} in {dir}: build the binaries first (cargo build --workspace --bins) \
+         or set MEDLEY_BIN_DIR"
+    )]
+    MissingBinary {
+        /// The binary.
+        name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A process did not come up in time.
+    #[error("{what} did not start within {secs} s; see its log at {log}")]
+    Timeout {
+        /// Which process.
+        what: String,
+        /// Seconds waited.
+        secs: u64,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// The settings are invalid.
+    #[error("invalid testnet settings: {0}")]
+    Invalid(String),
+    /// A client operation failed.
+    #[error(transparent)]
+    Client(#[from] medley_client::ClientError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestnetError {
+    let what = what.into();
+    move |source| TestnetError::Io { what, source }
+}
+
+/// Where the Medley binaries are: `MEDLEY_BIN_DIR`, else beside the running executable (or
+/// its parent, for test executables in `target/*/deps`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MEDLEY_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+fn binary(dir: &Path, name: &str) -> Result<PathBuf, TestnetError> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(TestnetError::MissingBinary {
+            name: name.into(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Settings of a testnet.
+#[derive(Debug, Clone)]
+pub struct TestnetBuilder {
+    nodes: usize,
+    regions: usize,
+    k: u8,
+    m: u8,
+    dir: Option<PathBuf>,
+    capacity: bytesize::ByteSize,
+    bin_dir: Option<PathBuf>,
+    log: String,
+}
+
+impl Default for TestnetBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: 6,
+            regions: 3,
+            k: medley_core::DEFAULT_K,
+            m: medley_core::DEFAULT_M,
+            dir: None,
+            capacity: bytesize::ByteSize::gib(2),
+            bin_dir: None,
+            log: "info".into(),
+        }
+    }
+}
+
+impl TestnetBuilder {
+    /// Storage nodes (default 6).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// Regions the nodes are spread over, round-robin (default 3).
+    pub fn regions(mut self, n: usize) -> Self {
+        self.regions = n;
+        self
+    }
+
+    /// Erasure coding (default 4+2).
+    pub fn coding(mut self, k: u8, m: u8) -> Self {
+        self.k = k;
+        self.m = m;
+        self
+    }
+
+    /// Keep all data under `dir` (created if missing, kept afterwards) instead of a
+    /// temporary folder.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Capacity of each node.
+    pub fn capacity(mut self, c: bytesize::ByteSize) -> Self {
+        self.capacity = c;
+        self
+    }
+
+    /// Where the binaries are (default: [`bin_dir`]).
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Log filter for the processes (default `info`); logs go to `<dir>/logs/`.
+    pub fn log(mut self, filter: &str) -> Self {
+        self.log = filter.into();
+        self
+    }
+
+    /// Starts the tracker and the nodes and waits until every node is registered and a
+    /// layout covers them all.
+    pub async fn spawn(self) -> Result<Testnet, TestnetError> {
+        if self.nodes < usize::from(self.k) + usize::from(self.m) {
+            return Err(TestnetError::Invalid(format!(
+                "{} nodes cannot hold {}+{} distinct shards",
+                self.nodes, self.k, self.m
+            )));
+        }
+        if self.regions == 0 || self.regions > REGION_NAMES.len() {
+            return Err(TestnetError::Invalid(format!(
+                "regions must be 1 to {}",
+                REGION_NAMES.len()
+            )));
+        }
+        let bins = self.bin_dir.clone().unwrap_or_else(bin_dir);
+        let node_bin = binary(&bins, "medley-node")?;
+        let tracker_bin = binary(&bins, "medley-tracker")?;
+        let client_bin = binary(&bins, "medley")?;
+        let (root, temp) = match &self.dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("medley-testnet-")
+                    .tempdir()
+                    .map_err(io("cannot create a temporary folder"))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let logs = root.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io(format!("cannot create {}", logs.display())))?;
+
+        // The publishing client's identity, authorised on the tracker.
+        let client_dir = root.join("client");
+        let key = medley_client::load_or_create_publisher_key(&client_dir)?;
+
+        let tracker_dir = root.join("tracker");
+        std::fs::create_dir_all(&tracker_dir)
+            .map_err(io(format!("cannot create {}", tracker_dir.display())))?;
+        std::fs::write(
+            tracker_dir.join("medley-tracker.toml"),
+            format!(
+                "k = {}\nm = {}\nnode_grace_secs = 5\npublishers = [\"{}\"]\n",
+                self.k,
+                self.m,
+                key.id()
+            ),
+        )
+        .map_err(io("cannot write the tracker's config"))?;
+        let mut net = Testnet {
+            root,
+            _temp: temp,
+            tracker: None,
+            tracker_url: String::new(),
+            nodes: Vec::new(),
+            client_dir,
+            client_bin,
+            node_bin,
+            tracker_bin,
+            log: self.log.clone(),
+        };
+        net.start_tracker(None)?;
+
+        for i in 0..self.nodes {
+            let region = REGION_NAMES[i % self.regions].to_string();
+            let dir = net.root.join(format!("node-{i}"));
+            net.nodes.push(NodeProcess {
+                index: i,
+                region,
+                data_dir: dir,
+                capacity: self.capacity,
+                child: None,
+                peer_id: String::new(),
+                port: 0,
+            });
+            net.start_node(i)?;
+        }
+        net.wait_for_layout(self.nodes, Duration::from_secs(60))
+            .await?;
+        Ok(net)
+    }
+}
+
+/// A storage node of a testnet.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Position in the testnet.
+    pub index: usize,
+    /// Region.
+    pub region: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Capacity.
+    pub capacity: bytesize::ByteSize,
+    /// Peer id (known once started).
+    pub peer_id: String,
+    /// UDP port (kept across restarts).
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Whether the process is running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeJson {
+    peer_id: String,
+    listen: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TrackerJson {
+    url: String,
+}
+
+/// A running testnet.
+#[derive(Debug)]
+pub struct Testnet {
+    root: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    tracker: Option<Child>,
+    tracker_url: String,
+    nodes: Vec<NodeProcess>,
+    client_dir: PathBuf,
+    client_bin: PathBuf,
+    node_bin: PathBuf,
+    tracker_bin: PathBuf,
+    log: String,
+}
+
+impl Testnet {
+    /// Settings for a new testnet.
+    pub fn builder() -> TestnetBuilder {
+        TestnetBuilder::default()
+    }
+
+    /// The folder holding every process's data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The tracker's base URL.
+    pub fn tracker_url(&self) -> &str {
+        &self.tracker_url
+    }
+
+    /// The data directory of the publishing client (its key is authorised).
+    pub fn client_dir(&self) -> &Path {
+        &self.client_dir
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    /// The regions in use, in order.
+    pub fn regions(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            if !v.contains(&n.region) {
+                v.push(n.region.clone());
+            }
+        }
+        v
+    }
+
+    /// Client settings for a listener in `region`, with its own data directory; `publisher`
+    /// gives it the authorised publisher's directory instead.
+    pub fn client_config(&self, region: &str, publisher: bool) -> ClientConfig {
+        ClientConfig {
+            tracker: self.tracker_url.clone(),
+            region: region.into(),
+            data_dir: if publisher {
+                self.client_dir.clone()
+            } else {
+                self.root.join(format!("listener-{region}"))
+            },
+            ..ClientConfig::default()
+        }
+    }
+
+    /// A `medley` command set up for this testnet, as a listener in `region` (or as the
+    /// publisher when `publisher`).
+    pub fn medley(&self, region: &str, publisher: bool) -> Command {
+        let c = self.client_config(region, publisher);
+        let mut cmd = Command::new(&self.client_bin);
+        cmd.env("MEDLEY_TRACKER", &c.tracker)
+            .env("MEDLEY_REGION", &c.region)
+            .env("MEDLEY_CLIENT_DIR", &c.data_dir)
+            .env_remove("MEDLEY_CLIENT_CONFIG")
+            .env("MEDLEY_LOG", "warn")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// A tracker API client.
+    pub fn tracker(&self) -> Result<TrackerClient, TestnetError> {
+        Ok(TrackerClient::new(&self.tracker_url)?)
+    }
+
+    fn log_file(&self, name: &str) -> Result<std::fs::File, TestnetError> {
+        let p = self.root.join("logs").join(format!("{name}.log"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(io(format!("cannot open {}", p.display())))
+    }
+
+    fn start_tracker(&mut self, port: Option<u16>) -> Result<(), TestnetError> {
+        let dir = self.root.join("tracker");
+        let info = dir.join("tracker.json");
+        let _ = std::fs::remove_file(&info);
+        let child = Command::new(&self.tracker_bin)
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", port.unwrap_or(0)))
+            .env("MEDLEY_LOG", &self.log)
+            .env_remove("MEDLEY_TRACKER_CONFIG")
+            .env_remove("MEDLEY_PUBLISHERS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file("tracker")?)
+            .spawn()
+            .map_err(io("cannot start medley-tracker"))?;
+        self.tracker = Some(child);
+        let t: TrackerJson = medley_daemon::wait_for_json_file(&info, Duration::from_secs(60))
+            .ok_or_else(|| TestnetError::Timeout {
+                what: "the tracker".into(),
+                secs: 60,
+                log: self.root.join("logs/tracker.log"),
+            })?;
+        self.tracker_url = t.url;
+        Ok(())
+    }
+
+    /// Starts node `i` (again), on the UDP port it had before if it ran already.
+    pub fn start_node(&mut self, i: usize) -> Result<(), TestnetError> {
+        let log = self.log_file(&format!("node-{i}"))?;
+        let (url, bin, level) = (
+            self.tracker_url.clone(),
+            self.node_bin.clone(),
+            self.log.clone(),
+        );
+        let n = self
+            .nodes
+            .get_mut(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        if n.running() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&n.data_dir)
+            .map_err(io(format!("cannot create {}", n.data_dir.display())))?;
+        std::fs::write(n.data_dir.join("medley-node.toml"), "heartbeat_secs = 1\n")
+            .map_err(io("cannot write a node config"))?;
+        let info = n.data_dir.join("node.json");
+        let _ = std::fs::remove_file(&info);
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .arg("--listen")
+            .arg(format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port))
+            .arg("--region")
+            .arg(&n.region)
+            .arg("--capacity")
+            .arg(n.capacity.to_string())
+            .arg("--tracker")
+            .arg(url)
+            .env("MEDLEY_LOG", level)
+            .env_remove("MEDLEY_NODE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(io("cannot start medley-node"))?;
+        n.child = Some(child);
+        let j: NodeJson = medley_daemon::wait_for_json_file(&info, Duration::from_secs(60))
+            .ok_or_else(|| TestnetError::Timeout {
+                what: format!("node {i}"),
+                secs: 60,
+                log: self.root.join(format!("logs/node-{i}.log")),
+            })?;
+        n.peer_id = j.peer_id;
+        n.port = j
+            .listen
+            .iter()
+            .find_map(|a| a.split("/udp/").nth(1)?.split('/').next()?.parse().ok())
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill_node(&mut self, i: usize) -> Result<(), TestnetError> {
+        let n = self
+            .nodes
+            .get_mut(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Stops node `i` gracefully (SIGTERM) and waits up to 15 s for it to exit.
+    pub fn stop_node(&mut self, i: usize) -> Result<(), TestnetError> {
+        let n = self
+            .nodes
+            .get_mut(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        if let Some(c) = n.child.take() {
+            terminate(c, Duration::from_secs(15));
+        }
+        Ok(())
+    }
+
+    /// Kills the tracker (SIGKILL).
+    pub fn kill_tracker(&mut self) {
+        if let Some(mut c) = self.tracker.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until `n` nodes are registered and a layout exists.
+    pub async fn wait_for_layout(&self, n: usize, timeout: Duration) -> Result<(), TestnetError> {
+        let tracker = self.tracker()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = tracker.stats().await {
+                if s.nodes >= n && s.nodes_alive >= n && s.layout_version.is_some() {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(TestnetError::Timeout {
+                    what: format!("registration of {n} nodes"),
+                    secs: timeout.as_secs(),
+                    log: self.root.join("logs"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every process: nodes and tracker get SIGTERM, then SIGKILL after a grace time.
+    pub fn shutdown(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(c) = n.child.take() {
+                terminate(c, Duration::from_secs(10));
+            }
+        }
+        if let Some(c) = self.tracker.take() {
+            terminate(c, Duration::from_secs(10));
+        }
+    }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL.
+fn terminate(mut child: Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.kill_tracker();
+    }
+}

@@ -1,7 +1,7 @@
 //! Full-text search over song metadata with tantivy. Reads metadata only, never audio.
 //!
 //! Fields: title, artist, album, genre (tokenized, lowercased; searched), year (numeric;
-//! filtered), exact lowercased artist and genre (filters), and the song id.
+//! filtered), exact lowercased artist, album and genre (filters), and the song id.
 //!
 //! A query is split into words. Every word must match one of the text fields, exactly
 //! (boosted), within an edit distance (1 for words of 4+ characters, 2 for 8+: typo
@@ -42,6 +42,8 @@ pub struct SearchQuery {
     pub q: String,
     /// Only this artist (case-insensitive, whole name).
     pub artist: Option<String>,
+    /// Only this album (case-insensitive, whole name).
+    pub album: Option<String>,
     /// Only this genre (case-insensitive).
     pub genre: Option<String>,
     /// Only songs from this year on.
@@ -70,6 +72,8 @@ pub struct Hit {
     pub genre: Option<String>,
     /// Year.
     pub year: Option<u16>,
+    /// Duration in milliseconds.
+    pub duration_ms: Option<u64>,
     /// Relevance.
     pub score: f32,
 }
@@ -112,7 +116,9 @@ struct Fields {
     album: Field,
     genre: Field,
     year: Field,
+    duration: Field,
     artist_exact: Field,
+    album_exact: Field,
     genre_exact: Field,
 }
 
@@ -125,7 +131,9 @@ fn schema() -> (Schema, Fields) {
         album: b.add_text_field("album", TEXT | STORED),
         genre: b.add_text_field("genre", TEXT | STORED),
         year: b.add_u64_field("year", INDEXED | STORED),
+        duration: b.add_u64_field("duration_ms", STORED),
         artist_exact: b.add_text_field("artist_exact", STRING),
+        album_exact: b.add_text_field("album_exact", STRING),
         genre_exact: b.add_text_field("genre_exact", STRING),
     };
     (b.build(), fields)
@@ -225,6 +233,10 @@ impl Search {
             }
             if let Some(a) = &meta.album {
                 d.add_text(f.album, a);
+                d.add_text(f.album_exact, a.to_lowercase());
+            }
+            if let Some(ms) = meta.duration_ms {
+                d.add_u64(f.duration, ms);
             }
             if let Some(g) = &meta.genre {
                 d.add_text(f.genre, g);
@@ -306,7 +318,11 @@ impl Search {
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(per_field))));
         }
         // Exact, case-insensitive filters on whole values.
-        for (field, value) in [(f.artist_exact, &q.artist), (f.genre_exact, &q.genre)] {
+        for (field, value) in [
+            (f.artist_exact, &q.artist),
+            (f.album_exact, &q.album),
+            (f.genre_exact, &q.genre),
+        ] {
             if let Some(v) = value {
                 let term = Term::from_field_text(field, &v.to_lowercase());
                 clauses.push((
@@ -355,6 +371,7 @@ impl Search {
                     .get_first(f.year)
                     .and_then(|v| v.as_u64())
                     .and_then(|y| u16::try_from(y).ok()),
+                duration_ms: d.get_first(f.duration).and_then(|v| v.as_u64()),
                 score,
             });
         }

@@ -1,0 +1,143 @@
+//! The client's configuration: `medley.toml` in the data directory (or `--config`), then
+//! environment variables, then flags.
+
+use std::path::{Path, PathBuf};
+
+use medley_core::PublisherKey;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+
+/// Name of the config file looked for in the data directory.
+pub const CONFIG_FILE: &str = "medley.toml";
+/// File in the data directory holding the publisher's secret key (32 bytes, mode 0600).
+pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
+
+/// Settings of the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Tracker base URL.
+    pub tracker: String,
+    /// Region this listener is in.
+    pub region: String,
+    /// Directory holding the identity, the publisher key and this file.
+    pub data_dir: PathBuf,
+    /// Shard uploads in flight at once while publishing.
+    pub upload_parallelism: usize,
+    /// Segments fetched ahead of the play head (also the download window).
+    pub read_ahead: usize,
+    /// Shard sources asked at once beyond the `k` needed.
+    pub extra_sources: usize,
+    /// Milliseconds after which a segment still short of `k` shards asks one more source.
+    pub hedge_after_ms: u64,
+    /// Seconds a single data-plane request may take.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            tracker: "http://127.0.0.1:4700".into(),
+            region: "default".into(),
+            data_dir: default_data_dir(),
+            upload_parallelism: 24,
+            read_ahead: 6,
+            extra_sources: 1,
+            hedge_after_ms: 250,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/medley`, else `~/.local/share/medley`, else `./.medley`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("medley");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/medley");
+    }
+    PathBuf::from(".medley")
+}
+
+impl ClientConfig {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ClientError> {
+        medley_daemon::load_toml(path).map_err(|e| ClientError::Config(e.to_string()))
+    }
+
+    /// Checks values.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let bad = |what: &str| Err(ClientError::Config(what.to_string()));
+        if !(self.tracker.starts_with("http://") || self.tracker.starts_with("https://")) {
+            return bad("tracker must be an http:// or https:// URL");
+        }
+        if self.upload_parallelism == 0 || self.read_ahead == 0 {
+            return bad("upload_parallelism and read_ahead must be at least 1");
+        }
+        if self.request_timeout_secs == 0 {
+            return bad("request_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Loads the publisher key from the data dir, creating one if there is none.
+pub fn load_or_create_publisher_key(dir: &Path) -> Result<PublisherKey, ClientError> {
+    let path = dir.join(PUBLISHER_KEY_FILE);
+    let io = |e: std::io::Error| ClientError::Io {
+        path: path.clone(),
+        source: e,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                ClientError::Config(format!(
+                    "{} must hold exactly 32 bytes, found {}",
+                    path.display(),
+                    bytes.len()
+                ))
+            })?;
+            Ok(PublisherKey::from_seed(seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| ClientError::Config(format!("no system randomness: {e}")))?;
+            medley_net::write_private_file(&path, &seed).map_err(io)?;
+            Ok(PublisherKey::from_seed(seed))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publisher_key_persists_and_rejects_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_publisher_key(dir.path()).unwrap();
+        let b = load_or_create_publisher_key(dir.path()).unwrap();
+        assert_eq!(a.id(), b.id());
+        std::fs::write(dir.path().join(PUBLISHER_KEY_FILE), b"short").unwrap();
+        let e = load_or_create_publisher_key(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        let mut c = ClientConfig::default();
+        c.validate().unwrap();
+        c.tracker = "ftp://x".into();
+        assert!(c.validate().is_err());
+        let c = ClientConfig {
+            read_ahead: 0,
+            ..ClientConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! Fetching a song's segments from its shard holders.
+//!
+//! For each segment the fetcher asks `k + extra` slot holders at once, takes the first `k`
+//! shards whose hashes check out, rebuilds the segment and checks it against its
+//! [`SegmentId`](medley_core::SegmentId). A source that fails is replaced by the next untried
+//! slot; when a segment is still short after the hedge delay, one more source is asked.
+//! Sources that failed earlier in the session are asked last. Segments are fetched in
+//! playback order with a window of `read_ahead` segments in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::{Stream, stream};
+use medley_core::{Codec, Manifest, SegmentEntry};
+use medley_net::{PeerHandle, PeerId, RequestError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::tracker::Holder;
+
+/// How the fetcher behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOptions {
+    /// Sources asked at once beyond `k`.
+    pub extra_sources: usize,
+    /// After this long without `k` shards, one more source is asked.
+    pub hedge_after: Duration,
+    /// Segments in flight ahead of the consumer.
+    pub read_ahead: usize,
+}
+
+/// What one source did during a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStats {
+    /// Shards it delivered that checked out.
+    pub shards: u64,
+    /// Bytes of those shards.
+    pub bytes: u64,
+    /// Requests that failed (network, refusal, timeout).
+    pub failures: u64,
+    /// Shards whose bytes did not match their hash.
+    pub bad_hashes: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Per-source record of a session: who delivered, who failed, who lied.
+#[derive(Debug, Default)]
+pub struct Report {
+    sources: Mutex<HashMap<PeerId, SourceStats>>,
+}
+
+impl Report {
+    fn record(&self, peer: PeerId, f: impl FnOnce(&mut SourceStats)) {
+        f(self.sources.lock().entry(peer).or_default());
+    }
+
+    fn failed_before(&self, peer: &PeerId) -> bool {
+        self.sources
+            .lock()
+            .get(peer)
+            .is_some_and(|s| s.failures + s.bad_hashes > 0)
+    }
+
+    /// A copy of every source's stats.
+    pub fn snapshot(&self) -> HashMap<PeerId, SourceStats> {
+        self.sources.lock().clone()
+    }
+
+    /// Sources that delivered at least one shard.
+    pub fn sources_used(&self) -> usize {
+        self.sources
+            .lock()
+            .values()
+            .filter(|s| s.shards > 0)
+            .count()
+    }
+
+    /// Sources that sent bytes not matching their hash.
+    pub fn liars(&self) -> Vec<PeerId> {
+        let mut v: Vec<_> = self
+            .sources
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.bad_hashes > 0)
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Fetches and rebuilds segments of one song.
+#[derive(Debug)]
+pub struct Fetcher {
+    peer: PeerHandle,
+    codec: Codec,
+    segments: Vec<SegmentEntry>,
+    holders: Vec<Vec<Option<Holder>>>,
+    opts: FetchOptions,
+    report: Arc<Report>,
+}
+
+impl Fetcher {
+    /// A fetcher for `manifest`'s segments from `holders` (per segment, per slot).
+    pub fn new(
+        peer: PeerHandle,
+        manifest: &Manifest,
+        holders: Vec<Vec<Option<Holder>>>,
+        opts: FetchOptions,
+        report: Arc<Report>,
+    ) -> Self {
+        Self {
+            peer,
+            codec: manifest.codec().clone(),
+            segments: manifest.body().segments.clone(),
+            holders,
+            opts,
+            report,
+        }
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether the song has no segments.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The session's per-source report.
+    pub fn report(&self) -> &Arc<Report> {
+        &self.report
+    }
+
+    /// Segments `from..` in order, each verified, with `read_ahead` in flight.
+    pub fn stream(
+        self: &Arc<Self>,
+        from: usize,
+    ) -> impl Stream<Item = Result<Vec<u8>, ClientError>> + Send + 'static {
+        let me = self.clone();
+        let ahead = self.opts.read_ahead.max(1);
+        stream::iter(from..self.segments.len())
+            .map(move |i| {
+                let me = me.clone();
+                async move { me.segment(i).await }
+            })
+            .buffered(ahead)
+    }
+
+    /// Fetches, rebuilds and verifies segment `index`.
+    pub async fn segment(&self, index: usize) -> Result<Vec<u8>, ClientError> {
+        let entry = self
+            .segments
+            .get(index)
+            .ok_or_else(|| ClientError::Rebuild {
+                index,
+                reason: "no such segment".into(),
+            })?;
+        let k = usize::from(self.codec.k());
+        let total = self.codec.total();
+        let row = self.holders.get(index);
+        // Slots with a holder, data slots first (no decoding needed when they all arrive),
+        // sources that failed earlier this session last.
+        let mut order: Vec<usize> = (0..total)
+            .filter(|&s| row.and_then(|r| r.get(s)).is_some_and(Option::is_some))
+            .collect();
+        order.sort_by_key(|&s| {
+            let h = row.and_then(|r| r[s].as_ref());
+            (
+                h.is_some_and(|h| self.report.failed_before(&h.peer)),
+                s >= k,
+                s,
+            )
+        });
+        let mut untried = order.into_iter();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut have = 0;
+        let mut reasons = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let launch = |slot: usize, in_flight: &mut FuturesUnordered<_>| {
+            let Some(h) = row.and_then(|r| r[slot].clone()) else {
+                return;
+            };
+            let id = entry.shards[slot];
+            let peer = self.peer.clone();
+            in_flight.push(async move {
+                let started = Instant::now();
+                let r = peer.get_shard(h.peer, h.addrs, id).await;
+                (slot, h.peer, r, started.elapsed())
+            });
+        };
+        for slot in untried.by_ref().take(k + self.opts.extra_sources) {
+            launch(slot, &mut in_flight);
+        }
+        let hedge = tokio::time::sleep(self.opts.hedge_after);
+        tokio::pin!(hedge);
+        let mut can_hedge = true;
+        while have < k {
+            tokio::select! {
+                next = in_flight.next() => {
+                    let Some((slot, peer, result, _took)) = next else { break };
+                    match result {
+                        Ok(data) => {
+                            self.report.record(peer, |s| {
+                                s.shards += 1;
+                                s.bytes += data.len() as u64;
+                            });
+                            shards[slot] = Some(data);
+                            have += 1;
+                        }
+                        Err(e) => {
+                            let bad_hash = matches!(e, RequestError::BadHash { .. });
+                            tracing::warn!(%peer, slot, segment = index, error = %e, "shard source failed");
+                            self.report.record(peer, |s| {
+                                if bad_hash { s.bad_hashes += 1 } else { s.failures += 1 }
+                                s.last_error = Some(e.to_string());
+                            });
+                            reasons.push(format!("slot {slot} on {peer}: {e}"));
+                            if let Some(next) = untried.next() {
+                                launch(next, &mut in_flight);
+                            }
+                        }
+                    }
+                }
+                () = &mut hedge, if can_hedge => {
+                    match untried.next() {
+                        Some(next) => {
+                            launch(next, &mut in_flight);
+                            hedge.as_mut().reset(tokio::time::Instant::now() + self.opts.hedge_after);
+                        }
+                        None => can_hedge = false,
+                    }
+                }
+            }
+        }
+        if have < k {
+            let missing = total - order_len(row);
+            if missing > 0 {
+                reasons.push(format!("{missing} slots have no node"));
+            }
+            return Err(ClientError::Unavailable {
+                index,
+                have,
+                needed: k,
+                reasons: reasons.join("; "),
+            });
+        }
+        drop(in_flight);
+        self.codec
+            .reconstruct_verified(&shards, entry.len as usize, entry.id)
+            .map_err(|e| ClientError::Rebuild {
+                index,
+                reason: e.to_string(),
+            })
+    }
+}
+
+fn order_len(row: Option<&Vec<Option<Holder>>>) -> usize {
+    row.map_or(0, |r| r.iter().filter(|h| h.is_some()).count())
+}

@@ -1,0 +1,530 @@
+//! Streaming a song: segments arrive verified, in order, from the [`Fetcher`]; a decoder
+//! thread reads them as one byte stream, decodes with symphonia and writes 16-bit PCM as
+//! WAV. Also a byte-identical download.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use medley_core::SongId;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::{MediaSourceStream, ReadOnlySource};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use crate::Client;
+use crate::error::ClientError;
+use crate::fetch::SourceStats;
+
+/// Where decoded audio goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A WAV file.
+    File(PathBuf),
+    /// WAV on standard output (sizes in the header are left open, as for a stream).
+    Stdout,
+}
+
+/// What a play did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlayOutcome {
+    /// Song id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Artist.
+    pub artist: Option<String>,
+    /// From the start of the command to the first PCM written.
+    pub time_to_first_audio_ms: f64,
+    /// Sample frames written.
+    pub frames: u64,
+    /// Sample rate.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: u16,
+    /// Segments fetched.
+    pub segments: usize,
+    /// Sources that delivered shards.
+    pub sources_used: usize,
+    /// Per-source record, by peer id.
+    pub sources: std::collections::BTreeMap<String, SourceStats>,
+    /// Sources that sent bytes not matching their hash.
+    pub bad_sources: Vec<String>,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Downloaded {
+    /// Song id.
+    pub id: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Sources that delivered shards.
+    pub sources_used: usize,
+    /// Sources that sent bytes not matching their hash.
+    pub bad_sources: Vec<String>,
+}
+
+/// A blocking reader over the verified segments arriving on a channel.
+struct SegmentReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, ClientError>>,
+    buf: Vec<u8>,
+    pos: usize,
+    failure: Arc<Mutex<Option<ClientError>>>,
+    consumed: Arc<AtomicUsize>,
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(seg)) => {
+                    self.buf = seg;
+                    self.pos = 0;
+                    self.consumed.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    *self.failure.lock() = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Writes 16-bit PCM WAV. Written here rather than with a WAV crate because the header must
+/// also work on a pipe (sizes left at their maximum, as streaming WAV writers do) and be
+/// patched in place for a file.
+struct WavWriter {
+    out: BufWriter<Box<dyn WriteSeek>>,
+    seekable: bool,
+    data_bytes: u64,
+}
+
+trait WriteSeek: Write + Send {
+    fn seek_to(&mut self, pos: u64) -> std::io::Result<()>;
+}
+
+impl WriteSeek for File {
+    fn seek_to(&mut self, pos: u64) -> std::io::Result<()> {
+        self.seek(SeekFrom::Start(pos)).map(|_| ())
+    }
+}
+
+struct Pipe(std::io::Stdout);
+
+impl Write for Pipe {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl WriteSeek for Pipe {
+    fn seek_to(&mut self, _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::other("standard output cannot seek"))
+    }
+}
+
+impl WavWriter {
+    fn create(output: &Output, channels: u16, rate: u32) -> std::io::Result<Self> {
+        let (sink, seekable): (Box<dyn WriteSeek>, bool) = match output {
+            Output::File(p) => (Box::new(File::create(p)?), true),
+            Output::Stdout => (Box::new(Pipe(std::io::stdout())), false),
+        };
+        let mut w = Self {
+            out: BufWriter::with_capacity(1 << 16, sink),
+            seekable,
+            data_bytes: 0,
+        };
+        let block = channels * 2;
+        let mut h = Vec::with_capacity(44);
+        h.extend_from_slice(b"RIFF");
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        h.extend_from_slice(b"WAVEfmt ");
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        h.extend_from_slice(&channels.to_le_bytes());
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        h.extend_from_slice(&block.to_le_bytes());
+        h.extend_from_slice(&16u16.to_le_bytes());
+        h.extend_from_slice(b"data");
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        w.out.write_all(&h)?;
+        Ok(w)
+    }
+
+    fn samples(&mut self, s: &[i16]) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(s.len() * 2);
+        for v in s {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        self.data_bytes += bytes.len() as u64;
+        self.out.write_all(&bytes)
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        if self.seekable {
+            let data = u32::try_from(self.data_bytes).unwrap_or(u32::MAX);
+            let mut sink = self.out.into_inner().map_err(|e| e.into_error())?;
+            sink.seek_to(4)?;
+            sink.write_all(&data.saturating_add(36).to_le_bytes())?;
+            sink.seek_to(40)?;
+            sink.write_all(&data.to_le_bytes())?;
+            sink.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress shown while decoding.
+struct Progress {
+    started: Instant,
+    first_audio: Option<Duration>,
+    on_first_audio: Option<Box<dyn FnOnce(Duration) + Send>>,
+    tick: Box<dyn FnMut(f64) + Send>,
+}
+
+/// Decodes the byte stream `source` (a whole audio file) to 16-bit WAV in `output`.
+/// Returns (frames, rate, channels, time to first audio from `progress.started`).
+fn decode(
+    source: Box<dyn Read + Send + Sync>,
+    ext: Option<&str>,
+    output: &Output,
+    mut progress: Progress,
+) -> Result<(u64, u32, u16, Duration), ClientError> {
+    let mut hint = Hint::new();
+    if let Some(e) = ext {
+        hint.with_extension(e);
+    }
+    let mss = MediaSourceStream::new(Box::new(ReadOnlySource::new(source)), Default::default());
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| ClientError::Decode(format!("unrecognised format: {e}")))?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| ClientError::Decode("no audio track".into()))?;
+    let track_id = track.id;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| ClientError::Decode(format!("no decoder for this codec: {e}")))?;
+    let mut writer: Option<WavWriter> = None;
+    let mut buf: Option<SampleBuffer<i16>> = None;
+    let mut frames = 0u64;
+    let (mut rate, mut channels) = (0u32, 0u16);
+    let io = |e: std::io::Error| ClientError::Io {
+        path: match output {
+            Output::File(p) => p.clone(),
+            Output::Stdout => PathBuf::from("-"),
+        },
+        source: e,
+    };
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymError::IoError(e)) => return Err(ClientError::Decode(e.to_string())),
+            Err(SymError::ResetRequired) => {
+                return Err(ClientError::Decode(
+                    "the stream changed format midway".into(),
+                ));
+            }
+            Err(e) => return Err(ClientError::Decode(e.to_string())),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            // A damaged packet is skipped, as players do; the bytes were verified, so this
+            // only happens with a file that was damaged before it was published.
+            Err(SymError::DecodeError(e)) => {
+                tracing::warn!(error = e, "skipping an undecodable packet");
+                continue;
+            }
+            Err(e) => return Err(ClientError::Decode(e.to_string())),
+        };
+        let spec = *decoded.spec();
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let b = buf.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
+        if b.capacity() < decoded.capacity() * spec.channels.count() {
+            *b = SampleBuffer::new(decoded.capacity() as u64, spec);
+        }
+        b.copy_interleaved_ref(decoded);
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                rate = spec.rate;
+                channels = spec.channels.count() as u16;
+                writer.insert(WavWriter::create(output, channels, rate).map_err(io)?)
+            }
+        };
+        w.samples(b.samples()).map_err(io)?;
+        frames += (b.samples().len() / usize::from(channels.max(1))) as u64;
+        if progress.first_audio.is_none() {
+            let t = progress.started.elapsed();
+            progress.first_audio = Some(t);
+            if let Some(f) = progress.on_first_audio.take() {
+                f(t);
+            }
+        }
+        (progress.tick)(frames as f64 / f64::from(rate.max(1)));
+    }
+    let w = writer.ok_or_else(|| ClientError::Decode("the stream holds no audio".into()))?;
+    w.finish().map_err(io)?;
+    Ok((
+        frames,
+        rate,
+        channels,
+        progress.first_audio.unwrap_or_default(),
+    ))
+}
+
+/// Decodes a local audio file to WAV, exactly as `play` decodes a streamed one.
+pub fn decode_to_wav(input: &Path, output: &Output) -> Result<(u64, u32, u16), ClientError> {
+    let file = File::open(input).map_err(|e| ClientError::Io {
+        path: input.to_path_buf(),
+        source: e,
+    })?;
+    let ext = input.extension().and_then(|e| e.to_str());
+    let progress = Progress {
+        started: Instant::now(),
+        first_audio: None,
+        on_first_audio: None,
+        tick: Box::new(|_| {}),
+    };
+    let (f, r, c, _) = decode(Box::new(file), ext, output, progress)?;
+    Ok((f, r, c))
+}
+
+fn ext_for(mime: &str, codec: &str) -> Option<&'static str> {
+    Some(match (mime, codec) {
+        ("audio/flac", _) => "flac",
+        ("audio/ogg", _) => "ogg",
+        ("audio/mpeg", _) => "mp3",
+        ("audio/wav", _) => "wav",
+        _ => return None,
+    })
+}
+
+fn play_bar(duration_s: f64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some((duration_s * 10.0) as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn clock(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+impl Client {
+    /// Streams song `id` and writes its decoded audio to `output`. `started` is when the
+    /// user asked (time to first audio is measured from it); `on_first_audio` is called once
+    /// when the first PCM is written.
+    pub async fn play(
+        &self,
+        id: SongId,
+        output: Output,
+        started: Instant,
+        on_first_audio: Option<Box<dyn FnOnce(Duration) + Send>>,
+    ) -> Result<PlayOutcome, ClientError> {
+        let (fetcher, manifest) = self.fetcher(id).await?;
+        let meta = manifest.meta().clone();
+        let ext = ext_for(&meta.mime, &meta.codec);
+        let segments = fetcher.len();
+        let duration_s = meta.duration_ms.unwrap_or(0) as f64 / 1000.0;
+        let bar = play_bar(duration_s);
+        bar.set_prefix(meta.title.clone());
+
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let consumed = Arc::new(AtomicUsize::new(0));
+        let failure = Arc::new(Mutex::new(None));
+        let feeder = {
+            let (fetcher, fetched) = (fetcher.clone(), fetched.clone());
+            tokio::spawn(async move {
+                let mut s = std::pin::pin!(fetcher.stream(0));
+                while let Some(item) = s.next().await {
+                    let stop = item.is_err();
+                    fetched.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(item).await.is_err() || stop {
+                        break;
+                    }
+                }
+            })
+        };
+        let reader = SegmentReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            failure: failure.clone(),
+            consumed: consumed.clone(),
+        };
+        let tick = {
+            let (bar, fetched, consumed, report) = (
+                bar.clone(),
+                fetched.clone(),
+                consumed.clone(),
+                fetcher.report().clone(),
+            );
+            let mut last = Instant::now() - Duration::from_secs(1);
+            Box::new(move |t: f64| {
+                if last.elapsed() < Duration::from_millis(100) {
+                    return;
+                }
+                last = Instant::now();
+                bar.set_position((t * 10.0) as u64);
+                let ahead = fetched
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(consumed.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{} / {}  buffer {ahead} seg  sources {}",
+                    clock(t),
+                    clock(duration_s),
+                    report.sources_used()
+                ));
+            }) as Box<dyn FnMut(f64) + Send>
+        };
+        let progress = Progress {
+            started,
+            first_audio: None,
+            on_first_audio,
+            tick,
+        };
+        let out = output.clone();
+        let decoded =
+            tokio::task::spawn_blocking(move || decode(Box::new(reader), ext, &out, progress))
+                .await
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+        feeder.abort();
+        bar.finish_and_clear();
+        // A fetch failure surfaces in the decoder as an I/O error; report the cause.
+        if let Some(e) = failure.lock().take() {
+            if let Output::File(p) = &output {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        let (frames, sample_rate, channels, ttfa) = decoded?;
+        let report = fetcher.report();
+        Ok(PlayOutcome {
+            id: id.to_string(),
+            title: meta.title,
+            artist: meta.artist,
+            time_to_first_audio_ms: ttfa.as_secs_f64() * 1000.0,
+            frames,
+            sample_rate,
+            channels,
+            segments,
+            sources_used: report.sources_used(),
+            sources: report
+                .snapshot()
+                .into_iter()
+                .map(|(p, s)| (p.to_string(), s))
+                .collect(),
+            bad_sources: report.liars().iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Downloads song `id` byte for byte to `out` (`-`: standard output). A file is written
+    /// beside its final name and renamed when complete, so a failed download leaves nothing.
+    pub async fn download(&self, id: SongId, out: &Path) -> Result<Downloaded, ClientError> {
+        let (fetcher, manifest) = self.fetcher(id).await?;
+        let total = manifest.body().total_size;
+        let bar =
+            ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let to_stdout = out == Path::new("-");
+        let part = {
+            let mut p = out.as_os_str().to_owned();
+            p.push(".part");
+            PathBuf::from(p)
+        };
+        let io = |path: &Path, e: std::io::Error| ClientError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut sink: Box<dyn Write + Send> = if to_stdout {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(File::create(&part).map_err(|e| io(&part, e))?)
+        };
+        let result = async {
+            let mut bytes = 0u64;
+            let mut s = std::pin::pin!(fetcher.stream(0));
+            while let Some(seg) = s.next().await {
+                let seg = seg?;
+                sink.write_all(&seg).map_err(|e| io(out, e))?;
+                bytes += seg.len() as u64;
+                bar.inc(seg.len() as u64);
+            }
+            sink.flush().map_err(|e| io(out, e))?;
+            Ok::<_, ClientError>(bytes)
+        }
+        .await;
+        bar.finish_and_clear();
+        drop(sink);
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                if !to_stdout {
+                    let _ = std::fs::remove_file(&part);
+                }
+                return Err(e);
+            }
+        };
+        if !to_stdout {
+            File::open(&part)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&part, e))?;
+            std::fs::rename(&part, out).map_err(|e| io(out, e))?;
+        }
+        let report = fetcher.report();
+        Ok(Downloaded {
+            id: id.to_string(),
+            bytes,
+            sources_used: report.sources_used(),
+            bad_sources: report.liars().iter().map(ToString::to_string).collect(),
+        })
+    }
+}

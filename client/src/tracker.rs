@@ -1,0 +1,408 @@
+//! The tracker's HTTP API, as the client uses it. Everything the tracker sends is checked:
+//! a manifest against the id it was asked for, ids and addresses by parsing.
+
+use std::time::Duration;
+
+use medley_core::{Manifest, SongId, SongMeta};
+use medley_net::{Multiaddr, PeerId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+
+/// A search request (see the tracker's `GET /v1/search`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SearchParams {
+    /// Free text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub q: String,
+    /// Only this artist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// Only this album.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// Only this genre.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
+    /// From this year.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_from: Option<u16>,
+    /// Up to this year.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_to: Option<u16>,
+    /// Results to skip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    /// Results to return.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Song id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Artist.
+    pub artist: Option<String>,
+    /// Album.
+    pub album: Option<String>,
+    /// Genre.
+    pub genre: Option<String>,
+    /// Year.
+    pub year: Option<u16>,
+    /// Duration in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Relevance.
+    pub score: f32,
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPage {
+    /// Songs matching in all.
+    pub total: usize,
+    /// Offset of this page.
+    pub offset: usize,
+    /// This page.
+    pub results: Vec<Hit>,
+}
+
+/// A node that holds a shard slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its data-plane addresses.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// The current layout: for each partition, its nodes in slot order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LayoutView {
+    /// Layout version.
+    pub version: u64,
+    /// Slots per partition (`k + m`).
+    pub slots: usize,
+    /// Peer ids per partition.
+    pub partitions: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodesView {
+    nodes: Vec<NodeEntry>,
+}
+
+/// A node in the registry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeEntry {
+    /// What it registered and reported.
+    pub node: NodeView,
+    /// Heard from recently.
+    pub alive: bool,
+}
+
+/// A registered node.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Addresses.
+    pub addrs: Vec<String>,
+    /// Region.
+    pub region: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Last reported load.
+    pub load: LoadView,
+}
+
+/// A node's reported load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoadView {
+    /// Free bytes.
+    pub free: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct SourcesView {
+    segments: Vec<SegmentSources>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SegmentSources {
+    index: usize,
+    shards: Vec<SlotSource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlotSource {
+    slot: usize,
+    peer_id: Option<String>,
+    #[serde(default)]
+    addrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiErrorBody {
+    error: ApiErrorInner,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiErrorInner {
+    code: String,
+    message: String,
+}
+
+/// What a publish returned.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Committed {
+    /// The song's id.
+    pub id: String,
+    /// False when the song was already in the catalogue.
+    pub created: bool,
+}
+
+/// Song metadata and shape, as `GET /v1/songs/{id}` shows them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SongInfo {
+    /// Song id.
+    pub id: String,
+    /// Metadata.
+    #[serde(flatten)]
+    pub meta: SongMeta,
+    /// File size.
+    pub size: u64,
+}
+
+/// The tracker's counters and coding parameters (`GET /v1/stats`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TrackerStats {
+    /// Songs in the catalogue.
+    pub songs: u64,
+    /// Registered nodes.
+    pub nodes: usize,
+    /// Nodes heard from recently.
+    pub nodes_alive: usize,
+    /// Current layout version, if any.
+    pub layout_version: Option<u64>,
+    /// Partitions of the layout.
+    pub partitions: u16,
+    /// Data shards per segment.
+    pub k: u8,
+    /// Parity shards per segment.
+    pub m: u8,
+}
+
+/// A client of one tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl TrackerClient {
+    /// A client of the tracker at `base` (e.g. `http://127.0.0.1:4700`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|e| ClientError::TrackerDown {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            ),
+        };
+        if code == "unknown_song" {
+            return Err(ClientError::UnknownSong(
+                what.rsplit(' ').next().unwrap_or_default().to_string(),
+            ));
+        }
+        Err(ClientError::Tracker {
+            what: what.to_string(),
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .send(what, self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        resp.json().await.map_err(|e| ClientError::BadTrackerData {
+            what: "response",
+            reason: format!("{what}: {e}"),
+        })
+    }
+
+    /// Searches the catalogue.
+    pub async fn search(&self, params: &SearchParams) -> Result<SearchPage, ClientError> {
+        let req = self
+            .http
+            .get(format!("{}/v1/search", self.base))
+            .query(params);
+        let resp = self.send("the search", req).await?;
+        resp.json().await.map_err(|e| ClientError::BadTrackerData {
+            what: "search result",
+            reason: e.to_string(),
+        })
+    }
+
+    /// A song's metadata.
+    pub async fn song(&self, id: SongId) -> Result<SongInfo, ClientError> {
+        self.get_json(&format!("song {id}"), &format!("/v1/songs/{id}"))
+            .await
+    }
+
+    /// A song's signed manifest, checked against `id` (hash, encoding, signature).
+    pub async fn manifest(&self, id: SongId) -> Result<Manifest, ClientError> {
+        let resp = self
+            .send(
+                &format!("the manifest of song {id}"),
+                self.http
+                    .get(format!("{}/v1/songs/{id}/manifest", self.base)),
+            )
+            .await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::TrackerDown {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        Manifest::decode_expecting(&bytes, id).map_err(|e| ClientError::BadTrackerData {
+            what: "manifest",
+            reason: e.to_string(),
+        })
+    }
+
+    /// For each segment of a song, the holder of each shard slot (`None` where the layout
+    /// has no node or the address is unusable).
+    pub async fn sources(
+        &self,
+        id: SongId,
+        segments: usize,
+        slots: usize,
+    ) -> Result<Vec<Vec<Option<Holder>>>, ClientError> {
+        let view: SourcesView = self
+            .get_json(
+                &format!("sources of song {id}"),
+                &format!("/v1/songs/{id}/sources"),
+            )
+            .await?;
+        let bad = |reason: String| ClientError::BadTrackerData {
+            what: "source list",
+            reason,
+        };
+        if view.segments.len() != segments {
+            return Err(bad(format!(
+                "{} segments listed, the manifest has {segments}",
+                view.segments.len()
+            )));
+        }
+        let mut out = vec![vec![None; slots]; segments];
+        for seg in view.segments {
+            let row = out
+                .get_mut(seg.index)
+                .ok_or_else(|| bad(format!("segment index {} out of range", seg.index)))?;
+            for s in seg.shards {
+                let Some(cell) = row.get_mut(s.slot) else {
+                    return Err(bad(format!("slot {} out of range", s.slot)));
+                };
+                *cell = s.peer_id.and_then(|p| holder(&p, &s.addrs));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters and coding parameters.
+    pub async fn stats(&self) -> Result<TrackerStats, ClientError> {
+        self.get_json("the stats", "/v1/stats").await
+    }
+
+    /// The current layout.
+    pub async fn layout(&self) -> Result<LayoutView, ClientError> {
+        self.get_json("the layout", "/v1/layout").await
+    }
+
+    /// The node registry.
+    pub async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
+        let v: NodesView = self.get_json("the node list", "/v1/nodes").await?;
+        Ok(v.nodes)
+    }
+
+    /// Commits a signed manifest.
+    pub async fn publish(&self, manifest: &Manifest) -> Result<Committed, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/v1/publish", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(manifest.encoded().to_vec());
+        let resp = self.send("the manifest", req).await?;
+        resp.json().await.map_err(|e| ClientError::BadTrackerData {
+            what: "publish answer",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether the catalogue has song `id`.
+    pub async fn has_song(&self, id: SongId) -> Result<bool, ClientError> {
+        match self.song(id).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::UnknownSong(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A holder from a peer id and address strings; `None` if the id or every address is bad.
+pub(crate) fn holder(peer_id: &str, addrs: &[String]) -> Option<Holder> {
+    let peer: PeerId = peer_id.parse().ok()?;
+    let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    (!addrs.is_empty()).then_some(Holder { peer, addrs })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,125 @@
+//! Tells the tracker this node exists and how loaded it is: a registration at start (retried
+//! until the tracker answers), then a heartbeat every interval. A heartbeat the tracker does
+//! not recognise (it lost its registry, or this node is new to it) triggers a new
+//! registration.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::store::Store;
+
+/// Counters of what the data plane served, shared with the request handler.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Bytes of shards and segments sent.
+    pub bytes_served: AtomicU64,
+    /// Requests being handled now.
+    pub in_flight: AtomicUsize,
+}
+
+/// What the node announces about itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Announcement {
+    pub(crate) tracker: String,
+    pub(crate) peer_id: String,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) region: String,
+    pub(crate) interval: Duration,
+}
+
+/// Registers, then heartbeats until `cancel` fires.
+pub(crate) async fn run(
+    a: Announcement,
+    store: Arc<Store>,
+    stats: Arc<ServeStats>,
+    cancel: CancellationToken,
+) {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build an HTTP client; not announcing to the tracker");
+            return;
+        }
+    };
+    let base = a.tracker.trim_end_matches('/').to_string();
+    let mut registered = false;
+    let mut backoff = Duration::from_millis(100);
+    let mut last = (Instant::now(), stats.bytes_served.load(Ordering::Relaxed));
+    loop {
+        if !registered {
+            let body = json!({
+                "peer_id": a.peer_id,
+                "addrs": a.addrs,
+                "region": a.region,
+                "capacity": store.capacity(),
+            });
+            match post(&http, &format!("{base}/v1/nodes/register"), &body).await {
+                Ok(_) => {
+                    info!(tracker = %base, "registered with the tracker");
+                    registered = true;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    warn!(tracker = %base, error = %e, "registration failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(a.interval.max(Duration::from_secs(1)));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(a.interval) => {}
+        }
+        let now = (Instant::now(), stats.bytes_served.load(Ordering::Relaxed));
+        let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
+        let bytes_per_sec = ((now.1.saturating_sub(last.1)) as f64 / secs) as u64;
+        last = now;
+        let body = json!({
+            "peer_id": a.peer_id,
+            "free": store.capacity().saturating_sub(store.used()),
+            "bytes_per_sec": bytes_per_sec,
+            "transfers": stats.in_flight.load(Ordering::Relaxed) as u32,
+        });
+        match post(&http, &format!("{base}/v1/nodes/heartbeat"), &body).await {
+            Ok(_) => debug!("heartbeat sent"),
+            Err(HttpError::Status(404)) => {
+                info!("the tracker does not know this node; registering again");
+                registered = false;
+            }
+            Err(e) => warn!(tracker = %base, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("the tracker answered {0}")]
+    Status(u16),
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<reqwest::Response, HttpError> {
+    let resp = http.post(url).json(body).send().await?;
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(HttpError::Status(resp.status().as_u16()))
+    }
+}
