@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Medley's demo: two storage nodes on 127.0.0.1 exchange the erasure-coded shards of a
-# song over QUIC and rebuild it with shards missing. Pass an audio file to use your own.
+# Medley's demo: a tracker and 6 storage nodes in 3 regions start as real processes on
+# 127.0.0.1; a generated library of synthesized, tagged FLAC songs is published, searched
+# and played from a listener in each region; every result is checked. Exits 0 only if all
+# checks pass. Extra arguments go to `medley-testnet demo` (e.g. --dir DIR --songs 24).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo run --locked -p medley-node --example exchange -- "$@"
+cargo build --workspace --bins --locked
+exec "${CARGO_TARGET_DIR:-target}/debug/medley-testnet" demo "$@"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the system packages Medley's build needs, if they are missing.
+# Installs the system packages Medley's build needs, if they are missing, plus any packages
+# named as arguments (the test suite adds ffmpeg, an independent decoder and encoder).
 # RocksDB's Rust bindings are generated with bindgen, which needs libclang; the C/C++ parts
 # (RocksDB, aws-lc, the Reed-Solomon SIMD kernels) build with the system compilers.
 set -euo pipefail
 need=()
-for pkg in libclang-dev clang; do
+for pkg in libclang-dev clang "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -12,5 +13,5 @@ if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::{Stream, stream};
@@ -183,17 +183,38 @@ impl Fetcher {
         let mut have = 0;
         let mut reasons = Vec::new();
         let mut in_flight = FuturesUnordered::new();
+        // Each request runs in its own task, so that one still in flight when the segment is
+        // complete finishes and is recorded in the report (a slow or lying source is still
+        // found out) instead of being dropped.
         let launch = |slot: usize, in_flight: &mut FuturesUnordered<_>| {
             let Some(h) = row.and_then(|r| r[slot].clone()) else {
                 return;
             };
             let id = entry.shards[slot];
             let peer = self.peer.clone();
-            in_flight.push(async move {
-                let started = Instant::now();
+            let report = self.report.clone();
+            in_flight.push(tokio::spawn(async move {
                 let r = peer.get_shard(h.peer, h.addrs, id).await;
-                (slot, h.peer, r, started.elapsed())
-            });
+                match &r {
+                    Ok(data) => report.record(h.peer, |s| {
+                        s.shards += 1;
+                        s.bytes += data.len() as u64;
+                    }),
+                    Err(e) => {
+                        tracing::debug!(peer = %h.peer, slot, segment = index, error = %e, "shard source failed");
+                        let bad_hash = matches!(e, RequestError::BadHash { .. });
+                        report.record(h.peer, |s| {
+                            if bad_hash {
+                                s.bad_hashes += 1;
+                            } else {
+                                s.failures += 1;
+                            }
+                            s.last_error = Some(e.to_string());
+                        });
+                    }
+                }
+                (slot, h.peer, r)
+            }));
         };
         for slot in untried.by_ref().take(k + self.opts.extra_sources) {
             launch(slot, &mut in_flight);
@@ -204,23 +225,23 @@ impl Fetcher {
         while have < k {
             tokio::select! {
                 next = in_flight.next() => {
-                    let Some((slot, peer, result, _took)) = next else { break };
+                    let Some(joined) = next else { break };
+                    let (slot, peer, result) = match joined {
+                        Ok(t) => t,
+                        Err(e) => {
+                            reasons.push(format!("a request task failed: {e}"));
+                            if let Some(next) = untried.next() {
+                                launch(next, &mut in_flight);
+                            }
+                            continue;
+                        }
+                    };
                     match result {
                         Ok(data) => {
-                            self.report.record(peer, |s| {
-                                s.shards += 1;
-                                s.bytes += data.len() as u64;
-                            });
                             shards[slot] = Some(data);
                             have += 1;
                         }
                         Err(e) => {
-                            let bad_hash = matches!(e, RequestError::BadHash { .. });
-                            tracing::warn!(%peer, slot, segment = index, error = %e, "shard source failed");
-                            self.report.record(peer, |s| {
-                                if bad_hash { s.bad_hashes += 1 } else { s.failures += 1 }
-                                s.last_error = Some(e.to_string());
-                            });
                             reasons.push(format!("slot {slot} on {peer}: {e}"));
                             if let Some(next) = untried.next() {
                                 launch(next, &mut in_flight);
