@@ -138,19 +138,43 @@ impl Fetcher {
         &self.report
     }
 
-    /// Segments `from..` in order, each verified, with `read_ahead` in flight.
+    /// Segments `from..` in order, each verified, with `read_ahead` in flight. The first
+    /// segment is fetched alone, so that it gets all the bandwidth: it decides the time to
+    /// first audio. The window opens once it is in.
     pub fn stream(
         self: &Arc<Self>,
         from: usize,
     ) -> impl Stream<Item = Result<Vec<u8>, ClientError>> + Send + 'static {
+        self.stream_with(from, self.opts.read_ahead)
+    }
+
+    /// Like [`Fetcher::stream`] with a window of `ahead` segments.
+    pub fn stream_with(
+        self: &Arc<Self>,
+        from: usize,
+        ahead: usize,
+    ) -> impl Stream<Item = Result<Vec<u8>, ClientError>> + Send + 'static {
         let me = self.clone();
-        let ahead = self.opts.read_ahead.max(1);
+        let (first_done, first) = tokio::sync::watch::channel(false);
+        let first_done = Arc::new(first_done);
         stream::iter(from..self.segments.len())
             .map(move |i| {
                 let me = me.clone();
-                async move { me.segment(i).await }
+                let mut first = first.clone();
+                let first_done = first_done.clone();
+                async move {
+                    if i == from {
+                        let r = me.segment(i).await;
+                        let _ = first_done.send(true);
+                        r
+                    } else {
+                        // A closed channel means the first fetch is gone: go ahead.
+                        let _ = first.wait_for(|done| *done).await;
+                        me.segment(i).await
+                    }
+                }
             })
-            .buffered(ahead)
+            .buffered(ahead.max(1))
     }
 
     /// Fetches, rebuilds and verifies segment `index`.

@@ -26,6 +26,9 @@ use crate::Client;
 use crate::error::ClientError;
 use crate::fetch::SourceStats;
 
+/// Segments in flight during a download.
+const DOWNLOAD_WINDOW: usize = 16;
+
 /// Where decoded audio goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -317,14 +320,26 @@ pub fn decode_to_wav(input: &Path, output: &Output) -> Result<(u64, u32, u16), C
         source: e,
     })?;
     let ext = input.extension().and_then(|e| e.to_str());
+    let (f, r, c, _) = decode_reader(Box::new(file), ext, output, Instant::now())?;
+    Ok((f, r, c))
+}
+
+/// Decodes any byte stream holding a whole audio file (`ext` hints its format) to WAV, as
+/// `play` does. Returns (frames, sample rate, channels, time from `started` to the first
+/// PCM written). Benchmarks use it to decode other sources the same way.
+pub fn decode_reader(
+    source: Box<dyn Read + Send + Sync>,
+    ext: Option<&str>,
+    output: &Output,
+    started: Instant,
+) -> Result<(u64, u32, u16, Duration), ClientError> {
     let progress = Progress {
-        started: Instant::now(),
+        started,
         first_audio: None,
         on_first_audio: None,
         tick: Box::new(|_| {}),
     };
-    let (f, r, c, _) = decode(Box::new(file), ext, output, progress)?;
-    Ok((f, r, c))
+    decode(source, ext, output, progress)
 }
 
 fn ext_for(mime: &str, codec: &str) -> Option<&'static str> {
@@ -491,7 +506,9 @@ impl Client {
         };
         let result = async {
             let mut bytes = 0u64;
-            let mut s = std::pin::pin!(fetcher.stream(0));
+            // A download has no play head: a wider window keeps more sources busy.
+            let ahead = self.config().read_ahead.max(DOWNLOAD_WINDOW);
+            let mut s = std::pin::pin!(fetcher.stream_with(0, ahead));
             while let Some(seg) = s.next().await {
                 let seg = seg?;
                 sink.write_all(&seg).map_err(|e| io(out, e))?;

@@ -95,6 +95,10 @@ impl Tracker {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            // Small JSON answers must not wait for a delayed ACK (Nagle): set TCP_NODELAY.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -1,0 +1,328 @@
+//! Time to first audio and download throughput on a loopback testnet (tracker and 6 nodes in
+//! 3 regions, real processes), beside nginx serving the same files with HTTP Range requests
+//! on loopback, measured in the same run and interleaved play by play.
+//!
+//! Each play is timed from the request to the first decoded PCM written, through the same
+//! symphonia decoder for every source:
+//! - medley (warm): a long-running listener (connections to nodes kept open between plays),
+//!   asking the tracker for the manifest and the sources, then fetching shards;
+//! - medley (cold): a new client per play, as `medley play` starts: a new QUIC peer and new
+//!   connections every time;
+//! - nginx: a new TCP connection per play, `Range: bytes=0-`, as a player does.
+//!
+//! bash scripts/bench-streaming.sh   (installs nginx, builds release, runs this)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use medley_client::{Client, FileOutcome, Output, decode_reader};
+use medley_testnet::Testnet;
+use medley_testnet::library::generate;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Plays per source.
+    #[arg(long, default_value_t = 240)]
+    plays: usize,
+    /// Songs in the library.
+    #[arg(long, default_value_t = 24)]
+    songs: usize,
+    /// Directory of the release binaries [default: beside this one].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(bin: &Path, prefix: &Path, root: &Path) -> anyhow::Result<Nginx> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let conf = format!(
+        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  types {{ audio/flac flac; }}\n\
+         client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n\
+         uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n\
+         server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+        p = prefix.display(),
+        root = root.display()
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf)?;
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {} (apt-get install nginx)", bin.display()))?;
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "nginx did not start; see {}/logs/error.log",
+                prefix.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Nginx { child, port })
+}
+
+fn url_path(root: &Path, file: &Path) -> anyhow::Result<String> {
+    let rel = file.strip_prefix(root)?;
+    let mut out = String::new();
+    for part in rel.components() {
+        out.push('/');
+        for b in part.as_os_str().to_string_lossy().bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A GET over a new connection; returns the status and a reader of the body.
+fn http_get(
+    port: u16,
+    path: &str,
+    range: Option<&str>,
+) -> anyhow::Result<(u16, std::io::Take<BufReader<TcpStream>>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}Connection: close\r\n\r\n"
+    )?;
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("bad status line")?;
+    let mut len = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse::<u64>().ok();
+            }
+        }
+    }
+    Ok((status, r.take(len.context("no Content-Length")?)))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+struct Series {
+    name: &'static str,
+    ms: Vec<f64>,
+}
+
+impl Series {
+    fn row(&mut self) -> (f64, f64, f64) {
+        self.ms.sort_by(f64::total_cmp);
+        let (p50, p90, p99) = (
+            percentile(&self.ms, 0.5),
+            percentile(&self.ms, 0.9),
+            percentile(&self.ms, 0.99),
+        );
+        println!(
+            "{:<14} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            self.name,
+            self.ms.len(),
+            p50,
+            p90,
+            p99,
+            self.ms.last().copied().unwrap_or(f64::NAN)
+        );
+        (p50, p90, p99)
+    }
+}
+
+async fn main_async(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut b = Testnet::builder().log("warn").dir(dir.path().join("net"));
+    if let Some(d) = &args.bin_dir {
+        b = b.bin_dir(d);
+    }
+    let net = b.spawn().await.context("cannot start the testnet")?;
+    let lib = dir.path().join("library");
+    eprintln!("synthesizing {} songs…", args.songs);
+    let songs = {
+        let (l, n) = (lib.clone(), args.songs);
+        tokio::task::spawn_blocking(move || generate(&l, n, 99, 20.0, 40.0)).await??
+    };
+    let publisher = Client::new(net.client_config("eu-west", true))?;
+    let summary = publisher.publish_path(&lib).await?;
+    let mut ids = Vec::new();
+    for f in summary.files {
+        match f {
+            FileOutcome::Published(p) => ids.push((p.id.parse()?, p.path)),
+            other => bail!("publish failed: {other:?}"),
+        }
+    }
+    publisher.shutdown().await;
+    let total_bytes: u64 = songs
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    eprintln!(
+        "{} songs, {:.1} MiB; starting nginx…",
+        ids.len(),
+        total_bytes as f64 / 1048576.0
+    );
+    let nginx = start_nginx(&args.nginx, &dir.path().join("nginx"), &lib)?;
+    let regions = net.regions();
+    let warm: Vec<Client> = regions
+        .iter()
+        .map(|r| Client::new(net.client_config(r, false)))
+        .collect::<Result<_, _>>()?;
+    let sink = Output::File(PathBuf::from("/dev/null"));
+
+    let mut medley_warm = Series {
+        name: "medley warm",
+        ms: Vec::new(),
+    };
+    let mut medley_cold = Series {
+        name: "medley cold",
+        ms: Vec::new(),
+    };
+    let mut nginx_s = Series {
+        name: "nginx",
+        ms: Vec::new(),
+    };
+    let warmup = 6;
+    for i in 0..args.plays + warmup {
+        let (id, path) = &ids[i % ids.len()];
+        let r = i % regions.len();
+        // Medley, long-running listener.
+        let t = Instant::now();
+        let o = warm[r].play(*id, sink.clone(), t, None).await?;
+        if i >= warmup {
+            medley_warm.ms.push(o.time_to_first_audio_ms);
+        }
+        // nginx, new connection, Range request, same decoder.
+        let (port, url) = (nginx.port, url_path(&lib, path)?);
+        let out = sink.clone();
+        let ms = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+            let t = Instant::now();
+            let (status, body) = http_get(port, &url, Some("bytes=0-"))?;
+            if status != 206 {
+                bail!("nginx answered {status} to a range request");
+            }
+            let (_, _, _, ttfa) = decode_reader(Box::new(body), Some("flac"), &out, t)?;
+            Ok(ttfa.as_secs_f64() * 1000.0)
+        })
+        .await??;
+        if i >= warmup {
+            nginx_s.ms.push(ms);
+        }
+        // Medley, a new client per play.
+        let t = Instant::now();
+        let cold = Client::new(net.client_config(&regions[r], false))?;
+        let o = cold.play(*id, sink.clone(), t, None).await?;
+        cold.shutdown().await;
+        if i >= warmup {
+            medley_cold.ms.push(o.time_to_first_audio_ms);
+        }
+    }
+    println!(
+        "time to first audio, ms ({} plays of {} songs each):",
+        args.plays,
+        ids.len()
+    );
+    println!(
+        "{:<14} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "source", "plays", "p50", "p90", "p99", "max"
+    );
+    let (w50, _, w99) = medley_warm.row();
+    let (c50, _, c99) = medley_cold.row();
+    let (n50, _, n99) = nginx_s.row();
+    println!(
+        "ratio to nginx: warm p50 {:.2}x p99 {:.2}x; cold p50 {:.2}x p99 {:.2}x",
+        w50 / n50,
+        w99 / n99,
+        c50 / n50,
+        c99 / n99
+    );
+
+    // Download throughput, whole songs to a file, alternating sources.
+    let dl = dir.path().join("dl");
+    let (mut medley_t, mut nginx_t) = (Duration::ZERO, Duration::ZERO);
+    let rounds = 3;
+    for _ in 0..rounds {
+        for (id, path) in &ids {
+            let t = Instant::now();
+            warm[0].download(*id, &dl).await?;
+            medley_t += t.elapsed();
+            let (port, url, dl2) = (nginx.port, url_path(&lib, path)?, dl.clone());
+            nginx_t += tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+                let t = Instant::now();
+                let (status, mut body) = http_get(port, &url, None)?;
+                if status != 200 {
+                    bail!("nginx answered {status}");
+                }
+                let mut f = std::fs::File::create(&dl2)?;
+                std::io::copy(&mut body, &mut f)?;
+                f.sync_all()?;
+                Ok(t.elapsed())
+            })
+            .await??;
+        }
+    }
+    let mib = (total_bytes * rounds) as f64 / 1048576.0;
+    let (m, n) = (mib / medley_t.as_secs_f64(), mib / nginx_t.as_secs_f64());
+    println!("download throughput (whole songs, sequential, {rounds} rounds):");
+    println!(
+        "  medley {m:.1} MiB/s, nginx {n:.1} MiB/s, ratio {:.2}x",
+        m / n
+    );
+    for c in &warm {
+        c.shutdown().await;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Runtime::new()?.block_on(main_async(args))
+}
