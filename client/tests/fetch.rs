@@ -1,0 +1,204 @@
+//! The fetcher against real data-plane peers on loopback that serve a song's shards from
+//! memory: honest ones, one that lies (wrong bytes), slow ones and absent ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use medley_client::{ClientError, FetchOptions, Fetcher, Holder, Report};
+use medley_core::protocol::{ErrorCode, Request, Response};
+use medley_core::{Codec, Manifest, PublisherKey, ShardId, SongMeta};
+use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Honest,
+    Liar,
+    Slow(Duration),
+    Refuse,
+}
+
+struct Memory {
+    shards: HashMap<ShardId, Vec<u8>>,
+    mode: Mode,
+}
+
+impl Handler for Memory {
+    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Response> {
+        let Request::GetShard { id } = request else {
+            return Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "only shards") });
+        };
+        let data = self.shards.get(&id).cloned();
+        let mode = self.mode;
+        Box::pin(async move {
+            let Some(mut data) = data else {
+                return Response::error(ErrorCode::NOT_FOUND, "no such shard");
+            };
+            match mode {
+                Mode::Honest => {}
+                Mode::Liar => data[0] ^= 0xff,
+                Mode::Slow(d) => tokio::time::sleep(d).await,
+                Mode::Refuse => return Response::error(ErrorCode::INTERNAL, "disk on fire"),
+            }
+            Response::Shard { data }
+        })
+    }
+}
+
+struct Net {
+    manifest: Manifest,
+    song: Vec<u8>,
+    holders: Vec<Vec<Option<Holder>>>,
+    peers: Vec<PeerHandle>,
+    client: PeerHandle,
+}
+
+/// A 3-segment song coded 4+2; the holder of slot `i` of every segment is peer `i`.
+async fn network(modes: [Mode; 6]) -> Net {
+    let song: Vec<u8> = (0..600_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let key = PublisherKey::from_seed([5; 32]);
+    let meta = SongMeta {
+        title: "t".into(),
+        codec: "flac".into(),
+        mime: "audio/flac".into(),
+        ..SongMeta::default()
+    };
+    let body = medley_core::test_utils::body_for(meta, &song, 256 * 1024, 4, 2, key.id());
+    let manifest = Manifest::sign(body, &key).unwrap();
+    let codec = Codec::new(4, 2).unwrap();
+    let mut per_slot: Vec<HashMap<ShardId, Vec<u8>>> = vec![HashMap::new(); 6];
+    for chunk in song.chunks(256 * 1024) {
+        for (slot, (id, data)) in codec
+            .encode_with_ids(chunk)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            per_slot[slot].insert(id, data);
+        }
+    }
+    let mut peers = Vec::new();
+    let mut row = Vec::new();
+    for (slot, shards) in per_slot.into_iter().enumerate() {
+        let config = PeerConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+            ..PeerConfig::default()
+        };
+        let handler = Arc::new(Memory {
+            shards,
+            mode: modes[slot],
+        });
+        let p = Peer::spawn(
+            Keypair::generate_ed25519(),
+            config,
+            handler,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        row.push(Some(Holder {
+            peer: p.peer_id(),
+            addrs: p.listen_addrs().await,
+        }));
+        peers.push(p);
+    }
+    let holders = vec![row; manifest.body().segments.len()];
+    Net {
+        manifest,
+        song,
+        holders,
+        peers,
+        client: Peer::dial_only().await.unwrap(),
+    }
+}
+
+fn fetcher(net: &Net, hedge_ms: u64) -> Arc<Fetcher> {
+    Arc::new(Fetcher::new(
+        net.client.clone(),
+        &net.manifest,
+        net.holders.clone(),
+        FetchOptions {
+            extra_sources: 1,
+            hedge_after: Duration::from_millis(hedge_ms),
+            read_ahead: 3,
+        },
+        Arc::new(Report::default()),
+    ))
+}
+
+async fn whole(f: &Arc<Fetcher>) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    let mut s = std::pin::pin!(f.stream(0));
+    while let Some(seg) = s.next().await {
+        out.extend(seg?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_source_is_outvoted_and_reported() {
+    use Mode::*;
+    let net = network([Liar, Honest, Honest, Honest, Honest, Honest]).await;
+    let f = fetcher(&net, 250);
+    assert_eq!(whole(&f).await.unwrap(), net.song);
+    // The liar holds slot 0, which is always asked first.
+    assert_eq!(f.report().liars(), vec![net.peers[0].peer_id()]);
+    let stats = &f.report().snapshot()[&net.peers[0].peer_id()];
+    assert_eq!(stats.shards, 0, "nothing it sent was used");
+    assert!(stats.bad_hashes >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_sources_are_hedged() {
+    use Mode::*;
+    let slow = Slow(Duration::from_secs(20));
+    // k + 1 = 5 are asked at once; two of them stall, so a sixth must be asked.
+    let net = network([slow, slow, Honest, Honest, Honest, Honest]).await;
+    let f = fetcher(&net, 100);
+    let started = Instant::now();
+    assert_eq!(whole(&f).await.unwrap(), net.song);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the stalled sources: {:?}",
+        started.elapsed()
+    );
+    assert!(f.report().snapshot()[&net.peers[5].peer_id()].shards >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_few_sources_is_a_clear_error() {
+    use Mode::*;
+    let net = network([Refuse, Liar, Refuse, Honest, Honest, Honest]).await;
+    let f = fetcher(&net, 50);
+    let e = whole(&f).await.unwrap_err();
+    let ClientError::Unavailable {
+        index,
+        have,
+        needed,
+        reasons,
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!((*index, *have, *needed), (0, 3, 4));
+    assert!(reasons.contains("disk on fire"), "{reasons}");
+    assert!(reasons.contains("do not match"), "{reasons}");
+    // One missing slot in the layout counts as a missing source, not a crash.
+    let mut holders = net.holders.clone();
+    holders[0][3] = None;
+    let f = Arc::new(Fetcher::new(
+        net.client.clone(),
+        &net.manifest,
+        holders,
+        FetchOptions {
+            extra_sources: 1,
+            hedge_after: Duration::from_millis(50),
+            read_ahead: 1,
+        },
+        Arc::new(Report::default()),
+    ));
+    let e = f.segment(0).await.unwrap_err();
+    assert!(e.to_string().contains("no node"), "{e}");
+}
