@@ -86,6 +86,11 @@ pub enum ClientError {
     /// The data plane could not start.
     #[error("cannot start the data plane: {0}")]
     DataPlane(String),
+    /// No audio output device could be opened.
+    #[error(
+        "no audio output device ({0}); pass --out FILE to write WAV, or --out - for standard output"
+    )]
+    NoDevice(String),
     /// Decoding the audio failed.
     #[error("cannot decode the audio: {0}")]
     Decode(String),

@@ -23,6 +23,14 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Global {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `medley_client=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDLEY_LOG",
+        default_value = "warn,lofty=error"
+    )]
+    log: String,
     /// Tracker URL, e.g. http://127.0.0.1:4700.
     #[arg(long, global = true, env = "MEDLEY_TRACKER")]
     tracker: Option<String>,
@@ -252,10 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Output::Stdout
                 }
                 Some(p) => Output::File(p),
-                None => bail!(
-                    "this build has no audio-device output; pass --out FILE (WAV) or --out - \
-                     and pipe it to a player, e.g. `medley play … --out - | aplay`"
-                ),
+                None => Output::Device,
             };
             let (id, hit) = client.resolve(&what.join(" ")).await?;
             if let Some(h) = &hit {
@@ -325,7 +330,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut code = ExitCode::SUCCESS;
-    let result = medley_daemon::run_main("warn,lofty=error", async {
+    let filter = cli.global.log.clone();
+    let result = medley_daemon::run_main(&filter, async {
         code = run(cli).await?;
         Ok(())
     });

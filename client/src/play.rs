@@ -36,6 +36,59 @@ pub enum Output {
     File(PathBuf),
     /// WAV on standard output (sizes in the header are left open, as for a stream).
     Stdout,
+    /// The default audio output device.
+    Device,
+}
+
+/// Where decoded samples go once the stream's format is known.
+enum Sink {
+    Wav(WavWriter),
+    Device(crate::device::DeviceSink),
+}
+
+impl Sink {
+    fn open(output: &Output, channels: u16, rate: u32) -> Result<Self, ClientError> {
+        match output {
+            Output::Device => crate::device::DeviceSink::open(channels, rate).map(Sink::Device),
+            _ => WavWriter::create(output, channels, rate)
+                .map(Sink::Wav)
+                .map_err(|e| output_error(output, e)),
+        }
+    }
+
+    fn samples(&mut self, s: &[i16], output: &Output) -> Result<(), ClientError> {
+        match self {
+            Sink::Wav(w) => w.samples(s).map_err(|e| output_error(output, e)),
+            Sink::Device(d) => {
+                d.write(s);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self, output: &Output) -> Result<(), ClientError> {
+        match self {
+            Sink::Wav(w) => w.finish().map_err(|e| output_error(output, e)),
+            Sink::Device(d) => {
+                let underruns = d.finish();
+                if underruns > 0 {
+                    tracing::info!(underruns, "the audio device ran dry");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn output_error(output: &Output, e: std::io::Error) -> ClientError {
+    ClientError::Io {
+        path: match output {
+            Output::File(p) => p.clone(),
+            Output::Stdout => PathBuf::from("-"),
+            Output::Device => PathBuf::from("(audio device)"),
+        },
+        source: e,
+    }
 }
 
 /// What a play did.
@@ -151,7 +204,7 @@ impl WavWriter {
     fn create(output: &Output, channels: u16, rate: u32) -> std::io::Result<Self> {
         let (sink, seekable): (Box<dyn WriteSeek>, bool) = match output {
             Output::File(p) => (Box::new(File::create(p)?), true),
-            Output::Stdout => (Box::new(Pipe(std::io::stdout())), false),
+            Output::Stdout | Output::Device => (Box::new(Pipe(std::io::stdout())), false),
         };
         let mut w = Self {
             out: BufWriter::with_capacity(1 << 16, sink),
@@ -239,17 +292,10 @@ fn decode(
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| ClientError::Decode(format!("no decoder for this codec: {e}")))?;
-    let mut writer: Option<WavWriter> = None;
+    let mut writer: Option<Sink> = None;
     let mut buf: Option<SampleBuffer<i16>> = None;
     let mut frames = 0u64;
     let (mut rate, mut channels) = (0u32, 0u16);
-    let io = |e: std::io::Error| ClientError::Io {
-        path: match output {
-            Output::File(p) => p.clone(),
-            Output::Stdout => PathBuf::from("-"),
-        },
-        source: e,
-    };
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
@@ -289,10 +335,10 @@ fn decode(
             None => {
                 rate = spec.rate;
                 channels = spec.channels.count() as u16;
-                writer.insert(WavWriter::create(output, channels, rate).map_err(io)?)
+                writer.insert(Sink::open(output, channels, rate)?)
             }
         };
-        w.samples(b.samples()).map_err(io)?;
+        w.samples(b.samples(), output)?;
         frames += (b.samples().len() / usize::from(channels.max(1))) as u64;
         if progress.first_audio.is_none() {
             let t = progress.started.elapsed();
@@ -304,7 +350,7 @@ fn decode(
         (progress.tick)(frames as f64 / f64::from(rate.max(1)));
     }
     let w = writer.ok_or_else(|| ClientError::Decode("the stream holds no audio".into()))?;
-    w.finish().map_err(io)?;
+    w.finish(output)?;
     Ok((
         frames,
         rate,

@@ -226,6 +226,36 @@ async fn publish_search_get_and_play_real_files() {
     assert!(outcome.sources_used >= 4, "{outcome:?}");
     assert!(outcome.bad_sources.is_empty());
 
+    // Without --out, play goes to the audio device. ALSA's file plugin in front of its null
+    // device (from a private ~/.asoundrc) records what the device was given; a device with
+    // no clock also receives silence whenever it outruns the decoder, so silent frames are
+    // left out of the comparison.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let raw = home.join("device.raw");
+    std::fs::write(
+        home.join(".asoundrc"),
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm \"null\"\n file \"{}\"\n format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    ok(net
+        .medley("eu-west", false)
+        .env("HOME", &home)
+        .args(["play", &id_of(flac)]));
+    let audible = |b: &[u8]| -> Vec<u8> {
+        b.chunks_exact(4)
+            .filter(|f| *f != [0, 0, 0, 0])
+            .flatten()
+            .copied()
+            .collect()
+    };
+    let heard = audible(&std::fs::read(&raw).unwrap());
+    assert!(!heard.is_empty());
+    assert!(heard == audible(&by_ffmpeg), "the device got other samples");
+
     let outcome = play(&net, "us-east", &ogg_id, &played);
     assert_eq!(
         std::fs::read(&played).unwrap(),
@@ -325,6 +355,17 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
             .arg(&out),
     );
     assert!(e.contains("no song matches"), "{e}");
+    // No usable audio device and no --out: a clear error.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".asoundrc"), "pcm.!default { type hw card 42 }\n").unwrap();
+    let e = fails(
+        net.medley("eu-west", false)
+            .env("HOME", &home)
+            .args(["play", &id]),
+    );
+    assert!(e.contains("no audio output device"), "{e}");
+    assert!(e.contains("--out"), "{e}");
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "hello\n".repeat(100)).unwrap();
     let e = fails(net.medley("eu-west", true).arg("publish").arg(&txt));
