@@ -250,11 +250,11 @@ impl Codec {
             let mut work: Vec<Option<Vec<u8>>> = vec![None; self.total()];
             let mut taken = 0;
             for (slot, s) in shards.iter().enumerate() {
-                if let Some(s) = s {
-                    if taken < k {
-                        work[slot] = Some(s.as_ref().to_vec());
-                        taken += 1;
-                    }
+                if let Some(s) = s
+                    && taken < k
+                {
+                    work[slot] = Some(s.as_ref().to_vec());
+                    taken += 1;
                 }
             }
             rs.reconstruct_data(&mut work).map_err(backend)?;

@@ -245,10 +245,10 @@ impl Request {
     /// Decodes and bounds-checks a request.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let req: Self = decode(bytes)?;
-        if let Self::Has { ids } = &req {
-            if ids.len() > MAX_HAS_IDS {
-                return Err(WireError::TooManyIds { got: ids.len() });
-            }
+        if let Self::Has { ids } = &req
+            && ids.len() > MAX_HAS_IDS
+        {
+            return Err(WireError::TooManyIds { got: ids.len() });
         }
         Ok(req)
     }

@@ -406,10 +406,10 @@ impl PeerHandle {
     /// `timeout` for the actor to finish.
     pub async fn shutdown(&self, timeout: Duration) {
         self.cancel.cancel();
-        if let Some(task) = self.task.lock().await.take() {
-            if tokio::time::timeout(timeout, task).await.is_err() {
-                warn!(peer_id = %self.peer_id, "data plane did not stop in time");
-            }
+        if let Some(task) = self.task.lock().await.take()
+            && tokio::time::timeout(timeout, task).await.is_err()
+        {
+            warn!(peer_id = %self.peer_id, "data plane did not stop in time");
         }
     }
 }
@@ -547,10 +547,8 @@ impl Actor {
                 }
                 Event::ResponseSent { .. } => {}
             },
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address)

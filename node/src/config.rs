@@ -115,13 +115,13 @@ impl NodeConfig {
                 reason: "must be at least 1",
             });
         }
-        if let Some(t) = &self.tracker {
-            if !(t.starts_with("http://") || t.starts_with("https://")) {
-                return Err(ConfigError::Invalid {
-                    field: "tracker",
-                    reason: "must be an http:// or https:// URL",
-                });
-            }
+        if let Some(t) = &self.tracker
+            && !(t.starts_with("http://") || t.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "tracker",
+                reason: "must be an http:// or https:// URL",
+            });
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid {

@@ -513,10 +513,12 @@ impl Testnet {
         let tracker = self.tracker()?;
         let start = Instant::now();
         loop {
-            if let Ok(s) = tracker.stats().await {
-                if s.nodes >= n && s.nodes_alive >= n && s.layout_version.is_some() {
-                    return Ok(());
-                }
+            if let Ok(s) = tracker.stats().await
+                && s.nodes >= n
+                && s.nodes_alive >= n
+                && s.layout_version.is_some()
+            {
+                return Ok(());
             }
             if start.elapsed() > timeout {
                 return Err(TestnetError::Timeout {

@@ -457,7 +457,7 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
     let e = fails(
         net.medley("eu-west", false)
             .args(["get", &id, "-o"])
-            .arg(&out.with_extension("2")),
+            .arg(out.with_extension("2")),
     );
     assert!(e.contains("unavailable"), "{e}");
     assert!(!out.with_extension("2").exists());
