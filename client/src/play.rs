@@ -15,12 +15,9 @@ use medley_core::SongId;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::codecs::DecoderOptions;
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::{MediaSourceStream, ReadOnlySource};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
+use symphonia::core::io::ReadOnlySource;
 
 use crate::Client;
 use crate::error::ClientError;
@@ -269,25 +266,8 @@ fn decode(
     output: &Output,
     mut progress: Progress,
 ) -> Result<(u64, u32, u16, Duration), ClientError> {
-    let mut hint = Hint::new();
-    if let Some(e) = ext {
-        hint.with_extension(e);
-    }
-    let mss = MediaSourceStream::new(Box::new(ReadOnlySource::new(source)), Default::default());
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| ClientError::Decode(format!("unrecognised format: {e}")))?;
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| ClientError::Decode("no audio track".into()))?;
+    let (mut format, track) = crate::probe::open_format(Box::new(ReadOnlySource::new(source)), ext)
+        .map_err(ClientError::Decode)?;
     let track_id = track.id;
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())

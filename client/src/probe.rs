@@ -8,8 +8,8 @@ use lofty::file::{AudioFile, TaggedFileExt};
 use lofty::tag::Accessor;
 use medley_core::SongMeta;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType};
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::formats::{FormatOptions, FormatReader, Track};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -29,25 +29,8 @@ pub fn probe(path: &Path) -> Result<SongMeta, ClientError> {
         source: e,
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| not_audio(format!("no known audio format: {e}")))?;
-    let track = probed
-        .format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| not_audio("no audio track".into()))?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    let (_, track) = open_format(Box::new(file), ext).map_err(not_audio)?;
     let params = &track.codec_params;
     let codec = codec_name(params.codec).ok_or_else(|| not_audio("unknown codec".into()))?;
     let mut duration_ms = match (params.n_frames, params.sample_rate) {
@@ -91,6 +74,34 @@ pub fn probe(path: &Path) -> Result<SongMeta, ClientError> {
             .ok_or_else(|| not_audio("no title and no usable file name".into()))?;
     }
     Ok(meta)
+}
+
+/// Finds the container format of `source` (`ext` hints it) and its first audio track.
+pub(crate) fn open_format(
+    source: Box<dyn MediaSource>,
+    ext: Option<&str>,
+) -> Result<(Box<dyn FormatReader>, Track), String> {
+    let mut hint = Hint::new();
+    if let Some(e) = ext {
+        hint.with_extension(e);
+    }
+    let mss = MediaSourceStream::new(source, Default::default());
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| format!("no known audio format: {e}"))?;
+    let track = probed
+        .format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .cloned()
+        .ok_or_else(|| "no audio track".to_string())?;
+    Ok((probed.format, track))
 }
 
 fn codec_name(codec: CodecType) -> Option<String> {

@@ -20,7 +20,7 @@ use medley_core::{
     ShardId, SongId, SongMeta, partition_of,
 };
 use medley_net::{PeerHandle, RequestError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
 use crate::tracker::{Holder, holder};
@@ -30,7 +30,7 @@ use crate::{Client, probe};
 const UPLOAD_ATTEMPTS: u32 = 3;
 
 /// A published song.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Published {
     /// The file.
     pub path: PathBuf,
@@ -46,8 +46,8 @@ pub struct Published {
     pub bytes: u64,
 }
 
-/// What happened to one file of a publish run.
-#[derive(Debug, Serialize)]
+/// What happened to one file of a publish run (`medley publish --json` prints a list).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum FileOutcome {
     /// Published (or already there).

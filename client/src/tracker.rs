@@ -39,38 +39,7 @@ pub struct SearchParams {
     pub limit: Option<usize>,
 }
 
-/// One search result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Hit {
-    /// Song id.
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Artist.
-    pub artist: Option<String>,
-    /// Album.
-    pub album: Option<String>,
-    /// Genre.
-    pub genre: Option<String>,
-    /// Year.
-    pub year: Option<u16>,
-    /// Duration in milliseconds.
-    #[serde(default)]
-    pub duration_ms: Option<u64>,
-    /// Relevance.
-    pub score: f32,
-}
-
-/// A page of search results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SearchPage {
-    /// Songs matching in all.
-    pub total: usize,
-    /// Offset of this page.
-    pub offset: usize,
-    /// This page.
-    pub results: Vec<Hit>,
-}
+pub use medley_core::api::{Hit, SearchResults as SearchPage};
 
 /// A node that holds a shard slot.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::process::Output as ProcOutput;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use medley_client::{Output, PlayOutcome, decode_to_wav};
+use medley_client::{FileOutcome, Output, PlayOutcome, decode_to_wav};
 use serde::Deserialize;
 
 use crate::Testnet;
@@ -66,24 +66,6 @@ impl Checks {
     pub fn failed(&self) -> usize {
         self.results.iter().filter(|r| !r.1).count()
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-enum PublishLine {
-    Published {
-        path: PathBuf,
-        id: String,
-        created: bool,
-    },
-    Skipped {
-        path: PathBuf,
-        reason: String,
-    },
-    Failed {
-        path: PathBuf,
-        error: String,
-    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,21 +158,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Checks> {
             .arg("--json"),
         "publish",
     )?;
-    let lines: Vec<PublishLine> =
+    let lines: Vec<FileOutcome> =
         serde_json::from_slice(&out.stdout).context("publish --json printed invalid JSON")?;
     let mut ids: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut failed = Vec::new();
     for l in lines {
         match l {
-            PublishLine::Published { path, id, created } => {
-                if !created {
-                    failed.push(format!("{} was already there", path.display()));
+            FileOutcome::Published(p) => {
+                if !p.created {
+                    failed.push(format!("{} was already there", p.path.display()));
                 }
-                ids.insert(path, id);
+                ids.insert(p.path, p.id);
             }
-            PublishLine::Skipped { path, reason } => skipped.push((path, reason)),
-            PublishLine::Failed { path, error } => {
+            FileOutcome::Skipped { path, reason } => skipped.push((path, reason)),
+            FileOutcome::Failed { path, error } => {
                 failed.push(format!("{}: {error}", path.display()))
             }
         }
@@ -220,10 +202,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Checks> {
             .arg("--json"),
         "publish again",
     )?;
-    let again: Vec<PublishLine> = serde_json::from_slice(&again.stdout)?;
+    let again: Vec<FileOutcome> = serde_json::from_slice(&again.stdout)?;
     checks.check(
         "publishing a file again is idempotent",
-        matches!(again.as_slice(), [PublishLine::Published { id, created: false, .. }] if *id == id_of(&songs[0])),
+        matches!(again.as_slice(), [FileOutcome::Published(p)] if !p.created && p.id == id_of(&songs[0])),
         "",
     );
 

@@ -64,6 +64,15 @@ fn play(net: &Testnet, region: &str, id: &str, wav: &Path) -> PlayOutcome {
     serde_json::from_slice(&out.stdout).expect("play --json")
 }
 
+/// `medley get` of `id` into `out` gives exactly the bytes of `src`.
+fn assert_get_identical(net: &Testnet, id: &str, out: &Path, src: &Path) {
+    ok(net
+        .medley("eu-west", false)
+        .args(["get", id, "-o"])
+        .arg(out));
+    assert_eq!(std::fs::read(out).unwrap(), std::fs::read(src).unwrap());
+}
+
 fn reference_wav(src: &Path, dir: &Path) -> Vec<u8> {
     let p = dir.join("reference.wav");
     decode_to_wav(src, &Output::File(p.clone())).expect("decode the source");
@@ -298,14 +307,7 @@ async fn every_song_survives_two_dead_nodes() {
         let id = line.id.clone().unwrap();
         let out = dir.path().join("got");
         let started = Instant::now();
-        ok(net
-            .medley("eu-west", false)
-            .args(["get", &id, "-o"])
-            .arg(&out));
-        assert_eq!(
-            std::fs::read(&out).unwrap(),
-            std::fs::read(&song.path).unwrap()
-        );
+        assert_get_identical(&net, &id, &out, &song.path);
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "get took {:?}",
@@ -428,14 +430,7 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
             .contains("corrupt"),
         "{stats:?}"
     );
-    ok(net
-        .medley("eu-west", false)
-        .args(["get", &id, "-o"])
-        .arg(&out));
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        std::fs::read(&song.path).unwrap()
-    );
+    assert_get_identical(&net, &id, &out, &song.path);
 
     // Every slot holder down: a clear error, in bounded time, and no output left behind.
     for i in 0..net.nodes().len() {

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use medley_core::{SongId, SongMeta};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
     BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
@@ -57,37 +57,7 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
-/// One result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    /// Song id.
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Artist.
-    pub artist: Option<String>,
-    /// Album.
-    pub album: Option<String>,
-    /// Genre.
-    pub genre: Option<String>,
-    /// Year.
-    pub year: Option<u16>,
-    /// Duration in milliseconds.
-    pub duration_ms: Option<u64>,
-    /// Relevance.
-    pub score: f32,
-}
-
-/// A page of results.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchResults {
-    /// Matches in all.
-    pub total: usize,
-    /// Results skipped.
-    pub offset: usize,
-    /// This page.
-    pub results: Vec<Hit>,
-}
+pub use medley_core::api::{Hit, SearchResults};
 
 /// Search failures.
 #[derive(Debug, thiserror::Error)]
