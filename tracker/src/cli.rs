@@ -4,12 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::io::{Read, Write};
+
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
 use crate::config::{CONFIG_FILE, TrackerConfig};
 use crate::server::Tracker;
+use crate::state::State;
 
 /// Medley tracker: catalogue, node registry, layout and publish commit.
 #[derive(Debug, Parser)]
@@ -28,6 +31,119 @@ pub struct Cli {
 pub enum Command {
     /// Run the tracker until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Bulk-load signed manifests into a stopped tracker's catalogue and index.
+    ///
+    /// Each FILE is a manifest stream: every manifest preceded by its length as a 4-byte
+    /// big-endian number ('-' reads standard input). Manifests are checked as a publish
+    /// checks them; refused ones are listed and skipped.
+    Import(ImportArgs),
+}
+
+/// `medley-tracker import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Where the tracker's settings come from (data dir, config, publishers).
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Manifest stream files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Manifests committed per batch (one synced write and one index commit each).
+    #[arg(long, default_value_t = 20_000)]
+    pub batch: usize,
+}
+
+/// Writes a manifest stream record: the length (4 bytes, big-endian), then the manifest.
+pub fn write_stream_record(out: &mut impl Write, manifest: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(manifest.len()).map_err(std::io::Error::other)?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(manifest)
+}
+
+/// Reads the next manifest of a stream; `None` at a clean end.
+fn read_stream_record(input: &mut impl Read) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > medley_core::MAX_MANIFEST_SIZE {
+        bail!("a record claims {len} bytes, more than a manifest may have");
+    }
+    let mut buf = vec![0u8; len];
+    input
+        .read_exact(&mut buf)
+        .context("the stream ends inside a manifest")?;
+    Ok(Some(buf))
+}
+
+/// Runs an import.
+pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let publishers = config.validate()?;
+    let dir = config.data_dir.clone();
+    let state = State::open(config, &publishers).with_context(|| {
+        format!(
+            "cannot open the tracker's state in {} (is the tracker running?)",
+            dir.display()
+        )
+    })?;
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos} manifests {per_sec}")
+    {
+        bar.set_style(style);
+    }
+    let (mut created, mut existing, mut rejected) = (0usize, 0usize, 0usize);
+    let started = std::time::Instant::now();
+    for file in &args.files {
+        let mut input: Box<dyn Read> = if file.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(file)
+                    .with_context(|| format!("cannot open {}", file.display()))?,
+            ))
+        };
+        let mut offset = 0usize;
+        loop {
+            let mut batch = Vec::with_capacity(args.batch.min(100_000));
+            while batch.len() < args.batch.max(1) {
+                match read_stream_record(&mut input).with_context(|| {
+                    format!("{}: record {}", file.display(), offset + batch.len())
+                })? {
+                    Some(m) => batch.push(m),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let n = batch.len();
+            let done = state.import(&batch).context("import failed")?;
+            for (i, why) in &done.rejected {
+                eprintln!("{}: manifest {}: {why}", file.display(), offset + i);
+            }
+            created += done.created;
+            existing += done.existing;
+            rejected += done.rejected.len();
+            offset += n;
+            bar.inc(n as u64);
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "imported {created} new songs ({existing} already there, {rejected} refused) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if rejected > 0 {
+        bail!("{rejected} manifests were refused");
+    }
+    Ok(())
 }
 
 /// `medley-tracker run`: defaults < config file < environment < flags.

@@ -30,4 +30,6 @@ pub use config::{CONFIG_FILE, ConfigError, TrackerConfig};
 pub use db::DbError;
 pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
-pub use state::{Committed, Heartbeat, Load, NodeRecord, Registration, State, StateError};
+pub use state::{
+    Committed, Heartbeat, Imported, Load, NodeRecord, Registration, State, StateError,
+};

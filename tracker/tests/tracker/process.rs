@@ -81,3 +81,75 @@ async fn state_survives_kill_9() {
     assert_eq!(found["total"], 1);
     assert_eq!(found["results"][0]["id"], m.id().to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_bulk_loads_a_manifest_stream_and_refuses_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = publisher();
+    let good: Vec<_> = (0..5)
+        .map(|i| manifest(&format!("Imported Tune {i}"), 3000 + i, 4, 2, &key))
+        .collect();
+    let stranger = manifest(
+        "Stranger Tune",
+        3000,
+        4,
+        2,
+        &medley_core::PublisherKey::from_seed([9; 32]),
+    );
+    let stream = dir.path().join("manifests.bin");
+    let mut out = Vec::new();
+    for m in good.iter().chain([&good[0], &stranger]) {
+        medley_tracker::cli::write_stream_record(&mut out, m.encoded()).unwrap();
+    }
+    std::fs::write(&stream, &out).unwrap();
+    let data = dir.path().join("data");
+    let import = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
+            .args(["import", "--batch", "3", "--publisher"])
+            .arg(publisher().id().to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg(file)
+            .env("MEDLEY_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let run = import(&stream);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a refused manifest fails the import");
+    assert!(
+        stderr.contains("manifest 6") && stderr.contains("not authorised"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("imported 5 new songs (1 already there, 1 refused)"),
+        "{stdout}"
+    );
+
+    // A truncated stream is an error naming the record; what came before it is kept.
+    let cut = dir.path().join("cut.bin");
+    let mut one = Vec::new();
+    medley_tracker::cli::write_stream_record(&mut one, good[1].encoded()).unwrap();
+    std::fs::write(&cut, &one[..one.len() - 10]).unwrap();
+    let run = import(&cut);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("ends inside a manifest"));
+
+    let (_proc, url) = start(&data);
+    let http = reqwest::Client::new();
+    let stats = get_json(&http, &format!("{url}/v1/stats")).await;
+    assert_eq!(stats["songs"], 5);
+    let found = get_json(&http, &format!("{url}/v1/search?q=imported+tune&limit=100")).await;
+    assert_eq!(found["total"], 5);
+    let id = good[3].id().to_string();
+    let m = http
+        .get(format!("{url}/v1/songs/{id}/manifest"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&m[..], good[3].encoded());
+}
