@@ -156,6 +156,34 @@ fn library(dir: &Path) -> (Vec<LibrarySong>, PathBuf, PathBuf) {
     ]);
     let wav = lib.join("Morning Raga.wav");
     write_wav(&wav, &pcm(78, 3.0));
+    for (codec, ext, title) in [
+        ("libmp3lame", "mp3", "Copper Kettle"),
+        ("libopus", "opus", "Glass Orchard"),
+    ] {
+        ffmpeg(&[
+            "-f",
+            "s16le",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            "-i",
+            raw.to_str().unwrap(),
+            "-c:a",
+            codec,
+            "-b:a",
+            "128k",
+            "-metadata",
+            &format!("title={title}"),
+            "-metadata",
+            "artist=Ffmpeg Quartet",
+            "-metadata",
+            "genre=Chamber",
+            lib.join(format!("Real Files/{ext}.{ext}"))
+                .to_str()
+                .unwrap(),
+        ]);
+    }
     std::fs::write(lib.join("cover.txt"), "not audio\n".repeat(50)).unwrap();
     (songs, ogg, wav)
 }
@@ -177,7 +205,23 @@ async fn publish_search_get_and_play_real_files() {
     let skipped: Vec<_> = lines.iter().filter(|l| l.outcome == "skipped").collect();
     assert_eq!(skipped.len(), 1, "{lines:?}");
     assert!(skipped[0].path.ends_with("cover.txt"));
-    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    let mp3 = dir.path().join("library/Real Files/mp3.mp3");
+    let opus = dir.path().join("library/Real Files/opus.opus");
+    for (path, codec, mime) in [(&mp3, "mp3", "audio/mpeg"), (&opus, "opus", "audio/ogg")] {
+        let m = lines
+            .iter()
+            .find(|l| &l.path == path)
+            .unwrap()
+            .meta
+            .clone()
+            .unwrap();
+        assert_eq!(m["codec"], codec, "{m}");
+        assert_eq!(m["mime"], mime, "{m}");
+        assert_eq!(m["artist"], "Ffmpeg Quartet", "{m}");
+        let d = m["duration_ms"].as_u64().unwrap();
+        assert!((6_800..=7_200).contains(&d), "{path:?}: duration {d}");
+    }
 
     // Tags were read, and the untagged file is titled by its name.
     let wav_line = lines.iter().find(|l| l.path == wav).unwrap();
@@ -273,6 +317,20 @@ async fn publish_search_get_and_play_real_files() {
     assert_eq!(outcome.sample_rate, 44_100);
     assert_eq!(outcome.channels, 2);
 
+    let outcome = play(&net, "ap-south", &id_of(&mp3), &played);
+    assert_eq!(
+        std::fs::read(&played).unwrap(),
+        reference_wav(&mp3, dir.path())
+    );
+    assert!(outcome.frames > 44_100 * 6, "{outcome:?}");
+    // Opus publishes and downloads, but this build has no Opus decoder: a clear error.
+    let e = fails(
+        net.medley("ap-south", false)
+            .args(["play", &id_of(&opus), "--out"])
+            .arg(&played),
+    );
+    assert!(e.contains("no decoder for this codec"), "{e}");
+
     // Play by query, to standard output.
     let out = ok(net
         .medley("ap-south", false)
@@ -288,7 +346,7 @@ async fn publish_search_get_and_play_real_files() {
             .all(|l| l.id.as_deref() == Some(&id_of(&l.path)))
     );
     let stats = net.tracker().unwrap().stats().await.unwrap();
-    assert_eq!(stats.songs, 4);
+    assert_eq!(stats.songs, 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]

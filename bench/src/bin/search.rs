@@ -1,0 +1,510 @@
+//! Search on a generated catalogue (1,000,000 songs by default): the tracker over HTTP
+//! against PostgreSQL full-text search (tsvector + GIN) on the same songs and the same
+//! queries, in one run. Also index build time, and the tracker's memory and disk per song.
+//!
+//! bash scripts/bench-search.sh   (installs and starts PostgreSQL, builds release, runs this)
+//!
+//! The query mix is fixed by the seed: one title word; an artist's whole name; a title word
+//! and an artist word; two words with the last one cut short (search as you type); a word
+//! with a genre filter. Both systems answer the top 20 by relevance and the total count.
+//! Every word must match, the last one also as a prefix; Medley also tolerates typos, which
+//! PostgreSQL's full-text search does not do (so no query in the mix has a typo).
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use medley_core::{Manifest, PublisherKey, SongMeta};
+use medley_synth::{CatalogSpec, SynthSong, catalog};
+use rand::{RngExt, SeedableRng};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Songs in the catalogue.
+    #[arg(long, default_value_t = 1_000_000)]
+    songs: usize,
+    /// Distinct queries in the mix (each system answers all of them).
+    #[arg(long, default_value_t = 20_000)]
+    queries: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Catalogue and query seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// PostgreSQL connection string.
+    #[arg(
+        long,
+        default_value = "host=/tmp/medley-pg-sock port=5499 user=postgres dbname=postgres"
+    )]
+    pg: String,
+    /// Directory of the release binaries [default: beside this one].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Work directory [default: a temporary one].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+struct Query {
+    words: Vec<String>,
+    genre: Option<String>,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn query_mix(songs: &[SynthSong], n: usize, seed: u64) -> Vec<Query> {
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed ^ 0x5eed);
+    (0..n)
+        .map(|i| {
+            let s = &songs[rng.random_range(0..songs.len())];
+            let tw = words(&s.title);
+            let aw = words(&s.artist);
+            let t = tw[rng.random_range(0..tw.len())].clone();
+            let a = aw[rng.random_range(0..aw.len())].clone();
+            match i % 10 {
+                0..=2 => Query {
+                    words: vec![t],
+                    genre: None,
+                },
+                3 | 4 => Query {
+                    words: aw,
+                    genre: None,
+                },
+                5 | 6 => Query {
+                    words: vec![t, a],
+                    genre: None,
+                },
+                7 | 8 => {
+                    let cut: String = a.chars().take(3.max(a.chars().count() / 2)).collect();
+                    Query {
+                        words: vec![t, cut],
+                        genre: None,
+                    }
+                }
+                _ => Query {
+                    words: vec![t],
+                    genre: Some(s.genre.clone()),
+                },
+            }
+        })
+        .collect()
+}
+
+fn bin_dir(args: &Args) -> PathBuf {
+    args.bin_dir.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    })
+}
+
+fn meta_of(s: &SynthSong) -> SongMeta {
+    SongMeta {
+        title: s.title.clone(),
+        artist: Some(s.artist.clone()),
+        album: Some(s.album.clone()),
+        genre: Some(s.genre.clone()),
+        year: Some(s.year),
+        track: Some(s.track),
+        duration_ms: Some(s.duration_ms),
+        codec: "flac".into(),
+        mime: "audio/flac".into(),
+        bitrate: Some(900_000),
+    }
+}
+
+/// Signs a manifest per song (a few bytes of stand-in audio each: search never reads audio)
+/// and writes the manifest stream and PostgreSQL's TSV.
+fn write_inputs(
+    songs: &[SynthSong],
+    key: &PublisherKey,
+    stream: &Path,
+    tsv: &Path,
+) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = songs.len().div_ceil(threads);
+    let signed: Vec<Vec<Manifest>> = std::thread::scope(|s| {
+        let parts: Vec<_> = songs
+            .chunks(per)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|song| {
+                            let data = (song.index as u64).to_le_bytes().repeat(4);
+                            let body = medley_core::test_utils::body_for(
+                                meta_of(song),
+                                &data,
+                                64 * 1024,
+                                4,
+                                2,
+                                key.id(),
+                            );
+                            Manifest::sign(body, key)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a signing thread panicked"))?
+                    .map_err(anyhow::Error::from)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut out = BufWriter::new(std::fs::File::create(stream)?);
+    let mut t = BufWriter::new(std::fs::File::create(tsv)?);
+    for (m, s) in signed.iter().flatten().zip(songs) {
+        medley_tracker::cli::write_stream_record(&mut out, m.encoded())?;
+        let clean = |x: &str| x.replace(['\t', '\n', '\\'], " ");
+        writeln!(
+            t,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            m.id(),
+            clean(&s.title),
+            clean(&s.artist),
+            clean(&s.album),
+            clean(&s.genre),
+            s.year
+        )?;
+    }
+    out.flush()?;
+    t.flush()?;
+    Ok(())
+}
+
+fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += du(&p),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Stats {
+    lat_ms: Vec<f64>,
+    qps: f64,
+    hits: u64,
+}
+
+fn report(name: &str, s: &mut Stats) -> (f64, f64) {
+    s.lat_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        s.lat_ms[((p * s.lat_ms.len() as f64).ceil() as usize).clamp(1, s.lat_ms.len()) - 1]
+    };
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    println!(
+        "{name:<12} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>12}",
+        s.lat_ms.len(),
+        p50,
+        pct(0.9),
+        p99,
+        s.qps,
+        s.hits
+    );
+    (p50, p99)
+}
+
+/// Runs every query through `f` with `concurrency` in flight; returns latencies and q/s.
+async fn load<F, Fut>(queries: &Arc<Vec<Query>>, concurrency: usize, f: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize, Query) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (f, next, queries) = (f.clone(), next.clone(), queries.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut hits = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(q) = queries.get(i) else { break };
+                let t = Instant::now();
+                hits += f(worker, q.clone()).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>((lat, hits))
+        }));
+    }
+    let mut all = Stats {
+        lat_ms: Vec::new(),
+        qps: 0.0,
+        hits: 0,
+    };
+    for t in tasks {
+        let (lat, hits) = t.await??;
+        all.lat_ms.extend(lat);
+        all.hits += hits;
+    }
+    all.qps = all.lat_ms.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(all)
+}
+
+fn tsquery(q: &Query) -> String {
+    let n = q.words.len();
+    q.words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i + 1 == n {
+                format!("{w}:*")
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
+async fn main_async(args: Args) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let bins = bin_dir(&args);
+    let key = PublisherKey::from_seed([7; 32]);
+
+    eprintln!("generating {} songs…", args.songs);
+    let songs: Vec<SynthSong> = catalog(CatalogSpec {
+        songs: args.songs,
+        seed: args.seed,
+    })
+    .collect();
+    let queries = Arc::new(query_mix(&songs, args.queries, args.seed));
+    let (stream, tsv) = (dir.join("manifests.bin"), dir.join("songs.tsv"));
+    let t = Instant::now();
+    write_inputs(&songs, &key, &stream, &tsv)?;
+    eprintln!(
+        "signed {} manifests in {:.1} s",
+        songs.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop(songs);
+
+    // Medley: bulk import into a stopped tracker, then start it.
+    let data = dir.join("tracker");
+    let _ = std::fs::remove_dir_all(&data);
+    let t = Instant::now();
+    let out = Command::new(bins.join("medley-tracker"))
+        .args(["import", "--publisher", &key.id().to_string(), "--data-dir"])
+        .arg(&data)
+        .arg(&stream)
+        .env("MEDLEY_LOG", "warn")
+        .output()
+        .context("cannot run medley-tracker import")?;
+    if !out.status.success() {
+        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let medley_build = t.elapsed();
+    let child = Command::new(bins.join("medley-tracker"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("MEDLEY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start medley-tracker")?;
+    let pid = child.id();
+    let _tracker = Proc(child);
+    #[derive(serde::Deserialize)]
+    struct Info {
+        url: String,
+    }
+    let info: Info =
+        medley_daemon::wait_for_json_file(&data.join("tracker.json"), Duration::from_secs(120))
+            .context("the tracker did not start")?;
+    let medley_disk = du(&data);
+
+    // PostgreSQL: COPY, then a GIN index on a stored tsvector.
+    let (pg, conn) = tokio_postgres::connect(&args.pg, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL ({})", args.pg))?;
+    tokio::spawn(conn);
+    pg.batch_execute(
+        "DROP TABLE IF EXISTS songs;
+         CREATE TABLE songs (id text, title text, artist text, album text, genre text, year int);",
+    )
+    .await?;
+    let t = Instant::now();
+    let copy = Command::new("psql")
+        .arg(&args.pg)
+        .args(["-q", "-c"])
+        .arg(format!("\\copy songs FROM '{}'", tsv.display()))
+        .output()
+        .context("cannot run psql")?;
+    if !copy.status.success() {
+        bail!(
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+    }
+    pg.batch_execute(
+        "ALTER TABLE songs ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+             to_tsvector('simple', coalesce(title,'') || ' ' || coalesce(artist,'') || ' ' ||
+                                   coalesce(album,'') || ' ' || coalesce(genre,''))) STORED;
+         CREATE INDEX songs_tsv ON songs USING GIN (tsv);
+         CREATE INDEX songs_genre ON songs (lower(genre));",
+    )
+    .await?;
+    pg.batch_execute("VACUUM ANALYZE songs").await?;
+    let pg_build = t.elapsed();
+    let pg_disk: i64 = pg
+        .query_one("SELECT pg_total_relation_size('songs')", &[])
+        .await?
+        .get(0);
+
+    // Queries: warm up both, then the whole mix on each.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let base = info.url.clone();
+    let medley = {
+        let (http, base) = (http.clone(), base.clone());
+        move |_: usize, q: Query| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let mut req = http
+                    .get(format!("{base}/v1/search"))
+                    .query(&[("q", q.words.join(" ")), ("limit", "20".into())]);
+                if let Some(g) = &q.genre {
+                    req = req.query(&[("genre", g)]);
+                }
+                let v: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
+                Ok(v["total"].as_u64().unwrap_or(0))
+            }
+        }
+    };
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency {
+        let (c, conn) = tokio_postgres::connect(&args.pg, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        clients.push(c);
+    }
+    let clients = Arc::new(clients);
+    let postgres = {
+        let clients = clients.clone();
+        move |worker: usize, q: Query| {
+            let clients = clients.clone();
+            async move {
+                let c = &clients[worker % clients.len()];
+                let ts = tsquery(&q);
+                let rows = match &q.genre {
+                    None => {
+                        c.query(
+                            "SELECT id, title, artist, album, genre, year, r, total FROM (
+                               SELECT id, title, artist, album, genre, year,
+                                      ts_rank(tsv, q) AS r, count(*) OVER () AS total
+                               FROM songs, to_tsquery('simple', $1) q WHERE tsv @@ q
+                             ) s ORDER BY r DESC LIMIT 20",
+                            &[&ts],
+                        )
+                        .await?
+                    }
+                    Some(g) => {
+                        c.query(
+                            "SELECT id, title, artist, album, genre, year, r, total FROM (
+                               SELECT id, title, artist, album, genre, year,
+                                      ts_rank(tsv, q) AS r, count(*) OVER () AS total
+                               FROM songs, to_tsquery('simple', $1) q
+                               WHERE tsv @@ q AND lower(genre) = lower($2)
+                             ) s ORDER BY r DESC LIMIT 20",
+                            &[&ts, g],
+                        )
+                        .await?
+                    }
+                };
+                Ok(rows.first().map_or(0, |r| r.get::<_, i64>(7) as u64))
+            }
+        }
+    };
+    let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
+    load(&warm, args.concurrency, medley.clone()).await?;
+    load(&warm, args.concurrency, postgres.clone()).await?;
+    let mut m = load(&queries, args.concurrency, medley.clone()).await?;
+    let mut p = load(&queries, args.concurrency, postgres.clone()).await?;
+    let rss = rss_bytes(pid);
+
+    let n = args.songs as f64;
+    println!(
+        "search, {} songs, {} queries, {} in flight:",
+        args.songs,
+        queries.len(),
+        args.concurrency
+    );
+    println!(
+        "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "system", "queries", "p50 ms", "p90 ms", "p99 ms", "q/s", "hits"
+    );
+    let (m50, m99) = report("medley", &mut m);
+    let (p50, p99) = report("postgresql", &mut p);
+    println!(
+        "ratio medley/postgresql: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+        m50 / p50,
+        m99 / p99,
+        m.qps / p.qps
+    );
+    println!(
+        "index build: medley import {:.1} s (RocksDB + tantivy, signatures checked), postgresql COPY + GIN {:.1} s",
+        medley_build.as_secs_f64(),
+        pg_build.as_secs_f64()
+    );
+    println!(
+        "per song: medley disk {:.0} B (manifests + index), tracker memory {:.0} B (RSS {:.0} MiB); postgresql table + indexes {:.0} B",
+        medley_disk as f64 / n,
+        rss as f64 / n,
+        rss as f64 / 1048576.0,
+        pg_disk as f64 / n
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Runtime::new()?.block_on(main_async(args))
+}
