@@ -7,6 +7,9 @@
 //! (boosted), within an edit distance (1 for words of 4+ characters, 2 for 8+: typo
 //! tolerance), and the last word also as a prefix (search as you type). Title and artist
 //! matches weigh more than album and genre. Results are ranked by BM25 with those boosts.
+//! The typo-tolerant expansion runs only when exact words and the prefix do not fill the
+//! requested page (then `total` counts the fuzzy matches too); on a large catalogue it is
+//! most of a query's cost, and exact matches outrank fuzzy ones anyway.
 //!
 //! The index is derived state: RocksDB is the source of truth. Each publish appends to a
 //! journal in RocksDB; the index records in its commit payload the journal position it has
@@ -226,24 +229,11 @@ impl Search {
     }
 
     /// Runs a query.
-    pub(crate) fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
-        if q.q.len() > MAX_QUERY {
-            return Err(SearchError::BadQuery(format!(
-                "query longer than {MAX_QUERY} bytes"
-            )));
-        }
-        let limit = q.limit.unwrap_or(20);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(SearchError::BadQuery(format!(
-                "limit must be 1 to {MAX_LIMIT}"
-            )));
-        }
-        if q.offset > 10_000 {
-            return Err(SearchError::BadQuery("offset must be at most 10000".into()));
-        }
+    /// The clauses of `q`: every word must match some text field (exactly, as a prefix for
+    /// the last word, and within an edit distance when `fuzzy`), plus the filters.
+    fn clauses(&self, q: &SearchQuery, ws: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let ws = words(&q.q);
         for (i, w) in ws.iter().enumerate() {
             let last = i + 1 == ws.len();
             let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -266,7 +256,7 @@ impl Search {
                     4..=7 => 1,
                     _ => 2,
                 };
-                if distance > 0 {
+                if fuzzy && distance > 0 {
                     per_field.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(
@@ -310,20 +300,56 @@ impl Search {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
-        if clauses.is_empty() {
+        clauses
+    }
+
+    pub(crate) fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
+        if q.q.len() > MAX_QUERY {
+            return Err(SearchError::BadQuery(format!(
+                "query longer than {MAX_QUERY} bytes"
+            )));
+        }
+        let limit = q.limit.unwrap_or(20);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(SearchError::BadQuery(format!(
+                "limit must be 1 to {MAX_LIMIT}"
+            )));
+        }
+        if q.offset > 10_000 {
+            return Err(SearchError::BadQuery("offset must be at most 10000".into()));
+        }
+        let f = self.fields;
+        let ws = words(&q.q);
+        if ws.is_empty()
+            && q.artist.is_none()
+            && q.album.is_none()
+            && q.genre.is_none()
+            && q.year_from.is_none()
+            && q.year_to.is_none()
+        {
             return Err(SearchError::BadQuery("give a query or a filter".into()));
         }
-        let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let (top, total) = searcher.search(
-            &query,
-            &(
-                TopDocs::with_limit(limit)
-                    .and_offset(q.offset)
-                    .order_by_score(),
-                Count,
-            ),
-        )?;
+        let run = |fuzzy: bool| {
+            let query = BooleanQuery::new(self.clauses(q, &ws, fuzzy));
+            searcher.search(
+                &query,
+                &(
+                    TopDocs::with_limit(limit)
+                        .and_offset(q.offset)
+                        .order_by_score(),
+                    Count,
+                ),
+            )
+        };
+        // Exact words and the last word's prefix first. Typo-tolerant matching, which
+        // expands every word to its neighbours in the dictionary, runs only when those do
+        // not fill the page: exact matches would outrank fuzzy ones anyway, and on a large
+        // catalogue the expansion is most of a query's cost.
+        let (mut top, mut total) = run(false)?;
+        if total < q.offset + limit && ws.iter().any(|w| w.chars().count() >= 4) {
+            (top, total) = run(true)?;
+        }
         let mut results = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;

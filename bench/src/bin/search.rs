@@ -31,9 +31,12 @@ struct Args {
     /// Distinct queries in the mix (each system answers all of them).
     #[arg(long, default_value_t = 20_000)]
     queries: usize,
-    /// Requests in flight at once.
+    /// Requests in flight at once in the throughput phase.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Queries of the latency phase (one request at a time).
+    #[arg(long, default_value_t = 2_000)]
+    latency_queries: usize,
     /// Catalogue and query seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -466,21 +469,42 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
     load(&warm, args.concurrency, medley.clone()).await?;
     load(&warm, args.concurrency, postgres.clone()).await?;
+    let one_at_a_time = Arc::new(
+        queries
+            .iter()
+            .take(args.latency_queries)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let mut m1 = load(&one_at_a_time, 1, medley.clone()).await?;
+    let mut p1 = load(&one_at_a_time, 1, postgres.clone()).await?;
     let mut m = load(&queries, args.concurrency, medley.clone()).await?;
     let mut p = load(&queries, args.concurrency, postgres.clone()).await?;
     let rss = rss_bytes(pid);
 
     let n = args.songs as f64;
+    let header = || {
+        println!(
+            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
+            "system", "queries", "p50 ms", "p90 ms", "p99 ms", "q/s", "hits"
+        )
+    };
+    println!("search, {} songs, one request at a time:", args.songs);
+    header();
+    let (a50, a99) = report("medley", &mut m1);
+    let (b50, b99) = report("postgresql", &mut p1);
+    println!(
+        "ratio medley/postgresql: p50 {:.2}x, p99 {:.2}x",
+        a50 / b50,
+        a99 / b99
+    );
     println!(
         "search, {} songs, {} queries, {} in flight:",
         args.songs,
         queries.len(),
         args.concurrency
     );
-    println!(
-        "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
-        "system", "queries", "p50 ms", "p90 ms", "p99 ms", "q/s", "hits"
-    );
+    header();
     let (m50, m99) = report("medley", &mut m);
     let (p50, p99) = report("postgresql", &mut p);
     println!(
