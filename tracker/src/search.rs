@@ -161,6 +161,10 @@ impl Search {
                 (Index::create_in_dir(dir, schema)?, true)
             }
         };
+        // Search a query's segments on all cores: a query's latency, not only the
+        // throughput of many, then scales with the machine.
+        let mut index = index;
+        index.set_default_multithread_executor()?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -49,6 +49,9 @@ struct Args {
     /// Directory of the release binaries [default: beside this one].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Skip PostgreSQL (for quick iterations on Medley alone; no ratios are printed).
+    #[arg(long)]
+    no_baseline: bool,
     /// Work directory [default: a temporary one].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -306,6 +309,49 @@ fn tsquery(q: &Query) -> String {
         .join(" & ")
 }
 
+/// Loads the songs into PostgreSQL: COPY, then a GIN index on a stored tsvector. Returns
+/// the build time and the table's size with its indexes.
+async fn load_postgres(args: &Args, tsv: &Path) -> anyhow::Result<(Duration, i64)> {
+    let (pg, conn) = tokio_postgres::connect(&args.pg, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL ({})", args.pg))?;
+    tokio::spawn(conn);
+    pg.batch_execute(
+        "DROP TABLE IF EXISTS songs;
+         CREATE TABLE songs (id text, title text, artist text, album text, genre text, year int);",
+    )
+    .await?;
+    let t = Instant::now();
+    let copy = Command::new("psql")
+        .arg(&args.pg)
+        .args(["-q", "-c"])
+        .arg(format!("\\copy songs FROM '{}'", tsv.display()))
+        .output()
+        .context("cannot run psql")?;
+    if !copy.status.success() {
+        bail!(
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+    }
+    pg.batch_execute(
+        "ALTER TABLE songs ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+             to_tsvector('simple', coalesce(title,'') || ' ' || coalesce(artist,'') || ' ' ||
+                                   coalesce(album,'') || ' ' || coalesce(genre,''))) STORED;
+         CREATE INDEX songs_tsv ON songs USING GIN (tsv);
+         CREATE INDEX songs_genre ON songs (lower(genre));",
+    )
+    .await?;
+    pg.batch_execute("VACUUM ANALYZE songs").await?;
+    let pg_build = t.elapsed();
+    let pg_disk: i64 = pg
+        .query_one("SELECT pg_total_relation_size('songs')", &[])
+        .await?
+        .get(0);
+
+    Ok((pg_build, pg_disk))
+}
+
 async fn main_async(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -364,44 +410,6 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             .context("the tracker did not start")?;
     let medley_disk = du(&data);
 
-    // PostgreSQL: COPY, then a GIN index on a stored tsvector.
-    let (pg, conn) = tokio_postgres::connect(&args.pg, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL ({})", args.pg))?;
-    tokio::spawn(conn);
-    pg.batch_execute(
-        "DROP TABLE IF EXISTS songs;
-         CREATE TABLE songs (id text, title text, artist text, album text, genre text, year int);",
-    )
-    .await?;
-    let t = Instant::now();
-    let copy = Command::new("psql")
-        .arg(&args.pg)
-        .args(["-q", "-c"])
-        .arg(format!("\\copy songs FROM '{}'", tsv.display()))
-        .output()
-        .context("cannot run psql")?;
-    if !copy.status.success() {
-        bail!(
-            "psql \\copy failed: {}",
-            String::from_utf8_lossy(&copy.stderr)
-        );
-    }
-    pg.batch_execute(
-        "ALTER TABLE songs ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
-             to_tsvector('simple', coalesce(title,'') || ' ' || coalesce(artist,'') || ' ' ||
-                                   coalesce(album,'') || ' ' || coalesce(genre,''))) STORED;
-         CREATE INDEX songs_tsv ON songs USING GIN (tsv);
-         CREATE INDEX songs_genre ON songs (lower(genre));",
-    )
-    .await?;
-    pg.batch_execute("VACUUM ANALYZE songs").await?;
-    let pg_build = t.elapsed();
-    let pg_disk: i64 = pg
-        .query_one("SELECT pg_total_relation_size('songs')", &[])
-        .await?
-        .get(0);
-
     // Queries: warm up both, then the whole mix on each.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -423,6 +431,31 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    let one_at_a_time = Arc::new(
+        queries
+            .iter()
+            .take(args.latency_queries)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let header = || {
+        println!(
+            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
+            "system", "queries", "p50 ms", "p90 ms", "p99 ms", "q/s", "hits"
+        )
+    };
+    let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
+    if args.no_baseline {
+        load(&warm, args.concurrency, medley.clone()).await?;
+        let mut m1 = load(&one_at_a_time, 1, medley.clone()).await?;
+        let mut m = load(&queries, args.concurrency, medley.clone()).await?;
+        header();
+        report("medley, 1", &mut m1);
+        report(&format!("medley, {}", args.concurrency), &mut m);
+        println!("medley import {:.1} s", medley_build.as_secs_f64());
+        return Ok(());
+    }
+    let (pg_build, pg_disk) = load_postgres(&args, &tsv).await?;
     let mut clients = Vec::new();
     for _ in 0..args.concurrency {
         let (c, conn) = tokio_postgres::connect(&args.pg, tokio_postgres::NoTls).await?;
@@ -466,16 +499,8 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
     load(&warm, args.concurrency, medley.clone()).await?;
     load(&warm, args.concurrency, postgres.clone()).await?;
-    let one_at_a_time = Arc::new(
-        queries
-            .iter()
-            .take(args.latency_queries)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
     let mut m1 = load(&one_at_a_time, 1, medley.clone()).await?;
     let mut p1 = load(&one_at_a_time, 1, postgres.clone()).await?;
     let mut m = load(&queries, args.concurrency, medley.clone()).await?;
@@ -483,12 +508,6 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     let rss = rss_bytes(pid);
 
     let n = args.songs as f64;
-    let header = || {
-        println!(
-            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
-            "system", "queries", "p50 ms", "p90 ms", "p99 ms", "q/s", "hits"
-        )
-    };
     println!("search, {} songs, one request at a time:", args.songs);
     header();
     let (a50, a99) = report("medley", &mut m1);
