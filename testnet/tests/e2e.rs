@@ -120,6 +120,26 @@ fn write_wav(path: &Path, pcm: &[u8]) {
     std::fs::write(path, h).unwrap();
 }
 
+/// Encodes raw 16-bit stereo 44.1 kHz PCM with ffmpeg, with `codec` options and tags.
+fn encode(raw: &Path, codec: &[&str], tags: &[&str], out: &Path) {
+    let mut args = vec![
+        "-f",
+        "s16le",
+        "-ar",
+        "44100",
+        "-ac",
+        "2",
+        "-i",
+        raw.to_str().unwrap(),
+    ];
+    args.extend_from_slice(codec);
+    for t in tags {
+        args.extend_from_slice(&["-metadata", t]);
+    }
+    args.push(out.to_str().unwrap());
+    ffmpeg(&args);
+}
+
 /// Two synthesized FLAC songs, an Ogg Vorbis file tagged by ffmpeg, an untagged WAV and a
 /// text file, in a library folder.
 fn library(dir: &Path) -> (Vec<LibrarySong>, PathBuf, PathBuf) {
@@ -129,60 +149,34 @@ fn library(dir: &Path) -> (Vec<LibrarySong>, PathBuf, PathBuf) {
     std::fs::write(&raw, pcm(77, 7.0)).unwrap();
     let ogg = lib.join("Real Files/harbour.ogg");
     std::fs::create_dir_all(ogg.parent().unwrap()).unwrap();
-    ffmpeg(&[
-        "-f",
-        "s16le",
-        "-ar",
-        "44100",
-        "-ac",
-        "2",
-        "-i",
-        raw.to_str().unwrap(),
-        "-c:a",
-        "libvorbis",
-        "-q:a",
-        "4",
-        "-metadata",
-        "title=Harbour Lights",
-        "-metadata",
-        "artist=Ffmpeg Quartet",
-        "-metadata",
-        "album=Real Files",
-        "-metadata",
-        "genre=Chamber",
-        "-metadata",
-        "date=1999",
-        ogg.to_str().unwrap(),
-    ]);
+    encode(
+        &raw,
+        &["-c:a", "libvorbis", "-q:a", "4"],
+        &[
+            "title=Harbour Lights",
+            "artist=Ffmpeg Quartet",
+            "album=Real Files",
+            "genre=Chamber",
+            "date=1999",
+        ],
+        &ogg,
+    );
     let wav = lib.join("Morning Raga.wav");
     write_wav(&wav, &pcm(78, 3.0));
     for (codec, ext, title) in [
         ("libmp3lame", "mp3", "Copper Kettle"),
         ("libopus", "opus", "Glass Orchard"),
     ] {
-        ffmpeg(&[
-            "-f",
-            "s16le",
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "-i",
-            raw.to_str().unwrap(),
-            "-c:a",
-            codec,
-            "-b:a",
-            "128k",
-            "-metadata",
-            &format!("title={title}"),
-            "-metadata",
-            "artist=Ffmpeg Quartet",
-            "-metadata",
-            "genre=Chamber",
-            lib.join(format!("Real Files/{ext}.{ext}"))
-                .to_str()
-                .unwrap(),
-        ]);
+        encode(
+            &raw,
+            &["-c:a", codec, "-b:a", "128k"],
+            &[
+                &format!("title={title}"),
+                "artist=Ffmpeg Quartet",
+                "genre=Chamber",
+            ],
+            &lib.join(format!("Real Files/{ext}.{ext}")),
+        );
     }
     std::fs::write(lib.join("cover.txt"), "not audio\n".repeat(50)).unwrap();
     (songs, ogg, wav)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use medley_tracker::{TRACKER_INFO_FILE, TrackerInfo};
 use serde_json::{Value, json};
 
-use crate::support::{get_json, manifest, post_body, publisher};
+use crate::support::{get_bytes, get_json, manifest, post_body, publisher};
 
 struct Proc(Child);
 
@@ -66,14 +66,7 @@ async fn state_survives_kill_9() {
     drop(first);
 
     let (_second, url) = start(dir.path());
-    let bytes = http
-        .get(format!("{url}/v1/songs/{}/manifest", m.id()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = get_bytes(&http, &format!("{url}/v1/songs/{}/manifest", m.id())).await;
     assert_eq!(&bytes[..], m.encoded());
     let again: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     assert_eq!(again, layout);
@@ -143,13 +136,6 @@ async fn import_bulk_loads_a_manifest_stream_and_refuses_bad_records() {
     let found = get_json(&http, &format!("{url}/v1/search?q=imported+tune&limit=100")).await;
     assert_eq!(found["total"], 5);
     let id = good[3].id().to_string();
-    let m = http
-        .get(format!("{url}/v1/songs/{id}/manifest"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let m = get_bytes(&http, &format!("{url}/v1/songs/{id}/manifest")).await;
     assert_eq!(&m[..], good[3].encoded());
 }

@@ -50,6 +50,18 @@ pub(crate) fn manifest_for(
     Manifest::sign(body, key).unwrap()
 }
 
+/// GET `url` and return the body's bytes, whatever the status.
+pub(crate) async fn get_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
+    http.get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
 /// GET `url` and parse the JSON body, whatever the status.
 pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
