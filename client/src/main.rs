@@ -28,7 +28,7 @@ struct Global {
         long,
         global = true,
         env = "MEDLEY_LOG",
-        default_value = "warn,lofty=error"
+        default_value = "warn,lofty=error,symphonia_core::probe=off"
     )]
     log: String,
     /// Tracker URL, e.g. http://127.0.0.1:4700.

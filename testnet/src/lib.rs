@@ -371,7 +371,7 @@ impl Testnet {
             .env("MEDLEY_REGION", &c.region)
             .env("MEDLEY_CLIENT_DIR", &c.data_dir)
             .env_remove("MEDLEY_CLIENT_CONFIG")
-            .env("MEDLEY_LOG", "warn")
+            .env("MEDLEY_LOG", "warn,lofty=error,symphonia_core::probe=off")
             .stdin(Stdio::null());
         cmd
     }

@@ -92,7 +92,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut code = ExitCode::SUCCESS;
-    let r = medley_daemon::run_main("warn,lofty=error", async {
+    let r = medley_daemon::run_main("warn,lofty=error,symphonia_core::probe=off", async {
         code = main_async(cli).await?;
         Ok(())
     });
