@@ -7,9 +7,9 @@
 //! (boosted), within an edit distance (1 for words of 4+ characters, 2 for 8+: typo
 //! tolerance), and the last word also as a prefix (search as you type). Title and artist
 //! matches weigh more than album and genre. Results are ranked by BM25 with those boosts.
-//! The typo-tolerant expansion runs only when exact words and the prefix do not fill the
-//! requested page (then `total` counts the fuzzy matches too); on a large catalogue it is
-//! most of a query's cost, and exact matches outrank fuzzy ones anyway.
+//! The expansions (prefix and typo tolerance) run only when the exact words do not fill the
+//! requested page; then `total` counts the expanded matches too. On a large catalogue they
+//! are most of a query's cost, and exact matches outrank expanded ones anyway.
 //!
 //! The index is derived state: RocksDB is the source of truth. Each publish appends to a
 //! journal in RocksDB; the index records in its commit payload the journal position it has
@@ -233,9 +233,14 @@ impl Search {
     }
 
     /// Runs a query.
-    /// The clauses of `q`: every word must match some text field (exactly, as a prefix for
-    /// the last word, and within an edit distance when `fuzzy`), plus the filters.
-    fn clauses(&self, q: &SearchQuery, ws: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
+    /// The clauses of `q`: every word must match some text field exactly or, when `expand`,
+    /// within an edit distance or (the last word) as a prefix; plus the filters.
+    fn clauses(
+        &self,
+        q: &SearchQuery,
+        ws: &[String],
+        expand: bool,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (i, w) in ws.iter().enumerate() {
@@ -260,7 +265,7 @@ impl Search {
                     4..=7 => 1,
                     _ => 2,
                 };
-                if fuzzy && distance > 0 {
+                if expand && distance > 0 {
                     per_field.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(
@@ -269,7 +274,7 @@ impl Search {
                         )),
                     ));
                 }
-                if last {
+                if expand && last {
                     per_field.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(
@@ -334,8 +339,8 @@ impl Search {
             return Err(SearchError::BadQuery("give a query or a filter".into()));
         }
         let searcher = self.reader.searcher();
-        let run = |fuzzy: bool| {
-            let query = BooleanQuery::new(self.clauses(q, &ws, fuzzy));
+        let run = |expand: bool| {
+            let query = BooleanQuery::new(self.clauses(q, &ws, expand));
             searcher.search(
                 &query,
                 &(
@@ -346,12 +351,13 @@ impl Search {
                 ),
             )
         };
-        // Exact words and the last word's prefix first. Typo-tolerant matching, which
-        // expands every word to its neighbours in the dictionary, runs only when those do
-        // not fill the page: exact matches would outrank fuzzy ones anyway, and on a large
-        // catalogue the expansion is most of a query's cost.
+        // Exact words first. The expansions (the last word as a prefix, every word to its
+        // typo neighbours in the dictionary) run only when exact words do not fill the
+        // page: exact matches outrank expanded ones anyway, and on a large catalogue the
+        // expansions are most of a query's cost (a common last word such as "the" is the
+        // prefix of hundreds of terms).
         let (mut top, mut total) = run(false)?;
-        if total < q.offset + limit && ws.iter().any(|w| w.chars().count() >= 4) {
+        if total < q.offset + limit && !ws.is_empty() {
             (top, total) = run(true)?;
         }
         let mut results = Vec::with_capacity(top.len());

@@ -232,6 +232,8 @@ impl Drop for Proc {
 
 struct Stats {
     lat_ms: Vec<f64>,
+    /// (latency, query index) of every query, for finding the slow ones.
+    by_query: Vec<(f64, usize)>,
     qps: f64,
     hits: u64,
 }
@@ -268,25 +270,30 @@ where
         let (f, next, queries) = (f.clone(), next.clone(), queries.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut by_query = Vec::new();
             let mut hits = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(q) = queries.get(i) else { break };
                 let t = Instant::now();
                 hits += f(worker, q.clone()).await?;
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                lat.push(ms);
+                by_query.push((ms, i));
             }
-            Ok::<_, anyhow::Error>((lat, hits))
+            Ok::<_, anyhow::Error>((lat, by_query, hits))
         }));
     }
     let mut all = Stats {
         lat_ms: Vec::new(),
+        by_query: Vec::new(),
         qps: 0.0,
         hits: 0,
     };
     for t in tasks {
-        let (lat, hits) = t.await??;
+        let (lat, by_query, hits) = t.await??;
         all.lat_ms.extend(lat);
+        all.by_query.extend(by_query);
         all.hits += hits;
     }
     all.qps = all.lat_ms.len() as f64 / started.elapsed().as_secs_f64();
@@ -453,6 +460,11 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         report("medley, 1", &mut m1);
         report(&format!("medley, {}", args.concurrency), &mut m);
         println!("medley import {:.1} s", medley_build.as_secs_f64());
+        m1.by_query.sort_by(|a, b| b.0.total_cmp(&a.0));
+        println!("slowest queries, one at a time:");
+        for (ms, i) in m1.by_query.iter().take(12) {
+            println!("  {ms:>8.2} ms  {:?}", one_at_a_time[*i]);
+        }
         return Ok(());
     }
     let (pg_build, pg_disk) = load_postgres(&args, &tsv).await?;
