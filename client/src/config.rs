@@ -62,11 +62,6 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl ClientConfig {
-    /// Reads a config file.
-    pub fn from_file(path: &Path) -> Result<Self, ClientError> {
-        medley_daemon::load_toml(path).map_err(|e| ClientError::Config(e.to_string()))
-    }
-
     /// Checks values.
     pub fn validate(&self) -> Result<(), ClientError> {
         let bad = |what: &str| Err(ClientError::Config(what.to_string()));

@@ -105,14 +105,10 @@ enum Command {
 
 fn config(g: &Global) -> anyhow::Result<ClientConfig> {
     let data_dir = g.data_dir.clone().unwrap_or_else(default_data_dir);
-    let file = medley_daemon::config_path(g.config.as_deref(), Some(&data_dir), CONFIG_FILE);
-    let mut c = match file {
-        Some(p) => ClientConfig::from_file(&p)?,
-        None => ClientConfig::default(),
-    };
-    c.data_dir = g.data_dir.clone().unwrap_or(c.data_dir);
-    if g.data_dir.is_none() && c.data_dir == ClientConfig::default().data_dir {
-        c.data_dir = data_dir;
+    let mut c: ClientConfig =
+        medley_daemon::load_config(g.config.as_deref(), Some(&data_dir), CONFIG_FILE)?;
+    if let Some(d) = &g.data_dir {
+        c.data_dir = d.clone();
     }
     if let Some(t) = &g.tracker {
         c.tracker = t.clone();

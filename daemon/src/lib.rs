@@ -108,6 +108,20 @@ pub fn config_path(
     }
 }
 
+/// Loads a daemon's or tool's settings: the config file [`config_path`] picks (the one given,
+/// else `name` in the data dir), or the defaults when there is none. Callers then apply the
+/// environment and flags on top.
+pub fn load_config<T: DeserializeOwned + Default>(
+    explicit: Option<&Path>,
+    data_dir: Option<&Path>,
+    name: &str,
+) -> Result<T, ConfigFileError> {
+    match config_path(explicit, data_dir, name) {
+        Some(p) => load_toml(&p),
+        None => Ok(T::default()),
+    }
+}
+
 /// Writes `value` as JSON to `path` through a temporary file and a rename, so a reader never
 /// sees half a file.
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
@@ -159,5 +173,35 @@ mod tests {
             wait_for_json_file::<String>(&path, Duration::from_millis(50)),
             None
         );
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Settings {
+        region: String,
+        port: u16,
+    }
+
+    #[test]
+    fn load_config_prefers_the_given_file_then_the_data_dir_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let none: Settings = load_config(None, Some(d), "x.toml").unwrap();
+        assert_eq!(none, Settings::default());
+        std::fs::write(d.join("x.toml"), "region = \"eu\"\n").unwrap();
+        let found: Settings = load_config(None, Some(d), "x.toml").unwrap();
+        assert_eq!(found.region, "eu");
+        std::fs::write(d.join("other.toml"), "port = 9\n").unwrap();
+        let given: Settings = load_config(Some(&d.join("other.toml")), Some(d), "x.toml").unwrap();
+        assert_eq!(
+            given,
+            Settings {
+                region: String::new(),
+                port: 9
+            }
+        );
+        std::fs::write(d.join("x.toml"), "colour = 1\n").unwrap();
+        let e = load_config::<Settings>(None, Some(d), "x.toml").unwrap_err();
+        assert!(e.to_string().contains("x.toml"), "{e}");
     }
 }

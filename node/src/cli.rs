@@ -59,15 +59,11 @@ pub struct RunArgs {
 impl RunArgs {
     /// Builds the effective configuration: defaults < file < environment < flags.
     pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
-        let file = medley_daemon::config_path(
+        let mut config: NodeConfig = medley_daemon::load_config(
             self.config.as_deref(),
             self.data_dir.as_deref(),
             CONFIG_FILE,
-        );
-        let mut config = match &file {
-            Some(path) => NodeConfig::from_file(path)?,
-            None => NodeConfig::default(),
-        };
+        )?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }

@@ -1,7 +1,7 @@
 //! The node's configuration: a TOML file (`medley-node.toml`), overridden by environment
 //! variables and flags.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::time::Duration;
 
@@ -55,9 +55,6 @@ impl Default for NodeConfig {
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or parsed.
-    #[error(transparent)]
-    File(#[from] medley_daemon::ConfigFileError),
     /// A listen address is not a multiaddr.
     #[error("listen address {addr:?} is not a valid multiaddr: {reason}")]
     Listen {
@@ -77,11 +74,6 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// Reads a config file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(medley_daemon::load_toml(path)?)
-    }
-
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)

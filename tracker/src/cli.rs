@@ -166,15 +166,11 @@ pub struct RunArgs {
 impl RunArgs {
     /// The effective configuration.
     pub fn resolve(&self) -> anyhow::Result<TrackerConfig> {
-        let file = medley_daemon::config_path(
+        let mut config: TrackerConfig = medley_daemon::load_config(
             self.config.as_deref(),
             self.data_dir.as_deref(),
             CONFIG_FILE,
-        );
-        let mut config = match &file {
-            Some(p) => TrackerConfig::from_file(p)?,
-            None => TrackerConfig::default(),
-        };
+        )?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }

@@ -1,7 +1,7 @@
 //! The tracker's configuration: `medley-tracker.toml`, overridden by environment and flags.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use medley_core::{DEFAULT_K, DEFAULT_M, DEFAULT_PARTITIONS, PublisherId};
 use serde::{Deserialize, Serialize};
@@ -50,9 +50,6 @@ impl Default for TrackerConfig {
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or parsed.
-    #[error(transparent)]
-    File(#[from] medley_daemon::ConfigFileError),
     /// A publisher key is not 64 hex digits.
     #[error("publisher key {key:?} is invalid: {reason}")]
     Publisher {
@@ -72,11 +69,6 @@ pub enum ConfigError {
 }
 
 impl TrackerConfig {
-    /// Reads a config file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(medley_daemon::load_toml(path)?)
-    }
-
     /// Checks values; returns the parsed publisher keys.
     pub fn validate(&self) -> Result<Vec<PublisherId>, ConfigError> {
         if self.partitions == 0 {
