@@ -45,11 +45,15 @@ enum Sink {
 
 impl Sink {
     fn open(output: &Output, channels: u16, rate: u32) -> Result<Self, ClientError> {
-        match output {
-            Output::Device => crate::device::DeviceSink::open(channels, rate).map(Sink::Device),
-            _ => WavWriter::create(output, channels, rate)
+        let wav = |sink: std::io::Result<Box<dyn WriteSeek>>, seekable| {
+            sink.and_then(|s| WavWriter::create(s, seekable, channels, rate))
                 .map(Sink::Wav)
-                .map_err(|e| output_error(output, e)),
+                .map_err(|e| output_error(output, e))
+        };
+        match output {
+            Output::File(p) => wav(File::create(p).map(|f| Box::new(f) as _), true),
+            Output::Stdout => wav(Ok(Box::new(Pipe(std::io::stdout()))), false),
+            Output::Device => crate::device::DeviceSink::open(channels, rate).map(Sink::Device),
         }
     }
 
@@ -198,11 +202,13 @@ impl WriteSeek for Pipe {
 }
 
 impl WavWriter {
-    fn create(output: &Output, channels: u16, rate: u32) -> std::io::Result<Self> {
-        let (sink, seekable): (Box<dyn WriteSeek>, bool) = match output {
-            Output::File(p) => (Box::new(File::create(p)?), true),
-            Output::Stdout | Output::Device => (Box::new(Pipe(std::io::stdout())), false),
-        };
+    /// Writes the header to `sink`; `seekable` sinks get their sizes patched at the end.
+    fn create(
+        sink: Box<dyn WriteSeek>,
+        seekable: bool,
+        channels: u16,
+        rate: u32,
+    ) -> std::io::Result<Self> {
         let mut w = Self {
             out: BufWriter::with_capacity(1 << 16, sink),
             seekable,
@@ -368,12 +374,13 @@ pub fn decode_reader(
     decode(source, ext, output, progress)
 }
 
-fn ext_for(mime: &str, codec: &str) -> Option<&'static str> {
-    Some(match (mime, codec) {
-        ("audio/flac", _) => "flac",
-        ("audio/ogg", _) => "ogg",
-        ("audio/mpeg", _) => "mp3",
-        ("audio/wav", _) => "wav",
+/// The file extension that hints the container format of a song's MIME type.
+fn ext_for(mime: &str) -> Option<&'static str> {
+    Some(match mime {
+        "audio/flac" => "flac",
+        "audio/ogg" => "ogg",
+        "audio/mpeg" => "mp3",
+        "audio/wav" => "wav",
         _ => return None,
     })
 }
@@ -407,7 +414,7 @@ impl Client {
     ) -> Result<PlayOutcome, ClientError> {
         let (fetcher, manifest) = self.fetcher(id).await?;
         let meta = manifest.meta().clone();
-        let ext = ext_for(&meta.mime, &meta.codec);
+        let ext = ext_for(&meta.mime);
         let segments = fetcher.len();
         let duration_s = meta.duration_ms.unwrap_or(0) as f64 / 1000.0;
         let bar = play_bar(duration_s);

@@ -214,11 +214,6 @@ impl TrackerClient {
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             ),
         };
-        if code == "unknown_song" {
-            return Err(ClientError::UnknownSong(
-                what.rsplit(' ').next().unwrap_or_default().to_string(),
-            ));
-        }
         Err(ClientError::Tracker {
             what: what.to_string(),
             status: status.as_u16(),
@@ -227,18 +222,26 @@ impl TrackerClient {
         })
     }
 
+    /// Sends `req` and parses the JSON answer.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(what, req).await?;
+        resp.json().await.map_err(|e| ClientError::BadTrackerData {
+            what: "response",
+            reason: format!("{what}: {e}"),
+        })
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         what: &str,
         path: &str,
     ) -> Result<T, ClientError> {
-        let resp = self
-            .send(what, self.http.get(format!("{}{path}", self.base)))
-            .await?;
-        resp.json().await.map_err(|e| ClientError::BadTrackerData {
-            what: "response",
-            reason: format!("{what}: {e}"),
-        })
+        self.json(what, self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     /// Searches the catalogue.
@@ -247,17 +250,14 @@ impl TrackerClient {
             .http
             .get(format!("{}/v1/search", self.base))
             .query(params);
-        let resp = self.send("the search", req).await?;
-        resp.json().await.map_err(|e| ClientError::BadTrackerData {
-            what: "search result",
-            reason: e.to_string(),
-        })
+        self.json("the search", req).await
     }
 
     /// A song's metadata.
     pub async fn song(&self, id: SongId) -> Result<SongInfo, ClientError> {
         self.get_json(&format!("song {id}"), &format!("/v1/songs/{id}"))
             .await
+            .map_err(unknown_song(id))
     }
 
     /// A song's signed manifest, checked against `id` (hash, encoding, signature).
@@ -268,7 +268,8 @@ impl TrackerClient {
                 self.http
                     .get(format!("{}/v1/songs/{id}/manifest", self.base)),
             )
-            .await?;
+            .await
+            .map_err(unknown_song(id))?;
         let bytes = resp.bytes().await.map_err(|e| ClientError::TrackerDown {
             url: self.base.clone(),
             reason: e.to_string(),
@@ -292,7 +293,8 @@ impl TrackerClient {
                 &format!("sources of song {id}"),
                 &format!("/v1/songs/{id}/sources"),
             )
-            .await?;
+            .await
+            .map_err(unknown_song(id))?;
         let bad = |reason: String| ClientError::BadTrackerData {
             what: "source list",
             reason,
@@ -355,6 +357,16 @@ impl TrackerClient {
             Err(ClientError::UnknownSong(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Turns the tracker's `unknown_song` refusal into [`ClientError::UnknownSong`] for `id`.
+fn unknown_song(id: SongId) -> impl FnOnce(ClientError) -> ClientError {
+    move |e| match e {
+        ClientError::Tracker { code, .. } if code == "unknown_song" => {
+            ClientError::UnknownSong(id.to_string())
+        }
+        other => other,
     }
 }
 

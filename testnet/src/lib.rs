@@ -427,10 +427,7 @@ impl Testnet {
             self.node_bin.clone(),
             self.log.clone(),
         );
-        let n = self
-            .nodes
-            .get_mut(i)
-            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        let n = node_mut(&mut self.nodes, i)?;
         if n.running() {
             return Ok(());
         }
@@ -477,23 +474,14 @@ impl Testnet {
 
     /// Kills node `i` at once (SIGKILL), as a crash would.
     pub fn kill_node(&mut self, i: usize) -> Result<(), TestnetError> {
-        let n = self
-            .nodes
-            .get_mut(i)
-            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
-        if let Some(mut c) = n.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let n = node_mut(&mut self.nodes, i)?;
+        kill(n.child.take());
         Ok(())
     }
 
     /// Stops node `i` gracefully (SIGTERM) and waits up to 15 s for it to exit.
     pub fn stop_node(&mut self, i: usize) -> Result<(), TestnetError> {
-        let n = self
-            .nodes
-            .get_mut(i)
-            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        let n = node_mut(&mut self.nodes, i)?;
         if let Some(c) = n.child.take() {
             terminate(c, Duration::from_secs(15));
         }
@@ -502,10 +490,7 @@ impl Testnet {
 
     /// Kills the tracker (SIGKILL).
     pub fn kill_tracker(&mut self) {
-        if let Some(mut c) = self.tracker.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(self.tracker.take());
     }
 
     /// Waits until `n` nodes are registered and a layout exists.
@@ -544,6 +529,21 @@ impl Testnet {
     }
 }
 
+/// Node `i`, or an error naming it. (A free function: callers also borrow other fields.)
+fn node_mut(nodes: &mut [NodeProcess], i: usize) -> Result<&mut NodeProcess, TestnetError> {
+    nodes
+        .get_mut(i)
+        .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))
+}
+
+/// SIGKILL and reap, if there is a process.
+fn kill(child: Option<Child>) {
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// SIGTERM, wait up to `grace`, then SIGKILL.
 fn terminate(mut child: Child, grace: Duration) {
     let _ = Command::new("kill")
@@ -566,10 +566,7 @@ fn terminate(mut child: Child, grace: Duration) {
 impl Drop for Testnet {
     fn drop(&mut self) {
         for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            kill(n.child.take());
         }
         self.kill_tracker();
     }
