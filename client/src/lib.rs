@@ -29,7 +29,7 @@ pub use error::ClientError;
 pub use fetch::{FetchOptions, Fetcher, Report, SourceStats};
 pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
 pub use probe::probe;
-pub use publish::{FileOutcome, PublishSummary, Published, song_id_of};
+pub use publish::{FileOutcome, PublishSummary, Published};
 pub use tracker::{
     Committed, Hit, Holder, LayoutView, NodeEntry, SearchPage, SearchParams, SongInfo,
     TrackerClient, TrackerStats,

@@ -21,6 +21,7 @@ use medley_core::{
 };
 use medley_net::{PeerHandle, RequestError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 
 use crate::error::ClientError;
 use crate::tracker::{Holder, holder};
@@ -85,6 +86,13 @@ impl PublishSummary {
     }
 }
 
+/// Shared by the files of one publish run.
+struct Session {
+    key: PublisherKey,
+    codec: Codec,
+    placement: OnceCell<Placement>,
+}
+
 /// Where each partition's slots live, from the tracker's layout and node registry.
 struct Placement {
     partitions: Vec<Vec<Option<Holder>>>,
@@ -135,8 +143,9 @@ impl Client {
         };
         let single = !meta.is_dir();
         let mut summary = PublishSummary::default();
+        let session = OnceCell::new();
         for file in files {
-            let outcome = match self.publish_file(&file).await {
+            let outcome = match self.publish_in(&session, &file).await {
                 Ok(p) => FileOutcome::Published(p),
                 Err(ClientError::NotAudio { reason, .. }) if !single => {
                     FileOutcome::Skipped { path: file, reason }
@@ -154,18 +163,40 @@ impl Client {
 
     /// Publishes one audio file.
     pub async fn publish_file(&self, path: &Path) -> Result<Published, ClientError> {
+        self.publish_in(&OnceCell::new(), path).await
+    }
+
+    /// What every file of a publish run shares, fetched once, when the first audio file
+    /// needs it: the key, the network's coding and where each partition's slots live.
+    async fn session<'a>(&self, cell: &'a OnceCell<Session>) -> Result<&'a Session, ClientError> {
+        cell.get_or_try_init(|| async {
+            let stats = self.tracker().stats().await?;
+            let codec = Codec::new(stats.k, stats.m).map_err(|e| ClientError::BadTrackerData {
+                what: "coding parameters",
+                reason: e.to_string(),
+            })?;
+            Ok(Session {
+                key: self.publisher_key()?,
+                codec,
+                placement: OnceCell::new(),
+            })
+        })
+        .await
+    }
+
+    async fn publish_in(
+        &self,
+        session: &OnceCell<Session>,
+        path: &Path,
+    ) -> Result<Published, ClientError> {
         let meta = {
             let p = path.to_path_buf();
             tokio::task::spawn_blocking(move || probe(&p))
                 .await
                 .map_err(|e| ClientError::Decode(e.to_string()))??
         };
-        let key = self.publisher_key()?;
-        let stats = self.tracker().stats().await?;
-        let codec = Codec::new(stats.k, stats.m).map_err(|e| ClientError::BadTrackerData {
-            what: "coding parameters",
-            reason: e.to_string(),
-        })?;
+        let session = self.session(session).await?;
+        let (codec, key) = (&session.codec, session.key.clone());
         let manifest = {
             let (p, m, c) = (path.to_path_buf(), meta.clone(), codec.clone());
             tokio::task::spawn_blocking(move || build_manifest(&p, m, &c, &key))
@@ -183,7 +214,10 @@ impl Client {
                 bytes: 0,
             });
         }
-        let placement = Placement::fetch(self).await?;
+        let placement = session
+            .placement
+            .get_or_try_init(|| Placement::fetch(self))
+            .await?;
         let peer = self.peer().await?.clone();
         let total_bytes =
             manifest.body().total_size * u64::from(codec.total() as u32) / u64::from(codec.k());
@@ -191,8 +225,8 @@ impl Client {
         let (shards, bytes) = upload(
             path,
             &manifest,
-            &codec,
-            &placement,
+            codec,
+            placement,
             &peer,
             self.config().upload_parallelism,
             &bar,
@@ -422,11 +456,4 @@ fn retryable(e: &RequestError) -> bool {
         Some(c) => c == medley_core::protocol::ErrorCode::BUSY,
         None => !matches!(e, RequestError::Closed),
     }
-}
-
-/// The id a file would get if `key` published it with these coding parameters (no network).
-pub fn song_id_of(path: &Path, k: u8, m: u8, key: &PublisherKey) -> Result<SongId, ClientError> {
-    let meta = probe(path)?;
-    let codec = Codec::new(k, m).map_err(|e| ClientError::Config(e.to_string()))?;
-    Ok(build_manifest(path, meta, &codec, key)?.id())
 }

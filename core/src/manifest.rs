@@ -109,6 +109,7 @@ impl FromStr for PublisherId {
 }
 
 /// A publisher's signing key.
+#[derive(Clone)]
 pub struct PublisherKey(SigningKey);
 
 impl PublisherKey {
