@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use medley_core::{
     Codec, DEFAULT_SEGMENT_SIZE, Manifest, ManifestBody, PublisherKey, SegmentEntry, Segmenter,
-    ShardId, SongId, SongMeta, partition_of,
+    ShardId, SongMeta, partition_of,
 };
 use medley_net::{PeerHandle, RequestError};
 use serde::{Deserialize, Serialize};
