@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use medley_core::{
     Codec, DEFAULT_SEGMENT_SIZE, Manifest, ManifestBody, PublisherKey, SegmentEntry, Segmenter,
     ShardId, SongMeta, partition_of,
@@ -96,6 +96,9 @@ struct Session {
 /// Where each partition's slots live, from the tracker's layout and node registry.
 struct Placement {
     partitions: Vec<Vec<Option<Holder>>>,
+    /// Nodes an upload gave up on in this run: later files fail at once instead of waiting
+    /// out the retries again.
+    failed: std::sync::Mutex<HashMap<medley_net::PeerId, String>>,
 }
 
 impl Placement {
@@ -115,7 +118,26 @@ impl Placement {
                     .collect()
             })
             .collect();
-        Ok(Self { partitions })
+        Ok(Self {
+            partitions,
+            failed: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn failed_before(&self, peer: &medley_net::PeerId) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .cloned()
+    }
+
+    fn mark_failed(&self, peer: medley_net::PeerId, reason: String) {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(peer)
+            .or_insert(reason);
     }
 
     fn holder(&self, segment: &medley_core::SegmentId, slot: usize) -> Option<&Holder> {
@@ -247,12 +269,10 @@ impl Client {
 }
 
 fn progress_bar(total: u64, path: &Path) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
+    let bar = medley_daemon::progress_bar(
+        Some(total),
         "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    );
     bar.set_message(
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -407,7 +427,18 @@ async fn upload(
                     node: "(none)".into(),
                     reason: format!("the layout has no reachable node for slot {slot}"),
                 })?;
-            put_with_retries(peer, holder, data).await
+            if let Some(reason) = placement.failed_before(&holder.peer) {
+                return Err(ClientError::Upload {
+                    shard: ShardId::of(&data).to_string(),
+                    node: holder.peer.to_string(),
+                    reason: format!("gave up on this node earlier in this run: {reason}"),
+                });
+            }
+            let r = put_with_retries(peer, holder, data).await;
+            if let Err(ClientError::Upload { reason, .. }) = &r {
+                placement.mark_failed(holder.peer, reason.clone());
+            }
+            r
         })
         .buffer_unordered(parallelism.max(1))
         .try_fold(0usize, |n, len| {

@@ -88,6 +88,9 @@ pub struct NodeView {
     pub capacity: u64,
     /// Last reported load.
     pub load: LoadView,
+    /// Handing its shards over before leaving.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A node's reported load.
@@ -95,6 +98,15 @@ pub struct NodeView {
 pub struct LoadView {
     /// Free bytes.
     pub free: u64,
+    /// Bytes stored.
+    #[serde(default)]
+    pub used: u64,
+    /// Durable shards held.
+    #[serde(default)]
+    pub shards: u64,
+    /// Its repair and scrub work.
+    #[serde(default)]
+    pub repair: medley_core::api::RepairLoad,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,3 +35,24 @@ pub struct SearchResults {
     /// This page.
     pub results: Vec<Hit>,
 }
+
+/// A node's repair work, as it reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairLoad {
+    /// Shards its slots should hold that it lacks, as of its last pass.
+    pub backlog: u64,
+    /// Shards rebuilt or copied since it started.
+    pub done: u64,
+    /// Repair attempts that failed since it started (retried later).
+    pub failed: u64,
+    /// Corrupt shards its scrubber found and deleted since it started.
+    #[serde(default)]
+    pub scrub_bad: u64,
+    /// Shards it handed over and deleted since it started.
+    #[serde(default)]
+    pub handed_over: u64,
+    /// Shard bytes it read from other nodes to repair since it started.
+    #[serde(default)]
+    pub bytes_read: u64,
+}

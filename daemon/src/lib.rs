@@ -205,3 +205,86 @@ mod tests {
         assert!(e.to_string().contains("x.toml"), "{e}");
     }
 }
+
+/// A byte-rate limiter (token bucket) shared by tasks: [`RateLimiter::acquire`] waits until
+/// the bytes fit in the rate. A burst of up to one second's worth passes at once. A rate of
+/// 0 means no limit.
+///
+/// Hand-written rather than taken from `governor`: that crate counts cells of a `NonZeroU32`
+/// with a burst cap, and the amounts here are byte counts of up to a segment, awaited
+/// across tasks; a bucket with a mutex and a sleep is all it takes.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// A limiter of `bytes_per_sec` (0: unlimited).
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            rate: bytes_per_sec as f64,
+            state: std::sync::Mutex::new((bytes_per_sec as f64, std::time::Instant::now())),
+        }
+    }
+
+    /// Waits until `bytes` may pass.
+    pub async fn acquire(&self, bytes: u64) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        // Take the bytes now (the balance may go negative) and sleep off the debt, so
+        // concurrent callers queue fairly in arrival order.
+        let wait = {
+            let mut s = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
+            s.0 = (s.0 + refill).min(self.rate) - bytes as f64;
+            s.1 = now;
+            if s.0 < 0.0 { -s.0 / self.rate } else { 0.0 }
+        };
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::RateLimiter;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn limits_the_rate_after_the_burst() {
+        let l = RateLimiter::new(1_000_000);
+        let start = Instant::now();
+        // 1 MB burst passes at once; 0.5 MB more must wait about half a second.
+        l.acquire(1_000_000).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+        l.acquire(500_000).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        let free = RateLimiter::new(0);
+        let t = Instant::now();
+        free.acquire(u64::MAX).await;
+        assert!(t.elapsed() < Duration::from_millis(50));
+    }
+}
+
+/// A progress bar on stderr with `template` (indicatif's syntax), `len` steps (`None`: a
+/// spinner). indicatif draws nothing when stderr is not a terminal, so scripts and logs stay
+/// quiet.
+pub fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(len, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use medley_core::api::RepairLoad;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::repair::MaintenanceStats;
 use crate::store::Store;
 
 /// Counters of what the data plane served, shared with the request handler.
@@ -37,6 +39,7 @@ pub(crate) async fn run(
     a: Announcement,
     store: Arc<Store>,
     stats: Arc<ServeStats>,
+    maintenance: Arc<MaintenanceStats>,
     cancel: CancellationToken,
 ) {
     let http = match reqwest::Client::builder()
@@ -91,6 +94,16 @@ pub(crate) async fn run(
             "free": store.capacity().saturating_sub(store.used()),
             "bytes_per_sec": bytes_per_sec,
             "transfers": stats.in_flight.load(Ordering::Relaxed) as u32,
+            "used": store.used(),
+            "shards": store.shard_count(),
+            "repair": RepairLoad {
+                backlog: maintenance.backlog.load(Ordering::Relaxed),
+                done: maintenance.done(),
+                failed: maintenance.failed.load(Ordering::Relaxed),
+                scrub_bad: maintenance.scrub_bad.load(Ordering::Relaxed),
+                handed_over: maintenance.handed_over.load(Ordering::Relaxed),
+                bytes_read: maintenance.bytes_read.load(Ordering::Relaxed),
+            },
         });
         match post(&http, &format!("{base}/v1/nodes/heartbeat"), &body).await {
             Ok(_) => debug!("heartbeat sent"),

@@ -28,6 +28,34 @@ pub struct Cli {
 pub enum Command {
     /// Run the node until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Move this node's shards to other nodes before it leaves: the tracker takes it out of
+    /// the layout, the new holders copy its shards from it, and it deletes each shard once
+    /// its new holder has it. Waits (with progress) until the node holds nothing. The node
+    /// must keep running meanwhile; stop it afterwards.
+    Drain(DrainArgs),
+}
+
+/// `medley-node drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Config file [default: <data-dir>/medley-node.toml, if it exists].
+    #[arg(long, env = "MEDLEY_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The node's data directory (its identity names the node).
+    #[arg(long, env = "MEDLEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Tracker URL [default: from the config].
+    #[arg(long, env = "MEDLEY_TRACKER")]
+    pub tracker: Option<String>,
+    /// Cancel a drain: the node gets slots in the layout again.
+    #[arg(long)]
+    pub cancel: bool,
+    /// Return once the tracker has accepted the drain, without waiting for the handover.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds (the drain goes on).
+    #[arg(long, default_value_t = 86_400)]
+    pub timeout_secs: u64,
 }
 
 /// `medley-node run`: settings come from the config file, then environment, then flags.
@@ -87,6 +115,80 @@ impl RunArgs {
     }
 }
 
+/// Starts or cancels a drain and, unless told not to, waits until the node holds no shard.
+pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    let mut config: NodeConfig = medley_daemon::load_config(
+        args.config.as_deref(),
+        args.data_dir.as_deref(),
+        CONFIG_FILE,
+    )?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    let tracker = args
+        .tracker
+        .clone()
+        .or(config.tracker.clone())
+        .context("no tracker: pass --tracker or set `tracker` in the config")?;
+    let key_file = config.data_dir.join(medley_net::IDENTITY_FILE);
+    anyhow::ensure!(
+        key_file.exists(),
+        "{} has no node identity ({}): is it a node's data directory?",
+        config.data_dir.display(),
+        key_file.display()
+    );
+    let peer_id = medley_net::load_or_create_identity(&config.data_dir)
+        .context("cannot read the node's identity")?
+        .public()
+        .to_peer_id()
+        .to_string();
+    let api = crate::TrackerApi::new(&tracker)?;
+    let version = api
+        .set_draining(&peer_id, !args.cancel)
+        .await
+        .with_context(|| format!("the tracker refused to change the drain of {peer_id}"))?;
+    if args.cancel {
+        println!("drain of {peer_id} cancelled; layout version {version:?}");
+        return Ok(());
+    }
+    println!("draining {peer_id}: layout version {version:?} gives it no slots");
+    if args.no_wait {
+        return Ok(());
+    }
+    let bar = medley_daemon::progress_bar(Some(0), "[{bar:30}] {pos}/{len} shards handed over");
+    let start = std::time::Instant::now();
+    let mut first: Option<u64> = None;
+    loop {
+        let nodes = api.nodes().await.context("cannot list the nodes")?;
+        let me = nodes
+            .iter()
+            .find(|n| n.peer_id == peer_id)
+            .with_context(|| format!("the tracker no longer lists {peer_id}"))?;
+        anyhow::ensure!(
+            me.alive,
+            "the node is down: it must keep running until its shards are handed over"
+        );
+        let initial = *first.get_or_insert(me.shards);
+        bar.set_length(initial.max(me.shards));
+        bar.set_position(initial.saturating_sub(me.shards));
+        if me.shards == 0 {
+            bar.finish_and_clear();
+            println!(
+                "{peer_id} holds no shards: drained in {:.1} s; it can be stopped",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed().as_secs() < args.timeout_secs,
+            "still {} shards on the node after {} s; the drain goes on",
+            me.shards,
+            args.timeout_secs
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Runs the node until a shutdown signal. A second signal exits at once.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
@@ -116,6 +218,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => a,
+            Command::Drain(_) => unreachable!("parsed run"),
         }
     }
 

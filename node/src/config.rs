@@ -33,8 +33,19 @@ pub struct NodeConfig {
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
     pub tracker: Option<String>,
-    /// Seconds between heartbeats to the tracker.
+    /// Seconds between heartbeats to the tracker (and checks for a new layout).
     pub heartbeat_secs: u64,
+    /// Shards repaired at once (each reads `k` shards from other nodes).
+    pub repair_concurrency: usize,
+    /// Bytes per second repair and handover may read from other nodes; 0: no limit.
+    pub repair_bytes_per_sec: ByteSize,
+    /// Seconds between full repair passes when nothing changed (a layout change, a failed
+    /// repair or a corrupt shard starts one sooner).
+    pub repair_interval_secs: u64,
+    /// Bytes per second the scrubber re-hashes; 0 turns scrubbing off.
+    pub scrub_bytes_per_sec: ByteSize,
+    /// Seconds between the end of one scrub of every shard and the start of the next.
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -48,6 +59,11 @@ impl Default for NodeConfig {
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
             heartbeat_secs: 5,
+            repair_concurrency: 8,
+            repair_bytes_per_sec: ByteSize::mib(64),
+            repair_interval_secs: 600,
+            scrub_bytes_per_sec: ByteSize::mib(8),
+            scrub_interval_secs: 86_400,
         }
     }
 }
@@ -113,6 +129,18 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 field: "tracker",
                 reason: "must be an http:// or https:// URL",
+            });
+        }
+        if self.repair_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                field: "repair_concurrency",
+                reason: "must be at least 1",
+            });
+        }
+        if self.repair_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "repair_interval_secs",
+                reason: "must be at least 1",
             });
         }
         if self.request_timeout_secs == 0 {

@@ -23,11 +23,16 @@
 mod announce;
 pub mod cli;
 mod config;
+mod repair;
+mod scrub;
 mod server;
 mod service;
 mod store;
+mod tracker_api;
 
 pub use announce::ServeStats;
 pub use config::{CONFIG_FILE, ConfigError, NodeConfig};
+pub use repair::MaintenanceStats;
 pub use server::{NODE_INFO_FILE, Node, NodeError, NodeInfo};
 pub use store::{PutOutcome, STORE_FORMAT_VERSION, Store, StoreConfig, StoreError, Tier};
+pub use tracker_api::{NodeEntry, TrackerApi, TrackerCallError, TrackerStats};

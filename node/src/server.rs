@@ -11,10 +11,16 @@ use medley_net::{
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use medley_daemon::RateLimiter;
+use tokio::sync::Notify;
+
 use crate::announce::{self, Announcement, ServeStats};
 use crate::config::{ConfigError, NodeConfig};
+use crate::repair::{MaintenanceStats, Repairer};
+use crate::scrub::Scrubber;
 use crate::service::StoreService;
 use crate::store::{Store, StoreError};
+use crate::tracker_api::TrackerApi;
 
 /// File in the data directory where a running node writes its id and addresses, for local
 /// tools and the testnet.
@@ -65,6 +71,7 @@ pub struct Node {
     store: Arc<Store>,
     peer: PeerHandle,
     cancel: CancellationToken,
+    maintenance: Arc<MaintenanceStats>,
 }
 
 impl Node {
@@ -91,10 +98,17 @@ impl Node {
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
         let stats = Arc::new(ServeStats::default());
+        let maintenance = Arc::new(MaintenanceStats::default());
+        let wake_repair = Arc::new(Notify::new());
         let peer = Peer::spawn(
             keypair,
             peer_config,
-            Arc::new(StoreService::new(store.clone(), stats.clone())),
+            Arc::new(StoreService::new(
+                store.clone(),
+                stats.clone(),
+                maintenance.clone(),
+                wake_repair.clone(),
+            )),
             cancel.child_token(),
         )
         .await?;
@@ -103,6 +117,7 @@ impl Node {
             store,
             peer,
             cancel,
+            maintenance: maintenance.clone(),
         };
         let info = node.info().await;
         medley_daemon::write_json_file(&info_path, &info).map_err(|source| NodeError::Io {
@@ -119,7 +134,7 @@ impl Node {
         );
         if let Some(tracker) = node.config.tracker.clone() {
             let announcement = Announcement {
-                tracker,
+                tracker: tracker.clone(),
                 peer_id: info.peer_id.clone(),
                 addrs: info.listen.clone(),
                 region: node.config.region.clone(),
@@ -129,8 +144,36 @@ impl Node {
                 announcement,
                 node.store.clone(),
                 stats,
+                maintenance.clone(),
                 node.cancel.child_token(),
             ));
+            let api = TrackerApi::new(&tracker).map_err(|e| NodeError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            let repairer = Arc::new(Repairer {
+                me: info.peer_id.clone(),
+                store: node.store.clone(),
+                peer: node.peer.clone(),
+                api,
+                stats: maintenance.clone(),
+                limiter: RateLimiter::new(node.config.repair_bytes_per_sec.as_u64()),
+                concurrency: node.config.repair_concurrency,
+                interval: Duration::from_secs(node.config.repair_interval_secs),
+                poll: Duration::from_secs(node.config.heartbeat_secs),
+                wake: wake_repair.clone(),
+            });
+            tokio::spawn(repairer.run(node.cancel.child_token()));
+        }
+        if node.config.scrub_bytes_per_sec.as_u64() > 0 {
+            let scrubber = Scrubber {
+                store: node.store.clone(),
+                stats: maintenance,
+                limiter: RateLimiter::new(node.config.scrub_bytes_per_sec.as_u64()),
+                interval: Duration::from_secs(node.config.scrub_interval_secs),
+                repair: wake_repair,
+            };
+            tokio::spawn(scrubber.run(node.cancel.child_token()));
         }
         Ok(node)
     }
@@ -168,6 +211,11 @@ impl Node {
     /// The data-plane peer (also usable to make requests as this node).
     pub fn peer(&self) -> &PeerHandle {
         &self.peer
+    }
+
+    /// Counters of repair, handover and scrubbing.
+    pub fn maintenance(&self) -> &Arc<MaintenanceStats> {
+        &self.maintenance
     }
 
     /// The configuration the node runs with.

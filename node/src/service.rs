@@ -9,7 +9,10 @@ use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
 use medley_net::Handler;
 use tracing::{debug, warn};
 
+use tokio::sync::Notify;
+
 use crate::announce::ServeStats;
+use crate::repair::MaintenanceStats;
 use crate::store::{Store, StoreError, Tier};
 
 /// Serves shards and hot segments from a [`Store`]. Store calls block (RocksDB, fsync), so
@@ -18,11 +21,24 @@ use crate::store::{Store, StoreError, Tier};
 pub(crate) struct StoreService {
     store: Arc<Store>,
     stats: Arc<ServeStats>,
+    maintenance: Arc<MaintenanceStats>,
+    /// Woken when a corrupt shard was found and deleted, so repair rebuilds it.
+    repair: Arc<Notify>,
 }
 
 impl StoreService {
-    pub(crate) fn new(store: Arc<Store>, stats: Arc<ServeStats>) -> Self {
-        Self { store, stats }
+    pub(crate) fn new(
+        store: Arc<Store>,
+        stats: Arc<ServeStats>,
+        maintenance: Arc<MaintenanceStats>,
+        repair: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            stats,
+            maintenance,
+            repair,
+        }
     }
 }
 
@@ -30,13 +46,19 @@ impl Handler for StoreService {
     fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let store = self.store.clone();
         let stats = self.stats.clone();
+        let maintenance = self.maintenance.clone();
+        let repair = self.repair.clone();
         Box::pin(async move {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = tokio::task::spawn_blocking(move || serve(&store, request)).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
-                Ok(response) => {
+                Ok((response, corrupt_deleted)) => {
+                    if corrupt_deleted {
+                        maintenance.scrub_bad.fetch_add(1, Ordering::Relaxed);
+                        repair.notify_one();
+                    }
                     if let Response::Shard { data } | Response::Segment { data } = &response {
                         stats
                             .bytes_served
@@ -53,13 +75,31 @@ impl Handler for StoreService {
     }
 }
 
-fn serve(store: &Store, request: Request) -> Response {
+/// Answers a request; the flag tells whether a corrupt shard was found and deleted.
+fn serve(store: &Store, request: Request) -> (Response, bool) {
     match request {
         Request::GetShard { id } => match store.get(Tier::Durable, id.0) {
-            Ok(Some(data)) => Response::Shard { data },
-            Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
-            Err(e) => store_error(e),
+            Ok(Some(data)) => (Response::Shard { data }, false),
+            Ok(None) => (
+                Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
+                false,
+            ),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                // Never served; deleted so that repair rebuilds it from the other slots.
+                let deleted = store
+                    .remove_if_corrupt(Tier::Durable, id.0)
+                    .unwrap_or(false);
+                (store_error(e), deleted)
+            }
+            Err(e) => (store_error(e), false),
         },
+        other => (serve_other(store, other), false),
+    }
+}
+
+fn serve_other(store: &Store, request: Request) -> Response {
+    match request {
+        Request::GetShard { .. } => Response::error(ErrorCode::INTERNAL, "misrouted request"),
         Request::GetSegment { id } => match store.get(Tier::Hot, id.0) {
             Ok(Some(data)) => Response::Segment { data },
             Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")),

@@ -167,6 +167,8 @@ pub struct Store {
     path: PathBuf,
     capacity: u64,
     used: AtomicU64,
+    /// Durable shards stored, counted at open and kept up to date by puts and deletes.
+    shards: AtomicU64,
     stripes: Vec<Mutex<()>>,
 }
 
@@ -246,11 +248,14 @@ impl Store {
             path,
             capacity: config.capacity,
             used: AtomicU64::new(0),
+            shards: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         };
         store.check_format()?;
         let used = store.read_used()?;
         store.used.store(used, Ordering::SeqCst);
+        let shards = store.count_keys(Tier::Durable)?;
+        store.shards.store(shards, Ordering::SeqCst);
         Ok(store)
     }
 
@@ -350,6 +355,9 @@ impl Store {
             self.used.fetch_sub(size, Ordering::SeqCst);
             return Err(StoreError::Db { op: "put", source });
         }
+        if tier == Tier::Durable {
+            self.shards.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(PutOutcome::Stored)
     }
 
@@ -420,6 +428,17 @@ impl Store {
         self.delete_locked(tier, key)
     }
 
+    /// Deletes `key` from `tier` if its stored bytes are damaged (checked again under the
+    /// key's lock, so a good copy written meanwhile is kept). Returns whether it deleted.
+    pub fn remove_if_corrupt(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
+        let _guard = self.stripe(&key).lock();
+        match self.get(tier, key) {
+            Err(StoreError::Corrupt { .. }) => self.delete_locked(tier, key),
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn delete_locked(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
         let cf = self.cf(tier.cf())?;
         let Some(size) = self.size_of(tier, key)? else {
@@ -439,7 +458,79 @@ impl Store {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(size))
             });
+        if tier == Tier::Durable {
+            let _ = self
+                .shards
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
         Ok(true)
+    }
+
+    fn count_keys(&self, tier: Tier) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let mut after = None;
+        loop {
+            let page = self.keys_after(tier, after, 4096)?;
+            n += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == 4096 => after = Some(*last),
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// Up to `limit` keys of `tier` in key order, after `after` (from the first if `None`).
+    /// Reads the index only, never the values.
+    pub fn keys_after(
+        &self,
+        tier: Tier,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let prefix = tier.size_key(&Hash::from_bytes([0; 32]))[0];
+        let mut start = vec![prefix];
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_SIZES)?,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for r in iter {
+            let (k, _) = r.map_err(db_err("scan"))?;
+            if k.first() != Some(&prefix) || out.len() >= limit {
+                break;
+            }
+            let key: [u8; 32] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
+                key: Hash::of(&k),
+                detail: "index key is not 33 bytes".into(),
+            })?;
+            out.push(Hash::from_bytes(key));
+        }
+        Ok(out)
+    }
+
+    /// Durable shards stored.
+    pub fn shard_count(&self) -> u64 {
+        self.shards.load(Ordering::SeqCst)
+    }
+
+    /// Reads a node-state record from the meta column family.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, meta_key(key))
+            .map_err(db_err("read node state"))
+    }
+
+    /// Writes a node-state record to the meta column family, synced.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .put_cf_opt(self.cf(CF_META)?, meta_key(key), value, &sync_writes())
+            .map_err(db_err("write node state"))
     }
 
     /// Value bytes stored, both tiers.
@@ -475,6 +566,13 @@ impl Store {
             .put_cf_opt(cf, key.as_bytes(), bytes, &sync_writes())
             .map_err(db_err("put"))
     }
+}
+
+/// Node-state keys live under `state/`, apart from the counters.
+fn meta_key(key: &str) -> Vec<u8> {
+    let mut k = b"state/".to_vec();
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 fn sync_writes() -> WriteOptions {
@@ -652,5 +750,60 @@ mod tests {
             }
         }
         assert!(corrupt > 0, "no corruption was detected");
+    }
+
+    #[test]
+    fn keys_list_in_order_and_counts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<_> = (1..=9).map(|n| shard(n, 2000)).collect();
+        {
+            let s = open(dir.path(), 1 << 30);
+            for (k, v) in &items {
+                s.put(Tier::Durable, *k, v).unwrap();
+            }
+            // A hot segment is not a shard: neither listed nor counted.
+            let (hk, hv) = shard(50, 3000);
+            s.put(Tier::Hot, hk, &hv).unwrap();
+            assert_eq!(s.shard_count(), 9);
+            assert!(s.delete(Tier::Durable, items[0].0).unwrap());
+            assert_eq!(s.shard_count(), 8);
+            s.put_meta("held", b"[1,2]").unwrap();
+        }
+        let s = open(dir.path(), 1 << 30);
+        assert_eq!(s.shard_count(), 8);
+        assert_eq!(s.get_meta("held").unwrap().as_deref(), Some(&b"[1,2]"[..]));
+        assert_eq!(s.get_meta("absent").unwrap(), None);
+        let mut want: Vec<Hash> = items[1..].iter().map(|(k, _)| *k).collect();
+        want.sort();
+        let mut got = s.keys_after(Tier::Durable, None, 3).unwrap();
+        while got.len() < want.len() {
+            let page = s.keys_after(Tier::Durable, got.last().copied(), 3).unwrap();
+            assert!(!page.is_empty());
+            got.extend(page);
+        }
+        assert_eq!(got, want);
+        assert!(
+            s.keys_after(Tier::Durable, want.last().copied(), 3)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.keys_after(Tier::Hot, None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_corrupt_values_are_removed_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 1 << 30);
+        let (good, gv) = shard(3, 4000);
+        let (bad, bv) = shard(4, 4000);
+        s.put(Tier::Durable, good, &gv).unwrap();
+        s.put(Tier::Durable, bad, &bv).unwrap();
+        s.corrupt_for_test(Tier::Durable, bad, b"rot").unwrap();
+        assert!(!s.remove_if_corrupt(Tier::Durable, good).unwrap());
+        assert!(s.remove_if_corrupt(Tier::Durable, bad).unwrap());
+        assert_eq!(s.get(Tier::Durable, bad).unwrap(), None);
+        assert_eq!(s.get(Tier::Durable, good).unwrap(), Some(gv));
+        assert_eq!(s.shard_count(), 1);
+        assert_eq!(s.used(), 4000);
     }
 }

@@ -112,6 +112,8 @@ pub struct TestnetBuilder {
     capacity: bytesize::ByteSize,
     bin_dir: Option<PathBuf>,
     log: String,
+    grace_secs: u64,
+    node_config: String,
 }
 
 impl Default for TestnetBuilder {
@@ -125,6 +127,8 @@ impl Default for TestnetBuilder {
             capacity: bytesize::ByteSize::gib(2),
             bin_dir: None,
             log: "info".into(),
+            grace_secs: 5,
+            node_config: String::new(),
         }
     }
 }
@@ -165,6 +169,19 @@ impl TestnetBuilder {
     /// Where the binaries are (default: [`bin_dir`]).
     pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Seconds without a heartbeat before the tracker takes a node out of the layout
+    /// (default 5; nodes heartbeat every second).
+    pub fn grace_secs(mut self, secs: u64) -> Self {
+        self.grace_secs = secs;
+        self
+    }
+
+    /// Extra lines of `medley-node.toml` for every node, e.g. `"repair_interval_secs = 5"`.
+    pub fn node_config(mut self, toml: &str) -> Self {
+        self.node_config = toml.into();
         self
     }
 
@@ -216,9 +233,10 @@ impl TestnetBuilder {
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = 5\npublishers = [\"{}\"]\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n",
                 self.k,
                 self.m,
+                self.grace_secs,
                 key.id()
             ),
         )
@@ -234,6 +252,7 @@ impl TestnetBuilder {
             node_bin,
             tracker_bin,
             log: self.log.clone(),
+            node_config: format!("heartbeat_secs = 1\n{}\n", self.node_config),
         };
         net.start_tracker(None)?;
 
@@ -308,6 +327,32 @@ pub struct Testnet {
     node_bin: PathBuf,
     tracker_bin: PathBuf,
     log: String,
+    node_config: String,
+}
+
+/// What [`Testnet::audit`] found: for every segment of the songs asked about, which of its
+/// shards could be fetched (and matched their ids) from the current layout's holders.
+#[derive(Debug, Default, Clone)]
+pub struct Audit {
+    /// Segments checked.
+    pub segments: usize,
+    /// Shards fetched intact.
+    pub shards_ok: usize,
+    /// Segments with fewer than `k + m` intact shards.
+    pub short: usize,
+    /// Segments with fewer than `k` intact shards: unplayable.
+    pub lost: usize,
+    /// Shards fetched from an extra node rather than their layout holder.
+    pub from_extra: usize,
+    /// What is wrong, one line per shard or segment.
+    pub problems: Vec<String>,
+}
+
+impl Audit {
+    /// Every segment has all its `k + m` shards intact on distinct nodes.
+    pub fn complete(&self) -> bool {
+        self.short == 0 && self.lost == 0 && self.problems.is_empty()
+    }
 }
 
 impl Testnet {
@@ -433,7 +478,7 @@ impl Testnet {
         }
         std::fs::create_dir_all(&n.data_dir)
             .map_err(io(format!("cannot create {}", n.data_dir.display())))?;
-        std::fs::write(n.data_dir.join("medley-node.toml"), "heartbeat_secs = 1\n")
+        std::fs::write(n.data_dir.join("medley-node.toml"), &self.node_config)
             .map_err(io("cannot write a node config"))?;
         let info = n.data_dir.join("node.json");
         let _ = std::fs::remove_file(&info);
@@ -486,6 +531,105 @@ impl Testnet {
             terminate(c, Duration::from_secs(15));
         }
         Ok(())
+    }
+
+    /// A `medley-node drain` command for node `i` (run it; it waits until the node is empty).
+    pub fn drain_node(&self, i: usize) -> Result<Command, TestnetError> {
+        let n = self
+            .nodes
+            .get(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+        let mut cmd = Command::new(&self.node_bin);
+        cmd.arg("drain")
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .arg("--tracker")
+            .arg(&self.tracker_url)
+            .env("MEDLEY_LOG", "warn")
+            .env_remove("MEDLEY_NODE_CONFIG")
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    /// Fetches every shard of every segment of `songs` from its holder in the current layout
+    /// over the data plane, checking each against its id, and checks that each segment's
+    /// holders are distinct. A shard its holder lacks is also looked for on the nodes
+    /// `extra` (by index), e.g. a node being drained.
+    pub async fn audit(
+        &self,
+        songs: &[medley_core::SongId],
+        extra: &[usize],
+    ) -> Result<Audit, TestnetError> {
+        let tracker = self.tracker()?;
+        let peer = medley_net::Peer::dial_only()
+            .await
+            .map_err(|e| TestnetError::Invalid(format!("cannot start a data-plane peer: {e}")))?;
+        let mut extras = Vec::new();
+        for &i in extra {
+            let n = self
+                .nodes
+                .get(i)
+                .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
+            let (Ok(p), Ok(a)) = (
+                n.peer_id.parse::<medley_net::PeerId>(),
+                format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port).parse::<medley_net::Multiaddr>(),
+            ) else {
+                return Err(TestnetError::Invalid(format!("node {i} has no address")));
+            };
+            extras.push((p, vec![a]));
+        }
+        let mut audit = Audit::default();
+        for &song in songs {
+            let manifest = tracker.manifest(song).await?;
+            let body = manifest.body();
+            let slots = usize::from(body.k) + usize::from(body.m);
+            let sources = tracker.sources(song, body.segments.len(), slots).await?;
+            for (s, (seg, holders)) in body.segments.iter().zip(&sources).enumerate() {
+                audit.segments += 1;
+                let mut distinct = std::collections::HashSet::new();
+                let mut ok = 0;
+                for (slot, (id, holder)) in seg.shards.iter().zip(holders).enumerate() {
+                    let mut found = false;
+                    let mut why = "no holder".to_string();
+                    if let Some(h) = holder {
+                        if !distinct.insert(h.peer) {
+                            audit
+                                .problems
+                                .push(format!("{song} segment {s}: {} holds two slots", h.peer));
+                        }
+                        match peer.get_shard(h.peer, h.addrs.clone(), *id).await {
+                            Ok(_) => found = true,
+                            Err(e) => why = e.to_string(),
+                        }
+                    }
+                    if !found {
+                        for (p, a) in &extras {
+                            if peer.get_shard(*p, a.clone(), *id).await.is_ok() {
+                                found = true;
+                                audit.from_extra += 1;
+                                break;
+                            }
+                        }
+                    }
+                    if found {
+                        ok += 1;
+                    } else {
+                        audit
+                            .problems
+                            .push(format!("{song} segment {s} slot {slot}: {why}"));
+                    }
+                }
+                audit.shards_ok += ok;
+                if ok < slots {
+                    audit.short += 1;
+                }
+                if ok < usize::from(body.k) {
+                    audit.lost += 1;
+                }
+            }
+        }
+        peer.shutdown(Duration::from_secs(2)).await;
+        Ok(audit)
     }
 
     /// Kills the tracker (SIGKILL).

@@ -2,47 +2,16 @@
 //! binary, real audio files (synthesized FLAC, an Ogg Vorbis file made by ffmpeg, an
 //! untagged WAV).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output as ProcOutput};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use medley_client::{Output, PlayOutcome, TrackerClient, decode_to_wav};
+use common::{assert_get_identical, fails, ok, play, publish, reference_wav};
+use medley_client::TrackerClient;
 use medley_testnet::Testnet;
 use medley_testnet::library::{LibrarySong, generate};
-use serde::Deserialize;
-
-fn ok(cmd: &mut Command) -> ProcOutput {
-    let out = cmd.output().expect("run medley");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run medley");
-    assert!(!out.status.success(), "{cmd:?} should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[derive(Debug, Deserialize)]
-struct Line {
-    outcome: String,
-    path: PathBuf,
-    id: Option<String>,
-    meta: Option<serde_json::Value>,
-}
-
-fn publish(net: &Testnet, path: &Path) -> Vec<Line> {
-    let out = ok(net
-        .medley("eu-west", true)
-        .arg("publish")
-        .arg(path)
-        .arg("--json"));
-    serde_json::from_slice(&out.stdout).expect("publish --json")
-}
 
 fn search(net: &Testnet, args: &[&str]) -> Vec<String> {
     let out = ok(net
@@ -54,29 +23,6 @@ fn search(net: &Testnet, args: &[&str]) -> Vec<String> {
     v.iter()
         .map(|h| h["id"].as_str().expect("id").to_string())
         .collect()
-}
-
-fn play(net: &Testnet, region: &str, id: &str, wav: &Path) -> PlayOutcome {
-    let out = ok(net
-        .medley(region, false)
-        .args(["play", id, "--json", "--out"])
-        .arg(wav));
-    serde_json::from_slice(&out.stdout).expect("play --json")
-}
-
-/// `medley get` of `id` into `out` gives exactly the bytes of `src`.
-fn assert_get_identical(net: &Testnet, id: &str, out: &Path, src: &Path) {
-    ok(net
-        .medley("eu-west", false)
-        .args(["get", id, "-o"])
-        .arg(out));
-    assert_eq!(std::fs::read(out).unwrap(), std::fs::read(src).unwrap());
-}
-
-fn reference_wav(src: &Path, dir: &Path) -> Vec<u8> {
-    let p = dir.join("reference.wav");
-    decode_to_wav(src, &Output::File(p.clone())).expect("decode the source");
-    std::fs::read(p).unwrap()
 }
 
 fn ffmpeg(args: &[&str]) -> Vec<u8> {

@@ -16,6 +16,8 @@ use medley_core::{ManifestError, SongId};
 use serde::Serialize;
 use serde_json::json;
 
+use medley_core::api::RepairLoad;
+
 use crate::state::{Heartbeat, Registration, State, StateError};
 
 /// Shared by all handlers.
@@ -85,6 +87,9 @@ impl From<StateError> for ApiError {
             StateError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StateError::BadRegistration(_) => (StatusCode::BAD_REQUEST, "bad_registration"),
             StateError::NoLayout(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_layout"),
+            StateError::UnknownLayout(_) => (StatusCode::NOT_FOUND, "unknown_layout"),
+            StateError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
+            StateError::CannotDrain { .. } => (StatusCode::CONFLICT, "cannot_drain"),
             StateError::Search(crate::search::SearchError::BadQuery(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_query")
             }
@@ -148,7 +153,10 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/register", post(register))
         .route("/v1/nodes/heartbeat", post(heartbeat))
+        .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/layout", get(layout))
+        .route("/v1/partitions/{p}/segments", get(partition_segments))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
@@ -313,19 +321,117 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn layout(AxState(app): AxState<Shared>) -> Result<Json<medley_core::Layout>, ApiError> {
-    // The one endpoint that sends the whole layout; everything else shares the Arc.
-    Ok(Json(app.state.layout()?.as_ref().clone()))
+async fn drain(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_draining(app, id, true).await
+}
+
+async fn undrain(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_draining(app, id, false).await
+}
+
+async fn set_draining(
+    app: Shared,
+    id: String,
+    draining: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = id.clone();
+    let version = blocking(&app, move |s| s.set_draining(&node, draining)).await?;
+    Ok(Json(
+        json!({ "node": id, "draining": draining, "layout_version": version }),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayoutQuery {
+    version: Option<u64>,
+}
+
+async fn layout(
+    AxState(app): AxState<Shared>,
+    query: Result<Query<LayoutQuery>, QueryRejection>,
+) -> Result<Json<medley_core::Layout>, ApiError> {
+    let Query(q) =
+        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    match q.version {
+        Some(v) => Ok(Json(blocking(&app, move |s| s.layout_at(v)).await?)),
+        // The one endpoint that sends the whole layout; everything else shares the Arc.
+        None => Ok(Json(app.state.layout()?.as_ref().clone())),
+    }
+}
+
+/// Largest page of `GET /v1/partitions/{p}/segments`.
+const MAX_SEGMENT_PAGE: usize = 10_000;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn partition_segments(
+    AxState(app): AxState<Shared>,
+    Path(p): Path<String>,
+    query: Result<Query<SegmentsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", m);
+    let Query(q) = query.map_err(|r| bad(r.body_text()))?;
+    let partition: u16 = p
+        .parse()
+        .map_err(|e| bad(format!("partition {p:?}: {e}")))?;
+    let after = q
+        .after
+        .map(|a| a.parse::<medley_core::SegmentId>())
+        .transpose()
+        .map_err(|e| bad(format!("after: {e}")))?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_SEGMENT_PAGE {
+        return Err(bad(format!("limit must be 1 to {MAX_SEGMENT_PAGE}")));
+    }
+    let segments = blocking(&app, move |s| s.partition_segments(partition, after, limit)).await?;
+    let next = (segments.len() == limit)
+        .then(|| segments.last().map(|s| s.id.to_string()))
+        .flatten();
+    Ok(Json(
+        json!({ "partition": partition, "segments": segments, "next": next }),
+    ))
+}
+
+/// Repair work summed over live nodes, and how many nodes are draining.
+fn repair_totals(nodes: &[(crate::state::NodeRecord, bool)]) -> (RepairLoad, usize) {
+    let mut t = RepairLoad::default();
+    for (r, alive) in nodes {
+        if *alive {
+            let l = &r.load.repair;
+            t.backlog += l.backlog;
+            t.done += l.done;
+            t.failed += l.failed;
+            t.scrub_bad += l.scrub_bad;
+            t.handed_over += l.handed_over;
+            t.bytes_read += l.bytes_read;
+        }
+    }
+    (t, nodes.iter().filter(|(r, _)| r.draining).count())
 }
 
 async fn stats(AxState(app): AxState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
     let songs = app.state.song_count();
     let nodes = app.state.nodes();
     let alive = nodes.iter().filter(|(_, a)| *a).count();
+    let (repair, draining) = repair_totals(&nodes);
     Ok(Json(json!({
         "songs": songs,
         "nodes": nodes.len(),
         "nodes_alive": alive,
+        "nodes_draining": draining,
+        "repair": repair,
         "layout_version": app.state.layout_version(),
         "partitions": app.state.config().partitions,
         "k": app.state.config().k,
@@ -338,6 +444,7 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
     let nodes = app.state.nodes();
     let alive = nodes.iter().filter(|(_, a)| *a).count();
     let version = app.state.layout_version().unwrap_or(0);
+    let (repair, draining) = repair_totals(&nodes);
     let body = format!(
         "# HELP medley_tracker_songs Songs in the catalogue.\n\
          # TYPE medley_tracker_songs gauge\nmedley_tracker_songs {songs}\n\
@@ -345,6 +452,16 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
          # TYPE medley_tracker_nodes gauge\nmedley_tracker_nodes {}\n\
          # HELP medley_tracker_nodes_alive Nodes heard from within the grace period.\n\
          # TYPE medley_tracker_nodes_alive gauge\nmedley_tracker_nodes_alive {alive}\n\
+         # HELP medley_tracker_nodes_draining Nodes handing their shards over before leaving.\n\
+         # TYPE medley_tracker_nodes_draining gauge\nmedley_tracker_nodes_draining {draining}\n\
+         # HELP medley_tracker_repair_backlog Shards live nodes lack on their slots, as of their last pass.\n\
+         # TYPE medley_tracker_repair_backlog gauge\nmedley_tracker_repair_backlog {}\n\
+         # HELP medley_tracker_repair_done Shards rebuilt or copied by live nodes since they started.\n\
+         # TYPE medley_tracker_repair_done gauge\nmedley_tracker_repair_done {}\n\
+         # HELP medley_tracker_repair_failed Failed repair attempts of live nodes since they started.\n\
+         # TYPE medley_tracker_repair_failed gauge\nmedley_tracker_repair_failed {}\n\
+         # HELP medley_tracker_scrub_bad_shards Corrupt shards live nodes' scrubbers deleted since they started.\n\
+         # TYPE medley_tracker_scrub_bad_shards gauge\nmedley_tracker_scrub_bad_shards {}\n\
          # HELP medley_tracker_layout_version Current layout version (0: none yet).\n\
          # TYPE medley_tracker_layout_version gauge\nmedley_tracker_layout_version {version}\n\
          # HELP medley_tracker_http_requests_total HTTP requests answered, by outcome.\n\
@@ -353,6 +470,10 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
          medley_tracker_http_requests_total{{outcome=\"client_error\"}} {}\n\
          medley_tracker_http_requests_total{{outcome=\"server_error\"}} {}\n",
         nodes.len(),
+        repair.backlog,
+        repair.done,
+        repair.failed,
+        repair.scrub_bad,
         app.requests_ok.load(Ordering::Relaxed),
         app.requests_client_error.load(Ordering::Relaxed),
         app.requests_server_error.load(Ordering::Relaxed),

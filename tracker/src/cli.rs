@@ -90,13 +90,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} {pos} manifests {per_sec}")
-    {
-        bar.set_style(style);
-    }
+    let bar = medley_daemon::progress_bar(None, "{spinner} {pos} manifests {per_sec}");
     let (mut created, mut existing, mut rejected) = (0usize, 0usize, 0usize);
     let started = std::time::Instant::now();
     for file in &args.files {

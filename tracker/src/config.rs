@@ -26,7 +26,8 @@ pub struct TrackerConfig {
     /// Publisher keys (hex ed25519 public keys) allowed to commit manifests. Added to the
     /// ones already stored; removing one here does not revoke it.
     pub publishers: Vec<String>,
-    /// Seconds without a heartbeat after which a node is shown as down.
+    /// Seconds without a heartbeat after which a node is down: the next layout gives its
+    /// slots to live nodes, which rebuild its shards. A node back within it moves nothing.
     pub node_grace_secs: u64,
     /// Largest request body accepted, in bytes (a manifest is at most 4 MiB).
     pub max_body_bytes: usize,

@@ -17,13 +17,21 @@ pub(crate) const CF_LAYOUTS: &str = "layouts";
 pub(crate) const CF_PUBLISHERS: &str = "publishers";
 /// Publish journal: big-endian sequence number → song id. The search index replays it.
 pub(crate) const CF_JOURNAL: &str = "journal";
-const ALL: [&str; 5] = [
+/// Placement index: partition (u16, big-endian) ‖ segment id → segment length (u32,
+/// little-endian) ‖ its `k + m` shard ids. Nodes page through it to learn which shards their
+/// slots hold.
+pub(crate) const CF_PLACEMENT: &str = "placement";
+const ALL: [&str; 6] = [
     CF_MANIFESTS,
     CF_NODES,
     CF_LAYOUTS,
     CF_PUBLISHERS,
     CF_JOURNAL,
+    CF_PLACEMENT,
 ];
+
+/// A key and its value, as RocksDB returns them.
+pub(crate) type Record = (Box<[u8]>, Box<[u8]>);
 
 /// A RocksDB failure.
 #[derive(Debug, thiserror::Error)]
@@ -114,15 +122,45 @@ impl Db {
     }
 
     /// Records of a column family from `start` on, in key order.
-    pub(crate) fn scan_from(
-        &self,
-        cf: &'static str,
-        start: &[u8],
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+    pub(crate) fn scan_from(&self, cf: &'static str, start: &[u8]) -> Result<Vec<Record>, DbError> {
         self.db
             .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward))
             .map(|r| r.map_err(op("scan")))
             .collect()
+    }
+
+    /// Up to `limit` records whose keys start with `prefix`, from `start` on (`start` itself
+    /// begins with `prefix`), in key order.
+    pub(crate) fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Record>, DbError> {
+        let mut out = Vec::new();
+        for r in self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward))
+        {
+            let (k, v) = r.map_err(op("scan"))?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Whether a column family holds no record.
+    pub(crate) fn is_empty(&self, cf: &'static str) -> Result<bool, DbError> {
+        Ok(self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(op("scan"))?
+            .is_none())
     }
 
     pub(crate) fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
@@ -130,7 +168,7 @@ impl Db {
     }
 
     /// All records of a column family, in key order.
-    pub(crate) fn scan(&self, cf: &'static str) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+    pub(crate) fn scan(&self, cf: &'static str) -> Result<Vec<Record>, DbError> {
         self.db
             .iterator_cf(self.cf(cf)?, IteratorMode::Start)
             .map(|r| r.map_err(op("scan")))
@@ -138,7 +176,7 @@ impl Db {
     }
 
     /// The last record of a column family.
-    pub(crate) fn last(&self, cf: &'static str) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, DbError> {
+    pub(crate) fn last(&self, cf: &'static str) -> Result<Option<Record>, DbError> {
         self.db
             .iterator_cf(self.cf(cf)?, IteratorMode::End)
             .next()

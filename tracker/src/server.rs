@@ -90,6 +90,7 @@ impl Tracker {
             source,
         })?;
         let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
         let router = router(app.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -146,5 +147,28 @@ impl Tracker {
         let _ = tokio::time::timeout(timeout, self.task).await;
         let _ = std::fs::remove_file(self.data_dir.join(TRACKER_INFO_FILE));
         info!("tracker stopped");
+    }
+}
+
+/// Every second (or a quarter of the grace period, if shorter), takes nodes that missed
+/// their heartbeats for the grace period out of the layout, so their slots go to live nodes,
+/// which rebuild the shards.
+async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    let grace = Duration::from_secs(app.state.config().node_grace_secs);
+    let period = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let app = app.clone();
+        match tokio::task::spawn_blocking(move || app.state.refresh_layout()).await {
+            Ok(Ok(Some(version))) => info!(version, "layout follows node liveness"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot recompute the layout"),
+            Err(e) => tracing::error!(error = %e, "layout task failed"),
+        }
     }
 }

@@ -5,13 +5,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use medley_core::{Layout, LayoutError, Manifest, ManifestError, Member, PublisherId, SongId};
+use medley_core::api::RepairLoad;
+use medley_core::{
+    Layout, LayoutError, Manifest, ManifestError, Member, PublisherId, SegmentEntry, SegmentId,
+    ShardId, SongId, partition_of,
+};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::TrackerConfig;
-use crate::db::{CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PUBLISHERS, Db, DbError};
+use crate::db::{
+    CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PUBLISHERS, Db, DbError,
+};
 use crate::search::{Search, SearchError, SearchQuery, SearchResults};
 
 /// What a node tells the tracker when it registers.
@@ -38,6 +44,15 @@ pub struct Load {
     pub bytes_per_sec: u64,
     /// Transfers in flight.
     pub transfers: u32,
+    /// Bytes stored (shards and hot copies).
+    #[serde(default)]
+    pub used: u64,
+    /// Durable shards stored.
+    #[serde(default)]
+    pub shards: u64,
+    /// The node's repair work.
+    #[serde(default)]
+    pub repair: RepairLoad,
 }
 
 /// A heartbeat.
@@ -61,6 +76,10 @@ pub struct NodeRecord {
     pub load: Load,
     /// Unix milliseconds of the last register or heartbeat.
     pub last_seen_ms: u64,
+    /// Set by a drain: the node stays up and hands its shards over, but the layout no longer
+    /// gives it slots.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Why a tracker operation was refused.
@@ -96,6 +115,29 @@ pub enum StateError {
     /// There is no layout yet (too few nodes).
     #[error("no layout yet: {0}")]
     NoLayout(LayoutError),
+    /// No layout has this version.
+    #[error("no layout version {0}")]
+    UnknownLayout(u64),
+    /// The partition number is past the layout's partitions.
+    #[error("partition {partition} does not exist; this network has {partitions}")]
+    UnknownPartition {
+        /// Asked for.
+        partition: u16,
+        /// Partitions of the network.
+        partitions: u16,
+    },
+    /// Draining the node would leave too few nodes for `k + m` distinct slots.
+    #[error(
+        "cannot drain {node}: {left} other nodes would be left, a layout needs {need}; add a node first"
+    )]
+    CannotDrain {
+        /// The node.
+        node: String,
+        /// Live, non-draining nodes that would remain.
+        left: usize,
+        /// k + m.
+        need: usize,
+    },
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -132,6 +174,8 @@ pub struct State {
     publishers: RwLock<HashSet<PublisherId>>,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     layout: RwLock<Option<Arc<Layout>>>,
+    /// The members the current layout was computed for: live, not draining, with capacity.
+    members: parking_lot::Mutex<Vec<Member>>,
     search: Search,
     /// Serialises publishes, so the journal and the index advance in the same order.
     publishing: parking_lot::Mutex<u64>,
@@ -165,18 +209,29 @@ impl State {
                 .map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
             keys.insert(PublisherId(bytes));
         }
-        let mut nodes = BTreeMap::new();
-        for (k, v) in db.scan(CF_NODES)? {
-            let rec: NodeRecord = serde_json::from_slice(&v)
-                .map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
-            nodes.insert(rec.registration.peer_id.clone(), rec);
-        }
         let layout = match db.last(CF_LAYOUTS)? {
             Some((_, v)) => {
                 Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?)
             }
             None => None,
         };
+        let in_layout: HashSet<&str> = layout
+            .iter()
+            .flat_map(|l| l.partitions.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (k, v) in db.scan(CF_NODES)? {
+            let mut rec: NodeRecord = serde_json::from_slice(&v)
+                .map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
+            // Heartbeats are not persisted: every node of the current layout gets a full grace
+            // period from this start before it counts as down, so a tracker restart moves no
+            // data. Nodes outside the layout stay down until they are heard from.
+            if in_layout.contains(rec.registration.peer_id.as_str()) {
+                rec.last_seen_ms = now_ms();
+            }
+            nodes.insert(rec.registration.peer_id.clone(), rec);
+        }
         let (search, fresh) = Search::open(&config.data_dir.join("index"))?;
         let last_seq = match db.last(CF_JOURNAL)? {
             Some((k, _)) => u64::from_be_bytes(
@@ -192,11 +247,94 @@ impl State {
             publishers: RwLock::new(keys),
             nodes: RwLock::new(nodes),
             layout: RwLock::new(layout.map(Arc::new)),
+            members: parking_lot::Mutex::new(Vec::new()),
             search,
             publishing: parking_lot::Mutex::new(last_seq),
         };
+        *state.members.lock() = state.eligible();
         state.catch_up_index(fresh)?;
+        state.backfill_placement()?;
         Ok(state)
+    }
+
+    /// Builds the placement index from the catalogue when it is empty but songs exist (a
+    /// database written before the index existed).
+    fn backfill_placement(&self) -> Result<(), StateError> {
+        if !self.db.is_empty(CF_PLACEMENT)? || self.db.is_empty(CF_MANIFESTS)? {
+            return Ok(());
+        }
+        info!("building the placement index from the catalogue");
+        let partitions = self.config.partitions;
+        for chunk in self.db.scan(CF_MANIFESTS)?.chunks(10_000) {
+            let mut owned = Vec::new();
+            for (k, v) in chunk {
+                let id = SongId::from_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("manifest key", "not 32 bytes"))?,
+                );
+                let m = Manifest::decode_expecting(v, id)?;
+                owned.extend(placement_records(&m, partitions));
+            }
+            let records: Vec<(&'static str, &[u8], &[u8])> = owned
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice()))
+                .collect();
+            self.db.put_all(&records)?;
+        }
+        Ok(())
+    }
+
+    /// Segments of partition `partition` in id order, after `after`, at most `limit`: what
+    /// the nodes on its slots must hold.
+    pub fn partition_segments(
+        &self,
+        partition: u16,
+        after: Option<SegmentId>,
+        limit: usize,
+    ) -> Result<Vec<SegmentEntry>, StateError> {
+        let partitions = self.config.partitions;
+        if partition >= partitions {
+            return Err(StateError::UnknownPartition {
+                partition,
+                partitions,
+            });
+        }
+        let prefix = partition.to_be_bytes();
+        let mut start = prefix.to_vec();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            // The first key after `after`: append a zero byte.
+            start.push(0);
+        }
+        let slots = usize::from(self.config.k + self.config.m);
+        self.db
+            .scan_prefix(CF_PLACEMENT, &prefix, &start, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id: [u8; 32] = k
+                    .get(2..)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("placement key", "not 34 bytes"))?;
+                if v.len() != 4 + 32 * slots {
+                    return Err(corrupt("placement record", "wrong length").into());
+                }
+                let len = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                let shards = v[4..]
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut b = [0u8; 32];
+                        b.copy_from_slice(c);
+                        ShardId::from_bytes(b)
+                    })
+                    .collect();
+                Ok(SegmentEntry {
+                    id: SegmentId::from_bytes(id),
+                    len,
+                    shards,
+                })
+            })
+            .collect()
     }
 
     /// Indexes every journal entry the search index has not reached yet.
@@ -255,10 +393,18 @@ impl State {
             return Ok(Committed { id, created: false });
         }
         let next = *seq + 1;
-        self.db.put_all(&[
+        let placement = placement_records(&manifest, self.config.partitions);
+        let key = next.to_be_bytes();
+        let mut records: Vec<(&'static str, &[u8], &[u8])> = vec![
             (CF_MANIFESTS, id.as_bytes(), manifest.encoded()),
-            (CF_JOURNAL, &next.to_be_bytes(), id.as_bytes()),
-        ])?;
+            (CF_JOURNAL, &key, id.as_bytes()),
+        ];
+        records.extend(
+            placement
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
+        );
+        self.db.put_all(&records)?;
         *seq = next;
         // The commit is durable; the index is derived. If indexing fails, the song is found
         // once the index catches up at the next start.
@@ -332,11 +478,21 @@ impl State {
         }
         let seqs: Vec<[u8; 8]> = fresh.iter().map(|(n, _)| n.to_be_bytes()).collect();
         let ids: Vec<SongId> = fresh.iter().map(|(_, m)| m.id()).collect();
-        let mut records: Vec<(&'static str, &[u8], &[u8])> = Vec::with_capacity(fresh.len() * 2);
+        let placement: Vec<(Vec<u8>, Vec<u8>)> = fresh
+            .iter()
+            .flat_map(|(_, m)| placement_records(m, self.config.partitions))
+            .collect();
+        let mut records: Vec<(&'static str, &[u8], &[u8])> =
+            Vec::with_capacity(fresh.len() * 2 + placement.len());
         for (((_, m), key), id) in fresh.iter().zip(&seqs).zip(&ids) {
             records.push((CF_MANIFESTS, id.as_bytes(), m.encoded()));
             records.push((CF_JOURNAL, key, id.as_bytes()));
         }
+        records.extend(
+            placement
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
+        );
         if records.is_empty() {
             return Ok(out);
         }
@@ -385,25 +541,97 @@ impl State {
                 "addrs must list 1 to 16 addresses of at most 256 characters",
             ));
         }
-        let changed = {
+        {
             let mut nodes = self.nodes.write();
             let previous = nodes.get(&reg.peer_id).cloned();
-            let changed = previous.as_ref().is_none_or(|p| {
-                p.registration.region != reg.region || p.registration.capacity != reg.capacity
-            });
             let rec = NodeRecord {
+                draining: previous.as_ref().is_some_and(|p| p.draining),
                 load: previous.map(|p| p.load).unwrap_or_default(),
                 registration: reg,
                 last_seen_ms: now_ms(),
             };
             self.store_node(&rec)?;
             nodes.insert(rec.registration.peer_id.clone(), rec);
-            changed
-        };
-        if changed {
-            self.recompute_layout()?;
         }
+        self.refresh_layout()?;
         Ok(self.layout_version())
+    }
+
+    /// Starts (`true`) or cancels (`false`) the drain of a node: a draining node gets no
+    /// slots in the next layout; it keeps serving until the new holders have its shards.
+    pub fn set_draining(&self, peer_id: &str, draining: bool) -> Result<u64, StateError> {
+        {
+            let mut nodes = self.nodes.write();
+            let rec = nodes
+                .get(peer_id)
+                .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
+            if rec.draining == draining {
+                drop(nodes);
+                return self.layout().map(|l| l.version);
+            }
+            if draining {
+                let need = usize::from(self.config.k + self.config.m);
+                let now = now_ms();
+                let left = nodes
+                    .values()
+                    .filter(|r| r.registration.peer_id != peer_id && self.is_eligible(r, now))
+                    .count();
+                if left < need {
+                    return Err(StateError::CannotDrain {
+                        node: peer_id.to_string(),
+                        left,
+                        need,
+                    });
+                }
+            }
+            let mut rec = rec.clone();
+            rec.draining = draining;
+            self.store_node(&rec)?;
+            info!(node = peer_id, draining, "drain state changed");
+            nodes.insert(peer_id.to_string(), rec);
+        }
+        self.refresh_layout()?;
+        self.layout().map(|l| l.version)
+    }
+
+    fn is_alive(&self, rec: &NodeRecord, now: u64) -> bool {
+        now.saturating_sub(rec.last_seen_ms) <= self.config.node_grace_secs * 1000
+    }
+
+    fn is_eligible(&self, rec: &NodeRecord, now: u64) -> bool {
+        !rec.draining && rec.registration.capacity > 0 && self.is_alive(rec, now)
+    }
+
+    /// The nodes the layout should place shards on: alive, not draining, with capacity.
+    fn eligible(&self) -> Vec<Member> {
+        let now = now_ms();
+        self.nodes
+            .read()
+            .values()
+            .filter(|r| self.is_eligible(r, now))
+            .map(|r| Member {
+                id: r.registration.peer_id.clone(),
+                region: r.registration.region.clone(),
+                capacity: r.registration.capacity,
+            })
+            .collect()
+    }
+
+    /// Recomputes the layout if the eligible nodes changed since the last computation: a
+    /// node went down (no heartbeat for the grace period), came back, registered, or started
+    /// or stopped draining. Called on every registration and drain, and periodically.
+    /// Returns the new layout version when the layout changed.
+    pub fn refresh_layout(&self) -> Result<Option<u64>, StateError> {
+        let eligible = self.eligible();
+        let mut members = self.members.lock();
+        if *members == eligible && self.layout.read().is_some() {
+            return Ok(None);
+        }
+        let before = self.layout_version();
+        self.recompute_layout(&eligible)?;
+        *members = eligible;
+        let after = self.layout_version();
+        Ok(if after == before { None } else { after })
     }
 
     fn store_node(&self, rec: &NodeRecord) -> Result<(), StateError> {
@@ -419,21 +647,27 @@ impl State {
         let rec = nodes
             .get_mut(&hb.peer_id)
             .ok_or_else(|| StateError::UnknownNode(hb.peer_id.clone()))?;
+        let now = now_ms();
+        let was_down = !self.is_alive(rec, now);
         rec.load = hb.load;
-        rec.last_seen_ms = now_ms();
+        rec.last_seen_ms = now;
+        drop(nodes);
         // Heartbeats are frequent and only liveness hints: kept in memory, persisted on
-        // register. A restart shows nodes as down until their next heartbeat.
+        // register. A node back from the dead rejoins the layout.
+        if was_down {
+            info!(node = %hb.peer_id, "node is back");
+            self.refresh_layout()?;
+        }
         Ok(())
     }
 
     /// All nodes with whether each is alive (heard from within the grace period).
     pub fn nodes(&self) -> Vec<(NodeRecord, bool)> {
         let now = now_ms();
-        let grace = self.config.node_grace_secs * 1000;
         self.nodes
             .read()
             .values()
-            .map(|r| (r.clone(), now.saturating_sub(r.last_seen_ms) <= grace))
+            .map(|r| (r.clone(), self.is_alive(r, now)))
             .collect()
     }
 
@@ -446,20 +680,10 @@ impl State {
             .collect()
     }
 
-    fn recompute_layout(&self) -> Result<(), StateError> {
-        let members: Vec<Member> = self
-            .nodes
-            .read()
-            .values()
-            .map(|r| Member {
-                id: r.registration.peer_id.clone(),
-                region: r.registration.region.clone(),
-                capacity: r.registration.capacity,
-            })
-            .collect();
+    fn recompute_layout(&self, members: &[Member]) -> Result<(), StateError> {
         let mut layout = self.layout.write();
         let slots = self.config.k + self.config.m;
-        match Layout::compute(layout.as_deref(), &members, self.config.partitions, slots) {
+        match Layout::compute(layout.as_deref(), members, self.config.partitions, slots) {
             Ok(next) => {
                 if layout
                     .as_ref()
@@ -505,8 +729,42 @@ impl State {
         }))
     }
 
+    /// Layout `version`, current or past. Nodes compare it with the current one to find who
+    /// held their new slots before.
+    pub fn layout_at(&self, version: u64) -> Result<Layout, StateError> {
+        if let Some(l) = self.layout.read().as_ref()
+            && l.version == version
+        {
+            return Ok(l.as_ref().clone());
+        }
+        let bytes = self
+            .db
+            .get(CF_LAYOUTS, &version.to_be_bytes())?
+            .ok_or(StateError::UnknownLayout(version))?;
+        serde_json::from_slice(&bytes).map_err(|e| corrupt("layout", e).into())
+    }
+
     /// The current layout's version, if there is a layout.
     pub fn layout_version(&self) -> Option<u64> {
         self.layout.read().as_ref().map(|l| l.version)
     }
+}
+
+/// The placement index records of a manifest's segments.
+fn placement_records(m: &Manifest, partitions: u16) -> Vec<(Vec<u8>, Vec<u8>)> {
+    m.body()
+        .segments
+        .iter()
+        .map(|seg| {
+            let mut key = Vec::with_capacity(34);
+            key.extend_from_slice(&partition_of(&seg.id, partitions).to_be_bytes());
+            key.extend_from_slice(seg.id.as_bytes());
+            let mut value = Vec::with_capacity(4 + 32 * seg.shards.len());
+            value.extend_from_slice(&seg.len.to_le_bytes());
+            for s in &seg.shards {
+                value.extend_from_slice(s.as_bytes());
+            }
+            (key, value)
+        })
+        .collect()
 }

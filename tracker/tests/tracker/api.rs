@@ -4,6 +4,8 @@ use medley_core::PublisherKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use medley_tracker::{Tracker, TrackerConfig};
+
 use crate::support::{get_json, manifest, post_body, post_json, publisher, start};
 
 async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
@@ -249,5 +251,167 @@ async fn nodes_register_and_layout_follows() {
     let t = start(dir.path()).await;
     let again: Value = get_json(&http, &format!("{}/v1/layout", t.url())).await;
     assert_eq!(again, layout);
+    t.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn layout_follows_liveness_and_drains_and_lists_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tracker::bind(TrackerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publishers: vec![publisher().id().to_string()],
+        node_grace_secs: 1,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = t.url();
+    for i in 0..8 {
+        let reg = json!({
+            "peer_id": format!("node-{i}"),
+            "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 5000 + i)],
+            "region": format!("region-{}", i % 4),
+            "capacity": 1u64 << 40,
+        });
+        let _: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg).await;
+    }
+    let layout = |v: Value| -> Vec<String> {
+        v["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.as_array().unwrap().iter())
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let first: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    let v1 = first["version"].as_u64().unwrap();
+    assert!(layout(first.clone()).contains(&"node-7".to_string()));
+
+    // Placement index: a published song's segments are listed under their partitions.
+    let m = manifest("Placed", 300_000, 4, 2, &publisher());
+    post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+    for seg in &m.body().segments {
+        let p = medley_core::partition_of(&seg.id, 256);
+        let page: Value = get_json(&http, &format!("{url}/v1/partitions/{p}/segments")).await;
+        let listed = page["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == seg.id.to_string())
+            .unwrap_or_else(|| panic!("segment {} not in partition {p}: {page}", seg.id));
+        assert_eq!(listed["len"], seg.len);
+        let shards: Vec<String> = seg.shards.iter().map(ToString::to_string).collect();
+        assert_eq!(listed["shards"], json!(shards));
+    }
+    // Paging: limit 1 hands out a `next` cursor when the page is full.
+    let p = medley_core::partition_of(&m.body().segments[0].id, 256);
+    let page: Value = get_json(&http, &format!("{url}/v1/partitions/{p}/segments?limit=1")).await;
+    assert_eq!(page["segments"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_string();
+    let rest: Value = get_json(
+        &http,
+        &format!("{url}/v1/partitions/{p}/segments?after={next}"),
+    )
+    .await;
+    assert!(
+        rest["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != page["segments"][0]["id"])
+    );
+    for (path, status, code) in [
+        ("/v1/partitions/256/segments", 404, "unknown_partition"),
+        ("/v1/partitions/x/segments", 400, "bad_query"),
+        ("/v1/partitions/1/segments?after=zz", 400, "bad_query"),
+        ("/v1/partitions/1/segments?limit=0", 400, "bad_query"),
+        ("/v1/layout?version=999", 404, "unknown_layout"),
+    ] {
+        let (s, c) = error_code(http.get(format!("{url}{path}")).send().await.unwrap()).await;
+        assert_eq!((s.as_u16(), c.as_str()), (status, code), "{path}");
+    }
+    let old: Value = get_json(&http, &format!("{url}/v1/layout?version={v1}")).await;
+    assert_eq!(old, first);
+
+    // Seven nodes keep sending heartbeats, node-7 falls silent: after the grace period it is
+    // out of the layout; when it beats again, it is back.
+    let seven = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beats = {
+        let (http, url, seven) = (http.clone(), url.clone(), seven.clone());
+        tokio::spawn(async move {
+            loop {
+                for i in 0..8 {
+                    if i < 7 || seven.load(std::sync::atomic::Ordering::SeqCst) {
+                        let r = http
+                            .post(format!("{url}/v1/nodes/heartbeat"))
+                            .json(&json!({"peer_id": format!("node-{i}"), "free": 1,
+                                "bytes_per_sec": 0, "transfers": 0}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let wait_for = |present: bool| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let l: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+                if layout(l.clone()).contains(&"node-7".to_string()) == present {
+                    return l;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "node-7 present: {present}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let without = wait_for(false).await;
+    assert!(without["version"].as_u64().unwrap() > v1);
+    seven.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(true).await;
+
+    // Drains: a draining node leaves the layout; one too many is refused; undrain restores.
+    let r: Value = post_json(&http, &format!("{url}/v1/nodes/node-0/drain"), &json!({})).await;
+    assert_eq!(r["draining"], true);
+    let l: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    assert!(!layout(l).contains(&"node-0".to_string()));
+    let _: Value = post_json(&http, &format!("{url}/v1/nodes/node-1/drain"), &json!({})).await;
+    let before: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    let (s, c) = error_code(
+        http.post(format!("{url}/v1/nodes/node-2/drain"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s.as_u16(), c.as_str()), (409, "cannot_drain"));
+    let after: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    assert_eq!(before, after, "a refused drain changes nothing");
+    let (s, c) = error_code(
+        http.post(format!("{url}/v1/nodes/nobody/drain"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s.as_u16(), c.as_str()), (404, "unknown_node"));
+    let r: Value = post_json(&http, &format!("{url}/v1/nodes/node-0/undrain"), &json!({})).await;
+    assert_eq!(r["draining"], false);
+    let l: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    assert!(layout(l).contains(&"node-0".to_string()));
+    let stats: Value = get_json(&http, &format!("{url}/v1/stats")).await;
+    assert_eq!(stats["nodes_draining"], 1);
+    beats.abort();
     t.shutdown(Duration::from_secs(5)).await;
 }

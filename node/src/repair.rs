@@ -1,0 +1,550 @@
+//! Repair and handover: the node keeps every shard its layout slots call for, and lets go
+//! of shards of slots it lost only once their new holder has them.
+//!
+//! A pass:
+//! 1. Reads the current layout and the two before it, the network's `k`/`m` and the live
+//!    nodes from the tracker.
+//! 2. Remembers every (partition, slot) this node holds or held (persisted in the store's
+//!    node state), so shards of lost slots are found again after a restart.
+//! 3. **Repair**: for each slot it holds, lists the partition's segments (the tracker's
+//!    placement index) and, for each shard it lacks, first asks the slot's earlier holders
+//!    for it (a handover or drain: one read), else fetches shards of the other slots from
+//!    their holders, current or earlier, until it has `k`, rebuilds the segment, checks it
+//!    against its id, re-encodes, checks the shard against its id and stores it. Bounded by
+//!    `repair_concurrency` and a byte-rate limit on reads.
+//! 4. **Handover**: for each slot it lost, asks the slot's new holder which of the slot's
+//!    shards it has (`Has`) and deletes those here. The slot is forgotten once none are left.
+//!
+//! A pass runs when the layout version changes, when the scrubber or the data plane found a
+//! corrupt shard, every `repair_interval_secs`, and again after a failure (with backoff).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::{Multiaddr, PeerId};
+use medley_core::{Codec, Layout, SegmentEntry, ShardId};
+use medley_daemon::RateLimiter;
+use medley_net::{CancellationToken, PeerHandle};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::store::{Store, StoreError, Tier};
+use crate::tracker_api::{TrackerApi, TrackerCallError, live_addresses};
+
+/// Node-state key of the (partition, slot) pairs this node holds or held.
+const HELD_KEY: &str = "held_slots";
+/// Earlier layout versions consulted for a slot's previous holders.
+const HISTORY: u64 = 2;
+/// Longest wait between retries after a failed pass.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Counters of the node's maintenance work, reported in heartbeats.
+#[derive(Debug, Default)]
+pub struct MaintenanceStats {
+    /// Shards the slots call for that are missing here, as of the last pass.
+    pub backlog: AtomicU64,
+    /// Shards rebuilt from `k` others since start.
+    pub rebuilt: AtomicU64,
+    /// Shards copied whole from an earlier holder since start.
+    pub copied: AtomicU64,
+    /// Failed repair attempts since start.
+    pub failed: AtomicU64,
+    /// Shard bytes read from other nodes by repair and handover since start.
+    pub bytes_read: AtomicU64,
+    /// Shards deleted after their new holder confirmed it has them.
+    pub handed_over: AtomicU64,
+    /// Corrupt shards found (by the scrubber or when serving) and deleted.
+    pub scrub_bad: AtomicU64,
+    /// Bytes the scrubber re-hashed since start.
+    pub scrubbed_bytes: AtomicU64,
+    /// Completed repair passes.
+    pub passes: AtomicU64,
+}
+
+impl MaintenanceStats {
+    /// Shards rebuilt or copied since start.
+    pub fn done(&self) -> u64 {
+        self.rebuilt.load(Ordering::Relaxed) + self.copied.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a repair pass or a shard's repair failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RepairError {
+    #[error(transparent)]
+    Tracker(#[from] TrackerCallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the tracker's k/m ({k}+{m}) do not fit its layout of {slots} slots")]
+    Coding { k: u8, m: u8, slots: u8 },
+    #[error("segment {segment}: only {have} of the {need} shards needed could be fetched")]
+    TooFewShards {
+        segment: String,
+        have: usize,
+        need: usize,
+    },
+    #[error("segment {segment}: {reason}")]
+    Rebuild { segment: String, reason: String },
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A peer to ask, with its addresses.
+type Source = (PeerId, Vec<Multiaddr>);
+
+/// One shard to restore.
+struct Job {
+    entry: SegmentEntry,
+    slot: usize,
+    /// For each slot, the live nodes (not this one) that hold or held it, current first.
+    sources: Vec<Vec<Source>>,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+struct PassOutcome {
+    repaired: u64,
+    failed: u64,
+    /// Lost slots whose shards are not all handed over yet.
+    pending_handover: usize,
+}
+
+/// The repair worker of one node.
+pub(crate) struct Repairer {
+    pub(crate) me: String,
+    pub(crate) store: Arc<Store>,
+    pub(crate) peer: PeerHandle,
+    pub(crate) api: TrackerApi,
+    pub(crate) stats: Arc<MaintenanceStats>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) concurrency: usize,
+    pub(crate) interval: Duration,
+    pub(crate) poll: Duration,
+    pub(crate) wake: Arc<Notify>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RepairError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl Repairer {
+    /// Runs passes until `cancel` fires.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut done_version: Option<u64> = None;
+        let mut next_full = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = Duration::from_secs(1);
+        let mut woken = false;
+        loop {
+            let version = match self.api.layout_version().await {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!(error = %e, "cannot read the layout version");
+                    None
+                }
+            };
+            let now = Instant::now();
+            let due = version.is_some()
+                && (version != done_version
+                    || woken
+                    || now >= next_full
+                    || retry_at.is_some_and(|t| now >= t));
+            if due {
+                woken = false;
+                match self.pass().await {
+                    Ok(o) => {
+                        self.stats.passes.fetch_add(1, Ordering::Relaxed);
+                        if o.repaired > 0 || o.failed > 0 {
+                            info!(
+                                repaired = o.repaired,
+                                failed = o.failed,
+                                pending_handover = o.pending_handover,
+                                "repair pass done"
+                            );
+                        }
+                        if o.failed > 0 {
+                            retry_at = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        } else {
+                            backoff = Duration::from_secs(1);
+                            // Waiting for new holders to catch up is not a failure: look
+                            // again at the next poll.
+                            retry_at = (o.pending_handover > 0).then(|| Instant::now() + self.poll);
+                            done_version = version;
+                            next_full = Instant::now() + self.interval;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in = ?backoff, "repair pass failed");
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.wake.notified() => woken = true,
+                () = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    async fn layouts(&self) -> Result<(Arc<Layout>, Vec<Arc<Layout>>), RepairError> {
+        let current = Arc::new(self.api.layout(None).await?);
+        let mut history = Vec::new();
+        for back in 1..=HISTORY {
+            let Some(v) = current.version.checked_sub(back).filter(|v| *v > 0) else {
+                break;
+            };
+            match self.api.layout(Some(v)).await {
+                Ok(l) => history.push(Arc::new(l)),
+                Err(e) if e.status() == Some(404) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((current, history))
+    }
+
+    async fn pass(&self) -> Result<PassOutcome, RepairError> {
+        let (layout, history) = self.layouts().await?;
+        let coding = self.api.stats().await?;
+        if coding.k.checked_add(coding.m) != Some(layout.slots) {
+            return Err(RepairError::Coding {
+                k: coding.k,
+                m: coding.m,
+                slots: layout.slots,
+            });
+        }
+        let codec = Codec::new(coding.k, coding.m).map_err(|_| RepairError::Coding {
+            k: coding.k,
+            m: coding.m,
+            slots: layout.slots,
+        })?;
+        let live = live_addresses(&self.api.nodes().await?);
+
+        let mine = |l: &Layout| -> BTreeSet<(u16, u8)> {
+            let mut s = BTreeSet::new();
+            for (p, holders) in l.partitions.iter().enumerate() {
+                for (i, h) in holders.iter().enumerate() {
+                    if *h == self.me {
+                        s.insert((p as u16, i as u8));
+                    }
+                }
+            }
+            s
+        };
+        let current = mine(&layout);
+        let mut held = {
+            let store = self.store.clone();
+            blocking(move || load_held_from(&store)).await?
+        };
+        let before = held.clone();
+        held.extend(current.iter().copied());
+        for l in &history {
+            held.extend(mine(l));
+        }
+        if held != before {
+            let (s, h) = (self.store.clone(), held.clone());
+            blocking(move || save_held_to(&s, &h)).await?;
+        }
+
+        let sources_for = |p: usize| -> Vec<Vec<Source>> {
+            (0..usize::from(layout.slots))
+                .map(|slot| {
+                    let mut v: Vec<Source> = Vec::new();
+                    let mut seen = BTreeSet::new();
+                    for l in std::iter::once(&layout).chain(history.iter()) {
+                        let Some(id) = l.partitions.get(p).and_then(|h| h.get(slot)) else {
+                            continue;
+                        };
+                        if *id == self.me || !seen.insert(id.clone()) {
+                            continue;
+                        }
+                        if let Some(s) = live.get(id) {
+                            v.push(s.clone());
+                        }
+                    }
+                    v
+                })
+                .collect()
+        };
+
+        // Repair what the current slots lack.
+        let mut jobs = Vec::new();
+        for &(p, slot) in &current {
+            let entries = self.api.partition_segments(p).await?;
+            let store = self.store.clone();
+            let slot_u = usize::from(slot);
+            let missing: Vec<SegmentEntry> = blocking(move || {
+                let mut out = Vec::new();
+                for e in entries {
+                    let Some(id) = e.shards.get(slot_u) else {
+                        continue;
+                    };
+                    if !store.contains(Tier::Durable, id.0)? {
+                        out.push(e);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+            if missing.is_empty() {
+                continue;
+            }
+            let sources = sources_for(usize::from(p));
+            jobs.extend(missing.into_iter().map(|entry| Job {
+                entry,
+                slot: slot_u,
+                sources: sources.clone(),
+            }));
+        }
+        let mut outcome = PassOutcome::default();
+        self.stats
+            .backlog
+            .store(jobs.len() as u64, Ordering::Relaxed);
+        if !jobs.is_empty() {
+            info!(shards = jobs.len(), "repairing missing shards");
+        }
+        let mut results = futures::stream::iter(jobs)
+            .map(|job| self.repair_one(job, &codec))
+            .buffer_unordered(self.concurrency);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(copied) => {
+                    outcome.repaired += 1;
+                    let counter = if copied {
+                        &self.stats.copied
+                    } else {
+                        &self.stats.rebuilt
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    outcome.failed += 1;
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "shard repair failed; will retry");
+                }
+            }
+            let _ = self
+                .stats
+                .backlog
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(1))
+                });
+        }
+        drop(results);
+        self.stats.backlog.store(outcome.failed, Ordering::Relaxed);
+
+        // Hand over the slots this node lost.
+        let lost: Vec<(u16, u8)> = held.difference(&current).copied().collect();
+        let mut forget = Vec::new();
+        for (p, slot) in lost {
+            match self.hand_over(&layout, &live, p, slot).await {
+                Ok(true) => forget.push((p, slot)),
+                Ok(false) => outcome.pending_handover += 1,
+                Err(e) => {
+                    debug!(partition = p, slot, error = %e, "handover not done yet");
+                    outcome.pending_handover += 1;
+                }
+            }
+        }
+        if !forget.is_empty() {
+            for f in &forget {
+                held.remove(f);
+            }
+            let (s, h) = (self.store.clone(), held);
+            blocking(move || save_held_to(&s, &h)).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes this node's shards of `(partition, slot)` that the slot's new holder has.
+    /// Returns whether none are left here.
+    async fn hand_over(
+        &self,
+        layout: &Layout,
+        live: &HashMap<String, Source>,
+        partition: u16,
+        slot: u8,
+    ) -> Result<bool, RepairError> {
+        let entries = self.api.partition_segments(partition).await?;
+        let store = self.store.clone();
+        let slot_u = usize::from(slot);
+        let mine: Vec<ShardId> = blocking(move || {
+            let mut out = Vec::new();
+            for e in entries {
+                if let Some(id) = e.shards.get(slot_u)
+                    && store.contains(Tier::Durable, id.0)?
+                {
+                    out.push(*id);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        if mine.is_empty() {
+            return Ok(true);
+        }
+        let Some((peer, addrs)) = layout
+            .partitions
+            .get(usize::from(partition))
+            .and_then(|h| h.get(slot_u))
+            .and_then(|id| live.get(id))
+            .cloned()
+        else {
+            // The new holder is down (or the layout has no holder): keep the shards.
+            return Ok(false);
+        };
+        let mut left = mine.len();
+        for chunk in mine.chunks(medley_core::protocol::MAX_HAS_IDS) {
+            let present = match self.peer.has(peer, addrs.clone(), chunk.to_vec()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!(%peer, error = %e, "new holder did not answer Has");
+                    return Ok(false);
+                }
+            };
+            let gone: Vec<ShardId> = chunk
+                .iter()
+                .zip(present)
+                .filter_map(|(id, p)| p.then_some(*id))
+                .collect();
+            let n = gone.len();
+            let store = self.store.clone();
+            blocking(move || {
+                for id in gone {
+                    store.delete(Tier::Durable, id.0)?;
+                }
+                Ok(())
+            })
+            .await?;
+            left -= n;
+            self.stats
+                .handed_over
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if left == 0 {
+            info!(partition, slot, "slot handed over");
+        }
+        Ok(left == 0)
+    }
+
+    /// Fetches one shard from the first source that has it (checked against `id`).
+    async fn fetch(&self, sources: &[Source], id: ShardId, len: usize) -> Option<Vec<u8>> {
+        for (peer, addrs) in sources {
+            self.limiter.acquire(len as u64).await;
+            match self.peer.get_shard(*peer, addrs.clone(), id).await {
+                Ok(data) => {
+                    self.stats
+                        .bytes_read
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    return Some(data);
+                }
+                Err(e) => debug!(%peer, shard = %id, error = %e, "source failed"),
+            }
+        }
+        None
+    }
+
+    /// Restores one shard. Returns whether it was copied whole (else rebuilt).
+    async fn repair_one(&self, job: Job, codec: &Codec) -> Result<bool, RepairError> {
+        let Job {
+            entry,
+            slot,
+            sources,
+        } = job;
+        let id = entry.shards[slot];
+        let shard_len = codec.shard_len(entry.len as usize);
+        // An earlier holder of this very slot: one read.
+        let earlier: Vec<Source> = sources[slot].clone();
+        if let Some(data) = self.fetch(&earlier, id, shard_len).await {
+            let store = self.store.clone();
+            blocking(move || store.put(Tier::Durable, id.0, &data)).await?;
+            return Ok(true);
+        }
+        // Rebuild from k other slots, data slots first (then the rebuild is a copy): ask k
+        // at once, and another slot only when one fails, so a rebuild reads k shards.
+        let k = usize::from(codec.k());
+        let mut candidates =
+            (0..entry.shards.len()).filter(|&j| j != slot && !sources[j].is_empty());
+        let fetch_slot = |j: usize| {
+            let srcs = &sources[j];
+            let sid = entry.shards[j];
+            async move { (j, self.fetch(srcs, sid, shard_len).await) }
+        };
+        let mut pending = FuturesUnordered::new();
+        for j in candidates.by_ref().take(k) {
+            pending.push(fetch_slot(j));
+        }
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
+        let mut have = 0;
+        while have < k {
+            match pending.next().await {
+                Some((j, Some(data))) => {
+                    shards[j] = Some(data);
+                    have += 1;
+                }
+                Some((_, None)) => {
+                    if let Some(j) = candidates.next() {
+                        pending.push(fetch_slot(j));
+                    }
+                }
+                None => break,
+            }
+        }
+        drop(pending);
+        let segment = entry.id.to_string();
+        if have < k {
+            return Err(RepairError::TooFewShards {
+                segment,
+                have,
+                need: k,
+            });
+        }
+        let codec = codec.clone();
+        let seg_len = entry.len as usize;
+        let seg_id = entry.id;
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let data = codec
+                .reconstruct_verified(&shards, seg_len, seg_id)
+                .map_err(|e| e.to_string())?;
+            let mut all = codec.encode(&data).map_err(|e| e.to_string())?;
+            if slot >= all.len() {
+                return Err("slot out of range".to_string());
+            }
+            Ok(all.swap_remove(slot))
+        })
+        .await?
+        .map_err(|reason| RepairError::Rebuild {
+            segment: segment.clone(),
+            reason,
+        })?;
+        if !id.matches(&rebuilt) {
+            return Err(RepairError::Rebuild {
+                segment,
+                reason: format!("re-encoded shard {slot} does not match {id}"),
+            });
+        }
+        let store = self.store.clone();
+        blocking(move || store.put(Tier::Durable, id.0, &rebuilt)).await?;
+        Ok(false)
+    }
+}
+
+fn load_held_from(store: &Store) -> Result<BTreeSet<(u16, u8)>, StoreError> {
+    Ok(store
+        .get_meta(HELD_KEY)?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or_default())
+}
+
+fn save_held_to(store: &Store, held: &BTreeSet<(u16, u8)>) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(held).unwrap_or_default();
+    store.put_meta(HELD_KEY, &json)
+}

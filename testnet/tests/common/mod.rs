@@ -1,0 +1,97 @@
+//! Helpers shared by the testnet's end-to-end tests: run the real `medley` binary and check
+//! what it did.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output as ProcOutput};
+
+use medley_client::{Output, PlayOutcome, decode_to_wav};
+use medley_testnet::Testnet;
+use serde::Deserialize;
+
+pub(crate) fn ok(cmd: &mut Command) -> ProcOutput {
+    let out = cmd.output().expect("run medley");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub(crate) fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run medley");
+    assert!(!out.status.success(), "{cmd:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Line {
+    pub(crate) outcome: String,
+    pub(crate) path: PathBuf,
+    pub(crate) id: Option<String>,
+    pub(crate) meta: Option<serde_json::Value>,
+}
+
+pub(crate) fn publish(net: &Testnet, path: &Path) -> Vec<Line> {
+    let out = ok(net
+        .medley("eu-west", true)
+        .arg("publish")
+        .arg(path)
+        .arg("--json"));
+    serde_json::from_slice(&out.stdout).expect("publish --json")
+}
+
+pub(crate) fn play(net: &Testnet, region: &str, id: &str, wav: &Path) -> PlayOutcome {
+    let out = ok(net
+        .medley(region, false)
+        .args(["play", id, "--json", "--out"])
+        .arg(wav));
+    serde_json::from_slice(&out.stdout).expect("play --json")
+}
+
+/// `medley get` of `id` into `out` gives exactly the bytes of `src`.
+pub(crate) fn assert_get_identical(net: &Testnet, id: &str, out: &Path, src: &Path) {
+    ok(net
+        .medley("eu-west", false)
+        .args(["get", id, "-o"])
+        .arg(out));
+    assert_eq!(std::fs::read(out).unwrap(), std::fs::read(src).unwrap());
+}
+
+pub(crate) fn reference_wav(src: &Path, dir: &Path) -> Vec<u8> {
+    let p = dir.join("reference.wav");
+    decode_to_wav(src, &Output::File(p.clone())).expect("decode the source");
+    std::fs::read(p).unwrap()
+}
+
+/// The songs a publish committed, with their source files.
+pub(crate) fn published(lines: &[Line]) -> Vec<(medley_core::SongId, PathBuf)> {
+    lines
+        .iter()
+        .filter(|l| l.outcome == "published")
+        .map(|l| {
+            let id = l.id.as_deref().expect("a published line has an id");
+            (id.parse().expect("song id"), l.path.clone())
+        })
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `secs` with `what`.
+pub(crate) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed().as_secs() < secs,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
