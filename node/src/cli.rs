@@ -35,15 +35,38 @@ pub enum Command {
     Drain(DrainArgs),
 }
 
-/// `medley-node drain`.
+/// Where a node's settings are: the config file and the data directory.
 #[derive(Debug, Args)]
-pub struct DrainArgs {
+pub struct ConfigArgs {
     /// Config file [default: <data-dir>/medley-node.toml, if it exists].
     #[arg(long, env = "MEDLEY_NODE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The node's data directory (its identity names the node).
+    /// Directory for the store, identity and node.json.
     #[arg(long, env = "MEDLEY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config file's settings (or the defaults), with `--data-dir` applied.
+    fn load(&self) -> anyhow::Result<NodeConfig> {
+        let mut config: NodeConfig = medley_daemon::load_config(
+            self.config.as_deref(),
+            self.data_dir.as_deref(),
+            CONFIG_FILE,
+        )?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// `medley-node drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node's config file and data directory (its identity names the node).
+    #[command(flatten)]
+    pub files: ConfigArgs,
     /// Tracker URL [default: from the config].
     #[arg(long, env = "MEDLEY_TRACKER")]
     pub tracker: Option<String>,
@@ -61,12 +84,9 @@ pub struct DrainArgs {
 /// `medley-node run`: settings come from the config file, then environment, then flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Config file [default: <data-dir>/medley-node.toml, if it exists].
-    #[arg(long, env = "MEDLEY_NODE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Directory for the store, identity and node.json.
-    #[arg(long, env = "MEDLEY_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// The config file and data directory.
+    #[command(flatten)]
+    pub files: ConfigArgs,
     /// Data-plane listen multiaddr(s), e.g. /ip4/127.0.0.1/udp/0/quic-v1 (repeat or comma-separate).
     #[arg(long, env = "MEDLEY_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
@@ -87,14 +107,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// Builds the effective configuration: defaults < file < environment < flags.
     pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
-        let mut config: NodeConfig = medley_daemon::load_config(
-            self.config.as_deref(),
-            self.data_dir.as_deref(),
-            CONFIG_FILE,
-        )?;
-        if let Some(d) = &self.data_dir {
-            config.data_dir = d.clone();
-        }
+        let mut config = self.files.load()?;
         if !self.listen.is_empty() {
             config.listen = self.listen.clone();
         }
@@ -117,14 +130,7 @@ impl RunArgs {
 
 /// Starts or cancels a drain and, unless told not to, waits until the node holds no shard.
 pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
-    let mut config: NodeConfig = medley_daemon::load_config(
-        args.config.as_deref(),
-        args.data_dir.as_deref(),
-        CONFIG_FILE,
-    )?;
-    if let Some(d) = &args.data_dir {
-        config.data_dir = d.clone();
-    }
+    let config = args.files.load()?;
     let tracker = args
         .tracker
         .clone()

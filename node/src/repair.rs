@@ -278,22 +278,8 @@ impl Repairer {
         // Repair what the current slots lack.
         let mut jobs = Vec::new();
         for &(p, slot) in &current {
-            let entries = self.api.partition_segments(p).await?;
-            let store = self.store.clone();
             let slot_u = usize::from(slot);
-            let missing: Vec<SegmentEntry> = blocking(move || {
-                let mut out = Vec::new();
-                for e in entries {
-                    let Some(id) = e.shards.get(slot_u) else {
-                        continue;
-                    };
-                    if !store.contains(Tier::Durable, id.0)? {
-                        out.push(e);
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
+            let missing = self.segments_where(p, slot, false).await?;
             if missing.is_empty() {
                 continue;
             }
@@ -364,6 +350,31 @@ impl Repairer {
         Ok(outcome)
     }
 
+    /// The segments of `partition` whose shard for `slot` this node holds (`held`) or lacks.
+    async fn segments_where(
+        &self,
+        partition: u16,
+        slot: u8,
+        held: bool,
+    ) -> Result<Vec<SegmentEntry>, RepairError> {
+        let entries = self.api.partition_segments(partition).await?;
+        let store = self.store.clone();
+        let slot = usize::from(slot);
+        blocking(move || {
+            let mut out = Vec::new();
+            for e in entries {
+                let Some(id) = e.shards.get(slot) else {
+                    continue;
+                };
+                if store.contains(Tier::Durable, id.0)? == held {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Deletes this node's shards of `(partition, slot)` that the slot's new holder has.
     /// Returns whether none are left here.
     async fn hand_over(
@@ -373,21 +384,13 @@ impl Repairer {
         partition: u16,
         slot: u8,
     ) -> Result<bool, RepairError> {
-        let entries = self.api.partition_segments(partition).await?;
-        let store = self.store.clone();
         let slot_u = usize::from(slot);
-        let mine: Vec<ShardId> = blocking(move || {
-            let mut out = Vec::new();
-            for e in entries {
-                if let Some(id) = e.shards.get(slot_u)
-                    && store.contains(Tier::Durable, id.0)?
-                {
-                    out.push(*id);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
+        let mine: Vec<ShardId> = self
+            .segments_where(partition, slot, true)
+            .await?
+            .iter()
+            .map(|e| e.shards[slot_u])
+            .collect();
         if mine.is_empty() {
             return Ok(true);
         }

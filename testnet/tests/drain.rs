@@ -7,28 +7,23 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{eventually, publish, published};
+use common::{eight_nodes_and_library, eventually, publish, published};
 use medley_client::SearchParams;
 use medley_core::{SongId, partition_of};
 use medley_node::{Store, StoreConfig, Tier};
-use medley_testnet::Testnet;
-use medley_testnet::library::generate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_publish_restart_and_drain_lose_nothing() {
-    let mut net = Testnet::builder()
-        .nodes(8)
-        .regions(4)
-        .grace_secs(60)
-        .log("info,libp2p=warn")
-        .node_config("repair_interval_secs = 5\nscrub_bytes_per_sec = 0")
-        .spawn()
-        .await
-        .unwrap();
+    let (mut net, dir, library) = eight_nodes_and_library(
+        60,
+        "repair_interval_secs = 5\nscrub_bytes_per_sec = 0",
+        10,
+        99,
+        (30.0, 40.0),
+    )
+    .await;
     let tracker = net.tracker().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("lib");
-    let library = generate(&lib, 10, 99, 30.0, 40.0).unwrap();
 
     // kill -9 a node while a publish is uploading.
     let mut child = net

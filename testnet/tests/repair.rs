@@ -7,30 +7,26 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_get_identical, eventually, play, publish, published, reference_wav};
+use common::{
+    assert_get_identical, eight_nodes_and_library, eventually, play, publish, published,
+    reference_wav,
+};
 use medley_node::{Store, StoreConfig, Tier};
-use medley_testnet::Testnet;
-use medley_testnet::library::generate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_nodes_are_replaced_and_rebuilt_and_rot_is_scrubbed() {
-    let mut net = Testnet::builder()
-        .nodes(8)
-        .regions(4)
-        .grace_secs(4)
-        .log("info,libp2p=warn")
-        // Slow enough that a repair is still running when a node is killed below.
-        .node_config(
-            "repair_bytes_per_sec = \"1 MiB\"\nrepair_interval_secs = 5\n\
-             scrub_bytes_per_sec = \"64 MiB\"\nscrub_interval_secs = 1",
-        )
-        .spawn()
-        .await
-        .unwrap();
+    // Repair slow enough that it is still running when a node is killed below.
+    let (mut net, dir, _) = eight_nodes_and_library(
+        4,
+        "repair_bytes_per_sec = \"256 KiB\"\nrepair_interval_secs = 5\n\
+         scrub_bytes_per_sec = \"64 MiB\"\nscrub_interval_secs = 1",
+        6,
+        2024,
+        (20.0, 30.0),
+    )
+    .await;
     let tracker = net.tracker().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("lib");
-    generate(&lib, 6, 2024, 20.0, 30.0).unwrap();
     let songs = published(&publish(&net, &lib));
     assert_eq!(songs.len(), 6);
     let ids: Vec<_> = songs.iter().map(|(id, _)| *id).collect();

@@ -95,3 +95,33 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A testnet of 8 nodes in 4 regions (4+2 coding) with `grace_secs` and extra node settings,
+/// a temporary folder, and a generated library of `songs` songs of `min_s` to `max_s`
+/// seconds in `<folder>/lib`.
+pub(crate) async fn eight_nodes_and_library(
+    grace_secs: u64,
+    node_config: &str,
+    songs: usize,
+    seed: u64,
+    (min_s, max_s): (f64, f64),
+) -> (
+    Testnet,
+    tempfile::TempDir,
+    Vec<medley_testnet::library::LibrarySong>,
+) {
+    let net = Testnet::builder()
+        .nodes(8)
+        .regions(4)
+        .grace_secs(grace_secs)
+        .log("info,libp2p=warn")
+        .node_config(node_config)
+        .spawn()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let library =
+        medley_testnet::library::generate(&dir.path().join("lib"), songs, seed, min_s, max_s)
+            .unwrap();
+    (net, dir, library)
+}
