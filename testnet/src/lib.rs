@@ -127,7 +127,7 @@ impl Default for TestnetBuilder {
             capacity: bytesize::ByteSize::gib(2),
             bin_dir: None,
             log: "info".into(),
-            grace_secs: 5,
+            grace_secs: 30,
             node_config: String::new(),
         }
     }
@@ -173,7 +173,7 @@ impl TestnetBuilder {
     }
 
     /// Seconds without a heartbeat before the tracker takes a node out of the layout
-    /// (default 5; nodes heartbeat every second).
+    /// (default 30, as the tracker's; nodes heartbeat every second).
     pub fn grace_secs(mut self, secs: u64) -> Self {
         self.grace_secs = secs;
         self
