@@ -59,10 +59,6 @@ pub struct MaintenanceStats {
     pub handed_over: AtomicU64,
     /// Corrupt shards found (by the scrubber or when serving) and deleted.
     pub scrub_bad: AtomicU64,
-    /// Bytes the scrubber re-hashed since start.
-    pub scrubbed_bytes: AtomicU64,
-    /// Completed repair passes.
-    pub passes: AtomicU64,
 }
 
 impl MaintenanceStats {
@@ -125,6 +121,8 @@ pub(crate) struct Repairer {
     pub(crate) interval: Duration,
     pub(crate) poll: Duration,
     pub(crate) wake: Arc<Notify>,
+    /// Earlier layout versions already fetched.
+    pub(crate) past_layouts: parking_lot::Mutex<HashMap<u64, Arc<Layout>>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -159,7 +157,6 @@ impl Repairer {
                 woken = false;
                 match self.pass().await {
                     Ok(o) => {
-                        self.stats.passes.fetch_add(1, Ordering::Relaxed);
                         if o.repaired > 0 || o.failed > 0 {
                             info!(
                                 repaired = o.repaired,
@@ -202,11 +199,23 @@ impl Repairer {
             let Some(v) = current.version.checked_sub(back).filter(|v| *v > 0) else {
                 break;
             };
-            match self.api.layout(Some(v)).await {
-                Ok(l) => history.push(Arc::new(l)),
-                Err(e) if e.status() == Some(404) => break,
-                Err(e) => return Err(e.into()),
-            }
+            // A version never changes: fetch each past one once.
+            let cached = self.past_layouts.lock().get(&v).cloned();
+            let layout = match cached {
+                Some(l) => l,
+                None => match self.api.layout(Some(v)).await {
+                    Ok(l) => {
+                        let l = Arc::new(l);
+                        let mut cache = self.past_layouts.lock();
+                        cache.retain(|&k, _| k + HISTORY >= current.version);
+                        cache.insert(v, l.clone());
+                        l
+                    }
+                    Err(e) if e.status() == Some(404) => break,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            history.push(layout);
         }
         Ok((current, history))
     }
@@ -214,18 +223,14 @@ impl Repairer {
     async fn pass(&self) -> Result<PassOutcome, RepairError> {
         let (layout, history) = self.layouts().await?;
         let coding = self.api.stats().await?;
-        if coding.k.checked_add(coding.m) != Some(layout.slots) {
-            return Err(RepairError::Coding {
+        let codec = Codec::new(coding.k, coding.m)
+            .ok()
+            .filter(|c| c.total() == usize::from(layout.slots))
+            .ok_or(RepairError::Coding {
                 k: coding.k,
                 m: coding.m,
                 slots: layout.slots,
-            });
-        }
-        let codec = Codec::new(coding.k, coding.m).map_err(|_| RepairError::Coding {
-            k: coding.k,
-            m: coding.m,
-            slots: layout.slots,
-        })?;
+            })?;
         let live = live_addresses(&self.api.nodes().await?);
 
         let mine = |l: &Layout| -> BTreeSet<(u16, u8)> {

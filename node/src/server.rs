@@ -162,6 +162,7 @@ impl Node {
                 interval: Duration::from_secs(node.config.repair_interval_secs),
                 poll: Duration::from_secs(node.config.heartbeat_secs),
                 wake: wake_repair.clone(),
+                past_layouts: parking_lot::Mutex::default(),
             });
             tokio::spawn(repairer.run(node.cancel.child_token()));
         }

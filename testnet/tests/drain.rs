@@ -187,11 +187,9 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut polls = 0;
     let status = loop {
         let a = net.audit(&all, &[d]).await.unwrap();
         assert!(a.short == 0 && a.lost == 0, "during the drain: {a:?}");
-        polls += 1;
         if let Some(s) = drain.try_wait().unwrap() {
             break s;
         }
@@ -204,7 +202,6 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(status.success() && out.contains("holds no shards"), "{out}");
-    assert!(polls >= 1);
     let layout = tracker.layout().await.unwrap();
     assert!(layout.partitions.iter().flatten().all(|p| *p != drained_id));
     let audit = net.audit(&all, &[]).await.unwrap();
