@@ -21,8 +21,30 @@ pub struct Hit {
     /// Duration in milliseconds.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// Track number on its album.
+    #[serde(default)]
+    pub track: Option<u16>,
+    /// MIME type of the file.
+    #[serde(default)]
+    pub mime: Option<String>,
+    /// Average bitrate in bits per second.
+    #[serde(default)]
+    pub bitrate: Option<u32>,
     /// Relevance.
     pub score: f32,
+}
+
+/// An artist of the catalogue (`GET /v1/browse/artists`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artist {
+    /// The name as tagged.
+    pub name: String,
+    /// The name lowercased: the paging cursor and the `artist` search filter.
+    pub key: String,
+    /// Songs by the artist.
+    pub songs: usize,
+    /// Distinct albums of those songs.
+    pub albums: usize,
 }
 
 /// A page of search results.

@@ -86,6 +86,7 @@ impl From<StateError> for ApiError {
             StateError::UnknownSong(_) => (StatusCode::NOT_FOUND, "unknown_song"),
             StateError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StateError::BadRegistration(_) => (StatusCode::BAD_REQUEST, "bad_registration"),
+            StateError::BadPlay(_) => (StatusCode::BAD_REQUEST, "bad_play"),
             StateError::NoLayout(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_layout"),
             StateError::UnknownLayout(_) => (StatusCode::NOT_FOUND, "unknown_layout"),
             StateError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
@@ -150,6 +151,9 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/songs/{id}", get(song))
         .route("/v1/songs/{id}/manifest", get(manifest))
         .route("/v1/songs/{id}/sources", get(sources))
+        .route("/v1/browse/artists", get(artists))
+        .route("/v1/browse/random", get(random_songs))
+        .route("/v1/plays", post(play))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/register", post(register))
         .route("/v1/nodes/heartbeat", post(heartbeat))
@@ -206,6 +210,10 @@ pub struct SongView {
     k: u8,
     m: u8,
     publisher: String,
+    /// Plays reported, in all.
+    plays: u64,
+    /// Plays reported, per region.
+    plays_by_region: std::collections::BTreeMap<String, u64>,
 }
 
 impl SongView {
@@ -220,6 +228,8 @@ impl SongView {
             k: b.k,
             m: b.m,
             publisher: b.publisher.to_string(),
+            plays: 0,
+            plays_by_region: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -228,8 +238,7 @@ async fn search(
     AxState(app): AxState<Shared>,
     query: Result<Query<crate::search::SearchQuery>, QueryRejection>,
 ) -> Result<Json<crate::search::SearchResults>, ApiError> {
-    let Query(q) =
-        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
     Ok(Json(blocking(&app, move |s| s.search(&q)).await?))
 }
 
@@ -238,8 +247,74 @@ async fn song(
     Path(id): Path<String>,
 ) -> Result<Json<SongView>, ApiError> {
     let id = song_id(&id)?;
-    let m = blocking(&app, move |s| s.manifest(id)).await?;
-    Ok(Json(SongView::of(&m)))
+    let (m, plays) = blocking(&app, move |s| Ok((s.manifest(id)?, s.plays(id)?))).await?;
+    let mut view = SongView::of(&m);
+    view.plays = plays.values().sum();
+    view.plays_by_region = plays;
+    Ok(Json(view))
+}
+
+fn bad_query(r: &QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtistsQuery {
+    #[serde(default)]
+    after: String,
+    limit: Option<usize>,
+}
+
+async fn artists(
+    AxState(app): AxState<Shared>,
+    query: Result<Query<ArtistsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
+    let limit = q.limit.unwrap_or(100);
+    let after = q.after.to_lowercase();
+    let artists = blocking(&app, move |s| s.artists(&after, limit)).await?;
+    // A full page may have more after it; the cursor is the last key.
+    let next = (artists.len() == limit)
+        .then(|| artists.last().map(|a| a.key.clone()))
+        .flatten();
+    Ok(Json(json!({ "artists": artists, "next": next })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RandomQuery {
+    size: Option<usize>,
+    genre: Option<String>,
+}
+
+async fn random_songs(
+    AxState(app): AxState<Shared>,
+    query: Result<Query<RandomQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
+    let size = q.size.unwrap_or(10);
+    let songs = blocking(&app, move |s| s.random_songs(size, q.genre.as_deref())).await?;
+    Ok(Json(json!({ "songs": songs })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayReport {
+    song: String,
+    region: String,
+}
+
+async fn play(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<PlayReport>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(report) = body.map_err(json_rejection)?;
+    let id = song_id(&report.song)?;
+    let plays = blocking(&app, move |s| s.record_play(id, &report.region)).await?;
+    Ok(Json(
+        json!({ "song": id.to_string(), "plays_in_region": plays }),
+    ))
 }
 
 async fn manifest(
@@ -357,8 +432,7 @@ async fn layout(
     AxState(app): AxState<Shared>,
     query: Result<Query<LayoutQuery>, QueryRejection>,
 ) -> Result<Json<medley_core::Layout>, ApiError> {
-    let Query(q) =
-        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
     match q.version {
         Some(v) => Ok(Json(blocking(&app, move |s| s.layout_at(v)).await?)),
         // The one endpoint that sends the whole layout; everything else shares the Arc.

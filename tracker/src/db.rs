@@ -21,13 +21,16 @@ pub(crate) const CF_JOURNAL: &str = "journal";
 /// little-endian) ‖ its `k + m` shard ids. Nodes page through it to learn which shards their
 /// slots hold.
 pub(crate) const CF_PLACEMENT: &str = "placement";
-const ALL: [&str; 6] = [
+/// Play reports: song id ‖ region → plays (u64, little-endian).
+pub(crate) const CF_PLAYS: &str = "plays";
+const ALL: [&str; 7] = [
     CF_MANIFESTS,
     CF_NODES,
     CF_LAYOUTS,
     CF_PUBLISHERS,
     CF_JOURNAL,
     CF_PLACEMENT,
+    CF_PLAYS,
 ];
 
 /// A key and its value, as RocksDB returns them.

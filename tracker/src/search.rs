@@ -33,6 +33,10 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 pub const MAX_LIMIT: usize = 100;
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY: usize = 256;
+/// Largest page of artists.
+pub(crate) const MAX_ARTISTS: usize = 500;
+/// Songs of one artist read to count its albums.
+const MAX_ARTIST_SONGS: usize = 1000;
 /// Most words of a query that are used.
 const MAX_WORDS: usize = 8;
 
@@ -60,6 +64,7 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
+pub(crate) use medley_core::api::Artist;
 pub use medley_core::api::{Hit, SearchResults};
 
 /// Search failures.
@@ -90,6 +95,9 @@ struct Fields {
     genre: Field,
     year: Field,
     duration: Field,
+    track: Field,
+    mime: Field,
+    bitrate: Field,
     artist_exact: Field,
     album_exact: Field,
     genre_exact: Field,
@@ -105,6 +113,9 @@ fn schema() -> (Schema, Fields) {
         genre: b.add_text_field("genre", TEXT | STORED),
         year: b.add_u64_field("year", INDEXED | STORED),
         duration: b.add_u64_field("duration_ms", STORED),
+        track: b.add_u64_field("track", STORED),
+        mime: b.add_text_field("mime", STORED),
+        bitrate: b.add_u64_field("bitrate", STORED),
         artist_exact: b.add_text_field("artist_exact", STRING),
         album_exact: b.add_text_field("album_exact", STRING),
         genre_exact: b.add_text_field("genre_exact", STRING),
@@ -215,6 +226,13 @@ impl Search {
             if let Some(ms) = meta.duration_ms {
                 d.add_u64(f.duration, ms);
             }
+            if let Some(t) = meta.track {
+                d.add_u64(f.track, u64::from(t));
+            }
+            d.add_text(f.mime, &meta.mime);
+            if let Some(b) = meta.bitrate {
+                d.add_u64(f.bitrate, u64::from(b));
+            }
             if let Some(g) = &meta.genre {
                 d.add_text(f.genre, g);
                 d.add_text(f.genre_exact, g.to_lowercase());
@@ -312,6 +330,149 @@ impl Search {
         clauses
     }
 
+    /// The stored fields of document `addr` as a search result.
+    fn hit(
+        &self,
+        searcher: &tantivy::Searcher,
+        addr: tantivy::DocAddress,
+        score: f32,
+    ) -> Result<Hit, SearchError> {
+        let f = self.fields;
+        let d: TantivyDocument = searcher.doc(addr)?;
+        let text = |field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str().map(str::to_string))
+        };
+        let number = |field| d.get_first(field).and_then(|v| v.as_u64());
+        Ok(Hit {
+            id: text(f.id).unwrap_or_default(),
+            title: text(f.title).unwrap_or_default(),
+            artist: text(f.artist),
+            album: text(f.album),
+            genre: text(f.genre),
+            year: number(f.year).and_then(|y| u16::try_from(y).ok()),
+            duration_ms: number(f.duration),
+            track: number(f.track).and_then(|t| u16::try_from(t).ok()),
+            mime: text(f.mime),
+            bitrate: number(f.bitrate).and_then(|b| u32::try_from(b).ok()),
+            score,
+        })
+    }
+
+    /// Artists in name order (case-insensitive), after `after` (a lowercased name), at most
+    /// `limit`: each with its display name, songs and albums. Reads the exact-artist term
+    /// dictionary, so a page costs its own size, not the catalogue's.
+    pub(crate) fn artists(&self, after: &str, limit: usize) -> Result<Vec<Artist>, SearchError> {
+        if limit == 0 || limit > MAX_ARTISTS {
+            return Err(SearchError::BadQuery(format!(
+                "limit must be 1 to {MAX_ARTISTS}"
+            )));
+        }
+        let f = self.fields;
+        let searcher = self.reader.searcher();
+        // Each segment's dictionary is sorted: the first `limit` names after the cursor of
+        // every segment hold the first `limit` overall.
+        let mut names = std::collections::BTreeSet::new();
+        for reader in searcher.segment_readers() {
+            let index = reader.inverted_index(f.artist_exact)?;
+            let mut terms = index
+                .terms()
+                .range()
+                .gt(after.as_bytes())
+                .into_stream()
+                .map_err(|e| SearchError::Index(e.into()))?;
+            let mut taken = 0;
+            while taken < limit && terms.advance() {
+                if let Ok(name) = std::str::from_utf8(terms.key()) {
+                    names.insert(name.to_string());
+                    taken += 1;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for key in names.into_iter().take(limit) {
+            let term = Term::from_field_text(f.artist_exact, &key);
+            let query = TermQuery::new(term, IndexRecordOption::Basic);
+            let (top, songs) = searcher.search(
+                &query,
+                &(
+                    TopDocs::with_limit(MAX_ARTIST_SONGS).order_by_score(),
+                    Count,
+                ),
+            )?;
+            if songs == 0 {
+                continue;
+            }
+            let mut name = None;
+            let mut albums = std::collections::BTreeSet::new();
+            for (_, addr) in top {
+                let hit = self.hit(&searcher, addr, 0.0)?;
+                if let Some(a) = hit.album {
+                    albums.insert(a.to_lowercase());
+                }
+                name = name.or(hit.artist);
+            }
+            out.push(Artist {
+                name: name.unwrap_or_else(|| key.clone()),
+                key,
+                songs,
+                albums: albums.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `size` songs picked at random (without repeats), optionally of one genre.
+    pub(crate) fn random(&self, size: usize, genre: Option<&str>) -> Result<Vec<Hit>, SearchError> {
+        use rand::{RngExt as _, SeedableRng as _};
+        if size == 0 || size > MAX_LIMIT {
+            return Err(SearchError::BadQuery(format!(
+                "size must be 1 to {MAX_LIMIT}"
+            )));
+        }
+        let searcher = self.reader.searcher();
+        let readers = searcher.segment_readers();
+        let total: u64 = readers.iter().map(|r| u64::from(r.max_doc())).sum();
+        let seed =
+            getrandom::u64().map_err(|e| SearchError::BadQuery(format!("no randomness: {e}")))?;
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+        let mut picked = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        // Rejection sampling: deleted documents and other genres are skipped; the attempts
+        // are bounded so a rare genre cannot make this spin.
+        for _ in 0..size * 50 {
+            if out.len() == size || total == 0 {
+                break;
+            }
+            let mut n = rng.random_range(0..total);
+            let Some((ord, reader)) = readers.iter().enumerate().find(|(_, r)| {
+                let here = u64::from(r.max_doc());
+                if n < here {
+                    true
+                } else {
+                    n -= here;
+                    false
+                }
+            }) else {
+                break;
+            };
+            let doc = u32::try_from(n).unwrap_or(u32::MAX);
+            if reader.is_deleted(doc) || !picked.insert((ord, doc)) {
+                continue;
+            }
+            let hit = self.hit(&searcher, tantivy::DocAddress::new(ord as u32, doc), 0.0)?;
+            if genre.is_some_and(|g| {
+                !hit.genre
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(g))
+            }) {
+                continue;
+            }
+            out.push(hit);
+        }
+        Ok(out)
+    }
+
     pub(crate) fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
         if q.q.len() > MAX_QUERY {
             return Err(SearchError::BadQuery(format!(
@@ -327,7 +488,6 @@ impl Search {
         if q.offset > 10_000 {
             return Err(SearchError::BadQuery("offset must be at most 10000".into()));
         }
-        let f = self.fields;
         let ws = words(&q.q);
         if ws.is_empty()
             && q.artist.is_none()
@@ -360,27 +520,10 @@ impl Search {
         if total < q.offset + limit && !ws.is_empty() {
             (top, total) = run(true)?;
         }
-        let mut results = Vec::with_capacity(top.len());
-        for (score, addr) in top {
-            let d: TantivyDocument = searcher.doc(addr)?;
-            let text = |field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str().map(str::to_string))
-            };
-            results.push(Hit {
-                id: text(f.id).unwrap_or_default(),
-                title: text(f.title).unwrap_or_default(),
-                artist: text(f.artist),
-                album: text(f.album),
-                genre: text(f.genre),
-                year: d
-                    .get_first(f.year)
-                    .and_then(|v| v.as_u64())
-                    .and_then(|y| u16::try_from(y).ok()),
-                duration_ms: d.get_first(f.duration).and_then(|v| v.as_u64()),
-                score,
-            });
-        }
+        let results = top
+            .into_iter()
+            .map(|(score, addr)| self.hit(&searcher, addr, score))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SearchResults {
             total,
             offset: q.offset,

@@ -16,9 +16,10 @@ use tracing::info;
 
 use crate::config::TrackerConfig;
 use crate::db::{
-    CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PUBLISHERS, Db, DbError,
+    CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS, Db,
+    DbError,
 };
-use crate::search::{Search, SearchError, SearchQuery, SearchResults};
+use crate::search::{Artist, Hit, Search, SearchError, SearchQuery, SearchResults};
 
 /// What a node tells the tracker when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,9 @@ pub enum StateError {
         /// Network's m.
         net_m: u8,
     },
+    /// A play report is invalid.
+    #[error("invalid play report: {0}")]
+    BadPlay(&'static str),
     /// No such song.
     #[error("no song {0}")]
     UnknownSong(SongId),
@@ -179,6 +183,12 @@ pub struct State {
     search: Search,
     /// Serialises publishes, so the journal and the index advance in the same order.
     publishing: parking_lot::Mutex<u64>,
+    /// Serialises play counter updates (read, add one, write).
+    counting: parking_lot::Mutex<()>,
+}
+
+fn play_count(v: &[u8]) -> u64 {
+    v.try_into().map_or(0, u64::from_le_bytes)
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -250,6 +260,7 @@ impl State {
             members: parking_lot::Mutex::new(Vec::new()),
             search,
             publishing: parking_lot::Mutex::new(last_seq),
+            counting: parking_lot::Mutex::new(()),
         };
         *state.members.lock() = state.eligible();
         state.catch_up_index(fresh)?;
@@ -369,6 +380,47 @@ impl State {
     /// Searches the catalogue's metadata.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, StateError> {
         Ok(self.search.search(query)?)
+    }
+
+    /// A page of the catalogue's artists (see [`crate::search`]).
+    pub fn artists(&self, after: &str, limit: usize) -> Result<Vec<Artist>, StateError> {
+        Ok(self.search.artists(after, limit)?)
+    }
+
+    /// Up to `size` songs at random, optionally of one genre.
+    pub fn random_songs(&self, size: usize, genre: Option<&str>) -> Result<Vec<Hit>, StateError> {
+        Ok(self.search.random(size, genre)?)
+    }
+
+    /// Records one play of song `id` in `region`; returns the song's plays there so far.
+    pub fn record_play(&self, id: SongId, region: &str) -> Result<u64, StateError> {
+        if region.is_empty() || region.len() > 64 {
+            return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
+        }
+        // Only songs of the catalogue are counted.
+        self.manifest(id)?;
+        let mut key = id.as_bytes().to_vec();
+        key.extend_from_slice(region.as_bytes());
+        let _guard = self.counting.lock();
+        let plays = self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)) + 1;
+        self.db.put(CF_PLAYS, &key, &plays.to_le_bytes())?;
+        Ok(plays)
+    }
+
+    /// Plays of song `id` per region.
+    pub fn plays(&self, id: SongId) -> Result<BTreeMap<String, u64>, StateError> {
+        let prefix = id.as_bytes();
+        Ok(self
+            .db
+            .scan_prefix(CF_PLAYS, prefix, prefix, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    play_count(&v),
+                )
+            })
+            .collect())
     }
 
     /// The configuration.

@@ -216,3 +216,168 @@ async fn index_is_rebuilt_from_the_catalogue_when_deleted() {
     assert_eq!(search(&http, &t.url(), "year_from=1900").await["total"], 3);
     t.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn browse_artists_random_songs_and_count_plays() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let url = t.url();
+    let songs = catalogue();
+    let mut ids = Vec::new();
+    for m in songs.clone() {
+        let m = manifest_for(m, 5_000, 4, 2, &publisher());
+        let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+        assert!(r.status().is_success());
+        ids.push(m.id().to_string());
+    }
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(path).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Artists, paged three at a time, case-insensitive name order, each once.
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    loop {
+        let r = http
+            .get(format!("{url}/v1/browse/artists"))
+            .query(&[("limit", "3"), ("after", after.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let (status, v) = (r.status(), r.json::<Value>().await.unwrap());
+        assert_eq!(status, StatusCode::OK, "{v}");
+        for a in v["artists"].as_array().unwrap() {
+            listed.push((
+                a["name"].as_str().unwrap().to_string(),
+                a["songs"].as_u64().unwrap(),
+                a["albums"].as_u64().unwrap(),
+            ));
+        }
+        match v["next"].as_str() {
+            Some(n) => after = n.to_string(),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = songs
+        .iter()
+        .filter_map(|s| s.artist.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    expected.sort_by_key(|a| a.to_lowercase());
+    let names: Vec<String> = listed.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(names, expected);
+    let band = listed
+        .iter()
+        .find(|(n, _, _)| n == "Ostinato Band")
+        .unwrap();
+    assert_eq!((band.1, band.2), (25, 1), "songs and albums of one artist");
+    for bad in ["limit=0", "limit=501", "limit=x", "other=1"] {
+        let (status, v) = get(format!("{url}/v1/browse/artists?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["error"]["code"], "bad_query");
+    }
+
+    // Random songs: distinct, from the catalogue, of the genre asked for.
+    let (status, v) = get(format!("{url}/v1/browse/random?size=20")).await;
+    assert_eq!(status, StatusCode::OK);
+    let picked: Vec<String> = v["songs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(picked.len(), 20);
+    assert_eq!(
+        picked.iter().collect::<HashSet<_>>().len(),
+        20,
+        "no repeats"
+    );
+    assert!(picked.iter().all(|id| ids.contains(id)));
+    let (_, v) = get(format!("{url}/v1/browse/random?size=100&genre=ambient")).await;
+    let ambient = v["songs"].as_array().unwrap();
+    let expected_ambient = songs
+        .iter()
+        .filter(|s| s.genre.as_deref() == Some("Ambient"))
+        .count();
+    assert_eq!(ambient.len(), expected_ambient, "every Ambient song, once");
+    assert!(ambient.iter().all(|s| s["genre"] == "Ambient"));
+    let (status, _) = get(format!("{url}/v1/browse/random?size=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Search results carry the track, MIME type and bitrate.
+    let (_, v) = get(format!("{url}/v1/search?q=lampwick")).await;
+    let hit = &v["results"][0];
+    assert_eq!(
+        (&hit["track"], &hit["mime"], &hit["bitrate"]),
+        (
+            &Value::from(1),
+            &Value::from("audio/ogg"),
+            &Value::from(160_000)
+        )
+    );
+
+    // Plays: counted per region, persisted; bad reports change nothing.
+    let play = |body: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/v1/plays"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let song = &ids[0];
+    for (region, n) in [("eu", 1), ("eu", 2), ("us", 1)] {
+        let (status, v) = play(format!(r#"{{"song":"{song}","region":"{region}"}}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["plays_in_region"], n);
+    }
+    for (body, status, code) in [
+        (
+            format!(r#"{{"song":"{}","region":"eu"}}"#, "0".repeat(64)),
+            StatusCode::NOT_FOUND,
+            "unknown_song",
+        ),
+        (
+            format!(r#"{{"song":"{song}","region":""}}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_play",
+        ),
+        (
+            format!(r#"{{"song":"{song}","region":"{}"}}"#, "x".repeat(65)),
+            StatusCode::BAD_REQUEST,
+            "bad_play",
+        ),
+        (
+            r#"{"song":"zz","region":"eu"}"#.to_string(),
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+        ),
+        ("{".to_string(), StatusCode::BAD_REQUEST, "malformed_json"),
+    ] {
+        let (s, v) = play(body.clone()).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+    }
+    t.shutdown(Duration::from_secs(5)).await;
+    let t = start(dir.path()).await;
+    let (_, v) = get(format!("{}/v1/songs/{song}", t.url())).await;
+    assert_eq!(v["plays"], 3);
+    assert_eq!(v["plays_by_region"]["eu"], 2);
+    assert_eq!(v["plays_by_region"]["us"], 1);
+    t.shutdown(Duration::from_secs(5)).await;
+}
