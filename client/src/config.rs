@@ -33,6 +33,14 @@ pub struct ClientConfig {
     pub hedge_after_ms: u64,
     /// Seconds a single data-plane request may take.
     pub request_timeout_secs: u64,
+    /// Address `medley serve` listens on.
+    pub gateway_listen: std::net::SocketAddr,
+    /// Bytes of verified segments `medley serve` keeps in memory.
+    pub gateway_cache_bytes: bytesize::ByteSize,
+    /// User name of the gateway's Subsonic API (off while `subsonic_password` is empty).
+    pub subsonic_user: String,
+    /// Password of the gateway's Subsonic API.
+    pub subsonic_password: String,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +54,10 @@ impl Default for ClientConfig {
             extra_sources: 1,
             hedge_after_ms: 250,
             request_timeout_secs: 10,
+            gateway_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 4800)),
+            gateway_cache_bytes: bytesize::ByteSize::mib(256),
+            subsonic_user: "medley".into(),
+            subsonic_password: String::new(),
         }
     }
 }

@@ -18,8 +18,10 @@ use medley_net::{PeerHandle, PeerId, RequestError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::SegmentCache;
 use crate::error::ClientError;
 use crate::tracker::Holder;
+use bytes::Bytes;
 
 /// How the fetcher behaves.
 #[derive(Debug, Clone, Copy)]
@@ -47,10 +49,24 @@ pub struct SourceStats {
     pub last_error: Option<String>,
 }
 
+/// Where a session's segments came from, in bytes of segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Segments found in the local cache.
+    pub cache_segments: u64,
+    /// Their bytes.
+    pub cache_bytes: u64,
+    /// Segments rebuilt from shards of the durable tier.
+    pub rebuilt_segments: u64,
+    /// Their bytes.
+    pub rebuilt_bytes: u64,
+}
+
 /// Per-source record of a session: who delivered, who failed, who lied.
 #[derive(Debug, Default)]
 pub struct Report {
     sources: Mutex<HashMap<PeerId, SourceStats>>,
+    delivery: Mutex<Delivery>,
 }
 
 impl Report {
@@ -63,6 +79,11 @@ impl Report {
             .lock()
             .get(peer)
             .is_some_and(|s| s.failures + s.bad_hashes > 0)
+    }
+
+    /// Where the segments came from.
+    pub fn delivery(&self) -> Delivery {
+        *self.delivery.lock()
     }
 
     /// A copy of every source's stats.
@@ -102,6 +123,7 @@ pub struct Fetcher {
     holders: Vec<Vec<Option<Holder>>>,
     opts: FetchOptions,
     report: Arc<Report>,
+    cache: Option<Arc<SegmentCache>>,
 }
 
 impl Fetcher {
@@ -120,7 +142,20 @@ impl Fetcher {
             holders,
             opts,
             report,
+            cache: None,
         }
+    }
+
+    /// Looks segments up in `cache` before fetching them, and keeps what it rebuilds there.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<SegmentCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The song's segments: ids and lengths.
+    pub fn segments(&self) -> &[SegmentEntry] {
+        &self.segments
     }
 
     /// Number of segments.
@@ -144,7 +179,7 @@ impl Fetcher {
     pub fn stream(
         self: &Arc<Self>,
         from: usize,
-    ) -> impl Stream<Item = Result<Vec<u8>, ClientError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
         self.stream_with(from, self.opts.read_ahead)
     }
 
@@ -153,11 +188,22 @@ impl Fetcher {
         self: &Arc<Self>,
         from: usize,
         ahead: usize,
-    ) -> impl Stream<Item = Result<Vec<u8>, ClientError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
+        self.stream_range(from..self.segments.len(), ahead)
+    }
+
+    /// Segments `range` in order, each verified, with a window of `ahead` segments; the
+    /// first is fetched alone (see [`Fetcher::stream`]).
+    pub fn stream_range(
+        self: &Arc<Self>,
+        range: std::ops::Range<usize>,
+        ahead: usize,
+    ) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
         let me = self.clone();
+        let from = range.start;
         let (first_done, first) = tokio::sync::watch::channel(false);
         let first_done = Arc::new(first_done);
-        stream::iter(from..self.segments.len())
+        stream::iter(range.start..range.end.min(self.segments.len()))
             .map(move |i| {
                 let me = me.clone();
                 let mut first = first.clone();
@@ -177,8 +223,33 @@ impl Fetcher {
             .buffered(ahead.max(1))
     }
 
+    /// Segment `index`, verified: from the cache when it holds it, else rebuilt from shards
+    /// (and then cached).
+    pub async fn segment(&self, index: usize) -> Result<Bytes, ClientError> {
+        let cached = self
+            .segments
+            .get(index)
+            .and_then(|e| self.cache.as_ref().and_then(|c| c.get(&e.id)));
+        if let Some(data) = cached {
+            let mut d = self.report.delivery.lock();
+            d.cache_segments += 1;
+            d.cache_bytes += data.len() as u64;
+            return Ok(data);
+        }
+        let data = Bytes::from(self.rebuild(index).await?);
+        {
+            let mut d = self.report.delivery.lock();
+            d.rebuilt_segments += 1;
+            d.rebuilt_bytes += data.len() as u64;
+        }
+        if let (Some(cache), Some(entry)) = (&self.cache, self.segments.get(index)) {
+            cache.insert(entry.id, data.clone());
+        }
+        Ok(data)
+    }
+
     /// Fetches, rebuilds and verifies segment `index`.
-    pub async fn segment(&self, index: usize) -> Result<Vec<u8>, ClientError> {
+    async fn rebuild(&self, index: usize) -> Result<Vec<u8>, ClientError> {
         let entry = self
             .segments
             .get(index)

@@ -2,14 +2,18 @@
 //! songs from their shard holders, rebuilding and verifying every segment before it is
 //! played or written.
 //!
-//! The `medley` binary is a thin layer over [`Client`]: `publish`, `search`, `play`, `get`.
+//! The `medley` binary is a thin layer over [`Client`]: `publish`, `search`, `play`, `get`,
+//! and `serve`, the local HTTP gateway ([`gateway`]): streams with Range, a web player and
+//! the Subsonic API.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod cache;
 mod config;
 mod device;
 mod error;
 mod fetch;
+pub mod gateway;
 mod play;
 mod probe;
 mod publish;
@@ -22,16 +26,17 @@ use medley_core::{PublisherKey, SongId};
 use medley_net::{NoService, Peer, PeerConfig, PeerHandle, load_or_create_identity};
 use tokio::sync::OnceCell;
 
+pub use cache::{CacheStats, SegmentCache};
 pub use config::{
     CONFIG_FILE, ClientConfig, PUBLISHER_KEY_FILE, default_data_dir, load_or_create_publisher_key,
 };
 pub use error::ClientError;
-pub use fetch::{FetchOptions, Fetcher, Report, SourceStats};
+pub use fetch::{Delivery, FetchOptions, Fetcher, Report, SourceStats};
 pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
 pub use probe::probe;
 pub use publish::{FileOutcome, PublishSummary, Published};
 pub use tracker::{
-    Committed, Hit, Holder, LayoutView, NodeEntry, SearchPage, SearchParams, SongInfo,
+    Artist, Committed, Hit, Holder, LayoutView, NodeEntry, SearchPage, SearchParams, SongInfo,
     TrackerClient, TrackerStats,
 };
 
@@ -109,6 +114,15 @@ impl Client {
         &self,
         id: SongId,
     ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
+        self.fetcher_with(id, None).await
+    }
+
+    /// A fetcher for song `id` that uses `cache`, if given.
+    pub async fn fetcher_with(
+        &self,
+        id: SongId,
+        cache: Option<Arc<SegmentCache>>,
+    ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
         let manifest = self.tracker.manifest(id).await?;
         let body = manifest.body();
         let holders = self
@@ -116,39 +130,17 @@ impl Client {
             .sources(id, body.segments.len(), manifest.codec().total())
             .await?;
         let peer = self.peer().await?.clone();
-        let fetcher = Fetcher::new(
+        let mut fetcher = Fetcher::new(
             peer,
             &manifest,
             holders,
             self.fetch_options(),
             Arc::new(Report::default()),
         );
-        Ok((Arc::new(fetcher), manifest))
-    }
-
-    /// Resolves a song id or, failing that, a search query to a song id (the best match).
-    pub async fn resolve(&self, what: &str) -> Result<(SongId, Option<Hit>), ClientError> {
-        if let Ok(id) = what.parse::<SongId>() {
-            return Ok((id, None));
+        if let Some(c) = cache {
+            fetcher = fetcher.with_cache(c);
         }
-        let page = self
-            .tracker
-            .search(&SearchParams {
-                q: what.to_string(),
-                limit: Some(1),
-                ..SearchParams::default()
-            })
-            .await?;
-        let hit = page
-            .results
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::NoMatch(what.to_string()))?;
-        let id = hit.id.parse().map_err(|e| ClientError::BadTrackerData {
-            what: "search result",
-            reason: format!("id {:?}: {e}", hit.id),
-        })?;
-        Ok((id, Some(hit)))
+        Ok((Arc::new(fetcher), manifest))
     }
 
     /// Stops the data-plane peer, if it was started.

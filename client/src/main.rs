@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use medley_client::gateway::{self, GatewayOptions, SubsonicUser};
 use medley_client::{
     CONFIG_FILE, Client, ClientConfig, FileOutcome, Output, SearchParams, default_data_dir,
 };
@@ -79,11 +80,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream a song (by id, or the best match of a query) and decode it.
+    /// Stream songs and decode them: one song id or several (played in order, without a
+    /// gap), or search words (the best match, or the first --results matches in order).
     Play {
-        /// A song id, or search words.
+        /// Song ids, or search words.
         #[arg(required = true)]
         what: Vec<String>,
+        /// Queue the first N results of the search, not only the best match.
+        #[arg(long, value_name = "N")]
+        results: Option<usize>,
         /// Write WAV to FILE ('-': standard output).
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -98,6 +103,19 @@ enum Command {
         /// Output file ('-': standard output).
         #[arg(long, short)]
         output: PathBuf,
+    },
+    /// Serve a local HTTP gateway: /stream/{id} with Range, a web player at /, the Subsonic
+    /// API at /rest, Prometheus metrics at /metrics.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:4800, or gateway_listen in medley.toml].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Subsonic user name [default: medley, or subsonic_user in medley.toml].
+        #[arg(long, env = "MEDLEY_SUBSONIC_USER")]
+        subsonic_user: Option<String>,
+        /// Subsonic password; the Subsonic API is off without one.
+        #[arg(long, env = "MEDLEY_SUBSONIC_PASSWORD", hide_env_values = true)]
+        subsonic_password: Option<String>,
     },
     /// Show this client's identity and publisher key.
     Id,
@@ -118,6 +136,53 @@ fn config(g: &Global) -> anyhow::Result<ClientConfig> {
     }
     c.validate().context("invalid configuration")?;
     Ok(c)
+}
+
+/// The songs `what` names: several song ids in order, or the first `results` (default 1)
+/// matches of `what` as search words.
+async fn queue(
+    client: &Client,
+    what: &[String],
+    results: Option<usize>,
+) -> anyhow::Result<Vec<medley_core::SongId>> {
+    let ids: Result<Vec<medley_core::SongId>, _> = what.iter().map(|w| w.parse()).collect();
+    match (ids, results) {
+        (Ok(ids), None) => return Ok(ids),
+        (Ok(_), Some(_)) => bail!("--results queues search results; give search words, not ids"),
+        (Err(_), _) => {}
+    }
+    let query = what.join(" ");
+    let n = results.unwrap_or(1);
+    if n == 0 || n > 100 {
+        bail!("--results must be 1 to 100");
+    }
+    let page = client
+        .tracker()
+        .search(&SearchParams {
+            q: query.clone(),
+            limit: Some(n),
+            ..SearchParams::default()
+        })
+        .await
+        .context("search failed")?;
+    if page.results.is_empty() {
+        bail!("no song matches {query:?}");
+    }
+    let mut ids = Vec::new();
+    for h in &page.results {
+        eprintln!(
+            "{} {} — {}  ({})",
+            if ids.is_empty() { "playing" } else { "queued " },
+            h.title,
+            h.artist.as_deref().unwrap_or("unknown artist"),
+            h.id
+        );
+        ids.push(
+            h.id.parse()
+                .with_context(|| format!("the tracker sent a bad song id {:?}", h.id))?,
+        );
+    }
+    Ok(ids)
 }
 
 fn year_range(y: &str) -> anyhow::Result<(u16, u16)> {
@@ -246,7 +311,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             ExitCode::SUCCESS
         }
-        Command::Play { what, out, json } => {
+        Command::Play {
+            what,
+            out,
+            json,
+            results,
+        } => {
             let started = Instant::now();
             let output = match out {
                 Some(p) if p.as_os_str() == "-" => {
@@ -258,39 +328,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(p) => Output::File(p),
                 None => Output::Device,
             };
-            let (id, hit) = client.resolve(&what.join(" ")).await?;
-            if let Some(h) = &hit {
-                eprintln!(
-                    "playing {} — {}  ({})",
-                    h.title,
-                    h.artist.as_deref().unwrap_or("unknown artist"),
-                    h.id
-                );
-            }
+            let ids = queue(&client, &what, results).await?;
             let terminal = std::io::stderr().is_terminal();
             let announce = Box::new(move |t: Duration| {
                 if terminal {
                     eprintln!("first audio after {:.1} ms", t.as_secs_f64() * 1000.0);
                 }
             });
-            let outcome = client
-                .play(id, output, started, Some(announce))
+            let outcomes = client
+                .play_queue(&ids, output, started, Some(announce))
                 .await
-                .with_context(|| format!("cannot play song {id}"))?;
-            for liar in &outcome.bad_sources {
-                eprintln!("warning: source {liar} sent shards that failed their hash check");
+                .with_context(|| match ids.as_slice() {
+                    [one] => format!("cannot play song {one}"),
+                    many => format!("cannot play the queue of {} songs", many.len()),
+                })?;
+            for o in &outcomes {
+                for liar in &o.bad_sources {
+                    eprintln!("warning: source {liar} sent shards that failed their hash check");
+                }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                match outcomes.as_slice() {
+                    [one] => println!("{}", serde_json::to_string_pretty(one)?),
+                    many => println!("{}", serde_json::to_string_pretty(many)?),
+                }
             } else {
-                eprintln!(
-                    "played {} — {}: {:.1} s of audio, time to first audio {:.1} ms, {} sources",
-                    outcome.title,
-                    outcome.artist.as_deref().unwrap_or("unknown artist"),
-                    outcome.frames as f64 / f64::from(outcome.sample_rate.max(1)),
-                    outcome.time_to_first_audio_ms,
-                    outcome.sources_used
-                );
+                for o in &outcomes {
+                    eprintln!(
+                        "played {} — {}: {:.1} s of audio, time to first audio {:.1} ms, {} sources",
+                        o.title,
+                        o.artist.as_deref().unwrap_or("unknown artist"),
+                        o.frames as f64 / f64::from(o.sample_rate.max(1)),
+                        o.time_to_first_audio_ms,
+                        o.sources_used
+                    );
+                }
             }
             ExitCode::SUCCESS
         }
@@ -309,6 +381,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {} bytes to {}", d.bytes, output.display());
             }
             ExitCode::SUCCESS
+        }
+        Command::Serve {
+            listen,
+            subsonic_user,
+            subsonic_password,
+        } => {
+            let c = client.config().clone();
+            let listen = listen.unwrap_or(c.gateway_listen);
+            let user = subsonic_user.unwrap_or(c.subsonic_user);
+            let password = subsonic_password.unwrap_or(c.subsonic_password);
+            let subsonic = (!password.is_empty()).then_some(SubsonicUser {
+                name: user,
+                password,
+            });
+            let opts = GatewayOptions {
+                cache_bytes: c.gateway_cache_bytes.as_u64(),
+                subsonic,
+            };
+            let client = std::sync::Arc::new(client);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let shutdown = {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }
+            };
+            let running = gateway::serve(client.clone(), listen, opts, shutdown)
+                .await
+                .with_context(|| format!("cannot serve on {listen}"))?;
+            // The first line of standard output is the address, for scripts.
+            println!("listening on http://{}/", running.addr);
+            eprintln!(
+                "web player: http://{0}/   stream: http://{0}/stream/<song-id>   Subsonic: http://{0}/rest",
+                running.addr
+            );
+            let mut task = running.task;
+            tokio::select! {
+                r = &mut task => {
+                    r.context("the gateway stopped")?.context("the gateway failed")?;
+                }
+                () = medley_daemon::shutdown_signal() => {
+                    // Finish the requests in flight, but a paused player may hold a stream
+                    // open for ever: wait a bounded time.
+                    let _ = stop.send(true);
+                    if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                        eprintln!("streams still open after 5 s: closing them");
+                        task.abort();
+                    }
+                }
+            }
+            client.shutdown().await;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Id => {
             let key = client.publisher_key()?;

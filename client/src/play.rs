@@ -134,8 +134,8 @@ pub struct Downloaded {
 
 /// A blocking reader over the verified segments arriving on a channel.
 struct SegmentReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, ClientError>>,
-    buf: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, ClientError>>,
+    buf: bytes::Bytes,
     pos: usize,
     failure: Arc<Mutex<Option<ClientError>>>,
     consumed: Arc<AtomicUsize>,
@@ -264,21 +264,24 @@ struct Progress {
     tick: Box<dyn FnMut(f64) + Send>,
 }
 
-/// Decodes the byte stream `source` (a whole audio file) to 16-bit WAV in `output`.
-/// Returns (frames, rate, channels, time to first audio from `progress.started`).
+/// Decodes the byte stream `source` (a whole audio file) to 16-bit PCM in `writer`, opening
+/// it on `output` at the first samples. A queue passes the same writer for every song, so
+/// one song's samples follow the last one's with no gap; a song in another sample format
+/// reopens an audio device, and is refused for a WAV stream.
+/// Returns (frames, rate, channels); `progress.first_audio` is set at the first samples.
 fn decode(
     source: Box<dyn Read + Send + Sync>,
     ext: Option<&str>,
     output: &Output,
-    mut progress: Progress,
-) -> Result<(u64, u32, u16, Duration), ClientError> {
+    progress: &mut Progress,
+    writer: &mut Option<(Sink, u32, u16)>,
+) -> Result<(u64, u32, u16), ClientError> {
     let (mut format, track) = crate::probe::open_format(Box::new(ReadOnlySource::new(source)), ext)
         .map_err(ClientError::Decode)?;
     let track_id = track.id;
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| ClientError::Decode(format!("no decoder for this codec: {e}")))?;
-    let mut writer: Option<Sink> = None;
     let mut buf: Option<SampleBuffer<i16>> = None;
     let mut frames = 0u64;
     let (mut rate, mut channels) = (0u32, 0u16);
@@ -316,15 +319,27 @@ fn decode(
             *b = SampleBuffer::new(decoded.capacity() as u64, spec);
         }
         b.copy_interleaved_ref(decoded);
-        let w = match &mut writer {
-            Some(w) => w,
-            None => {
-                rate = spec.rate;
-                channels = spec.channels.count() as u16;
-                writer.insert(Sink::open(output, channels, rate)?)
+        rate = spec.rate;
+        channels = spec.channels.count() as u16;
+        if let Some((_, r, c)) = writer
+            && (*r, *c) != (rate, channels)
+        {
+            if *output != Output::Device {
+                return Err(ClientError::Decode(format!(
+                    "this song is {rate} Hz, {channels} channels, the one before it {r} Hz, \
+                     {c} channels: one WAV stream cannot hold both; play them separately"
+                )));
             }
-        };
-        w.samples(b.samples(), output)?;
+            if let Some((old, _, _)) = writer.take() {
+                old.finish(output)?;
+            }
+        }
+        if writer.is_none() {
+            *writer = Some((Sink::open(output, channels, rate)?, rate, channels));
+        }
+        if let Some((w, _, _)) = writer.as_mut() {
+            w.samples(b.samples(), output)?;
+        }
         frames += (b.samples().len() / usize::from(channels.max(1))) as u64;
         if progress.first_audio.is_none() {
             let t = progress.started.elapsed();
@@ -335,14 +350,10 @@ fn decode(
         }
         (progress.tick)(frames as f64 / f64::from(rate.max(1)));
     }
-    let w = writer.ok_or_else(|| ClientError::Decode("the stream holds no audio".into()))?;
-    w.finish(output)?;
-    Ok((
-        frames,
-        rate,
-        channels,
-        progress.first_audio.unwrap_or_default(),
-    ))
+    if frames == 0 {
+        return Err(ClientError::Decode("the stream holds no audio".into()));
+    }
+    Ok((frames, rate, channels))
 }
 
 /// Decodes a local audio file to WAV, exactly as `play` decodes a streamed one.
@@ -365,13 +376,23 @@ pub fn decode_reader(
     output: &Output,
     started: Instant,
 ) -> Result<(u64, u32, u16, Duration), ClientError> {
-    let progress = Progress {
+    let mut progress = Progress {
         started,
         first_audio: None,
         on_first_audio: None,
         tick: Box::new(|_| {}),
     };
-    decode(source, ext, output, progress)
+    let mut writer = None;
+    let (frames, rate, channels) = decode(source, ext, output, &mut progress, &mut writer)?;
+    if let Some((w, _, _)) = writer {
+        w.finish(output)?;
+    }
+    Ok((
+        frames,
+        rate,
+        channels,
+        progress.first_audio.unwrap_or_default(),
+    ))
 }
 
 /// The file extension that hints the container format of a song's MIME type.
@@ -412,102 +433,185 @@ impl Client {
         started: Instant,
         on_first_audio: Option<Box<dyn FnOnce(Duration) + Send>>,
     ) -> Result<PlayOutcome, ClientError> {
-        let (fetcher, manifest) = self.fetcher(id).await?;
-        let meta = manifest.meta().clone();
-        let ext = ext_for(&meta.mime);
-        let segments = fetcher.len();
-        let duration_s = meta.duration_ms.unwrap_or(0) as f64 / 1000.0;
-        let bar = play_bar(duration_s);
-        bar.set_prefix(meta.title.clone());
+        let mut outcomes = self
+            .play_queue(&[id], output, started, on_first_audio)
+            .await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| ClientError::Decode("nothing was played".into()))
+    }
 
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
+    /// Plays `ids` one after the other into `output` without a gap: one decoder writes
+    /// every song's samples to the same output, and each song's segments are fetched while
+    /// the one before it still plays (the fetch runs ahead of the decoder by the read-ahead
+    /// window, so the next song starts arriving some seconds before this one ends).
+    /// Returns what each song did; time to first audio is measured from `started` for the
+    /// first song and from the end of the song before for the others.
+    pub async fn play_queue(
+        &self,
+        ids: &[SongId],
+        output: Output,
+        started: Instant,
+        on_first_audio: Option<Box<dyn FnOnce(Duration) + Send>>,
+    ) -> Result<Vec<PlayOutcome>, ClientError> {
+        // Every song is resolved first: an unknown id fails before any sound.
+        let mut songs = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let (fetcher, manifest) = self.fetcher(id).await?;
+            songs.push((id, fetcher, manifest.meta().clone()));
+        }
+        let failure = Arc::new(Mutex::new(None));
         let fetched = Arc::new(AtomicUsize::new(0));
         let consumed = Arc::new(AtomicUsize::new(0));
-        let failure = Arc::new(Mutex::new(None));
+        let mut readers = Vec::with_capacity(songs.len());
+        let mut senders = Vec::with_capacity(songs.len());
+        for _ in &songs {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            senders.push(tx);
+            readers.push(SegmentReader {
+                rx,
+                buf: bytes::Bytes::new(),
+                pos: 0,
+                failure: failure.clone(),
+                consumed: consumed.clone(),
+            });
+        }
+        // One feeder fetches the songs in order: the next song's first segments are
+        // fetched as soon as this song's last ones are in.
         let feeder = {
-            let (fetcher, fetched) = (fetcher.clone(), fetched.clone());
+            let fetchers: Vec<_> = songs.iter().map(|(_, f, _)| f.clone()).collect();
+            let fetched = fetched.clone();
             tokio::spawn(async move {
-                let mut s = std::pin::pin!(fetcher.stream(0));
-                while let Some(item) = s.next().await {
-                    let stop = item.is_err();
-                    fetched.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(item).await.is_err() || stop {
-                        break;
+                for (fetcher, tx) in fetchers.into_iter().zip(senders) {
+                    let mut s = std::pin::pin!(fetcher.stream(0));
+                    while let Some(item) = s.next().await {
+                        let stop = item.is_err();
+                        fetched.fetch_add(1, Ordering::Relaxed);
+                        if tx.send(item).await.is_err() || stop {
+                            return;
+                        }
                     }
                 }
             })
         };
-        let reader = SegmentReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-            failure: failure.clone(),
-            consumed: consumed.clone(),
-        };
-        let tick = {
-            let (bar, fetched, consumed, report) = (
-                bar.clone(),
-                fetched.clone(),
-                consumed.clone(),
-                fetcher.report().clone(),
-            );
-            let mut last = Instant::now() - Duration::from_secs(1);
-            Box::new(move |t: f64| {
-                if last.elapsed() < Duration::from_millis(100) {
-                    return;
-                }
-                last = Instant::now();
-                bar.set_position((t * 10.0) as u64);
-                let ahead = fetched
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(consumed.load(Ordering::Relaxed));
-                bar.set_message(format!(
-                    "{} / {}  buffer {ahead} seg  sources {}",
-                    clock(t),
-                    clock(duration_s),
-                    report.sources_used()
-                ));
-            }) as Box<dyn FnMut(f64) + Send>
-        };
-        let progress = Progress {
-            started,
-            first_audio: None,
-            on_first_audio,
-            tick,
-        };
+        let bar = play_bar(0.0);
+        let plan: Vec<(Option<&'static str>, f64, String)> = songs
+            .iter()
+            .map(|(_, _, m)| {
+                (
+                    ext_for(&m.mime),
+                    m.duration_ms.unwrap_or(0) as f64 / 1000.0,
+                    m.title.clone(),
+                )
+            })
+            .collect();
+        let reports: Vec<_> = songs.iter().map(|(_, f, _)| f.report().clone()).collect();
         let out = output.clone();
-        let decoded =
-            tokio::task::spawn_blocking(move || decode(Box::new(reader), ext, &out, progress))
-                .await
-                .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let decoded = {
+            let (bar, fetched, consumed) = (bar.clone(), fetched.clone(), consumed.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut writer = None;
+                let mut results = Vec::new();
+                let mut first_cb = on_first_audio;
+                let mut since = started;
+                for (((ext, duration_s, title), reader), report) in
+                    plan.into_iter().zip(readers).zip(reports)
+                {
+                    bar.set_length((duration_s * 10.0) as u64);
+                    bar.set_position(0);
+                    bar.set_prefix(title);
+                    let tick = {
+                        let (bar, fetched, consumed) =
+                            (bar.clone(), fetched.clone(), consumed.clone());
+                        let mut last = Instant::now() - Duration::from_secs(1);
+                        Box::new(move |t: f64| {
+                            if last.elapsed() < Duration::from_millis(100) {
+                                return;
+                            }
+                            last = Instant::now();
+                            bar.set_position((t * 10.0) as u64);
+                            let ahead = fetched
+                                .load(Ordering::Relaxed)
+                                .saturating_sub(consumed.load(Ordering::Relaxed));
+                            bar.set_message(format!(
+                                "{} / {}  buffer {ahead} seg  sources {}",
+                                clock(t),
+                                clock(duration_s),
+                                report.sources_used()
+                            ));
+                        }) as Box<dyn FnMut(f64) + Send>
+                    };
+                    let mut progress = Progress {
+                        started: since,
+                        first_audio: None,
+                        on_first_audio: first_cb.take(),
+                        tick,
+                    };
+                    let r = decode(Box::new(reader), ext, &out, &mut progress, &mut writer);
+                    since = Instant::now();
+                    let failed = r.is_err();
+                    results.push(r.map(|(f, rate, ch)| {
+                        (f, rate, ch, progress.first_audio.unwrap_or_default())
+                    }));
+                    if failed {
+                        break;
+                    }
+                }
+                let finished = match writer {
+                    Some((w, _, _)) => w.finish(&out),
+                    None => Ok(()),
+                };
+                (results, finished)
+            })
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?
+        };
         feeder.abort();
         bar.finish_and_clear();
-        // A fetch failure surfaces in the decoder as an I/O error; report the cause.
-        if let Some(e) = failure.lock().take() {
+        let (results, finished) = decoded;
+        let remove_partial = || {
             if let Output::File(p) = &output {
                 let _ = std::fs::remove_file(p);
             }
+        };
+        // A fetch failure surfaces in the decoder as an I/O error; report the cause.
+        if let Some(e) = failure.lock().take() {
+            remove_partial();
             return Err(e);
         }
-        let (frames, sample_rate, channels, ttfa) = decoded?;
-        let report = fetcher.report();
-        Ok(PlayOutcome {
-            id: id.to_string(),
-            title: meta.title,
-            artist: meta.artist,
-            time_to_first_audio_ms: ttfa.as_secs_f64() * 1000.0,
-            frames,
-            sample_rate,
-            channels,
-            segments,
-            sources_used: report.sources_used(),
-            sources: report
-                .snapshot()
-                .into_iter()
-                .map(|(p, s)| (p.to_string(), s))
-                .collect(),
-            bad_sources: report.liars().iter().map(ToString::to_string).collect(),
-        })
+        let mut outcomes = Vec::with_capacity(results.len());
+        for ((id, fetcher, meta), r) in songs.into_iter().zip(results) {
+            let (frames, sample_rate, channels, ttfa) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    remove_partial();
+                    return Err(e);
+                }
+            };
+            let report = fetcher.report();
+            outcomes.push(PlayOutcome {
+                id: id.to_string(),
+                title: meta.title,
+                artist: meta.artist,
+                time_to_first_audio_ms: ttfa.as_secs_f64() * 1000.0,
+                frames,
+                sample_rate,
+                channels,
+                segments: fetcher.len(),
+                sources_used: report.sources_used(),
+                sources: report
+                    .snapshot()
+                    .into_iter()
+                    .map(|(p, s)| (p.to_string(), s))
+                    .collect(),
+                bad_sources: report.liars().iter().map(ToString::to_string).collect(),
+            });
+        }
+        finished.map_err(|e| {
+            remove_partial();
+            e
+        })?;
+        Ok(outcomes)
     }
 
     /// Downloads song `id` byte for byte to `out` (`-`: standard output). A file is written

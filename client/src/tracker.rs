@@ -39,7 +39,7 @@ pub struct SearchParams {
     pub limit: Option<usize>,
 }
 
-pub use medley_core::api::{Hit, SearchResults as SearchPage};
+pub use medley_core::api::{Artist, Hit, SearchResults as SearchPage};
 
 /// A node that holds a shard slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +360,60 @@ impl TrackerClient {
             what: "publish answer",
             reason: e.to_string(),
         })
+    }
+
+    /// A page of the catalogue's artists, after `after` (a name, case-insensitive); the
+    /// cursor of the next page, if any.
+    pub async fn artists(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<Artist>, Option<String>), ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            artists: Vec<Artist>,
+            next: Option<String>,
+        }
+        let req = self
+            .http
+            .get(format!("{}/v1/browse/artists", self.base))
+            .query(&[("after", after), ("limit", &limit.to_string())]);
+        let page: Page = self.json("the artist list", req).await?;
+        Ok((page.artists, page.next))
+    }
+
+    /// Up to `size` songs at random, optionally of one genre.
+    pub async fn random_songs(
+        &self,
+        size: usize,
+        genre: Option<&str>,
+    ) -> Result<Vec<Hit>, ClientError> {
+        #[derive(Deserialize)]
+        struct Songs {
+            songs: Vec<Hit>,
+        }
+        let mut q = vec![("size", size.to_string())];
+        if let Some(g) = genre {
+            q.push(("genre", g.to_string()));
+        }
+        let req = self
+            .http
+            .get(format!("{}/v1/browse/random", self.base))
+            .query(&q);
+        let s: Songs = self.json("random songs", req).await?;
+        Ok(s.songs)
+    }
+
+    /// Reports that song `id` was played in `region`.
+    pub async fn report_play(&self, id: SongId, region: &str) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/v1/plays", self.base))
+            .json(&serde_json::json!({ "song": id.to_string(), "region": region }));
+        self.send("the play report", req)
+            .await
+            .map_err(unknown_song(id))?;
+        Ok(())
     }
 
     /// Whether the catalogue has song `id`.

@@ -202,3 +202,55 @@ async fn too_few_sources_is_a_clear_error() {
     let e = f.segment(0).await.unwrap_err();
     assert!(e.to_string().contains("no node"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_segment_costs_no_request_and_a_range_fetches_only_its_segments() {
+    let net = network([Mode::Honest; 6]).await;
+    let cache = Arc::new(medley_client::SegmentCache::new(16 << 20));
+    let make = || {
+        Arc::new(
+            Fetcher::new(
+                net.client.clone(),
+                &net.manifest,
+                net.holders.clone(),
+                FetchOptions {
+                    extra_sources: 0,
+                    hedge_after: Duration::from_secs(5),
+                    read_ahead: 3,
+                },
+                Arc::new(Report::default()),
+            )
+            .with_cache(cache.clone()),
+        )
+    };
+    // Only the last segment of three.
+    let first = make();
+    let mut s = std::pin::pin!(first.stream_range(2..3, 3));
+    let last = s.next().await.unwrap().unwrap();
+    assert!(s.next().await.is_none());
+    assert_eq!(&last[..], &net.song[2 * 256 * 1024..]);
+    let d = first.report().delivery();
+    assert_eq!((d.rebuilt_segments, d.cache_segments), (1, 0));
+    assert_eq!(
+        first
+            .report()
+            .snapshot()
+            .values()
+            .map(|s| s.shards)
+            .sum::<u64>(),
+        4
+    );
+
+    // The whole song: two segments rebuilt, the cached one from the cache, same bytes.
+    let second = make();
+    assert_eq!(whole(&second).await.unwrap(), net.song);
+    let d = second.report().delivery();
+    assert_eq!((d.rebuilt_segments, d.cache_segments), (2, 1));
+    assert_eq!(d.cache_bytes, last.len() as u64);
+    // Again: every segment from the cache, not one request.
+    let third = make();
+    assert_eq!(whole(&third).await.unwrap(), net.song);
+    assert_eq!(third.report().delivery().cache_segments, 3);
+    assert!(third.report().snapshot().is_empty(), "no source was asked");
+    assert_eq!(cache.stats().segments, 3);
+}

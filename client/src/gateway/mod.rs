@@ -1,0 +1,482 @@
+//! `medley serve`: a local HTTP gateway over the client's streaming engine.
+//!
+//! - `/stream/{song-id}`: the song's file, byte-identical to what was published, with
+//!   `Accept-Ranges: bytes` and `206 Partial Content` for a range (see [`range`]). A range
+//!   fetches only the segments it covers, so a seek starts where it lands.
+//! - `/`: a web player (plain files, no build step): search as you type, a queue, play,
+//!   pause, seek, the next track prefetched, and where each song's bytes came from.
+//! - `/api/...`: the JSON the web player uses.
+//! - `/rest/...`: a subset of the Subsonic API for music apps (see [`subsonic`]).
+//! - `/metrics`: Prometheus text.
+//!
+//! Segments are verified before they are sent and kept in a bounded in-memory cache shared
+//! by every song, so a replay or a seek back costs no network.
+
+pub mod range;
+mod subsonic;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures::StreamExt;
+use medley_core::{Manifest, SongId};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cache::SegmentCache;
+use crate::error::ClientError;
+use crate::fetch::Fetcher;
+use crate::tracker::SearchParams;
+use crate::{Client, SourceStats};
+
+pub use subsonic::SubsonicUser;
+
+/// How long a song's sources are reused before they are asked for again (the layout may
+/// have changed).
+const SESSION_TTL: Duration = Duration::from_secs(120);
+
+/// Settings of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Bytes of verified segments kept in memory.
+    pub cache_bytes: u64,
+    /// The Subsonic API's account; `None` turns the API's answers into "not authorized".
+    pub subsonic: Option<SubsonicUser>,
+}
+
+/// A song being streamed: its manifest and a fetcher with its sources.
+#[derive(Debug)]
+struct Session {
+    manifest: Manifest,
+    fetcher: Arc<Fetcher>,
+    made: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    stream_requests: AtomicU64,
+    stream_partial: AtomicU64,
+    stream_errors: AtomicU64,
+    stream_bytes: AtomicU64,
+    api_requests: AtomicU64,
+    subsonic_requests: AtomicU64,
+    subsonic_errors: AtomicU64,
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    client: Arc<Client>,
+    cache: Arc<SegmentCache>,
+    sessions: Mutex<HashMap<SongId, Arc<Session>>>,
+    subsonic: Option<SubsonicUser>,
+    metrics: Metrics,
+}
+
+type Shared = Arc<Gateway>;
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The server; ends when the shutdown future given to [`serve`] completes.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `listen` and serves the gateway until `shutdown` completes.
+pub async fn serve(
+    client: Arc<Client>,
+    listen: SocketAddr,
+    opts: GatewayOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningGateway, ClientError> {
+    let gw = Arc::new(Gateway {
+        client,
+        cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
+        sessions: Mutex::new(HashMap::new()),
+        subsonic: opts.subsonic,
+        metrics: Metrics::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ClientError::Io {
+            path: listen.to_string().into(),
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| ClientError::Io {
+        path: listen.to_string().into(),
+        source: e,
+    })?;
+    let app = router(gw);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok(RunningGateway { addr, task })
+}
+
+fn router(gw: Shared) -> Router {
+    Router::new()
+        .route("/", get(|| async { asset("index.html") }))
+        .route("/app.js", get(|| async { asset("app.js") }))
+        .route("/style.css", get(|| async { asset("style.css") }))
+        .route("/stream/{id}", get(stream).head(stream))
+        .route("/api/search", get(api_search))
+        .route("/api/songs/{id}", get(api_song))
+        .route("/api/songs/{id}/played", post(api_played))
+        .route("/metrics", get(metrics))
+        .route("/rest/{method}", any(subsonic::handle))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no_route", "no such page") })
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(gw)
+}
+
+/// The web player's files, built into the binary.
+fn asset(name: &str) -> Response {
+    let (body, mime) = match name {
+        "index.html" => (include_str!("web/index.html"), "text/html; charset=utf-8"),
+        "app.js" => (include_str!("web/app.js"), "text/javascript; charset=utf-8"),
+        _ => (include_str!("web/style.css"), "text/css; charset=utf-8"),
+    };
+    ([(header::CONTENT_TYPE, mime)], body).into_response()
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": { "code": code, "message": message.to_string() } })),
+    )
+        .into_response()
+}
+
+/// The status and code a client failure maps to.
+fn failure(e: &ClientError) -> (StatusCode, &'static str) {
+    match e {
+        ClientError::UnknownSong(_) => (StatusCode::NOT_FOUND, "unknown_song"),
+        ClientError::Tracker { status: 400, .. } => (StatusCode::BAD_REQUEST, "bad_query"),
+        ClientError::TrackerDown { .. } => (StatusCode::BAD_GATEWAY, "tracker_down"),
+        _ => (StatusCode::BAD_GATEWAY, "upstream"),
+    }
+}
+
+fn client_error(e: &ClientError) -> Response {
+    let (status, code) = failure(e);
+    api_error(status, code, e)
+}
+
+fn parse_id(text: &str) -> Result<SongId, Response> {
+    text.parse().map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            format!("song id {text:?}: {e}"),
+        )
+    })
+}
+
+impl Gateway {
+    /// The song's session: reused while fresh, else made anew from the tracker.
+    async fn session(&self, id: SongId) -> Result<Arc<Session>, ClientError> {
+        if let Some(s) = self.sessions.lock().get(&id)
+            && s.made.elapsed() < SESSION_TTL
+        {
+            return Ok(s.clone());
+        }
+        let (fetcher, manifest) = self
+            .client
+            .fetcher_with(id, Some(self.cache.clone()))
+            .await?;
+        let s = Arc::new(Session {
+            manifest,
+            fetcher,
+            made: Instant::now(),
+        });
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|_, s| s.made.elapsed() < SESSION_TTL);
+        sessions.insert(id, s.clone());
+        Ok(s)
+    }
+
+    /// Forgets a song's session (after a failure: its sources may be stale).
+    fn forget(&self, id: SongId) {
+        self.sessions.lock().remove(&id);
+    }
+
+    /// The bytes `start..=end` of song `id` as a response body: only the segments covering
+    /// them are fetched, the first alone and then a window of `read_ahead`.
+    fn body(self: &Arc<Self>, id: SongId, s: &Session, start: u64, end: u64) -> Body {
+        let seg = u64::from(s.manifest.body().segment_size.max(1));
+        let (first, last) = (start / seg, end / seg);
+        let ahead = self.client.config().read_ahead;
+        let range = usize::try_from(first).unwrap_or(usize::MAX)
+            ..usize::try_from(last).map_or(usize::MAX, |l| l.saturating_add(1));
+        let me = self.clone();
+        let stream = s
+            .fetcher
+            .stream_range(range, ahead)
+            .zip(futures::stream::iter(first..=last))
+            .map(move |(item, i)| match item {
+                Ok(data) => {
+                    let from = if i == first { start - first * seg } else { 0 };
+                    let to = if i == last {
+                        end - last * seg + 1
+                    } else {
+                        data.len() as u64
+                    };
+                    let (from, to) = (from as usize, (to as usize).min(data.len()));
+                    let part = data.slice(from.min(to)..to);
+                    me.metrics
+                        .stream_bytes
+                        .fetch_add(part.len() as u64, Ordering::Relaxed);
+                    Ok(part)
+                }
+                Err(e) => {
+                    tracing::warn!(song = %id, segment = i, error = %e, "stream failed");
+                    me.metrics.stream_errors.fetch_add(1, Ordering::Relaxed);
+                    me.forget(id);
+                    Err(std::io::Error::other(e.to_string()))
+                }
+            });
+        Body::from_stream(stream)
+    }
+
+    /// Serves song `id`'s file for `GET`/`HEAD` with `headers` (Range, If-Range).
+    async fn stream_song(
+        self: &Arc<Self>,
+        id: SongId,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Response {
+        self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
+        let s = match self.session(id).await {
+            Ok(s) => s,
+            Err(e) => return client_error(&e),
+        };
+        let body = s.manifest.body();
+        let total = body.total_size;
+        let etag = format!("\"{id}\"");
+        // A Range is honoured only if If-Range (when sent) names this representation; the
+        // bytes of an id never change, so only the ETag can fail to match.
+        let if_range_ok = headers
+            .get(header::IF_RANGE)
+            .is_none_or(|v| v.to_str().is_ok_and(|v| v == etag));
+        let range_header = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| if_range_ok);
+        let mut out = Response::builder()
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::ETAG, &etag)
+            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+            .header(header::CONTENT_TYPE, body.meta.mime.as_str());
+        let (status, start, end) = match range::parse(range_header, total) {
+            range::RangeRequest::Unsatisfiable => {
+                return Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                    .header(header::ACCEPT_RANGES, "bytes")
+                    .body(Body::empty())
+                    .unwrap_or_else(|_| StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+            }
+            range::RangeRequest::Full => (StatusCode::OK, 0, total.saturating_sub(1)),
+            range::RangeRequest::Partial { start, end } => {
+                self.metrics.stream_partial.fetch_add(1, Ordering::Relaxed);
+                out = out.header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total}"),
+                );
+                (StatusCode::PARTIAL_CONTENT, start, end)
+            }
+        };
+        let len = if total == 0 { 0 } else { end - start + 1 };
+        out = out.status(status).header(header::CONTENT_LENGTH, len);
+        let body = if *method == Method::HEAD || len == 0 {
+            Body::empty()
+        } else {
+            self.body(id, &s, start, end)
+        };
+        out.body(body)
+            .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
+    }
+}
+
+async fn stream(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    match parse_id(&id) {
+        Ok(id) => gw.stream_song(id, &method, &headers).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+async fn api_search(State(gw): State<Shared>, Query(q): Query<SearchQuery>) -> Response {
+    gw.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    if q.q.trim().is_empty() {
+        return axum::Json(json!({ "total": 0, "offset": 0, "results": [] })).into_response();
+    }
+    let params = SearchParams {
+        q: q.q,
+        limit: Some(q.limit.unwrap_or(25).clamp(1, 100)),
+        offset: q.offset,
+        ..SearchParams::default()
+    };
+    match gw.client.tracker().search(&params).await {
+        Ok(page) => axum::Json(page).into_response(),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// A song's metadata and, if it is being streamed, where its bytes came from.
+async fn api_song(State(gw): State<Shared>, Path(id): Path<String>) -> Response {
+    gw.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let s = match gw.session(id).await {
+        Ok(s) => s,
+        Err(e) => return client_error(&e),
+    };
+    let body = s.manifest.body();
+    let report = s.fetcher.report();
+    let sources: std::collections::BTreeMap<String, SourceStats> = report
+        .snapshot()
+        .into_iter()
+        .map(|(p, st)| (p.to_string(), st))
+        .collect();
+    axum::Json(json!({
+        "id": id.to_string(),
+        "meta": body.meta,
+        "size": body.total_size,
+        "segments": body.segments.len(),
+        "delivery": report.delivery(),
+        "sources": sources,
+        "bad_sources": report.liars().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "cache": gw.cache.stats(),
+    }))
+    .into_response()
+}
+
+async fn api_played(State(gw): State<Shared>, Path(id): Path<String>) -> Response {
+    gw.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let region = gw.client.config().region.clone();
+    match gw.client.tracker().report_play(id, &region).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn metrics(State(gw): State<Shared>) -> Response {
+    use std::fmt::Write as _;
+    let m = &gw.metrics;
+    let c = gw.cache.stats();
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    put(
+        "medley_gateway_stream_requests_total",
+        "counter",
+        "Stream requests (/stream and Subsonic stream).",
+        get(&m.stream_requests),
+    );
+    put(
+        "medley_gateway_stream_partial_total",
+        "counter",
+        "Stream requests answered with 206 Partial Content.",
+        get(&m.stream_partial),
+    );
+    put(
+        "medley_gateway_stream_errors_total",
+        "counter",
+        "Streams cut short because a segment could not be fetched.",
+        get(&m.stream_errors),
+    );
+    put(
+        "medley_gateway_stream_bytes_total",
+        "counter",
+        "Bytes of audio files sent.",
+        get(&m.stream_bytes),
+    );
+    put(
+        "medley_gateway_api_requests_total",
+        "counter",
+        "Web player API requests.",
+        get(&m.api_requests),
+    );
+    put(
+        "medley_gateway_subsonic_requests_total",
+        "counter",
+        "Subsonic API requests.",
+        get(&m.subsonic_requests),
+    );
+    put(
+        "medley_gateway_subsonic_errors_total",
+        "counter",
+        "Subsonic API requests answered with an error.",
+        get(&m.subsonic_errors),
+    );
+    put(
+        "medley_gateway_cache_hits_total",
+        "counter",
+        "Segments served from the cache.",
+        c.hits,
+    );
+    put(
+        "medley_gateway_cache_misses_total",
+        "counter",
+        "Segments fetched from the network.",
+        c.misses,
+    );
+    put(
+        "medley_gateway_cache_bytes",
+        "gauge",
+        "Bytes of segments in the cache.",
+        c.bytes,
+    );
+    put(
+        "medley_gateway_cache_capacity_bytes",
+        "gauge",
+        "Most bytes of segments the cache keeps.",
+        c.capacity,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response()
+}
