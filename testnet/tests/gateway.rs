@@ -111,15 +111,16 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    serde_json::from_str(&get_text(http, url).await).unwrap()
+}
+
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(http, &format!("{base}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
@@ -364,14 +365,11 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
     assert_eq!(r["unknown_song"], "DataNotFoundError");
     assert_eq!(r["bad_password"], "CredentialError");
     // The scrobble reached the tracker as a play in the gateway's region.
-    let info: Value = http
-        .get(format!("{}/v1/songs/{}", net.tracker_url(), played.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_json(
+        &http,
+        &format!("{}/v1/songs/{}", net.tracker_url(), played.id),
+    )
+    .await;
     assert_eq!(info["plays"], 1);
     assert_eq!(info["plays_by_region"]["eu-west"], 1);
 
@@ -396,14 +394,7 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
         ("ping?u=ann&p=wrong&f=json".to_string(), 40),
         ("ping?f=json".to_string(), 10),
     ] {
-        let v: Value = http
-            .get(format!("{base}/rest/{query}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&http, &format!("{base}/rest/{query}")).await;
         let resp = &v["subsonic-response"];
         assert_eq!(resp["status"], "failed", "{query}: {v}");
         assert_eq!(resp["error"]["code"], code, "{query}: {v}");

@@ -397,80 +397,82 @@ async fn metrics(State(gw): State<Shared>) -> Response {
     use std::fmt::Write as _;
     let m = &gw.metrics;
     let c = gw.cache.stats();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let series: [(&str, &str, &str, u64); 11] = [
+        (
+            "medley_gateway_stream_requests_total",
+            "counter",
+            "Stream requests (/stream and Subsonic stream).",
+            get(&m.stream_requests),
+        ),
+        (
+            "medley_gateway_stream_partial_total",
+            "counter",
+            "Stream requests answered with 206 Partial Content.",
+            get(&m.stream_partial),
+        ),
+        (
+            "medley_gateway_stream_errors_total",
+            "counter",
+            "Streams cut short because a segment could not be fetched.",
+            get(&m.stream_errors),
+        ),
+        (
+            "medley_gateway_stream_bytes_total",
+            "counter",
+            "Bytes of audio files sent.",
+            get(&m.stream_bytes),
+        ),
+        (
+            "medley_gateway_api_requests_total",
+            "counter",
+            "Web player API requests.",
+            get(&m.api_requests),
+        ),
+        (
+            "medley_gateway_subsonic_requests_total",
+            "counter",
+            "Subsonic API requests.",
+            get(&m.subsonic_requests),
+        ),
+        (
+            "medley_gateway_subsonic_errors_total",
+            "counter",
+            "Subsonic API requests answered with an error.",
+            get(&m.subsonic_errors),
+        ),
+        (
+            "medley_gateway_cache_hits_total",
+            "counter",
+            "Segments served from the cache.",
+            c.hits,
+        ),
+        (
+            "medley_gateway_cache_misses_total",
+            "counter",
+            "Segments fetched from the network.",
+            c.misses,
+        ),
+        (
+            "medley_gateway_cache_bytes",
+            "gauge",
+            "Bytes of segments in the cache.",
+            c.bytes,
+        ),
+        (
+            "medley_gateway_cache_capacity_bytes",
+            "gauge",
+            "Most bytes of segments the cache keeps.",
+            c.capacity,
+        ),
+    ];
     let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in series {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    put(
-        "medley_gateway_stream_requests_total",
-        "counter",
-        "Stream requests (/stream and Subsonic stream).",
-        get(&m.stream_requests),
-    );
-    put(
-        "medley_gateway_stream_partial_total",
-        "counter",
-        "Stream requests answered with 206 Partial Content.",
-        get(&m.stream_partial),
-    );
-    put(
-        "medley_gateway_stream_errors_total",
-        "counter",
-        "Streams cut short because a segment could not be fetched.",
-        get(&m.stream_errors),
-    );
-    put(
-        "medley_gateway_stream_bytes_total",
-        "counter",
-        "Bytes of audio files sent.",
-        get(&m.stream_bytes),
-    );
-    put(
-        "medley_gateway_api_requests_total",
-        "counter",
-        "Web player API requests.",
-        get(&m.api_requests),
-    );
-    put(
-        "medley_gateway_subsonic_requests_total",
-        "counter",
-        "Subsonic API requests.",
-        get(&m.subsonic_requests),
-    );
-    put(
-        "medley_gateway_subsonic_errors_total",
-        "counter",
-        "Subsonic API requests answered with an error.",
-        get(&m.subsonic_errors),
-    );
-    put(
-        "medley_gateway_cache_hits_total",
-        "counter",
-        "Segments served from the cache.",
-        c.hits,
-    );
-    put(
-        "medley_gateway_cache_misses_total",
-        "counter",
-        "Segments fetched from the network.",
-        c.misses,
-    );
-    put(
-        "medley_gateway_cache_bytes",
-        "gauge",
-        "Bytes of segments in the cache.",
-        c.bytes,
-    );
-    put(
-        "medley_gateway_cache_capacity_bytes",
-        "gauge",
-        "Most bytes of segments the cache keeps.",
-        c.capacity,
-    );
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -174,7 +174,7 @@ seek.addEventListener("change", () => {
   audio.currentTime = Number(seek.value);
 });
 
-audio.addEventListener("playing", () => { status(""); $("#toggle").textContent = "⏸"; });
+audio.addEventListener("playing", () => { status(""); $("#toggle").textContent = "▮▮"; });
 audio.addEventListener("pause", () => { $("#toggle").textContent = "▶"; });
 audio.addEventListener("waiting", () => status("buffering…"));
 audio.addEventListener("loadedmetadata", () => {
