@@ -53,6 +53,7 @@ pub struct Tracker {
     data_dir: PathBuf,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    liveness: tokio::task::JoinHandle<()>,
     app: Arc<App>,
 }
 
@@ -90,7 +91,7 @@ impl Tracker {
             source,
         })?;
         let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
+        let liveness = tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
         let router = router(app.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -122,6 +123,7 @@ impl Tracker {
             data_dir,
             stop,
             task,
+            liveness,
             app,
         })
     }
@@ -141,10 +143,19 @@ impl Tracker {
         &self.app.state
     }
 
-    /// Stops accepting requests and waits up to `timeout` for in-flight ones.
+    /// Stops accepting requests and waits up to `timeout` for in-flight ones and for the
+    /// state to be closed (its database lock released), so the same data directory can be
+    /// opened again at once.
     pub async fn shutdown(self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(timeout, self.task).await;
+        let _ = tokio::time::timeout_at(deadline, self.task).await;
+        let _ = tokio::time::timeout_at(deadline, self.liveness).await;
+        // Blocking work started by requests may still hold the state for a moment.
+        while Arc::strong_count(&self.app) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(self.app);
         let _ = std::fs::remove_file(self.data_dir.join(TRACKER_INFO_FILE));
         info!("tracker stopped");
     }
