@@ -382,6 +382,26 @@ impl TrackerClient {
         Ok((page.artists, page.next))
     }
 
+    /// Every song in id order: `limit` (1 to 500) after the first `offset`, and how many
+    /// songs there are.
+    pub async fn songs_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Hit>, u64), ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            songs: Vec<Hit>,
+            total: u64,
+        }
+        let req = self
+            .http
+            .get(format!("{}/v1/browse/songs", self.base))
+            .query(&[("offset", offset), ("limit", limit)]);
+        let page: Page = self.json("the song list", req).await?;
+        Ok((page.songs, page.total))
+    }
+
     /// Up to `size` songs at random, optionally of one genre.
     pub async fn random_songs(
         &self,

@@ -34,6 +34,25 @@ pub struct Hit {
     pub score: f32,
 }
 
+impl Hit {
+    /// A song as a result with no relevance score (browsing, not searching).
+    pub fn of(id: &crate::SongId, meta: &crate::SongMeta) -> Self {
+        Self {
+            id: id.to_string(),
+            title: meta.title.clone(),
+            artist: meta.artist.clone(),
+            album: meta.album.clone(),
+            genre: meta.genre.clone(),
+            year: meta.year,
+            duration_ms: meta.duration_ms,
+            track: meta.track,
+            mime: Some(meta.mime.clone()),
+            bitrate: meta.bitrate,
+            score: 0.0,
+        }
+    }
+}
+
 /// An artist of the catalogue (`GET /v1/browse/artists`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artist {

@@ -360,6 +360,18 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
     let mut all: Vec<&str> = songs.iter().map(|s| s.id.as_str()).collect();
     all.sort();
     assert_eq!(random, all, "50 random songs of 3 are all 3, once each");
+    let mut synced: Vec<&str> = r["sync_songs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    synced.sort();
+    assert_eq!(
+        synced, all,
+        "search3 with an empty query lists every song once"
+    );
+    assert_eq!(r["sync_artists"].as_array().unwrap().len(), artists.len());
     assert_eq!(r["cover_png"], true);
     assert_eq!(r["scrobble"], "ok");
     assert_eq!(r["unknown_song"], "DataNotFoundError");

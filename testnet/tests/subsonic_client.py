@@ -22,6 +22,10 @@ out["search_songs"] = [s["id"] for s in found.get("song", [])]
 out["search_albums"] = [a["id"] for a in found.get("album", [])]
 out["search_artists"] = [a["name"] for a in found.get("artist", [])]
 song = found["song"][0]
+# An empty query lists the whole catalogue, as apps do to sync a library.
+synced = conn.search3("", songCount=500)["searchResult3"]
+out["sync_songs"] = [s["id"] for s in synced.get("song", [])]
+out["sync_artists"] = [a["name"] for a in synced.get("artist", [])]
 
 album = conn.getAlbum(song["albumId"])["album"]
 out["album"] = {"name": album["name"], "songs": [s["id"] for s in album["song"]]}

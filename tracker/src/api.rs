@@ -153,6 +153,7 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/songs/{id}/sources", get(sources))
         .route("/v1/browse/artists", get(artists))
         .route("/v1/browse/random", get(random_songs))
+        .route("/v1/browse/songs", get(browse_songs))
         .route("/v1/plays", post(play))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/register", post(register))
@@ -296,6 +297,29 @@ async fn random_songs(
     let size = q.size.unwrap_or(10);
     let songs = blocking(&app, move |s| s.random_songs(size, q.genre.as_deref())).await?;
     Ok(Json(json!({ "songs": songs })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SongsQuery {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+async fn browse_songs(
+    AxState(app): AxState<Shared>,
+    query: Result<Query<SongsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
+    let limit = q.limit.unwrap_or(100);
+    let (songs, total) = blocking(&app, move |s| {
+        Ok((s.songs_page(q.offset, limit)?, s.song_count()))
+    })
+    .await?;
+    Ok(Json(
+        json!({ "total": total, "offset": q.offset, "songs": songs }),
+    ))
 }
 
 #[derive(Debug, serde::Deserialize)]

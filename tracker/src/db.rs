@@ -155,6 +155,34 @@ impl Db {
         Ok(out)
     }
 
+    /// Up to `limit` records of a column family after skipping the first `offset`, in key
+    /// order. Skipped records are stepped over by key, but still read from disk: a deep
+    /// offset costs its depth.
+    pub(crate) fn page(
+        &self,
+        cf: &'static str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Record>, DbError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek_to_first();
+        for _ in 0..offset {
+            if !it.valid() {
+                break;
+            }
+            it.next();
+        }
+        let mut out = Vec::new();
+        while it.valid() && out.len() < limit {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                out.push((k.into(), v.into()));
+            }
+            it.next();
+        }
+        it.status().map_err(op("page"))?;
+        Ok(out)
+    }
+
     /// Whether a column family holds no record.
     pub(crate) fn is_empty(&self, cf: &'static str) -> Result<bool, DbError> {
         Ok(self

@@ -392,6 +392,24 @@ impl State {
         Ok(self.search.random(size, genre)?)
     }
 
+    /// Every song of the catalogue in id order, `limit` (1 to 500) after the first `offset`.
+    pub fn songs_page(&self, offset: usize, limit: usize) -> Result<Vec<Hit>, StateError> {
+        if limit == 0 || limit > 500 {
+            return Err(SearchError::BadQuery("limit must be 1 to 500".into()).into());
+        }
+        let mut out = Vec::new();
+        for (k, v) in self.db.page(CF_MANIFESTS, offset, limit)? {
+            let id = SongId::from_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("manifest key", "not 32 bytes"))?,
+            );
+            let m = Manifest::decode_expecting(&v, id)?;
+            out.push(Hit::of(&id, m.meta()));
+        }
+        Ok(out)
+    }
+
     /// Records one play of song `id` in `region`; returns the song's plays there so far.
     pub fn record_play(&self, id: SongId, region: &str) -> Result<u64, StateError> {
         if region.is_empty() || region.len() > 64 {

@@ -593,24 +593,56 @@ async fn search3(gw: &Shared, p: &Params) -> Result<Value, Failure> {
         .trim_matches('"')
         .trim()
         .to_string();
-    let (song_count, song_offset) = (
-        p.number("songCount", 20)?.min(100),
-        p.number("songOffset", 0)?,
-    );
+    let (song_count, song_offset) = (p.number("songCount", 20)?, p.number("songOffset", 0)?);
     let (artist_count, artist_offset) =
         (p.number("artistCount", 20)?, p.number("artistOffset", 0)?);
     let (album_count, album_offset) = (p.number("albumCount", 20)?, p.number("albumOffset", 0)?);
-    if q.is_empty() {
-        return Ok(json!({ "searchResult3": {} }));
-    }
     let tracker = gw.client.tracker();
+    // An empty query lists the whole catalogue, page by page: how apps sync a library.
+    if q.is_empty() {
+        let songs = if song_count == 0 {
+            Vec::new()
+        } else {
+            tracker
+                .songs_page(song_offset, song_count.min(500))
+                .await
+                .map_err(|e| upstream(&e))?
+                .0
+        };
+        let wanted = (artist_offset + artist_count).min(500);
+        let artists = if artist_count == 0 || artist_offset >= 500 {
+            Vec::new()
+        } else {
+            tracker
+                .artists("", wanted)
+                .await
+                .map_err(|e| upstream(&e))?
+                .0
+        };
+        let artists: Vec<Value> = artists
+            .iter()
+            .skip(artist_offset)
+            .take(artist_count)
+            .map(|a| json!({ "id": artist_id(&a.name), "name": a.name, "coverArt": artist_id(&a.name), "albumCount": a.albums }))
+            .collect();
+        let albums: Vec<Value> = albums(&songs)
+            .iter()
+            .take(album_count)
+            .map(|(artist, album, s)| album_entry(artist, album, s))
+            .collect();
+        return Ok(json!({ "searchResult3": {
+            "artist": artists,
+            "album": albums,
+            "song": songs.iter().map(child_of_hit).collect::<Vec<_>>(),
+        } }));
+    }
     let songs = if song_count == 0 {
         Vec::new()
     } else {
         tracker
             .search(&SearchParams {
                 q: q.clone(),
-                limit: Some(song_count),
+                limit: Some(song_count.min(100)),
                 offset: Some(song_offset.min(10_000)),
                 ..SearchParams::default()
             })

@@ -310,6 +310,30 @@ async fn browse_artists_random_songs_and_count_plays() {
     let (status, _) = get(format!("{url}/v1/browse/random?size=0")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // Every song, paged in id order.
+    let mut all = Vec::new();
+    loop {
+        let (status, v) = get(format!(
+            "{url}/v1/browse/songs?limit=7&offset={}",
+            all.len()
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["total"], ids.len());
+        let page = v["songs"].as_array().unwrap();
+        all.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_string()));
+        if page.len() < 7 {
+            break;
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "every song once, in id order");
+    for bad in ["limit=0", "limit=501", "offset=-1"] {
+        let (status, _) = get(format!("{url}/v1/browse/songs?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
     // Search results carry the track, MIME type and bitrate.
     let (_, v) = get(format!("{url}/v1/search?q=lampwick")).await;
     let hit = &v["results"][0];
