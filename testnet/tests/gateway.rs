@@ -343,6 +343,10 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
         .collect();
     listed.sort();
     assert_eq!(listed, artists, "getArtists lists every artist once");
+    assert_eq!(
+        r["folder_songs"], r["album"]["songs"],
+        "the folder view holds the album's songs"
+    );
     assert_eq!(r["song"]["id"], played.id.as_str());
     assert_eq!(r["song"]["title"], played.lib.song.title.as_str());
     assert_eq!(

@@ -35,6 +35,13 @@ out["artists"] = sorted(a["name"] for i in artists["index"] for a in i["artist"]
 artist = conn.getArtist(song["artistId"])["artist"]
 out["artist"] = {"name": artist["name"], "albums": [a["name"] for a in artist["album"]]}
 
+# The folder view: artist folder -> album folder -> songs.
+indexes = conn.getIndexes()["indexes"]
+folder = next(a for i in indexes["index"] for a in i["artist"] if a["id"] == song["artistId"])
+albums = conn.getMusicDirectory(folder["id"])["directory"]["child"]
+album_dir = next(d for d in albums if d["id"] == song["albumId"])
+out["folder_songs"] = [c["id"] for c in conn.getMusicDirectory(album_dir["id"])["directory"]["child"]]
+
 one = conn.getSong(song["id"])["song"]
 out["song"] = {k: one.get(k) for k in ("id", "title", "artist", "album", "size", "contentType", "suffix", "duration")}
 out["random"] = [s["id"] for s in conn.getRandomSongs(size=50)["randomSongs"]["song"]]

@@ -1,7 +1,8 @@
 //! A subset of the Subsonic API (version 1.16.1, with the OpenSubsonic markers), enough for
 //! Subsonic apps to browse, search and play: `ping`, `getLicense`, `getMusicFolders`,
 //! `getArtists`, `getArtist`, `getAlbum`, `getSong`, `search3`, `stream`, `download`,
-//! `getCoverArt`, `getRandomSongs` and `scrobble`, at `/rest/<method>` or
+//! `getCoverArt`, `getRandomSongs` and `scrobble`, plus the folder view of older apps
+//! (`getIndexes`, `getMusicDirectory`), at `/rest/<method>` or
 //! `/rest/<method>.view`, by GET or by POST with a form body.
 //!
 //! Answers are XML, or JSON with `f=json`. Authentication is the configured user with a
@@ -223,6 +224,14 @@ async fn dispatch(
             json!({ "musicFolders": { "musicFolder": [{ "id": 1, "name": "Medley" }] } })
         }
         "getArtists" => get_artists(gw).await?,
+        // The folder view of older apps: artists, their albums, the albums' songs.
+        "getIndexes" => {
+            let mut v = get_artists(gw).await?;
+            let mut indexes = v["artists"].take();
+            indexes["lastModified"] = json!(0);
+            json!({ "indexes": indexes })
+        }
+        "getMusicDirectory" => music_directory(gw, p.need("id")?).await?,
         "getArtist" => get_artist(gw, p.need("id")?).await?,
         "getAlbum" => get_album(gw, p.need("id")?).await?,
         "getSong" => {
@@ -582,6 +591,38 @@ async fn get_album(gw: &Shared, id: &str) -> Result<Value, Failure> {
     );
     v["song"] = Value::Array(hits.iter().map(child_of_hit).collect());
     Ok(json!({ "album": v }))
+}
+
+/// `getMusicDirectory`: an artist is a folder of album folders, an album a folder of songs.
+async fn music_directory(gw: &Shared, id: &str) -> Result<Value, Failure> {
+    if id.starts_with("ar-") {
+        let v = get_artist(gw, id).await?;
+        let a = &v["artist"];
+        let children: Vec<Value> = a["album"]
+            .as_array()
+            .map(|albums| {
+                albums
+                    .iter()
+                    .map(|al| {
+                        json!({
+                            "id": al["id"], "parent": a["id"], "isDir": true,
+                            "title": al["name"], "album": al["name"], "artist": al["artist"],
+                            "coverArt": al["coverArt"], "year": al["year"],
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(json!({ "directory": { "id": a["id"], "name": a["name"], "child": children } }));
+    }
+    if id.starts_with("al-") {
+        let v = get_album(gw, id).await?;
+        let al = &v["album"];
+        return Ok(json!({ "directory": {
+            "id": al["id"], "name": al["name"], "parent": al["artistId"], "child": al["song"],
+        } }));
+    }
+    Err(not_found(format_args!("directory {id:?}")))
 }
 
 async fn search3(gw: &Shared, p: &Params) -> Result<Value, Failure> {
