@@ -3,6 +3,8 @@
 //! (`node.json`, `tracker.json`) through which a running daemon tells local tools, tests and
 //! the testnet where it listens.
 
+pub mod settings;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 
-use crate::config::{CONFIG_FILE, NodeConfig};
+use crate::config::{CONFIG_FILE, ENV_PREFIX, FIELDS, NodeConfig};
 use crate::server::Node;
 
 /// Medley storage node: keeps erasure-coded shards of songs and serves them over QUIC.
@@ -26,8 +26,14 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set up a node: create the data directory, the node's identity and a commented
+    /// medley-node.toml holding every setting (refuses to replace an existing one).
+    Init(InitArgs),
     /// Run the node until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Print the settings `run` would use with the same arguments (file, then environment,
+    /// then flags), as TOML.
+    Config(RunArgs),
     /// Move this node's shards to other nodes before it leaves: the tracker takes it out of
     /// the layout, the new holders copy its shards from it, and it deletes each shard once
     /// its new holder has it. Waits (with progress) until the node holds nothing. The node
@@ -47,18 +53,97 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// The config file's settings (or the defaults), with `--data-dir` applied.
+    /// The config file's settings (or the defaults), then the environment's
+    /// (`MEDLEY_<SETTING>`), with `--data-dir` applied.
     fn load(&self) -> anyhow::Result<NodeConfig> {
-        let mut config: NodeConfig = medley_daemon::load_config(
+        let config: NodeConfig = medley_daemon::load_config(
             self.config.as_deref(),
             self.data_dir.as_deref(),
             CONFIG_FILE,
         )?;
+        let mut config = medley_daemon::settings::apply_env(config, ENV_PREFIX, &FIELDS, |k| {
+            std::env::var(k).ok()
+        })?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
         Ok(config)
     }
+}
+
+/// `medley-node init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for the store, identity and config [default: ./medley-node-data].
+    #[arg(long, env = "MEDLEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the config here instead of <data-dir>/medley-node.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Region name, e.g. eu-west.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Bytes of audio to keep, e.g. "50 GiB".
+    #[arg(long)]
+    pub capacity: Option<ByteSize>,
+    /// Tracker URL, e.g. http://127.0.0.1:4700.
+    #[arg(long)]
+    pub tracker: Option<String>,
+    /// Data-plane listen multiaddr(s) (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Replace an existing config file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Creates the data directory, the identity and a commented config file.
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    let mut config = NodeConfig::default();
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(r) = args.region {
+        config.region = r;
+    }
+    if let Some(c) = args.capacity {
+        config.capacity = c;
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.tracker = args.tracker;
+    config.peer_config().context("invalid settings")?;
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = args.config.unwrap_or_else(|| dir.join(CONFIG_FILE));
+    let text = medley_daemon::settings::commented_toml(
+        &config,
+        "medley-node configuration, written by `medley-node init`.\n\
+         Every setting can also come from the environment (the variable named under it) or a\n\
+         flag of `medley-node run`; flags win over the environment, which wins over this file.",
+        ENV_PREFIX,
+        &FIELDS,
+    )?;
+    medley_daemon::settings::write_new_file(&path, &text, args.force)?;
+    let key = medley_net::load_or_create_identity(&dir)
+        .with_context(|| format!("cannot create the node's identity in {}", dir.display()))?;
+    println!("node identity: {}", key.public().to_peer_id());
+    println!("config:        {}", path.display());
+    println!("data dir:      {}", dir.display());
+    let config_flag = if path == dir.join(CONFIG_FILE) {
+        String::new()
+    } else {
+        format!(" --config {}", path.display())
+    };
+    println!(
+        "next: medley-node run --data-dir {}{config_flag}",
+        dir.display()
+    );
+    if config.tracker.is_none() {
+        println!("      (set `tracker` in the config, or pass --tracker, to join a network)");
+    }
+    Ok(())
 }
 
 /// `medley-node drain`.
@@ -126,6 +211,16 @@ impl RunArgs {
         config.peer_config().context("invalid configuration")?;
         Ok(config)
     }
+}
+
+/// Prints the effective settings.
+pub fn show_config(args: &RunArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    print!(
+        "{}",
+        toml::to_string(&config).context("cannot write the settings as TOML")?
+    );
+    Ok(())
 }
 
 /// Starts or cancels a drain and, unless told not to, waits until the node holds no shard.
@@ -224,7 +319,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => a,
-            Command::Drain(_) => unreachable!("parsed run"),
+            other => unreachable!("parsed run, got {other:?}"),
         }
     }
 

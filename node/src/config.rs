@@ -10,10 +10,91 @@ use libp2p::Multiaddr;
 use medley_net::PeerConfig;
 use serde::{Deserialize, Serialize};
 
+use medley_daemon::settings::FieldDoc;
+
 use crate::store::StoreConfig;
 
 /// Name of the config file looked for in the data directory.
 pub const CONFIG_FILE: &str = "medley-node.toml";
+
+/// Prefix of the environment variables that override settings (`MEDLEY_REGION`, ...).
+pub const ENV_PREFIX: &str = "MEDLEY_";
+
+/// Every setting, documented: the commented file `medley-node init` writes and the
+/// operator guide's reference come from this table, and a test checks it against
+/// [`NodeConfig`].
+pub const FIELDS: [FieldDoc; 13] = [
+    FieldDoc {
+        name: "data_dir",
+        doc: "Directory holding the store (db/), the identity key and node.json.",
+        example: None,
+    },
+    FieldDoc {
+        name: "listen",
+        doc: "Data-plane listen addresses (QUIC multiaddrs). Other nodes and listeners must\n\
+              reach one of them; the tracker hands them out.",
+        example: None,
+    },
+    FieldDoc {
+        name: "region",
+        doc: "Region this node is in, e.g. eu-west. Placement spreads a segment's shards\n\
+              over as many regions as it can.",
+        example: None,
+    },
+    FieldDoc {
+        name: "capacity",
+        doc: "Bytes of audio this node may keep, e.g. \"50 GiB\". Writes past it are refused;\n\
+              placement gives nodes slots in proportion to it.",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_concurrent_requests",
+        doc: "Inbound data-plane requests handled at once; more are answered busy.",
+        example: None,
+    },
+    FieldDoc {
+        name: "request_timeout_secs",
+        doc: "Seconds a data-plane request may take before it fails.",
+        example: None,
+    },
+    FieldDoc {
+        name: "tracker",
+        doc: "Tracker to register with. Unset: the node runs unregistered (serves what it\n\
+              holds, gets no slots).",
+        example: Some("\"http://127.0.0.1:4700\""),
+    },
+    FieldDoc {
+        name: "heartbeat_secs",
+        doc: "Seconds between heartbeats to the tracker (and checks for a new layout).",
+        example: None,
+    },
+    FieldDoc {
+        name: "repair_concurrency",
+        doc: "Shards repaired at once (each rebuild reads k shards from other nodes).",
+        example: None,
+    },
+    FieldDoc {
+        name: "repair_bytes_per_sec",
+        doc: "Bytes per second repair and handover may read from other nodes; 0: no limit.",
+        example: None,
+    },
+    FieldDoc {
+        name: "repair_interval_secs",
+        doc: "Seconds between full repair passes when nothing changed (a layout change, a\n\
+              failed repair or a corrupt shard starts one sooner).",
+        example: None,
+    },
+    FieldDoc {
+        name: "scrub_bytes_per_sec",
+        doc: "Bytes per second the scrubber re-hashes stored shards; 0 turns scrubbing off.",
+        example: None,
+    },
+    FieldDoc {
+        name: "scrub_interval_secs",
+        doc: "Seconds between the end of one scrub of every shard and the start of the next.",
+        example: None,
+    },
+];
 
 /// Settings of a storage node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +251,20 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_field_table_documents_exactly_the_config() {
+        let full = NodeConfig {
+            tracker: Some("http://127.0.0.1:4700".into()),
+            ..NodeConfig::default()
+        };
+        let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);
+        assert!(missing.is_empty(), "undocumented settings: {missing:?}");
+        assert!(
+            unknown.is_empty(),
+            "documented settings that do not exist: {unknown:?}"
+        );
+    }
 
     #[test]
     fn parses_file_with_defaults_for_missing_fields() {

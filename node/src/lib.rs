@@ -31,7 +31,7 @@ mod store;
 mod tracker_api;
 
 pub use announce::ServeStats;
-pub use config::{CONFIG_FILE, ConfigError, NodeConfig};
+pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, NodeConfig};
 pub use repair::MaintenanceStats;
 pub use server::{NODE_INFO_FILE, Node, NodeError, NodeInfo};
 pub use store::{PutOutcome, STORE_FORMAT_VERSION, Store, StoreConfig, StoreError, Tier};
