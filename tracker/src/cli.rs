@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
-use crate::config::{CONFIG_FILE, TrackerConfig};
+use crate::config::{CONFIG_FILE, ENV_PREFIX, FIELDS, TrackerConfig};
 use crate::server::Tracker;
 use crate::state::State;
 
@@ -29,8 +29,14 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set up a tracker: create the data directory and a commented medley-tracker.toml
+    /// holding every setting (refuses to replace an existing one).
+    Init(InitArgs),
     /// Run the tracker until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Print the settings `run` would use with the same arguments (file, then environment,
+    /// then flags), as TOML.
+    Config(RunArgs),
     /// Bulk-load signed manifests into a stopped tracker's catalogue and index.
     ///
     /// Each FILE is a manifest stream: every manifest preceded by its length as a 4-byte
@@ -158,13 +164,23 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The effective configuration.
+    /// The effective configuration: the file, then the environment (`MEDLEY_<SETTING>`),
+    /// then the flags.
     pub fn resolve(&self) -> anyhow::Result<TrackerConfig> {
-        let mut config: TrackerConfig = medley_daemon::load_config(
+        let config: TrackerConfig = medley_daemon::load_config(
             self.config.as_deref(),
             self.data_dir.as_deref(),
             CONFIG_FILE,
         )?;
+        // The flag of `publishers` adds keys; its variable is read by the flag.
+        let fields: Vec<_> = FIELDS
+            .iter()
+            .copied()
+            .filter(|f| f.name != "publishers")
+            .collect();
+        let mut config = medley_daemon::settings::apply_env(config, ENV_PREFIX, &fields, |k| {
+            std::env::var(k).ok()
+        })?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
@@ -175,6 +191,81 @@ impl RunArgs {
         config.validate().context("invalid configuration")?;
         Ok(config)
     }
+}
+
+/// `medley-tracker init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for the database and config [default: ./medley-tracker-data].
+    #[arg(long, env = "MEDLEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the config here instead of <data-dir>/medley-tracker.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:4700.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Authorise a publisher key (hex); repeatable.
+    #[arg(long = "publisher", value_delimiter = ',')]
+    pub publishers: Vec<String>,
+    /// Data shards per segment (fixed for the life of the network).
+    #[arg(long)]
+    pub k: Option<u8>,
+    /// Parity shards per segment (fixed for the life of the network).
+    #[arg(long)]
+    pub m: Option<u8>,
+    /// Replace an existing config file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Creates the data directory and a commented config file.
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    let mut config = TrackerConfig::default();
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(k) = args.k {
+        config.k = k;
+    }
+    if let Some(m) = args.m {
+        config.m = m;
+    }
+    config.publishers = args.publishers;
+    config.validate().context("invalid settings")?;
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = args.config.unwrap_or_else(|| dir.join(CONFIG_FILE));
+    let text = medley_daemon::settings::commented_toml(
+        &config,
+        "medley-tracker configuration, written by `medley-tracker init`.\n\
+         Every setting can also come from the environment (the variable named under it) or a\n\
+         flag of `medley-tracker run`; flags win over the environment, which wins over this file.",
+        ENV_PREFIX,
+        &FIELDS,
+    )?;
+    medley_daemon::settings::write_new_file(&path, &text, args.force)?;
+    println!("config:   {}", path.display());
+    println!("data dir: {}", dir.display());
+    println!("API:      http://{}", config.listen);
+    println!("next: medley-tracker run --data-dir {}", dir.display());
+    if config.publishers.is_empty() {
+        println!("      (add publisher keys to `publishers` so someone can publish)");
+    }
+    Ok(())
+}
+
+/// Prints the effective settings.
+pub fn show_config(args: &RunArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    print!(
+        "{}",
+        toml::to_string(&config).context("cannot write the settings as TOML")?
+    );
+    Ok(())
 }
 
 /// Runs the tracker until a shutdown signal.

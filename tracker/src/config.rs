@@ -4,10 +4,65 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use medley_core::{DEFAULT_K, DEFAULT_M, DEFAULT_PARTITIONS, PublisherId};
+use medley_daemon::settings::FieldDoc;
 use serde::{Deserialize, Serialize};
 
 /// Name of the config file looked for in the data directory.
 pub const CONFIG_FILE: &str = "medley-tracker.toml";
+
+/// Prefix of the environment variables that override settings (`MEDLEY_LISTEN`, ...).
+pub const ENV_PREFIX: &str = "MEDLEY_";
+
+/// Every setting, documented: the commented file `medley-tracker init` writes comes from
+/// this table, and a test checks it against [`TrackerConfig`].
+pub const FIELDS: [FieldDoc; 8] = [
+    FieldDoc {
+        name: "data_dir",
+        doc: "Directory holding the database (db/), the search index and tracker.json.",
+        example: None,
+    },
+    FieldDoc {
+        name: "listen",
+        doc: "HTTP listen address. Loopback by default: put a reverse proxy in front to\n\
+              publish the API.",
+        example: None,
+    },
+    FieldDoc {
+        name: "partitions",
+        doc: "Partitions of the layout. Fixed for the life of a network.",
+        example: None,
+    },
+    FieldDoc {
+        name: "k",
+        doc: "Data shards per segment every manifest must use. Fixed for the life of a network.",
+        example: None,
+    },
+    FieldDoc {
+        name: "m",
+        doc: "Parity shards per segment every manifest must use: losing any m nodes loses\n\
+              nothing. Fixed for the life of a network.",
+        example: None,
+    },
+    FieldDoc {
+        name: "publishers",
+        doc: "Publisher keys (hex ed25519 public keys, `medley id` prints one) allowed to\n\
+              commit manifests. Added to those already stored; removing one here does not\n\
+              revoke it.",
+        example: None,
+    },
+    FieldDoc {
+        name: "node_grace_secs",
+        doc: "Seconds without a heartbeat after which a node is down: the next layout gives\n\
+              its slots to live nodes, which rebuild its shards. A node back within it moves\n\
+              nothing.",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_body_bytes",
+        doc: "Largest request body accepted, in bytes (a manifest is at most 4 MiB).",
+        example: None,
+    },
+];
 
 /// Settings of a tracker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,5 +147,21 @@ impl TrackerConfig {
                     })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_table_documents_exactly_the_config() {
+        let (missing, unknown) =
+            medley_daemon::settings::check_docs(&TrackerConfig::default(), &FIELDS);
+        assert!(missing.is_empty(), "undocumented settings: {missing:?}");
+        assert!(
+            unknown.is_empty(),
+            "documented settings that do not exist: {unknown:?}"
+        );
     }
 }

@@ -26,7 +26,7 @@ mod server;
 mod state;
 
 pub use api::{ApiError, SongView};
-pub use config::{CONFIG_FILE, ConfigError, TrackerConfig};
+pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
 pub use db::DbError;
 pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};

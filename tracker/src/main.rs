@@ -1,13 +1,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use medley_tracker::cli::{Cli, Command, import, run};
+use medley_tracker::cli::{Cli, Command, import, init, run, show_config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     medley_daemon::run_main(&cli.log, async {
         match cli.command {
+            Command::Init(args) => init(args),
             Command::Run(args) => run(args).await,
+            Command::Config(args) => show_config(&args),
             Command::Import(args) => tokio::task::spawn_blocking(move || import(args)).await?,
         }
     })

@@ -139,3 +139,104 @@ async fn import_bulk_loads_a_manifest_stream_and_refuses_bad_records() {
     let m = get_bytes(&http, &format!("{url}/v1/songs/{id}/manifest")).await;
     assert_eq!(&m[..], good[3].encoded());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_config_that_run_uses_and_the_environment_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tracker");
+    let d = dir.to_str().unwrap().to_string();
+    let tracker = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medley-tracker"));
+        cmd.args(args).env("MEDLEY_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run medley-tracker")
+    };
+    let key = publisher().id().to_string();
+    let init = [
+        "init",
+        "--data-dir",
+        &d,
+        "--listen",
+        "127.0.0.1:0",
+        "--publisher",
+        &key,
+        "--k",
+        "10",
+        "--m",
+        "4",
+    ];
+    let out = tracker(&init, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.join("medley-tracker.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("# Environment: MEDLEY_NODE_GRACE_SECS\nnode_grace_secs = 30"),
+        "{text}"
+    );
+    let again = tracker(&init, &[]);
+    assert!(!again.status.success(), "a second init refuses");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+
+    let shown = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["config", "--data-dir", &d];
+        args.extend_from_slice(extra);
+        let out = tracker(&args, env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        toml::from_str::<toml::Table>(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    };
+    assert_eq!(shown(&[], &[])["node_grace_secs"].as_integer(), Some(30));
+    let env = [
+        ("MEDLEY_NODE_GRACE_SECS", "7"),
+        ("MEDLEY_LISTEN", "127.0.0.1:4999"),
+    ];
+    let c = shown(&env, &[]);
+    assert_eq!(c["node_grace_secs"].as_integer(), Some(7));
+    assert_eq!(c["listen"].as_str(), Some("127.0.0.1:4999"));
+    let c = shown(&env, &["--listen", "127.0.0.1:4998"]);
+    assert_eq!(
+        c["listen"].as_str(),
+        Some("127.0.0.1:4998"),
+        "a flag wins over the environment"
+    );
+    let bad = tracker(&["config", "--data-dir", &d], &[("MEDLEY_K", "ten")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("MEDLEY_K"));
+
+    // run reads what init wrote: the coding and the publisher.
+    let _ = std::fs::remove_file(dir.join(TRACKER_INFO_FILE));
+    let child = Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
+        .args(["run", "--data-dir", &d])
+        .env("MEDLEY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proc = Proc(child);
+    let info: TrackerInfo =
+        medley_daemon::wait_for_json_file(&dir.join(TRACKER_INFO_FILE), Duration::from_secs(60))
+            .expect("tracker started from the init'd folder");
+    let http = reqwest::Client::new();
+    let stats = get_json(&http, &format!("{}/v1/stats", info.url)).await;
+    assert_eq!(
+        (stats["k"].as_u64(), stats["m"].as_u64()),
+        (Some(10), Some(4))
+    );
+    let m = manifest("From Init", 70_000, 10, 4, &publisher());
+    let r = post_body(
+        &http,
+        &format!("{}/v1/publish", info.url),
+        m.encoded().to_vec(),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 201, "the init'd publisher may publish");
+}
