@@ -172,6 +172,45 @@ pub fn commented_toml<T: Serialize>(
     Ok(out)
 }
 
+/// A Markdown table of every field of `docs`: setting, default (from `defaults`),
+/// environment variable, meaning. The operator guide holds one per daemon, checked against
+/// this by a test, so it cannot drift from the code.
+pub fn reference_table<T: Serialize>(
+    defaults: &T,
+    prefix: &str,
+    docs: &[FieldDoc],
+) -> Result<String, SettingsError> {
+    let toml::Value::Table(table) =
+        toml::Value::try_from(defaults).map_err(|e| SettingsError::Serialize(e.to_string()))?
+    else {
+        return Err(SettingsError::Serialize("not a table".into()));
+    };
+    let mut out =
+        String::from("| setting | default | environment | meaning |\n|---|---|---|---|\n");
+    for d in docs {
+        let default = match table.get(d.name) {
+            Some(v) => format!("`{}`", v.to_string().replace('|', "\\|")),
+            None => "unset".to_string(),
+        };
+        let meaning = d.doc.replace('\n', " ").replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{}` | {default} | `{}` | {meaning} |\n",
+            d.name,
+            env_var(prefix, d.name)
+        ));
+    }
+    Ok(out)
+}
+
+/// The text of `doc` between `<!-- {marker}:start -->` and `<!-- {marker}:end -->`.
+pub fn doc_section<'a>(doc: &'a str, marker: &str) -> Option<&'a str> {
+    let start = format!("<!-- {marker}:start -->\n");
+    let end = format!("<!-- {marker}:end -->");
+    let from = doc.find(&start)? + start.len();
+    let to = from + doc[from..].find(&end)?;
+    Some(&doc[from..to])
+}
+
 /// Writes `text` to `path` (mode 0600 on Unix: a config may hold secrets), refusing to
 /// replace an existing file unless `force`.
 pub fn write_new_file(path: &Path, text: &str, force: bool) -> Result<(), SettingsError> {

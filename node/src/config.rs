@@ -253,6 +253,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_operator_guide_lists_every_setting_with_its_default() {
+        let guide = include_str!("../../OPERATING.md");
+        let expected =
+            medley_daemon::settings::reference_table(&NodeConfig::default(), ENV_PREFIX, &FIELDS)
+                .unwrap();
+        let found = medley_daemon::settings::doc_section(guide, "node-settings");
+        assert_eq!(
+            found,
+            Some(expected.as_str()),
+            "OPERATING.md's node settings must read, between its markers:\n{expected}"
+        );
+    }
+
+    #[test]
     fn the_field_table_documents_exactly_the_config() {
         let full = NodeConfig {
             tracker: Some("http://127.0.0.1:4700".into()),

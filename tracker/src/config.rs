@@ -155,6 +155,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_operator_guide_lists_every_setting_with_its_default() {
+        let guide = include_str!("../../OPERATING.md");
+        let expected = medley_daemon::settings::reference_table(
+            &TrackerConfig::default(),
+            ENV_PREFIX,
+            &FIELDS,
+        )
+        .unwrap();
+        let found = medley_daemon::settings::doc_section(guide, "tracker-settings");
+        assert_eq!(
+            found,
+            Some(expected.as_str()),
+            "OPERATING.md's tracker settings must read, between its markers:\n{expected}"
+        );
+    }
+
+    #[test]
     fn the_field_table_documents_exactly_the_config() {
         let (missing, unknown) =
             medley_daemon::settings::check_docs(&TrackerConfig::default(), &FIELDS);
