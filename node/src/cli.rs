@@ -155,6 +155,9 @@ pub struct DrainArgs {
     /// Tracker URL [default: from the config].
     #[arg(long, env = "MEDLEY_TRACKER")]
     pub tracker: Option<String>,
+    /// The tracker's admin token, if it has one (draining is an admin request).
+    #[arg(long, env = "MEDLEY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Cancel a drain: the node gets slots in the layout again.
     #[arg(long)]
     pub cancel: bool,
@@ -245,7 +248,7 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
         .to_string();
     let api = crate::TrackerApi::new(&tracker)?;
     let version = api
-        .set_draining(&peer_id, !args.cancel)
+        .set_draining(&peer_id, !args.cancel, args.admin_token.as_deref())
         .await
         .with_context(|| format!("the tracker refused to change the drain of {peer_id}"))?;
     if args.cancel {

@@ -211,6 +211,7 @@ impl TrackerApi {
         &self,
         peer_id: &str,
         draining: bool,
+        admin_token: Option<&str>,
     ) -> Result<Option<u64>, TrackerCallError> {
         #[derive(Deserialize)]
         struct Answer {
@@ -218,7 +219,11 @@ impl TrackerApi {
         }
         let verb = if draining { "drain" } else { "undrain" };
         let url = format!("{}/v1/nodes/{peer_id}/{verb}", self.base);
-        let a: Answer = self.send(self.http.post(&url), url).await?;
+        let mut req = self.http.post(&url);
+        if let Some(t) = admin_token {
+            req = req.bearer_auth(t);
+        }
+        let a: Answer = self.send(req, url).await?;
         Ok(a.layout_version)
     }
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use medley_core::{ManifestError, SongId};
 use serde::Serialize;
@@ -160,6 +160,8 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes/heartbeat", post(heartbeat))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route("/v1/publishers", get(publishers).post(add_publisher))
+        .route("/v1/publishers/{key}", delete(remove_publisher))
         .route("/v1/layout", get(layout))
         .route("/v1/partitions/{p}/segments", get(partition_segments))
         .route("/v1/stats", get(stats))
@@ -420,18 +422,124 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Admin requests carry the configured token as `Authorization: Bearer <token>`; without
+/// a configured token they are accepted only while the API listens on loopback.
+fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(
+        app.state.config(),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Whether an `Authorization` header value admits an admin request under `config`.
+fn authorize(config: &crate::TrackerConfig, authorization: Option<&str>) -> Result<(), ApiError> {
+    let Some(token) = &config.admin_token else {
+        if config.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin requests need admin_token in the tracker's config when it listens beyond loopback",
+        ));
+    };
+    let given = authorization.and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in time independent of where the strings differ.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this admin request needs the header Authorization: Bearer <admin_token>",
+        ))
+    }
+}
+
 async fn drain(
     AxState(app): AxState<Shared>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&app, &headers)?;
     set_draining(app, id, true).await
 }
 
 async fn undrain(
     AxState(app): AxState<Shared>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&app, &headers)?;
     set_draining(app, id, false).await
+}
+
+fn publisher_key(text: &str) -> Result<medley_core::PublisherId, ApiError> {
+    text.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!("publisher key {text:?}: {e}"),
+        )
+    })
+}
+
+async fn publishers(
+    AxState(app): AxState<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&app, &headers)?;
+    let keys: Vec<String> = app
+        .state
+        .publishers()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(Json(json!({ "publishers": keys })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPublisher {
+    key: String,
+}
+
+async fn add_publisher(
+    AxState(app): AxState<Shared>,
+    headers: HeaderMap,
+    body: Result<Json<NewPublisher>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    admin(&app, &headers)?;
+    let Json(p) = body.map_err(json_rejection)?;
+    let key = publisher_key(&p.key)?;
+    blocking(&app, move |s| s.add_publisher(key)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key.to_string(), "authorised": true })),
+    )
+        .into_response())
+}
+
+async fn remove_publisher(
+    AxState(app): AxState<Shared>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&app, &headers)?;
+    let key = publisher_key(&key)?;
+    let was = blocking(&app, move |s| s.remove_publisher(key)).await?;
+    Ok(Json(
+        json!({ "key": key.to_string(), "authorised": false, "was_authorised": was }),
+    ))
 }
 
 async fn set_draining(
@@ -577,4 +685,41 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
         app.requests_server_error.load(Ordering::Relaxed),
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_requests_need_the_token_or_a_loopback_tracker() {
+        let code = |c: &crate::TrackerConfig, h: Option<&str>| {
+            authorize(c, h).err().map(|e| (e.status.as_u16(), e.code))
+        };
+        let loopback = crate::TrackerConfig::default();
+        assert_eq!(code(&loopback, None), None, "no token, loopback: allowed");
+        let open = crate::TrackerConfig {
+            listen: "192.0.2.1:4700".parse().unwrap(),
+            ..crate::TrackerConfig::default()
+        };
+        assert_eq!(code(&open, None), Some((403, "admin_disabled")));
+        assert_eq!(
+            code(&open, Some("Bearer anything")),
+            Some((403, "admin_disabled"))
+        );
+        let guarded = crate::TrackerConfig {
+            admin_token: Some("0123456789abcdef".into()),
+            ..open
+        };
+        assert_eq!(code(&guarded, Some("Bearer 0123456789abcdef")), None);
+        for bad in [
+            None,
+            Some("0123456789abcdef"),
+            Some("Bearer 0123456789abcdeF"),
+            Some("Bearer 0123456789abcde"),
+            Some("Basic 0123456789abcdef"),
+        ] {
+            assert_eq!(code(&guarded, bad), Some((401, "unauthorized")), "{bad:?}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 8] = [
+pub const FIELDS: [FieldDoc; 9] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -62,6 +62,13 @@ pub const FIELDS: [FieldDoc; 8] = [
         doc: "Largest request body accepted, in bytes (a manifest is at most 4 MiB).",
         example: None,
     },
+    FieldDoc {
+        name: "admin_token",
+        doc: "Token admin requests (drain, publisher keys) must carry as\n\
+              `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
+              `listen` is a loopback address.",
+        example: Some("\"a long random string\""),
+    },
 ];
 
 /// Settings of a tracker.
@@ -86,6 +93,10 @@ pub struct TrackerConfig {
     pub node_grace_secs: u64,
     /// Largest request body accepted, in bytes (a manifest is at most 4 MiB).
     pub max_body_bytes: usize,
+    /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
+    /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
+    /// address.
+    pub admin_token: Option<String>,
 }
 
 impl Default for TrackerConfig {
@@ -99,6 +110,7 @@ impl Default for TrackerConfig {
             publishers: Vec::new(),
             node_grace_secs: 30,
             max_body_bytes: medley_core::MAX_MANIFEST_SIZE + 1024,
+            admin_token: None,
         }
     }
 }
@@ -131,6 +143,12 @@ impl TrackerConfig {
             return Err(ConfigError::Invalid {
                 field: "partitions",
                 reason: "must be at least 1",
+            });
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid {
+                field: "admin_token",
+                reason: "must be at least 16 characters",
             });
         }
         medley_core::Codec::new(self.k, self.m).map_err(|_| ConfigError::Invalid {
@@ -173,8 +191,11 @@ mod tests {
 
     #[test]
     fn the_field_table_documents_exactly_the_config() {
-        let (missing, unknown) =
-            medley_daemon::settings::check_docs(&TrackerConfig::default(), &FIELDS);
+        let full = TrackerConfig {
+            admin_token: Some("t".into()),
+            ..TrackerConfig::default()
+        };
+        let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);
         assert!(missing.is_empty(), "undocumented settings: {missing:?}");
         assert!(
             unknown.is_empty(),

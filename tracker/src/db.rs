@@ -113,6 +113,15 @@ impl Db {
             .map_err(op("put"))
     }
 
+    /// Deletes a record, synced.
+    pub(crate) fn delete(&self, cf: &'static str, key: &[u8]) -> Result<(), DbError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db
+            .delete_cf_opt(self.cf(cf)?, key, &w)
+            .map_err(op("delete"))
+    }
+
     /// Writes several records atomically, synced.
     pub(crate) fn put_all(&self, records: &[(&'static str, &[u8], &[u8])]) -> Result<(), DbError> {
         let mut batch = WriteBatch::default();

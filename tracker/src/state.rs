@@ -453,6 +453,20 @@ impl State {
         Ok(())
     }
 
+    /// Revokes a publisher key: manifests it signs are refused from now on (songs it
+    /// published stay). Returns whether it was authorised.
+    pub fn remove_publisher(&self, key: PublisherId) -> Result<bool, StateError> {
+        self.db.delete(CF_PUBLISHERS, &key.0)?;
+        Ok(self.publishers.write().remove(&key))
+    }
+
+    /// The authorised publisher keys.
+    pub fn publishers(&self) -> Vec<PublisherId> {
+        let mut v: Vec<_> = self.publishers.read().iter().copied().collect();
+        v.sort();
+        v
+    }
+
     /// Commits a signed manifest: it must decode, be consistent, carry a valid signature of
     /// an authorised publisher, and use the network's code. Idempotent.
     pub fn publish(&self, bytes: &[u8]) -> Result<Committed, StateError> {

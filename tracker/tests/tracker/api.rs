@@ -415,3 +415,93 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     beats.abort();
     t.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "an-admin-token-of-some-length";
+    let config = TrackerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publishers: vec![publisher().id().to_string()],
+        admin_token: Some(token.into()),
+        ..TrackerConfig::default()
+    };
+    let t = Tracker::bind(config.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = t.url();
+    let other = PublisherKey::from_seed([9u8; 32]);
+    let add = |auth: Option<&str>, key: String| {
+        let mut r = http
+            .post(format!("{url}/v1/publishers"))
+            .json(&json!({ "key": key }));
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        r.send()
+    };
+    // Without the token, or with another: refused, nothing changes.
+    for auth in [None, Some("not-the-token")] {
+        let (status, code) = error_code(add(auth, other.id().to_string()).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+    }
+    let r = http
+        .post(format!("{url}/v1/nodes/{}/drain", "x".repeat(10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await.0,
+        StatusCode::UNAUTHORIZED,
+        "drain is an admin request"
+    );
+    let r = http
+        .get(format!("{url}/v1/publishers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed["publishers"], json!([publisher().id().to_string()]));
+    let m = manifest("By Other", 70_000, 4, 2, &other);
+    let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+    assert_eq!(error_code(r).await.1, "unknown_publisher");
+
+    // With it: authorise, publish, revoke, refused again; a bad key is a 400.
+    let r = add(Some(token), other.id().to_string()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, code) = error_code(add(Some(token), "zz".into()).await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "bad_key")
+    );
+    let r = http
+        .delete(format!("{url}/v1/publishers/{}", other.id()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["was_authorised"], true);
+    let m2 = manifest("By Other Again", 70_000, 4, 2, &other);
+    let r = post_body(&http, &format!("{url}/v1/publish"), m2.encoded().to_vec()).await;
+    assert_eq!(error_code(r).await.1, "unknown_publisher");
+    // The song it published stays; the revocation survives a restart.
+    t.shutdown(Duration::from_secs(5)).await;
+    let t = Tracker::bind(config).await.unwrap();
+    let r = post_body(
+        &http,
+        &format!("{}/v1/publish", t.url()),
+        m2.encoded().to_vec(),
+    )
+    .await;
+    assert_eq!(error_code(r).await.1, "unknown_publisher");
+    let song: Value = get_json(&http, &format!("{}/v1/songs/{}", t.url(), m.id())).await;
+    assert_eq!(song["title"], "By Other");
+    t.shutdown(Duration::from_secs(5)).await;
+}

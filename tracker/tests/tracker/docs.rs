@@ -14,15 +14,17 @@ fn quoted(line: &str) -> Vec<&str> {
     line.split('"').skip(1).step_by(2).collect()
 }
 
-/// `(METHOD, path)` from `.route("/path", get(handler))` lines of the source.
+/// `(METHOD, path)` from `.route("/path", get(handler).post(other))` lines of the source.
 fn routes_in_source() -> BTreeSet<(String, String)> {
     API_SRC
         .lines()
         .filter(|l| l.trim_start().starts_with(".route(\""))
-        .map(|l| {
+        .flat_map(|l| {
             let path = quoted(l)[0].to_string();
-            let method = if l.contains(", post(") { "POST" } else { "GET" };
-            (method.to_string(), path)
+            ["get", "post", "delete"]
+                .into_iter()
+                .filter(move |m| l.contains(&format!(" {m}(")) || l.contains(&format!(".{m}(")))
+                .map(move |m| (m.to_uppercase(), path.clone()))
         })
         .collect()
 }
@@ -91,6 +93,7 @@ async fn every_documented_route_is_served() {
         let url = format!("{}{}", t.url(), path.replace("{id}", &id));
         let r = match method.as_str() {
             "GET" => http.get(&url).send().await.unwrap(),
+            "DELETE" => http.delete(&url).send().await.unwrap(),
             _ => http.post(&url).body("{}").send().await.unwrap(),
         };
         let status = r.status();
