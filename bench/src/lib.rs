@@ -1,6 +1,8 @@
 //! Shared pieces of Medley's benchmark binaries.
 #![allow(missing_docs)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// Deterministic pseudo-random bytes (xorshift), so every run moves the same data.
@@ -31,4 +33,95 @@ pub fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// A GET on loopback `port` over a new connection; returns the status and a reader of the body.
+pub fn http_get(
+    port: u16,
+    path: &str,
+    range: Option<&str>,
+) -> std::io::Result<(u16, std::io::Take<BufReader<TcpStream>>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}Connection: close\r\n\r\n"
+    )?;
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let mut len = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse::<u64>().ok();
+        }
+    }
+    Ok((
+        status,
+        r.take(len.ok_or_else(|| std::io::Error::other("no Content-Length"))?),
+    ))
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// A loopback testnet of the default shape under `dir/net` (binaries from `bin_dir`, else
+/// beside this one), with `songs` synthesized songs of `min_s` to `max_s` seconds written
+/// to `dir/library` and published. Returns the network and each song's id and file.
+pub async fn published_testnet(
+    dir: &std::path::Path,
+    bin_dir: Option<&std::path::Path>,
+    songs: usize,
+    seed: u64,
+    (min_s, max_s): (f64, f64),
+) -> anyhow::Result<(
+    medley_testnet::Testnet,
+    Vec<(medley_core::SongId, std::path::PathBuf)>,
+)> {
+    use anyhow::Context as _;
+    let mut b = medley_testnet::Testnet::builder()
+        .log("warn")
+        .dir(dir.join("net"));
+    if let Some(d) = bin_dir {
+        b = b.bin_dir(d);
+    }
+    let net = b.spawn().await.context("cannot start the testnet")?;
+    let lib = dir.join("library");
+    eprintln!("synthesizing {songs} songs…");
+    {
+        let l = lib.clone();
+        tokio::task::spawn_blocking(move || {
+            medley_testnet::library::generate(&l, songs, seed, min_s, max_s)
+        })
+        .await??;
+    }
+    let publisher = medley_client::Client::new(net.client_config("eu-west", true))?;
+    let summary = publisher.publish_path(&lib).await?;
+    publisher.shutdown().await;
+    let mut ids = Vec::new();
+    for f in summary.files {
+        match f {
+            medley_client::FileOutcome::Published(p) => ids.push((p.id.parse()?, p.path)),
+            other => anyhow::bail!("publish failed: {other:?}"),
+        }
+    }
+    Ok((net, ids))
 }

@@ -12,7 +12,6 @@
 //!
 //! bash scripts/bench-streaming.sh   (installs nginx, builds release, runs this)
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use medley_client::{Client, FileOutcome, Output, decode_reader};
-use medley_testnet::Testnet;
-use medley_testnet::library::generate;
+use medley_bench::{http_get, percentile, published_testnet};
+use medley_client::{Client, Output, decode_reader};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -107,51 +105,6 @@ fn url_path(root: &Path, file: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A GET over a new connection; returns the status and a reader of the body.
-fn http_get(
-    port: u16,
-    path: &str,
-    range: Option<&str>,
-) -> anyhow::Result<(u16, std::io::Take<BufReader<TcpStream>>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_nodelay(true)?;
-    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}Connection: close\r\n\r\n"
-    )?;
-    let mut r = BufReader::with_capacity(1 << 16, s);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("bad status line")?;
-    let mut len = None;
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse::<u64>().ok();
-        }
-    }
-    Ok((status, r.take(len.context("no Content-Length")?)))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 struct Series {
     name: &'static str,
     ms: Vec<f64>,
@@ -180,30 +133,18 @@ impl Series {
 
 async fn main_async(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut b = Testnet::builder().log("warn").dir(dir.path().join("net"));
-    if let Some(d) = &args.bin_dir {
-        b = b.bin_dir(d);
-    }
-    let net = b.spawn().await.context("cannot start the testnet")?;
+    let (net, ids) = published_testnet(
+        dir.path(),
+        args.bin_dir.as_deref(),
+        args.songs,
+        99,
+        (20.0, 40.0),
+    )
+    .await?;
     let lib = dir.path().join("library");
-    eprintln!("synthesizing {} songs…", args.songs);
-    let songs = {
-        let (l, n) = (lib.clone(), args.songs);
-        tokio::task::spawn_blocking(move || generate(&l, n, 99, 20.0, 40.0)).await??
-    };
-    let publisher = Client::new(net.client_config("eu-west", true))?;
-    let summary = publisher.publish_path(&lib).await?;
-    let mut ids = Vec::new();
-    for f in summary.files {
-        match f {
-            FileOutcome::Published(p) => ids.push((p.id.parse()?, p.path)),
-            other => bail!("publish failed: {other:?}"),
-        }
-    }
-    publisher.shutdown().await;
-    let total_bytes: u64 = songs
+    let total_bytes: u64 = ids
         .iter()
-        .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     eprintln!(
         "{} songs, {:.1} MiB; starting nginx…",
