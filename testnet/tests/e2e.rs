@@ -410,16 +410,24 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
     }
     net.start_node(victim).unwrap();
     let wav = dir.path().join("p.wav");
-    let outcome = play(&net, "eu-west", &id, &wav);
-    assert_eq!(
-        std::fs::read(&wav).unwrap(),
-        reference_wav(&song.path, dir.path())
-    );
-    let stats = &outcome.sources[&victim_peer];
-    assert!(
-        stats.failures >= 1,
-        "the corrupt source is reported: {outcome:?}"
-    );
+    let reference = reference_wav(&song.path, dir.path());
+    // Every play is exact. The corrupt source is reported once its answer is in: a request
+    // still in flight when a segment already has k good shards is recorded after the play's
+    // summary, so a slow answer can miss a play's summary; another play asks again.
+    let mut reported = None;
+    for _ in 0..3 {
+        let outcome = play(&net, "eu-west", &id, &wav);
+        assert_eq!(std::fs::read(&wav).unwrap(), reference);
+        if let Some(s) = outcome
+            .sources
+            .get(&victim_peer)
+            .filter(|s| s.failures >= 1)
+        {
+            reported = Some(s.clone());
+            break;
+        }
+    }
+    let stats = reported.expect("the corrupt source is reported within three plays");
     // The node refuses the damaged bytes: reported as corrupt, or, once its scrubber or an
     // earlier request deleted them for repair to rebuild, as missing.
     let last = stats.last_error.as_deref().unwrap_or("");
