@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ffmpeg: an independent decoder and encoder; chromium and its driver: the web player's
-# browser test; py-sonic (PyPI): a real Subsonic client library.
+# browser test; from PyPI, py-sonic (a real Subsonic client library) and prometheus-client
+# (the reference parser of the metrics text).
 bash scripts/setup.sh ffmpeg chromium chromium-driver
-python3 -c 'import libsonic' 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check py-sonic==1.2.0
+python3 -c 'import libsonic, prometheus_client' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check py-sonic==1.2.0 prometheus-client==0.21.1
 # End-to-end tests start the real binaries (medley, medley-node, medley-tracker).
 cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked "$@"

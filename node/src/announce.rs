@@ -22,6 +22,37 @@ pub struct ServeStats {
     pub bytes_served: AtomicU64,
     /// Requests being handled now.
     pub in_flight: AtomicUsize,
+    /// Requests handled, by kind (`get_shard`, ...) and outcome (`ok`, `refused`, `failed`).
+    pub requests: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl ServeStats {
+    /// Counts one request of `kind` with `outcome`.
+    pub fn count(&self, kind: &'static str, outcome: &'static str) {
+        *self.requests.lock().entry((kind, outcome)).or_default() += 1;
+    }
+}
+
+/// What the node knows of its tracker: when it last answered, and the last failure.
+#[derive(Debug, Default)]
+pub struct TrackerHealth {
+    /// Unix time in milliseconds of the last accepted registration or heartbeat; 0: never.
+    pub last_ok_ms: AtomicU64,
+    /// Failed registrations and heartbeats since start.
+    pub failures: AtomicU64,
+}
+
+impl TrackerHealth {
+    fn ok(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_ok_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What the node announces about itself.
@@ -40,6 +71,7 @@ pub(crate) async fn run(
     store: Arc<Store>,
     stats: Arc<ServeStats>,
     maintenance: Arc<MaintenanceStats>,
+    health: Arc<TrackerHealth>,
     cancel: CancellationToken,
 ) {
     let http = match reqwest::Client::builder()
@@ -67,10 +99,12 @@ pub(crate) async fn run(
             match post(&http, &format!("{base}/v1/nodes/register"), &body).await {
                 Ok(_) => {
                     info!(tracker = %base, "registered with the tracker");
+                    health.ok();
                     registered = true;
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
+                    health.failed();
                     warn!(tracker = %base, error = %e, "registration failed; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return,
@@ -106,12 +140,18 @@ pub(crate) async fn run(
             },
         });
         match post(&http, &format!("{base}/v1/nodes/heartbeat"), &body).await {
-            Ok(_) => debug!("heartbeat sent"),
+            Ok(_) => {
+                health.ok();
+                debug!("heartbeat sent");
+            }
             Err(HttpError::Status(404)) => {
                 info!("the tracker does not know this node; registering again");
                 registered = false;
             }
-            Err(e) => warn!(tracker = %base, error = %e, "heartbeat failed"),
+            Err(e) => {
+                health.failed();
+                warn!(tracker = %base, error = %e, "heartbeat failed");
+            }
         }
     }
 }

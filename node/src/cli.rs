@@ -31,6 +31,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run the node until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Show what the running node is doing: identity, addresses, capacity used and free,
+    /// shards, bytes served, repair work, whether the tracker answers.
+    Status(StatusArgs),
     /// Print the settings `run` would use with the same arguments (file, then environment,
     /// then flags), as TOML.
     Config(RunArgs),
@@ -214,6 +217,89 @@ impl RunArgs {
         config.peer_config().context("invalid configuration")?;
         Ok(config)
     }
+}
+
+/// `medley-node status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's config file and data directory (its node.json names the admin endpoint).
+    #[command(flatten)]
+    pub files: ConfigArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the running node for its status and prints it.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let config = args.files.load()?;
+    let info_path = config.data_dir.join(crate::NODE_INFO_FILE);
+    let info: crate::NodeInfo = std::fs::read(&info_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .with_context(|| {
+            format!(
+                "no running node in {} (no readable {})",
+                config.data_dir.display(),
+                info_path.display()
+            )
+        })?;
+    let admin = info
+        .admin
+        .context("this node does not publish an admin endpoint (an older version?)")?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let s: crate::NodeStatus = http
+        .get(format!("{admin}/status"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("the node (pid {}) does not answer at {admin}", info.pid))?
+        .json()
+        .await
+        .context("the node's status does not parse")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let size = |b: u64| ByteSize::b(b).to_string();
+    println!("node      {}", s.peer_id);
+    println!("region    {}", s.region);
+    for a in &s.listen {
+        println!("listen    {a}");
+    }
+    println!("admin     {admin}");
+    println!("up        {} s", s.uptime_secs);
+    println!(
+        "storage   {} of {} used ({} free), {} shards",
+        size(s.used),
+        size(s.capacity),
+        size(s.capacity.saturating_sub(s.used)),
+        s.shards
+    );
+    println!(
+        "served    {} in {} requests ({} in flight)",
+        size(s.bytes_served),
+        s.requests,
+        s.requests_in_flight
+    );
+    println!(
+        "repair    backlog {}, done {}, failed {}; corrupt shards found {}",
+        s.repair_backlog, s.repaired, s.repair_failed, s.scrub_bad
+    );
+    match (&s.tracker, s.tracker_last_ok_secs) {
+        (None, _) => println!("tracker   none (running unregistered)"),
+        (Some(t), Some(ago)) => println!(
+            "tracker   {t}: last answered {ago} s ago ({} failures)",
+            s.tracker_failures
+        ),
+        (Some(t), None) => println!(
+            "tracker   {t}: NOT REACHED yet ({} failures)",
+            s.tracker_failures
+        ),
+    }
+    Ok(())
 }
 
 /// Prints the effective settings.

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 13] = [
+pub const FIELDS: [FieldDoc; 14] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -94,6 +94,13 @@ pub const FIELDS: [FieldDoc; 13] = [
         doc: "Seconds between the end of one scrub of every shard and the start of the next.",
         example: None,
     },
+    FieldDoc {
+        name: "admin_listen",
+        doc: "Address of the admin endpoint: GET /status (what `medley-node status` shows) and\n\
+              GET /metrics (Prometheus). Port 0 picks a free port, written to node.json; set a\n\
+              fixed one for Prometheus to scrape. Keep it on loopback or a private network.",
+        example: None,
+    },
 ];
 
 /// Settings of a storage node.
@@ -127,6 +134,9 @@ pub struct NodeConfig {
     pub scrub_bytes_per_sec: ByteSize,
     /// Seconds between the end of one scrub of every shard and the start of the next.
     pub scrub_interval_secs: u64,
+    /// Address of the admin endpoint (`/status`, `/metrics`); port 0 picks a free one,
+    /// written to `node.json`.
+    pub admin_listen: std::net::SocketAddr,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +155,7 @@ impl Default for NodeConfig {
             repair_interval_secs: 600,
             scrub_bytes_per_sec: ByteSize::mib(8),
             scrub_interval_secs: 86_400,
+            admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }

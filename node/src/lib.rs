@@ -20,6 +20,7 @@
 //! stores past its capacity.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admin;
 mod announce;
 pub mod cli;
 mod config;
@@ -30,7 +31,8 @@ mod service;
 mod store;
 mod tracker_api;
 
-pub use announce::ServeStats;
+pub use admin::NodeStatus;
+pub use announce::{ServeStats, TrackerHealth};
 pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, NodeConfig};
 pub use repair::MaintenanceStats;
 pub use server::{NODE_INFO_FILE, Node, NodeError, NodeInfo};

@@ -14,7 +14,8 @@ use tracing::info;
 use medley_daemon::RateLimiter;
 use tokio::sync::Notify;
 
-use crate::announce::{self, Announcement, ServeStats};
+use crate::admin::{self, Admin};
+use crate::announce::{self, Announcement, ServeStats, TrackerHealth};
 use crate::config::{ConfigError, NodeConfig};
 use crate::repair::{MaintenanceStats, Repairer};
 use crate::scrub::Scrubber;
@@ -37,6 +38,9 @@ pub struct NodeInfo {
     pub region: String,
     /// Process id.
     pub pid: u32,
+    /// The admin endpoint (`/status`, `/metrics`), e.g. `http://127.0.0.1:4711`.
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// Why a node could not start.
@@ -72,6 +76,7 @@ pub struct Node {
     peer: PeerHandle,
     cancel: CancellationToken,
     maintenance: Arc<MaintenanceStats>,
+    admin: Option<std::net::SocketAddr>,
 }
 
 impl Node {
@@ -112,13 +117,41 @@ impl Node {
             cancel.child_token(),
         )
         .await?;
-        let node = Self {
+        let mut node = Self {
             config,
             store,
             peer,
             cancel,
             maintenance: maintenance.clone(),
+            admin: None,
         };
+        let health = Arc::new(TrackerHealth::default());
+        let listen: Vec<String> = node
+            .listen_addrs()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let admin = Arc::new(Admin {
+            peer_id: node.peer_id().to_string(),
+            listen,
+            region: node.config.region.clone(),
+            tracker: node.config.tracker.clone(),
+            store: node.store.clone(),
+            serve: stats.clone(),
+            maintenance: maintenance.clone(),
+            health: health.clone(),
+            started: std::time::Instant::now(),
+        });
+        let admin_listen = node.config.admin_listen;
+        node.admin = Some(
+            admin::serve(admin, admin_listen, node.cancel.child_token())
+                .await
+                .map_err(|source| NodeError::Io {
+                    path: PathBuf::from(format!("admin endpoint {admin_listen}")),
+                    source,
+                })?,
+        );
         let info = node.info().await;
         medley_daemon::write_json_file(&info_path, &info).map_err(|source| NodeError::Io {
             path: info_path,
@@ -145,6 +178,7 @@ impl Node {
                 node.store.clone(),
                 stats,
                 maintenance.clone(),
+                health,
                 node.cancel.child_token(),
             ));
             let api = TrackerApi::new(&tracker).map_err(|e| NodeError::Io {
@@ -201,6 +235,7 @@ impl Node {
                 .collect(),
             region: self.config.region.clone(),
             pid: std::process::id(),
+            admin: self.admin.map(|a| format!("http://{a}")),
         }
     }
 

@@ -66,10 +66,16 @@ impl Handler for StoreService {
                     }
                     if let Response::Error { code, message } = &response {
                         debug!(%from, kind, %code, message, "request refused");
+                        stats.count(kind, "refused");
+                    } else {
+                        stats.count(kind, "ok");
                     }
                     response
                 }
-                Err(e) => Response::error(ErrorCode::INTERNAL, format!("handler failed: {e}")),
+                Err(e) => {
+                    stats.count(kind, "failed");
+                    Response::error(ErrorCode::INTERNAL, format!("handler failed: {e}"))
+                }
             }
         })
     }

@@ -138,3 +138,128 @@ fn init_then_config_precedence_then_run() {
     );
     assert!(Path::new(&dir).join("db").exists());
 }
+
+/// Parses Prometheus text with the reference Python parser (prometheus_client), returning
+/// `name{labels} value` lines of every sample, sorted.
+fn prometheus_samples(text: &str) -> Vec<String> {
+    let script = "import sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = []\n\
+        for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   assert fam.documentation, fam.name\n\
+        \x20   for s in fam.samples:\n\
+        \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+        \x20       out.append(f'{s.name}{{{labels}}} {int(s.value)}')\n\
+        print('\\n'.join(sorted(out)))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid Prometheus text (scripts/test.sh installs prometheus-client): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn sample(samples: &[String], name: &str) -> u64 {
+    samples
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in {samples:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_follow_what_the_node_serves() {
+    let node = crate::support::NodeProcess::start(&[]);
+    let info: NodeInfo = serde_json::from_slice(&std::fs::read(node.info_file()).unwrap()).unwrap();
+    let admin = info
+        .admin
+        .clone()
+        .expect("node.json names the admin endpoint");
+    assert!(admin.starts_with("http://127.0.0.1:"), "{admin}");
+    let http = reqwest::Client::new();
+    let metrics = || async {
+        prometheus_samples(
+            &http
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    };
+    let before = metrics().await;
+    assert_eq!(sample(&before, "medley_node_served_bytes_total{}"), 0);
+    assert_eq!(sample(&before, "medley_node_store_shards{}"), 0);
+
+    // Store a shard and read it back twice over the data plane.
+    let c = crate::support::client().await;
+    let data = crate::support::bytes(7, 100_000);
+    let id = c
+        .put_shard(node.peer_id, node.addrs.clone(), data.clone())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            c.get_shard(node.peer_id, node.addrs.clone(), id)
+                .await
+                .unwrap(),
+            data
+        );
+    }
+    let after = metrics().await;
+    assert_eq!(sample(&after, "medley_node_served_bytes_total{}"), 200_000);
+    assert_eq!(sample(&after, "medley_node_store_shards{}"), 1);
+    assert_eq!(
+        sample(
+            &after,
+            "medley_node_requests_total{kind=get_shard,outcome=ok}"
+        ),
+        2
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "medley_node_requests_total{kind=put_shard,outcome=ok}"
+        ),
+        1
+    );
+
+    // `status` reads the same from the running process.
+    let dir = node.info_file().parent().unwrap().to_path_buf();
+    let d = dir.to_str().unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--data-dir", d, "--json"], &[])).unwrap();
+    assert_eq!(json["peer_id"], info.peer_id.as_str());
+    assert_eq!(json["shards"], 1);
+    assert_eq!(json["bytes_served"], 200_000);
+    assert_eq!(json["requests"], 3);
+    let text = ok(&["status", "--data-dir", d], &[]);
+    assert!(
+        text.contains(&info.peer_id) && text.contains("1 shards"),
+        "{text}"
+    );
+    assert!(text.contains("running unregistered"), "{text}");
+    // No running node: a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let out = node_cmd(&["status", "--data-dir", empty.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running node"));
+}
+
+fn node_cmd(args: &[&str]) -> Output {
+    node(args, &[])
+}
