@@ -34,6 +34,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run the tracker until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Show what the running tracker holds: songs, nodes alive and draining, the layout,
+    /// the coding, repair work summed over the nodes.
+    Status(StatusArgs),
     /// Print the settings `run` would use with the same arguments (file, then environment,
     /// then flags), as TOML.
     Config(RunArgs),
@@ -255,6 +258,84 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     if config.publishers.is_empty() {
         println!("      (add publisher keys to `publishers` so someone can publish)");
     }
+    Ok(())
+}
+
+/// `medley-tracker status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the tracker's settings come from (its data dir holds tracker.json).
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the running tracker for its counters and prints them.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let info_path = config.data_dir.join(crate::TRACKER_INFO_FILE);
+    let info: crate::TrackerInfo = std::fs::read(&info_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .with_context(|| {
+            format!(
+                "no running tracker in {} (no readable {})",
+                config.data_dir.display(),
+                info_path.display()
+            )
+        })?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let s: serde_json::Value = http
+        .get(format!("{}/v1/stats", info.url))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| {
+            format!(
+                "the tracker (pid {}) does not answer at {}",
+                info.pid, info.url
+            )
+        })?
+        .json()
+        .await
+        .context("the tracker's stats do not parse")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!("tracker   {} (pid {})", info.url, info.pid);
+    println!("songs     {}", n(&s["songs"]));
+    println!(
+        "nodes     {} alive of {}, {} draining",
+        n(&s["nodes_alive"]),
+        n(&s["nodes"]),
+        n(&s["nodes_draining"])
+    );
+    match s["layout_version"].as_u64() {
+        Some(v) => println!(
+            "layout    version {v}, {} partitions, {}+{} coding",
+            n(&s["partitions"]),
+            n(&s["k"]),
+            n(&s["m"])
+        ),
+        None => println!(
+            "layout    none yet: fewer than {} nodes",
+            n(&s["k"]) + n(&s["m"])
+        ),
+    }
+    let r = &s["repair"];
+    println!(
+        "repair    backlog {}, done {}, failed {}; corrupt shards found {}",
+        n(&r["backlog"]),
+        n(&r["done"]),
+        n(&r["failed"]),
+        n(&r["scrub_bad"])
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use medley_tracker::cli::{Cli, Command, import, init, run, show_config};
+use medley_tracker::cli::{Cli, Command, import, init, run, show_config, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -10,6 +10,7 @@ fn main() -> ExitCode {
             Command::Init(args) => init(args),
             Command::Run(args) => run(args).await,
             Command::Config(args) => show_config(&args),
+            Command::Status(args) => status(args).await,
             Command::Import(args) => tokio::task::spawn_blocking(move || import(args)).await?,
         }
     })

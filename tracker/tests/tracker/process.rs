@@ -239,4 +239,20 @@ async fn init_writes_a_config_that_run_uses_and_the_environment_overrides() {
     )
     .await;
     assert_eq!(r.status().as_u16(), 201, "the init'd publisher may publish");
+
+    // status reads the running tracker.
+    let out = tracker(&["status", "--data-dir", &d, "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((s["songs"].as_u64(), s["k"].as_u64()), (Some(1), Some(10)));
+    let out = tracker(&["status", "--data-dir", &d], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("songs     1") && text.contains("layout    none yet"),
+        "{text}"
+    );
 }
