@@ -290,3 +290,39 @@ pub fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar 
     }
     bar
 }
+
+/// The info file (`node.json`, `tracker.json`) a running daemon (`what`) keeps in
+/// `data_dir`, or an error saying none runs there.
+pub fn read_running_info<T: DeserializeOwned>(
+    data_dir: &Path,
+    file: &str,
+    what: &str,
+) -> anyhow::Result<T> {
+    let path = data_dir.join(file);
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no running {what} in {} (no readable {})",
+                data_dir.display(),
+                path.display()
+            )
+        })
+}
+
+/// GETs `url` from a local daemon (`who`, for the error) and parses its JSON answer.
+pub async fn get_local_json<T: DeserializeOwned>(url: &str, who: &str) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("{who} does not answer at {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("the answer of {who} at {url} does not parse"))
+}

@@ -233,32 +233,16 @@ pub struct StatusArgs {
 /// Asks the running node for its status and prints it.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.files.load()?;
-    let info_path = config.data_dir.join(crate::NODE_INFO_FILE);
-    let info: crate::NodeInfo = std::fs::read(&info_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .with_context(|| {
-            format!(
-                "no running node in {} (no readable {})",
-                config.data_dir.display(),
-                info_path.display()
-            )
-        })?;
+    let info: crate::NodeInfo =
+        medley_daemon::read_running_info(&config.data_dir, crate::NODE_INFO_FILE, "node")?;
     let admin = info
         .admin
         .context("this node does not publish an admin endpoint (an older version?)")?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let s: crate::NodeStatus = http
-        .get(format!("{admin}/status"))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("the node (pid {}) does not answer at {admin}", info.pid))?
-        .json()
-        .await
-        .context("the node's status does not parse")?;
+    let s: crate::NodeStatus = medley_daemon::get_local_json(
+        &format!("{admin}/status"),
+        &format!("the node (pid {})", info.pid),
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());

@@ -275,34 +275,13 @@ pub struct StatusArgs {
 /// Asks the running tracker for its counters and prints them.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let info_path = config.data_dir.join(crate::TRACKER_INFO_FILE);
-    let info: crate::TrackerInfo = std::fs::read(&info_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .with_context(|| {
-            format!(
-                "no running tracker in {} (no readable {})",
-                config.data_dir.display(),
-                info_path.display()
-            )
-        })?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let s: serde_json::Value = http
-        .get(format!("{}/v1/stats", info.url))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| {
-            format!(
-                "the tracker (pid {}) does not answer at {}",
-                info.pid, info.url
-            )
-        })?
-        .json()
-        .await
-        .context("the tracker's stats do not parse")?;
+    let info: crate::TrackerInfo =
+        medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
+    let s: serde_json::Value = medley_daemon::get_local_json(
+        &format!("{}/v1/stats", info.url),
+        &format!("the tracker (pid {})", info.pid),
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
