@@ -211,6 +211,35 @@ pub fn doc_section<'a>(doc: &'a str, marker: &str) -> Option<&'a str> {
     Some(&doc[from..to])
 }
 
+/// What `<daemon> init` does with the settings: creates `data_dir` and writes `config` as
+/// the commented file `path` (default `data_dir/file_name`), refusing to replace one unless
+/// `force`. Returns the file's path.
+#[allow(clippy::too_many_arguments)]
+pub fn init_config_file<T: Serialize>(
+    daemon: &str,
+    data_dir: &Path,
+    path: Option<std::path::PathBuf>,
+    file_name: &str,
+    config: &T,
+    prefix: &str,
+    docs: &[FieldDoc],
+    force: bool,
+) -> Result<std::path::PathBuf, SettingsError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| SettingsError::Io {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let path = path.unwrap_or_else(|| data_dir.join(file_name));
+    let title = format!(
+        "{daemon} configuration, written by `{daemon} init`.\n\
+         Every setting can also come from the environment (the variable named under it) or a\n\
+         flag of `{daemon} run`; flags win over the environment, which wins over this file."
+    );
+    let text = commented_toml(config, &title, prefix, docs)?;
+    write_new_file(&path, &text, force)?;
+    Ok(path)
+}
+
 /// Writes `text` to `path` (mode 0600 on Unix: a config may hold secrets), refusing to
 /// replace an existing file unless `force`.
 pub fn write_new_file(path: &Path, text: &str, force: bool) -> Result<(), SettingsError> {

@@ -118,17 +118,16 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     config.tracker = args.tracker;
     config.peer_config().context("invalid settings")?;
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = args.config.unwrap_or_else(|| dir.join(CONFIG_FILE));
-    let text = medley_daemon::settings::commented_toml(
+    let path = medley_daemon::settings::init_config_file(
+        "medley-node",
+        &dir,
+        args.config,
+        CONFIG_FILE,
         &config,
-        "medley-node configuration, written by `medley-node init`.\n\
-         Every setting can also come from the environment (the variable named under it) or a\n\
-         flag of `medley-node run`; flags win over the environment, which wins over this file.",
         ENV_PREFIX,
         &FIELDS,
+        args.force,
     )?;
-    medley_daemon::settings::write_new_file(&path, &text, args.force)?;
     let key = medley_net::load_or_create_identity(&dir)
         .with_context(|| format!("cannot create the node's identity in {}", dir.display()))?;
     println!("node identity: {}", key.public().to_peer_id());

@@ -240,17 +240,16 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     config.publishers = args.publishers;
     config.validate().context("invalid settings")?;
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = args.config.unwrap_or_else(|| dir.join(CONFIG_FILE));
-    let text = medley_daemon::settings::commented_toml(
+    let path = medley_daemon::settings::init_config_file(
+        "medley-tracker",
+        &dir,
+        args.config,
+        CONFIG_FILE,
         &config,
-        "medley-tracker configuration, written by `medley-tracker init`.\n\
-         Every setting can also come from the environment (the variable named under it) or a\n\
-         flag of `medley-tracker run`; flags win over the environment, which wins over this file.",
         ENV_PREFIX,
         &FIELDS,
+        args.force,
     )?;
-    medley_daemon::settings::write_new_file(&path, &text, args.force)?;
     println!("config:   {}", path.display());
     println!("data dir: {}", dir.display());
     println!("API:      http://{}", config.listen);
