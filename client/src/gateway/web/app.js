@@ -31,6 +31,18 @@ function cell(text, cls) {
   return td;
 }
 
+// A table cell holding one button; returns both.
+function buttonCell(cls, text, title) {
+  const b = document.createElement("button");
+  b.className = cls;
+  b.type = "button";
+  b.textContent = text;
+  b.title = title;
+  const td = document.createElement("td");
+  td.append(b);
+  return [td, b];
+}
+
 // --- search ---------------------------------------------------------------------------
 
 let searchTimer = null;
@@ -60,22 +72,10 @@ function render(results, total) {
     const tr = document.createElement("tr");
     tr.className = "song";
     tr.dataset.id = hit.id;
-    const play = document.createElement("button");
-    play.className = "play";
-    play.type = "button";
-    play.textContent = "▶";
-    play.title = "Play";
-    const td0 = document.createElement("td");
-    td0.append(play);
-    const add = document.createElement("button");
-    add.className = "add";
-    add.type = "button";
-    add.textContent = "+";
-    add.title = "Add to queue";
-    const tdAdd = document.createElement("td");
-    tdAdd.append(add);
-    tr.append(td0, cell(hit.title), cell(hit.artist), cell(hit.album), cell(hit.year),
-      cell(hit.duration_ms ? clock(hit.duration_ms / 1000) : "", "num"), tdAdd);
+    const [playCell] = buttonCell("play", "▶", "Play");
+    const [addCell, add] = buttonCell("add", "+", "Add to queue");
+    tr.append(playCell, cell(hit.title), cell(hit.artist), cell(hit.album), cell(hit.year),
+      cell(hit.duration_ms ? clock(hit.duration_ms / 1000) : "", "num"), addCell);
     tr.addEventListener("click", (ev) => {
       if (ev.target === add) {
         enqueue([hit]);
