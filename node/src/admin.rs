@@ -123,6 +123,12 @@ impl Admin {
             s.used,
         );
         one(
+            "medley_node_store_nearly_full",
+            "gauge",
+            "1 when at least 90 % of the capacity is used: writes will soon be refused.",
+            u64::from(self.store.nearly_full()),
+        );
+        one(
             "medley_node_store_shards",
             "gauge",
             "Durable shards held.",

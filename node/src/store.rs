@@ -161,6 +161,9 @@ pub enum StoreError {
     },
 }
 
+/// Share of the capacity in use (percent) from which the store counts as nearly full.
+pub(crate) const NEARLY_FULL_PERCENT: u128 = 90;
+
 /// The node's store. Thread-safe; share it behind an `Arc`.
 pub struct Store {
     db: DB,
@@ -170,6 +173,8 @@ pub struct Store {
     /// Durable shards stored, counted at open and kept up to date by puts and deletes.
     shards: AtomicU64,
     stripes: Vec<Mutex<()>>,
+    /// Set while the store is nearly full, so the warning is logged once per crossing.
+    warned_full: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +255,7 @@ impl Store {
             used: AtomicU64::new(0),
             shards: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            warned_full: std::sync::atomic::AtomicBool::new(false),
         };
         store.check_format()?;
         let used = store.read_used()?;
@@ -358,7 +364,29 @@ impl Store {
         if tier == Tier::Durable {
             self.shards.fetch_add(1, Ordering::SeqCst);
         }
+        self.warn_if_nearly_full();
         Ok(PutOutcome::Stored)
+    }
+
+    /// Whether at least 90 % of the capacity is used: writes will soon be
+    /// refused.
+    pub fn nearly_full(&self) -> bool {
+        u128::from(self.used()) * 100 >= u128::from(self.capacity) * NEARLY_FULL_PERCENT
+    }
+
+    /// Logs a warning when the store crosses into nearly full (once per crossing).
+    fn warn_if_nearly_full(&self) {
+        let full = self.nearly_full();
+        if full && !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                used = self.used(),
+                capacity = self.capacity,
+                "the store is {NEARLY_FULL_PERCENT} % full: writes past its capacity will be \
+                 refused; raise `capacity` or add disk"
+            );
+        } else if !full {
+            self.warned_full.store(false, Ordering::Relaxed);
+        }
     }
 
     fn reserve(&self, size: u64) -> Result<(), StoreError> {
@@ -675,6 +703,23 @@ mod tests {
         s.delete(Tier::Durable, k1).unwrap();
         s.put(Tier::Hot, k2, &v2).unwrap();
         assert_eq!(s.used(), 6000);
+    }
+
+    #[test]
+    fn nearly_full_is_reported_before_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 10_000);
+        let (k1, v1) = shard(1, 8500);
+        s.put(Tier::Durable, k1, &v1).unwrap();
+        assert!(!s.nearly_full(), "85 % is not nearly full");
+        let (k2, v2) = shard(2, 600);
+        s.put(Tier::Durable, k2, &v2).unwrap();
+        assert!(s.nearly_full(), "91 % is");
+        // Still writable below the capacity; freeing space clears it.
+        let (k3, v3) = shard(3, 800);
+        s.put(Tier::Durable, k3, &v3).unwrap();
+        s.delete(Tier::Durable, k1).unwrap();
+        assert!(!s.nearly_full());
     }
 
     #[test]

@@ -204,6 +204,7 @@ async fn status_and_metrics_follow_what_the_node_serves() {
     let before = metrics().await;
     assert_eq!(sample(&before, "medley_node_served_bytes_total{}"), 0);
     assert_eq!(sample(&before, "medley_node_store_shards{}"), 0);
+    assert_eq!(sample(&before, "medley_node_store_nearly_full{}"), 0);
 
     // Store a shard and read it back twice over the data plane.
     let c = crate::support::client().await;
