@@ -264,3 +264,38 @@ async fn status_and_metrics_follow_what_the_node_serves() {
 fn node_cmd(args: &[&str]) -> Output {
     node(args, &[])
 }
+
+/// Every series the bundled Grafana dashboard queries is one that a Medley process exports.
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/medley.json")).unwrap();
+    let sources = [
+        include_str!("../../src/admin.rs"),
+        include_str!("../../../tracker/src/api.rs"),
+        include_str!("../../../client/src/gateway/mod.rs"),
+    ]
+    .concat();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("medley_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() > 10, "{names:?}");
+    for n in &names {
+        assert!(
+            sources.contains(&format!("\"{n}"))
+                || sources.contains(&format!("{n} "))
+                || sources.contains(&format!("{n}{{")),
+            "the dashboard queries {n}, which nothing exports"
+        );
+    }
+}
