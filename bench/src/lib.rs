@@ -24,6 +24,26 @@ pub fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64()
 }
 
+/// Sorts `ms` and prints one table row: `name` (padded to `width`), count, p50, p90, p99
+/// and max. Returns (p50, p90, p99).
+pub fn latency_row(name: &str, width: usize, ms: &mut [f64]) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let (p50, p90, p99) = (
+        percentile(ms, 0.5),
+        percentile(ms, 0.9),
+        percentile(ms, 0.99),
+    );
+    println!(
+        "{name:<width$} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        ms.len(),
+        p50,
+        p90,
+        p99,
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+    (p50, p90, p99)
+}
+
 /// Median of a non-empty slice.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

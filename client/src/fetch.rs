@@ -153,11 +153,6 @@ impl Fetcher {
         self
     }
 
-    /// The song's segments: ids and lengths.
-    pub fn segments(&self) -> &[SegmentEntry] {
-        &self.segments
-    }
-
     /// Number of segments.
     pub fn len(&self) -> usize {
         self.segments.len()

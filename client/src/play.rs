@@ -395,13 +395,14 @@ pub fn decode_reader(
     ))
 }
 
-/// The file extension that hints the container format of a song's MIME type.
-fn ext_for(mime: &str) -> Option<&'static str> {
+/// The file extension of a song's MIME type (also the decoder's format hint).
+pub(crate) fn ext_for(mime: &str) -> Option<&'static str> {
     Some(match mime {
         "audio/flac" => "flac",
         "audio/ogg" => "ogg",
         "audio/mpeg" => "mp3",
         "audio/wav" => "wav",
+        "audio/opus" => "opus",
         _ => return None,
     })
 }

@@ -240,6 +240,15 @@ pub fn init_config_file<T: Serialize>(
     Ok(path)
 }
 
+/// Prints `config` as TOML on standard output (the `config` commands).
+pub fn print_settings<T: Serialize>(config: &T) -> Result<(), SettingsError> {
+    print!(
+        "{}",
+        toml::to_string(config).map_err(|e| SettingsError::Serialize(e.to_string()))?
+    );
+    Ok(())
+}
+
 /// Writes `text` to `path` (mode 0600 on Unix: a config may hold secrets), refusing to
 /// replace an existing file unless `force`.
 pub fn write_new_file(path: &Path, text: &str, force: bool) -> Result<(), SettingsError> {

@@ -319,11 +319,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 /// Prints the effective settings.
 pub fn show_config(args: &RunArgs) -> anyhow::Result<()> {
-    let config = args.resolve()?;
-    print!(
-        "{}",
-        toml::to_string(&config).context("cannot write the settings as TOML")?
-    );
+    medley_daemon::settings::print_settings(&args.resolve()?)?;
     Ok(())
 }
 

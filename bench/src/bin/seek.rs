@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use medley_bench::{http_get, percentile, published_testnet};
+use medley_bench::{http_get, latency_row, published_testnet};
 use medley_client::Client;
 use medley_client::gateway::{GatewayOptions, serve};
 use medley_testnet::Testnet;
@@ -84,19 +84,6 @@ async fn first_byte(port: u16, path: String, range: Option<String>) -> anyhow::R
     .await?
 }
 
-fn row(name: &str, ms: &mut [f64]) -> f64 {
-    ms.sort_by(f64::total_cmp);
-    let p50 = percentile(ms, 0.5);
-    println!(
-        "{name:<22} {:>5} {:>9.2} {:>9.2} {:>9.2}",
-        ms.len(),
-        p50,
-        percentile(ms, 0.9),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-    p50
-}
-
 async fn main_async(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (net, published) = published_testnet(
@@ -127,12 +114,12 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>9}",
-        "first byte (ms)", "n", "p50", "p90", "max"
+        "{:<22} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "first byte (ms)", "n", "p50", "p90", "p99", "max"
     );
-    let s = row("start, cold (baseline)", &mut start);
-    let c = row("seek 90 %, cold", &mut cold);
-    let w = row("seek 90 %, warm", &mut warm);
+    let (s, _, _) = latency_row("start, cold (baseline)", 22, &mut start);
+    let (c, _, _) = latency_row("seek 90 %, cold", 22, &mut cold);
+    let (w, _, _) = latency_row("seek 90 %, warm", 22, &mut warm);
     println!(
         "seek/start at p50: cold {:.2}x, warm {:.2}x (target ≤ 2x)",
         c / s,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use medley_bench::{http_get, percentile, published_testnet};
+use medley_bench::{http_get, latency_row, published_testnet};
 use medley_client::{Client, Output, decode_reader};
 
 #[derive(Debug, Parser)]
@@ -112,22 +112,7 @@ struct Series {
 
 impl Series {
     fn row(&mut self) -> (f64, f64, f64) {
-        self.ms.sort_by(f64::total_cmp);
-        let (p50, p90, p99) = (
-            percentile(&self.ms, 0.5),
-            percentile(&self.ms, 0.9),
-            percentile(&self.ms, 0.99),
-        );
-        println!(
-            "{:<14} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            self.name,
-            self.ms.len(),
-            p50,
-            p90,
-            p99,
-            self.ms.last().copied().unwrap_or(f64::NAN)
-        );
-        (p50, p90, p99)
+        latency_row(self.name, 14, &mut self.ms)
     }
 }
 

@@ -23,7 +23,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use md5::{Digest, Md5};
-use medley_core::{SongId, SongMeta};
+use medley_core::SongId;
 use serde_json::{Map, Value, json};
 
 use super::Shared;
@@ -237,7 +237,9 @@ async fn dispatch(
         "getSong" => {
             let id = song_id(p.need("id")?)?;
             let info = tracker.song(id).await.map_err(|e| upstream(&e))?;
-            json!({ "song": child_of_meta(&info.id, &info.meta, Some(info.size)) })
+            let mut song = child_of_hit(&Hit::of(&id, &info.meta));
+            song["size"] = json!(info.size);
+            json!({ "song": song })
         }
         "search3" => search3(gw, p).await?,
         "getRandomSongs" => {
@@ -328,18 +330,6 @@ fn parse_album_id(id: &str) -> Result<(String, String), Failure> {
         .ok_or_else(|| not_found(format_args!("album {id:?}")))
 }
 
-/// The file suffix of a MIME type.
-fn suffix(mime: &str) -> &'static str {
-    match mime {
-        "audio/flac" => "flac",
-        "audio/ogg" => "ogg",
-        "audio/mpeg" => "mp3",
-        "audio/wav" => "wav",
-        "audio/opus" => "opus",
-        _ => "bin",
-    }
-}
-
 /// A song as Subsonic's `Child`.
 fn child(
     id: &str,
@@ -397,26 +387,7 @@ fn child_of_hit(h: &Hit) -> Value {
             ("duration", json!(h.duration_ms.map(|ms| ms / 1000))),
             ("bitRate", json!(h.bitrate.map(|b| b / 1000))),
             ("contentType", json!(mime)),
-            ("suffix", json!(suffix(mime))),
-        ],
-    )
-}
-
-fn child_of_meta(id: &str, m: &SongMeta, size: Option<u64>) -> Value {
-    child(
-        id,
-        &m.title,
-        m.artist.as_deref(),
-        m.album.as_deref(),
-        &[
-            ("track", json!(m.track)),
-            ("year", json!(m.year)),
-            ("genre", json!(m.genre)),
-            ("duration", json!(m.duration_ms.map(|ms| ms / 1000))),
-            ("bitRate", json!(m.bitrate.map(|b| b / 1000))),
-            ("contentType", json!(m.mime)),
-            ("suffix", json!(suffix(&m.mime))),
-            ("size", json!(size)),
+            ("suffix", json!(crate::play::ext_for(mime).unwrap_or("bin"))),
         ],
     )
 }
