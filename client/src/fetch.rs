@@ -256,14 +256,15 @@ impl Fetcher {
         let total = self.codec.total();
         let row = self.holders.get(index);
         // Slots with a holder, data slots first (no decoding needed when they all arrive),
-        // sources that failed earlier this session last.
+        // sources that failed earlier this session or that the tracker knows are stopped
+        // last.
         let mut order: Vec<usize> = (0..total)
             .filter(|&s| row.and_then(|r| r.get(s)).is_some_and(Option::is_some))
             .collect();
         order.sort_by_key(|&s| {
             let h = row.and_then(|r| r[s].as_ref());
             (
-                h.is_some_and(|h| self.report.failed_before(&h.peer)),
+                h.is_some_and(|h| !h.alive || self.report.failed_before(&h.peer)),
                 s >= k,
                 s,
             )

@@ -48,6 +48,8 @@ pub struct Holder {
     pub peer: PeerId,
     /// Its data-plane addresses.
     pub addrs: Vec<Multiaddr>,
+    /// `false` when the tracker knows the node stopped or went quiet: tried last.
+    pub alive: bool,
 }
 
 /// The current layout: for each partition, its nodes in slot order.
@@ -91,6 +93,9 @@ pub struct NodeView {
     /// Handing its shards over before leaving.
     #[serde(default)]
     pub draining: bool,
+    /// Said it is stopping (cleared when it is heard from again).
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// A node's reported load.
@@ -126,6 +131,12 @@ struct SlotSource {
     peer_id: Option<String>,
     #[serde(default)]
     addrs: Vec<String>,
+    #[serde(default = "yes")]
+    alive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +337,13 @@ impl TrackerClient {
                 let Some(cell) = row.get_mut(s.slot) else {
                     return Err(bad(format!("slot {} out of range", s.slot)));
                 };
-                *cell = s.peer_id.and_then(|p| holder(&p, &s.addrs));
+                *cell = s
+                    .peer_id
+                    .and_then(|p| holder(&p, &s.addrs))
+                    .map(|h| Holder {
+                        alive: s.alive,
+                        ..h
+                    });
             }
         }
         Ok(out)
@@ -460,7 +477,11 @@ fn unknown_song(id: SongId) -> impl FnOnce(ClientError) -> ClientError {
 pub(crate) fn holder(peer_id: &str, addrs: &[String]) -> Option<Holder> {
     let peer: PeerId = peer_id.parse().ok()?;
     let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-    (!addrs.is_empty()).then_some(Holder { peer, addrs })
+    (!addrs.is_empty()).then_some(Holder {
+        peer,
+        addrs,
+        alive: true,
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -101,6 +101,7 @@ async fn network(modes: [Mode; 6]) -> Net {
         row.push(Some(Holder {
             peer: p.peer_id(),
             addrs: p.listen_addrs().await,
+            alive: true,
         }));
         peers.push(p);
     }

@@ -313,15 +313,38 @@ pub fn read_running_info<T: DeserializeOwned>(
 
 /// GETs `url` from a local daemon (`who`, for the error) and parses its JSON answer.
 pub async fn get_local_json<T: DeserializeOwned>(url: &str, who: &str) -> anyhow::Result<T> {
+    get_local_json_as(url, who, None).await
+}
+
+/// [`get_local_json`] with an admin bearer token, if there is one. A refusal is reported
+/// with the daemon's own error message.
+pub async fn get_local_json_as<T: DeserializeOwned>(
+    url: &str,
+    who: &str,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
     use anyhow::Context as _;
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
         .build()?;
-    http.get(url)
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("{who} does not answer at {url}"))?
+        .with_context(|| format!("{who} does not answer at {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(String::from))
+            .unwrap_or(body);
+        anyhow::bail!("{who} refused {url}: {status}: {message}");
+    }
+    response
         .json()
         .await
         .with_context(|| format!("the answer of {who} at {url} does not parse"))

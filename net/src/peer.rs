@@ -158,6 +158,8 @@ enum Command {
     ConnectedPeers {
         reply: oneshot::Sender<usize>,
     },
+    /// Refuse new inbound requests, answer those in flight, then stop.
+    Stop,
 }
 
 /// A running data-plane peer. Cheap to clone; the peer stops when [`PeerHandle::shutdown`]
@@ -263,6 +265,8 @@ impl Peer {
             pending: HashMap::new(),
             in_flight: 0,
             max_in_flight: config.max_concurrent_inbound,
+            unsent: 0,
+            stopping: false,
             listen_addrs,
             cancel: cancel.clone(),
         };
@@ -402,14 +406,28 @@ impl PeerHandle {
         }
     }
 
-    /// Stops the peer: in-flight requests are dropped and connections closed. Waits up to
-    /// `timeout` for the actor to finish.
+    /// Stops the peer gracefully: new inbound requests are refused as busy, those in
+    /// flight are answered and their responses sent, then connections close. Whatever is
+    /// still running after `timeout` is dropped.
     pub async fn shutdown(&self, timeout: Duration) {
+        let Some(mut task) = self.task.lock().await.take() else {
+            self.cancel.cancel();
+            return;
+        };
+        if self.commands.send(Command::Stop).await.is_ok()
+            && tokio::time::timeout(timeout, &mut task).await.is_ok()
+        {
+            self.cancel.cancel();
+            return;
+        }
         self.cancel.cancel();
-        if let Some(task) = self.task.lock().await.take()
-            && tokio::time::timeout(timeout, task).await.is_err()
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
         {
             warn!(peer_id = %self.peer_id, "data plane did not stop in time");
+        } else {
+            warn!(peer_id = %self.peer_id, "in-flight requests dropped at shutdown");
         }
     }
 }
@@ -443,6 +461,10 @@ struct Actor {
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     in_flight: usize,
     max_in_flight: usize,
+    /// Responses handed to the swarm and not yet sent or failed.
+    unsent: usize,
+    /// A graceful stop was asked for.
+    stopping: bool,
     listen_addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
 }
@@ -455,15 +477,16 @@ impl Actor {
                 () = self.cancel.cancelled() => break,
                 Some((channel, response)) = self.done_rx.recv() => {
                     self.in_flight -= 1;
-                    if self.swarm.behaviour_mut().data.send_response(channel, response).is_err() {
-                        debug!("requester went away before the response was sent");
-                    }
+                    self.respond(channel, response);
                 }
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+            }
+            if self.stopping && self.in_flight == 0 && self.unsent == 0 {
+                break;
             }
         }
         for (_, reply) in self.pending.drain() {
@@ -499,6 +522,28 @@ impl Actor {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().count());
             }
+            Command::Stop => {
+                debug!(
+                    in_flight = self.in_flight,
+                    "stopping: answering requests in flight"
+                );
+                self.stopping = true;
+            }
+        }
+    }
+
+    /// Hands a response to the swarm, counting it until it is sent.
+    fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        if self
+            .swarm
+            .behaviour_mut()
+            .data
+            .send_response(channel, response)
+            .is_ok()
+        {
+            self.unsent += 1;
+        } else {
+            debug!("requester went away before the response was sent");
         }
     }
 
@@ -544,8 +589,11 @@ impl Actor {
                 }
                 Event::InboundFailure { peer, error, .. } => {
                     debug!(%peer, %error, "inbound request failed");
+                    // Failures of requests never answered are counted too; the count only
+                    // decides when a graceful stop may end, and saturates at zero.
+                    self.unsent = self.unsent.saturating_sub(1);
                 }
-                Event::ResponseSent { .. } => {}
+                Event::ResponseSent { .. } => self.unsent = self.unsent.saturating_sub(1),
             },
             SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
                 self.listen_addrs.push(address);
@@ -569,22 +617,20 @@ impl Actor {
             Ok(r) => r,
             Err(e) => {
                 debug!(%peer, error = %e, "malformed request");
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .data
-                    .send_response(channel, Response::error(e.code(), e.to_string()));
+                self.respond(channel, Response::error(e.code(), e.to_string()));
                 return;
             }
         };
-        if self.in_flight >= self.max_in_flight {
-            let _ = self.swarm.behaviour_mut().data.send_response(
+        if self.stopping {
+            self.respond(
                 channel,
-                Response::error(
-                    ErrorCode::BUSY,
-                    format!("{} requests in flight", self.in_flight),
-                ),
+                Response::error(ErrorCode::BUSY, "the node is stopping"),
             );
+            return;
+        }
+        if self.in_flight >= self.max_in_flight {
+            let message = format!("{} requests in flight", self.in_flight);
+            self.respond(channel, Response::error(ErrorCode::BUSY, message));
             return;
         }
         self.in_flight += 1;

@@ -156,6 +156,24 @@ pub(crate) async fn run(
     }
 }
 
+/// Tells the tracker this node is stopping, so it stops offering it as a source before the
+/// heartbeats run out. Best effort within `timeout`: a tracker that does not answer learns
+/// it from the missing heartbeats.
+pub(crate) async fn leave(tracker: &str, peer_id: &str, timeout: Duration) {
+    let http = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build an HTTP client; not telling the tracker");
+            return;
+        }
+    };
+    let url = format!("{}/v1/nodes/leave", tracker.trim_end_matches('/'));
+    match post(&http, &url, &json!({ "peer_id": peer_id })).await {
+        Ok(_) => info!(tracker, "told the tracker this node is stopping"),
+        Err(e) => warn!(tracker, error = %e, "could not tell the tracker this node is stopping"),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum HttpError {
     #[error("{0}")]

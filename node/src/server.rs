@@ -114,7 +114,8 @@ impl Node {
                 maintenance.clone(),
                 wake_repair.clone(),
             )),
-            cancel.child_token(),
+            // Its own token: shutdown stops it gracefully after the rest.
+            CancellationToken::new(),
         )
         .await?;
         let mut node = Self {
@@ -259,10 +260,16 @@ impl Node {
         &self.config
     }
 
-    /// Stops serving, waits up to `timeout` for the data plane to stop, and flushes the
-    /// store. Acknowledged writes were already durable; the flush shortens the next start.
+    /// Tells the tracker the node is stopping (so listeners are sent elsewhere at once),
+    /// stops serving, waits up to `timeout` for in-flight requests, and flushes the store.
+    /// Acknowledged writes were already durable; the flush shortens the next start.
     pub async fn shutdown(self, timeout: Duration) -> Result<(), NodeError> {
+        // Stop the heartbeats first: one sent after the notice would undo it.
         self.cancel.cancel();
+        if let Some(tracker) = &self.config.tracker {
+            let peer_id = self.peer_id().to_string();
+            announce::leave(tracker, &peer_id, timeout.min(Duration::from_secs(2))).await;
+        }
         self.peer.shutdown(timeout).await;
         let _ = std::fs::remove_file(self.config.data_dir.join(NODE_INFO_FILE));
         let store = self.store.clone();

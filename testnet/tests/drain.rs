@@ -163,13 +163,25 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
     assert!(audit.complete(), "{audit:?}");
 
     // A node that restarts within the grace period moves nothing.
+    // It tells the tracker it is stopping, so that listeners are sent elsewhere at once.
     let version = tracker.stats().await.unwrap().layout_version;
+    let restarted = net.nodes()[4].peer_id.clone();
+    let node_entry = |nodes: &[medley_client::NodeEntry]| {
+        let n = nodes.iter().find(|n| n.node.peer_id == restarted).unwrap();
+        (n.alive, n.node.stopped)
+    };
     net.stop_node(4).unwrap();
+    assert_eq!(
+        node_entry(&tracker.nodes().await.unwrap()),
+        (false, true),
+        "a stopped node is not listed alive"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     net.start_node(4).unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(tracker.stats().await.unwrap().layout_version, version);
     let nodes = tracker.nodes().await.unwrap();
+    assert_eq!(node_entry(&nodes), (true, false), "back after the restart");
     assert!(
         nodes
             .iter()
@@ -177,10 +189,42 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
         "{nodes:?}"
     );
 
-    // Drain a node: its shards move to their new holders, no segment is ever short of a
-    // shard, and it ends empty.
+    // Drain a node: first the preview of what would move, then the drain: its shards move
+    // to their new holders, no segment is ever short of a shard, and it ends empty.
     let d = 5;
     let drained_id = net.nodes()[d].peer_id.clone();
+    let before = tracker.layout().await.unwrap();
+    let out = std::process::Command::new(medley_testnet::bin_dir().join("medley-tracker"))
+        .args(["layout", "--json", "--drain", &drained_id, "--data-dir"])
+        .arg(net.dir().join("tracker"))
+        .env("MEDLEY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&preview["current_version"]), before.version);
+    let row = preview["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["peer_id"] == drained_id.as_str())
+        .unwrap();
+    assert!(n(&row["before"]) > 0 && n(&row["after"]) == 0, "{row}");
+    let (preview_slots, preview_shards) = (n(&preview["moved_slots"]), n(&preview["moved_shards"]));
+    assert!(
+        preview_slots >= n(&row["before"]) && preview_shards > 0,
+        "{preview}"
+    );
+    assert_eq!(
+        tracker.layout().await.unwrap().version,
+        before.version,
+        "a preview changes nothing"
+    );
     let mut drain = net
         .drain_node(d)
         .unwrap()
@@ -204,11 +248,23 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
     assert!(status.success() && out.contains("holds no shards"), "{out}");
     let layout = tracker.layout().await.unwrap();
     assert!(layout.partitions.iter().flatten().all(|p| *p != drained_id));
+    // The drain made exactly the change the preview showed.
+    let moved_slots: usize = before
+        .partitions
+        .iter()
+        .zip(&layout.partitions)
+        .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x != y).count())
+        .sum();
+    assert_eq!(moved_slots as u64, preview_slots);
     let audit = net.audit(&all, &[]).await.unwrap();
     assert!(audit.complete(), "{audit:?}");
     let nodes = tracker.nodes().await.unwrap();
     let moved: u64 = nodes.iter().map(|n| n.node.load.repair.done).sum();
-    assert!(moved > 0, "{nodes:?}");
+    eprintln!("drain: preview {preview}; {moved} shards moved");
+    assert_eq!(
+        moved, preview_shards,
+        "the preview counted the shards to move: {nodes:?}"
+    );
     net.stop_node(d).unwrap();
     let store = Store::open(net.nodes()[d].data_dir.join("db"), &StoreConfig::default()).unwrap();
     assert_eq!(store.shard_count(), 0);

@@ -158,11 +158,13 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/register", post(register))
         .route("/v1/nodes/heartbeat", post(heartbeat))
+        .route("/v1/nodes/leave", post(leave))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/publishers", get(publishers).post(add_publisher))
         .route("/v1/publishers/{key}", delete(remove_publisher))
         .route("/v1/layout", get(layout))
+        .route("/v1/layout/preview", get(layout_preview))
         .route("/v1/partitions/{p}/segments", get(partition_segments))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -378,11 +380,14 @@ async fn sources(
                 .enumerate()
                 .map(|(slot, shard)| {
                     let peer = holders.get(slot);
+                    let (addrs, alive) =
+                        peer.and_then(|p| addrs.get(p)).cloned().unwrap_or_default();
                     json!({
                         "slot": slot,
                         "shard": shard.to_string(),
                         "peer_id": peer,
-                        "addrs": peer.and_then(|p| addrs.get(p)).cloned().unwrap_or_default(),
+                        "addrs": addrs,
+                        "alive": alive,
                     })
                 })
                 .collect();
@@ -419,6 +424,21 @@ async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let Json(hb) = body.map_err(json_rejection)?;
     app.state.heartbeat(hb)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Leaving {
+    peer_id: String,
+}
+
+async fn leave(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<Leaving>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(l) = body.map_err(json_rejection)?;
+    blocking(&app, move |s| s.leave(&l.peer_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -570,6 +590,44 @@ async fn layout(
         // The one endpoint that sends the whole layout; everything else shares the Arc.
         None => Ok(Json(app.state.layout()?.as_ref().clone())),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewQuery {
+    /// Comma-separated peer ids to drain.
+    #[serde(default)]
+    drain: String,
+    /// Comma-separated peer ids whose drain to cancel.
+    #[serde(default)]
+    undrain: String,
+}
+
+async fn layout_preview(
+    AxState(app): AxState<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<PreviewQuery>, QueryRejection>,
+) -> Result<Json<crate::LayoutPreview>, ApiError> {
+    admin(&app, &headers)?;
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let (drain, undrain) = (list(&q.drain), list(&q.undrain));
+    if drain.len() + undrain.len() > 1024 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "at most 1024 nodes per preview",
+        ));
+    }
+    Ok(Json(
+        blocking(&app, move |s| s.preview_layout(&drain, &undrain)).await?,
+    ))
 }
 
 /// Largest page of `GET /v1/partitions/{p}/segments`.

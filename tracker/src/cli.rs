@@ -7,6 +7,7 @@ use std::time::Duration;
 use std::io::{Read, Write};
 
 use anyhow::{Context, bail};
+use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
@@ -37,6 +38,12 @@ pub enum Command {
     /// Show what the running tracker holds: songs, nodes alive and draining, the layout,
     /// the coding, repair work summed over the nodes.
     Status(StatusArgs),
+    /// List the storage nodes: state (up, stopped, down, draining), region, storage, load,
+    /// repair backlog and when each was last heard from.
+    Nodes(StatusArgs),
+    /// Show the layout in force and what a change would move before it is applied: slots
+    /// per node now and after, and the shards and bytes the new holders would fetch.
+    Layout(LayoutArgs),
     /// Print the settings `run` would use with the same arguments (file, then environment,
     /// then flags), as TOML.
     Config(RunArgs),
@@ -317,6 +324,165 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `medley-tracker layout`.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// Where the tracker's settings come from (its data dir holds tracker.json; its
+    /// admin_token, if any, authorises the request).
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Preview draining these nodes (peer ids, comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub drain: Vec<String>,
+    /// Preview cancelling the drain of these nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub undrain: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The running tracker's URL and a name for it in errors.
+fn running(config: &TrackerConfig) -> anyhow::Result<(String, String)> {
+    let info: crate::TrackerInfo =
+        medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
+    Ok((info.url, format!("the tracker (pid {})", info.pid)))
+}
+
+/// Lists the nodes the running tracker knows.
+pub async fn nodes(args: StatusArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let (url, who) = running(&config)?;
+    let v: serde_json::Value =
+        medley_daemon::get_local_json(&format!("{url}/v1/nodes"), &who).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let list: Vec<(crate::NodeRecord, bool)> = v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| {
+                    let rec = serde_json::from_value(n["node"].clone()).ok()?;
+                    Some((rec, n["alive"].as_bool().unwrap_or(false)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print!("{}", node_table(&list, crate::state::now_ms()));
+    Ok(())
+}
+
+/// The node list as a table, one row per node, for a terminal.
+fn node_table(nodes: &[(crate::NodeRecord, bool)], now_ms: u64) -> String {
+    use std::fmt::Write as _;
+    let size = |b: u64| ByteSize::b(b).to_string();
+    let mut out = format!(
+        "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}\n",
+        "NODE", "REGION", "STATE", "USED / CAPACITY", "SHARDS", "SERVING", "BACKLOG", "SEEN"
+    );
+    for (rec, alive) in nodes {
+        let state = match (rec.draining, rec.stopped, alive) {
+            (true, _, true) => "draining",
+            (_, true, _) => "stopped",
+            (_, _, true) => "up",
+            (_, _, false) => "down",
+        };
+        let seen = now_ms.saturating_sub(rec.last_seen_ms) / 1000;
+        let _ = writeln!(
+            out,
+            "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}",
+            rec.registration.peer_id,
+            rec.registration.region,
+            state,
+            format!(
+                "{} / {}",
+                size(rec.load.used),
+                size(rec.registration.capacity)
+            ),
+            rec.load.shards,
+            format!("{}/s", size(rec.load.bytes_per_sec)),
+            rec.load.repair.backlog,
+            format!("{seen} s ago"),
+        );
+    }
+    out
+}
+
+/// Shows the layout in force and a preview of a change.
+pub async fn layout(args: LayoutArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let (url, who) = running(&config)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, ids) in [("drain", &args.drain), ("undrain", &args.undrain)] {
+        if !ids.is_empty() {
+            query.append_pair(key, &ids.join(","));
+        }
+    }
+    let query = query.finish();
+    let p: crate::LayoutPreview = medley_daemon::get_local_json_as(
+        &format!("{url}/v1/layout/preview?{query}"),
+        &who,
+        config.admin_token.as_deref(),
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        preview_text(&p, args.drain.is_empty() && args.undrain.is_empty())
+    );
+    Ok(())
+}
+
+/// A preview for a terminal; `unchanged_input`: no change was asked for, so a difference
+/// is one the tracker would make by itself (a node came or went).
+fn preview_text(p: &crate::LayoutPreview, unchanged_input: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match p.current_version {
+        Some(v) => {
+            let _ = writeln!(out, "layout in force: version {v}");
+        }
+        None => {
+            let _ = writeln!(out, "no layout yet");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:<52}  {:<10}  {:>6}  {:>6}",
+        "NODE", "REGION", "SLOTS", "AFTER"
+    );
+    for n in &p.nodes {
+        let mark = if n.before == n.after { "" } else { "  *" };
+        let _ = writeln!(
+            out,
+            "{:<52}  {:<10}  {:>6}  {:>6}{mark}",
+            n.peer_id, n.region, n.before, n.after
+        );
+    }
+    if !p.changes {
+        let _ = writeln!(out, "no slot would move");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} would move: {} slots, {} shards, {}",
+            if unchanged_input {
+                "the next recomputation"
+            } else {
+                "this change"
+            },
+            p.moved_slots,
+            p.moved_shards,
+            ByteSize::b(p.moved_bytes)
+        );
+    }
+    out
+}
+
 /// Prints the effective settings.
 pub fn show_config(args: &RunArgs) -> anyhow::Result<()> {
     medley_daemon::settings::print_settings(&args.resolve()?)?;
@@ -334,4 +500,107 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("shutting down");
     tracker.shutdown(Duration::from_secs(10)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Load, NodeRecord, Registration};
+
+    fn record(id: &str, draining: bool, stopped: bool, last_seen_ms: u64) -> NodeRecord {
+        NodeRecord {
+            registration: Registration {
+                peer_id: id.into(),
+                addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+                region: "eu".into(),
+                capacity: 10 << 30,
+            },
+            load: Load {
+                used: 3 << 30,
+                shards: 1234,
+                bytes_per_sec: 2 << 20,
+                ..Load::default()
+            },
+            last_seen_ms,
+            draining,
+            stopped,
+        }
+    }
+
+    #[test]
+    fn node_table_shows_each_state_and_the_load() {
+        let now = 100_000;
+        let table = node_table(
+            &[
+                (record("a", false, false, now - 2_000), true),
+                (record("b", false, true, now - 5_000), false),
+                (record("c", false, false, now - 90_000), false),
+                (record("d", true, false, now), true),
+            ],
+            now,
+        );
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 5, "{table}");
+        assert!(rows[0].starts_with("NODE"));
+        let state = |row: &str| row.split_whitespace().nth(2).unwrap_or("").to_string();
+        assert_eq!(
+            rows[1..].iter().map(|r| state(r)).collect::<Vec<_>>(),
+            ["up", "stopped", "down", "draining"]
+        );
+        assert!(
+            rows[1].contains("1234") && rows[1].contains("2 s ago"),
+            "{}",
+            rows[1]
+        );
+        assert!(rows[3].contains("90 s ago"), "{}", rows[3]);
+    }
+
+    #[test]
+    fn preview_text_marks_changed_nodes_and_sums_what_moves() {
+        let p = crate::LayoutPreview {
+            current_version: Some(7),
+            changes: true,
+            moved_slots: 12,
+            moved_shards: 340,
+            moved_bytes: 340 << 16,
+            nodes: vec![
+                crate::NodeSlots {
+                    peer_id: "a".into(),
+                    region: "eu".into(),
+                    before: 12,
+                    after: 0,
+                },
+                crate::NodeSlots {
+                    peer_id: "b".into(),
+                    region: "us".into(),
+                    before: 10,
+                    after: 10,
+                },
+            ],
+        };
+        let text = preview_text(&p, false);
+        assert!(text.contains("version 7"), "{text}");
+        let row = |id: &str| {
+            text.lines()
+                .find(|l| l.starts_with(id))
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            row("a").ends_with('*') && !row("b").ends_with('*'),
+            "{text}"
+        );
+        assert!(
+            text.contains("this change would move: 12 slots, 340 shards"),
+            "{text}"
+        );
+        let idle = crate::LayoutPreview {
+            changes: false,
+            moved_slots: 0,
+            moved_shards: 0,
+            moved_bytes: 0,
+            ..p
+        };
+        assert!(preview_text(&idle, true).contains("no slot would move"));
+    }
 }

@@ -143,6 +143,26 @@ impl Db {
 
     /// Up to `limit` records whose keys start with `prefix`, from `start` on (`start` itself
     /// begins with `prefix`), in key order.
+    /// Calls `f` with every record whose key starts with `prefix`, in key order.
+    pub(crate) fn for_each_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), DbError> {
+        for r in self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = r.map_err(op("scan"))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
     pub(crate) fn scan_prefix(
         &self,
         cf: &'static str,

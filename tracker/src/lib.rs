@@ -31,5 +31,6 @@ pub use db::DbError;
 pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
 pub use state::{
-    Committed, Heartbeat, Imported, Load, NodeRecord, Registration, State, StateError,
+    Committed, Heartbeat, Imported, LayoutPreview, Load, NodeRecord, NodeSlots, Registration,
+    State, StateError,
 };

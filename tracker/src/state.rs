@@ -81,6 +81,41 @@ pub struct NodeRecord {
     /// gives it slots.
     #[serde(default)]
     pub draining: bool,
+    /// Set when the node said it is stopping; cleared by its next registration or
+    /// heartbeat. A stopped node is no longer offered as a source, but the layout keeps its
+    /// slots for the grace period, as for any node gone quiet, so a restart moves no data.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// What a layout change would do, computed without applying it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutPreview {
+    /// Version of the layout in force (`None`: none yet).
+    pub current_version: Option<u64>,
+    /// Whether the change would give any slot to another node.
+    pub changes: bool,
+    /// Slots (partition, position) that would get another node.
+    pub moved_slots: usize,
+    /// Shards the new holders would have to fetch or rebuild.
+    pub moved_shards: u64,
+    /// Their bytes.
+    pub moved_bytes: u64,
+    /// Slots per node before and after.
+    pub nodes: Vec<NodeSlots>,
+}
+
+/// One node's share of a layout before and after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSlots {
+    /// The node.
+    pub peer_id: String,
+    /// Its region.
+    pub region: String,
+    /// Slots it holds now.
+    pub before: usize,
+    /// Slots it would hold.
+    pub after: usize,
 }
 
 /// Why a tracker operation was refused.
@@ -633,6 +668,7 @@ impl State {
                 load: previous.map(|p| p.load).unwrap_or_default(),
                 registration: reg,
                 last_seen_ms: now_ms(),
+                stopped: false,
             };
             self.store_node(&rec)?;
             nodes.insert(rec.registration.peer_id.clone(), rec);
@@ -678,12 +714,18 @@ impl State {
         self.layout().map(|l| l.version)
     }
 
-    fn is_alive(&self, rec: &NodeRecord, now: u64) -> bool {
+    /// Heard from within the grace period: the layout keeps its slots.
+    fn is_recent(&self, rec: &NodeRecord, now: u64) -> bool {
         now.saturating_sub(rec.last_seen_ms) <= self.config.node_grace_secs * 1000
     }
 
+    /// Serving: heard from recently and not stopped.
+    fn is_alive(&self, rec: &NodeRecord, now: u64) -> bool {
+        !rec.stopped && self.is_recent(rec, now)
+    }
+
     fn is_eligible(&self, rec: &NodeRecord, now: u64) -> bool {
-        !rec.draining && rec.registration.capacity > 0 && self.is_alive(rec, now)
+        !rec.draining && rec.registration.capacity > 0 && self.is_recent(rec, now)
     }
 
     /// The nodes the layout should place shards on: alive, not draining, with capacity.
@@ -732,9 +774,10 @@ impl State {
             .get_mut(&hb.peer_id)
             .ok_or_else(|| StateError::UnknownNode(hb.peer_id.clone()))?;
         let now = now_ms();
-        let was_down = !self.is_alive(rec, now);
+        let was_down = !self.is_recent(rec, now);
         rec.load = hb.load;
         rec.last_seen_ms = now;
+        rec.stopped = false;
         drop(nodes);
         // Heartbeats are frequent and only liveness hints: kept in memory, persisted on
         // register. A node back from the dead rejoins the layout.
@@ -745,7 +788,123 @@ impl State {
         Ok(())
     }
 
-    /// All nodes with whether each is alive (heard from within the grace period).
+    /// Records that a node is stopping: it is no longer offered as a source from now on.
+    /// Its slots stay until the grace period ends, so a restart moves nothing.
+    pub fn leave(&self, peer_id: &str) -> Result<(), StateError> {
+        let mut nodes = self.nodes.write();
+        let rec = nodes
+            .get_mut(peer_id)
+            .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
+        rec.stopped = true;
+        let rec = rec.clone();
+        drop(nodes);
+        info!(node = peer_id, "node is stopping");
+        self.store_node(&rec)
+    }
+
+    /// What the layout would become if the nodes in `drain` started draining and those in
+    /// `undrain` stopped, with every other node as it is now; nothing is applied.
+    pub fn preview_layout(
+        &self,
+        drain: &[String],
+        undrain: &[String],
+    ) -> Result<LayoutPreview, StateError> {
+        let now = now_ms();
+        let (members, regions) = {
+            let nodes = self.nodes.read();
+            for id in drain.iter().chain(undrain) {
+                if !nodes.contains_key(id) {
+                    return Err(StateError::UnknownNode(id.clone()));
+                }
+            }
+            let members: Vec<Member> = nodes
+                .values()
+                .filter(|r| {
+                    let id = &r.registration.peer_id;
+                    let draining = if drain.contains(id) {
+                        true
+                    } else if undrain.contains(id) {
+                        false
+                    } else {
+                        r.draining
+                    };
+                    !draining && r.registration.capacity > 0 && self.is_recent(r, now)
+                })
+                .map(|r| Member {
+                    id: r.registration.peer_id.clone(),
+                    region: r.registration.region.clone(),
+                    capacity: r.registration.capacity,
+                })
+                .collect();
+            let regions: HashMap<String, String> = nodes
+                .iter()
+                .map(|(id, r)| (id.clone(), r.registration.region.clone()))
+                .collect();
+            (members, regions)
+        };
+        let current = self.layout.read().clone();
+        let slots = self.config.k + self.config.m;
+        let next = Layout::compute(current.as_deref(), &members, self.config.partitions, slots)
+            .map_err(StateError::NoLayout)?;
+        let before = current.as_deref().map(Layout::load).unwrap_or_default();
+        let after = next.load();
+        let mut ids: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let nodes = ids
+            .into_iter()
+            .map(|id| NodeSlots {
+                peer_id: id.to_string(),
+                region: regions.get(id).cloned().unwrap_or_default(),
+                before: before.get(id).copied().unwrap_or(0),
+                after: after.get(id).copied().unwrap_or(0),
+            })
+            .collect();
+        let (mut moved_slots, mut moved_shards, mut moved_bytes) = (0, 0, 0);
+        if let Some(current) = &current {
+            let codec = medley_core::Codec::new(self.config.k, self.config.m)
+                .map_err(|e| corrupt("coding", e))?;
+            for (p, (a, b)) in current.partitions.iter().zip(&next.partitions).enumerate() {
+                let moved = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                if moved == 0 {
+                    continue;
+                }
+                moved_slots += moved;
+                let (segments, shard_bytes) = self.partition_size(p as u16, &codec)?;
+                moved_shards += segments * moved as u64;
+                moved_bytes += shard_bytes * moved as u64;
+            }
+        }
+        Ok(LayoutPreview {
+            current_version: current.as_ref().map(|l| l.version),
+            changes: moved_slots > 0 || current.is_none(),
+            moved_slots,
+            moved_shards,
+            moved_bytes,
+            nodes,
+        })
+    }
+
+    /// Segments placed in `partition` and the bytes of one slot's shards of them.
+    fn partition_size(
+        &self,
+        partition: u16,
+        codec: &medley_core::Codec,
+    ) -> Result<(u64, u64), StateError> {
+        let (mut segments, mut bytes) = (0u64, 0u64);
+        self.db
+            .for_each_prefix(CF_PLACEMENT, &partition.to_be_bytes(), |_, v| {
+                if let Some(len) = v.get(..4) {
+                    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+                    segments += 1;
+                    bytes += codec.shard_len(len as usize) as u64;
+                }
+            })?;
+        Ok((segments, bytes))
+    }
+
+    /// All nodes with whether each is alive (heard from within the grace period and not
+    /// stopped).
     pub fn nodes(&self) -> Vec<(NodeRecord, bool)> {
         let now = now_ms();
         self.nodes
@@ -755,12 +914,18 @@ impl State {
             .collect()
     }
 
-    /// Every node's data-plane addresses, by peer id.
-    pub fn addresses(&self) -> HashMap<String, Vec<String>> {
+    /// Every node's data-plane addresses and whether it is alive, by peer id.
+    pub fn addresses(&self) -> HashMap<String, (Vec<String>, bool)> {
+        let now = now_ms();
         self.nodes
             .read()
             .iter()
-            .map(|(id, r)| (id.clone(), r.registration.addrs.clone()))
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    (r.registration.addrs.clone(), self.is_alive(r, now)),
+                )
+            })
             .collect()
     }
 

@@ -246,6 +246,62 @@ async fn nodes_register_and_layout_follows() {
         }
     }
 
+    // A node that says it is stopping is no longer alive, nor offered as a live source, but
+    // keeps its slots: a restart moves nothing. Its next heartbeat brings it back.
+    let node_3 = |nodes: &Value| {
+        let n = nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"]["peer_id"] == "node-3")
+            .unwrap()
+            .clone();
+        (n["alive"].clone(), n["node"]["stopped"].clone())
+    };
+    let r = http
+        .post(format!("{url}/v1/nodes/leave"))
+        .json(&json!({"peer_id": "node-3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let nodes: Value = get_json(&http, &format!("{url}/v1/nodes")).await;
+    assert_eq!(node_3(&nodes), (json!(false), json!(true)));
+    let src: Value = get_json(&http, &format!("{url}/v1/songs/{}/sources", m.id())).await;
+    assert_eq!(
+        src["layout_version"], 2,
+        "a stop does not change the layout"
+    );
+    let mut seen = 0;
+    for s in src["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|seg| seg["shards"].as_array().unwrap())
+    {
+        assert_eq!(s["alive"], json!(s["peer_id"] != "node-3"), "{s}");
+        seen += usize::from(s["peer_id"] == "node-3");
+    }
+    assert!(seen > 0, "node-3 holds a shard of the song");
+    let (s, c) = error_code(
+        http.post(format!("{url}/v1/nodes/leave"))
+            .json(&json!({"peer_id": "nobody"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s.as_u16(), c.as_str()), (404, "unknown_node"));
+    let hb = http
+        .post(format!("{url}/v1/nodes/heartbeat"))
+        .json(&json!({"peer_id": "node-3", "free": 123, "bytes_per_sec": 0, "transfers": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), StatusCode::NO_CONTENT);
+    let nodes: Value = get_json(&http, &format!("{url}/v1/nodes")).await;
+    assert_eq!(node_3(&nodes), (json!(true), json!(false)));
+
     // The layout and registry survive a restart.
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;
@@ -381,10 +437,69 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     seven.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for(true).await;
 
+    // A preview shows what a drain would move and changes nothing; the drain then makes
+    // exactly that change.
+    let current: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    let preview: Value = get_json(&http, &format!("{url}/v1/layout/preview?drain=node-0")).await;
+    assert_eq!(preview["current_version"], current["version"]);
+    let node_0 = preview["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["peer_id"] == "node-0")
+        .unwrap();
+    assert_eq!(node_0["after"], 0);
+    assert!(node_0["before"].as_u64().unwrap() > 0);
+    assert_eq!(
+        preview["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["after"].as_u64().unwrap())
+            .sum::<u64>(),
+        256 * 6,
+        "every slot has a node after"
+    );
+    // The published song's segments lie in partitions that may move: shards are counted
+    // only for those.
+    assert!(preview["moved_shards"].as_u64().unwrap() <= 6 * m.body().segments.len() as u64);
+    let same: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    assert_eq!(same, current, "a preview changes nothing");
+    let nothing: Value = get_json(&http, &format!("{url}/v1/layout/preview")).await;
+    assert_eq!(nothing["changes"], false);
+    assert_eq!(nothing["moved_slots"], 0);
+    for (path, status, code) in [
+        ("/v1/layout/preview?drain=nobody", 404, "unknown_node"),
+        (
+            "/v1/layout/preview?drain=node-0,node-1,node-2",
+            503,
+            "no_layout",
+        ),
+        ("/v1/layout/preview?other=1", 400, "bad_query"),
+    ] {
+        let (s, c) = error_code(http.get(format!("{url}{path}")).send().await.unwrap()).await;
+        assert_eq!((s.as_u16(), c.as_str()), (status, code), "{path}");
+    }
+
     // Drains: a draining node leaves the layout; one too many is refused; undrain restores.
     let r: Value = post_json(&http, &format!("{url}/v1/nodes/node-0/drain"), &json!({})).await;
     assert_eq!(r["draining"], true);
     let l: Value = get_json(&http, &format!("{url}/v1/layout")).await;
+    let moved: usize = current["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(l["partitions"].as_array().unwrap())
+        .map(|(a, b)| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .zip(b.as_array().unwrap())
+                .filter(|(x, y)| x != y)
+                .count()
+        })
+        .sum();
+    assert_eq!(moved as u64, preview["moved_slots"].as_u64().unwrap());
     assert!(!layout(l).contains(&"node-0".to_string()));
     let _: Value = post_json(&http, &format!("{url}/v1/nodes/node-1/drain"), &json!({})).await;
     let before: Value = get_json(&http, &format!("{url}/v1/layout")).await;
@@ -457,6 +572,16 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
         error_code(r).await.0,
         StatusCode::UNAUTHORIZED,
         "drain is an admin request"
+    );
+    let r = http
+        .get(format!("{url}/v1/layout/preview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a layout preview is an admin request"
     );
     let r = http
         .get(format!("{url}/v1/publishers"))
