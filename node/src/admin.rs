@@ -1,7 +1,6 @@
 //! The node's local admin endpoint (HTTP, loopback by default): `GET /status` for
 //! `medley-node status` and `GET /metrics` for Prometheus.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,6 +35,12 @@ pub struct NodeStatus {
     pub used: u64,
     /// Durable shards held.
     pub shards: u64,
+    /// Whole segments in the hot tier.
+    #[serde(default)]
+    pub hot_segments: u64,
+    /// Peers connected over the data plane.
+    #[serde(default)]
+    pub peers: u64,
     /// Bytes of shards and segments served since start.
     pub bytes_served: u64,
     /// Data-plane requests being handled now.
@@ -69,11 +74,12 @@ pub(crate) struct Admin {
     pub(crate) serve: Arc<ServeStats>,
     pub(crate) maintenance: Arc<MaintenanceStats>,
     pub(crate) health: Arc<TrackerHealth>,
+    pub(crate) peer: medley_net::PeerHandle,
     pub(crate) started: Instant,
 }
 
 impl Admin {
-    fn status(&self) -> NodeStatus {
+    async fn status(&self) -> NodeStatus {
         let m = &self.maintenance;
         let last_ok = self.health.last_ok_ms.load(Ordering::Relaxed);
         let now_ms = std::time::SystemTime::now()
@@ -87,6 +93,8 @@ impl Admin {
             capacity: self.store.capacity(),
             used: self.store.used(),
             shards: self.store.shard_count(),
+            hot_segments: self.store.hot_count(),
+            peers: self.peer.connected_peers().await as u64,
             bytes_served: self.serve.bytes_served.load(Ordering::Relaxed),
             requests_in_flight: self.serve.in_flight.load(Ordering::Relaxed) as u64,
             requests: self.serve.requests.lock().values().sum(),
@@ -100,100 +108,87 @@ impl Admin {
         }
     }
 
-    /// Prometheus text exposition of the node's counters.
-    fn metrics(&self) -> String {
-        let s = self.status();
-        let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        one(
+    /// The node's metrics (OpenMetrics text).
+    async fn metrics(&self) -> String {
+        let s = self.status().await;
+        let mut m = medley_daemon::metrics::Scrape::default();
+        m.gauge(
             "medley_node_capacity_bytes",
-            "gauge",
             "Bytes the node may keep.",
             s.capacity,
         );
-        one(
-            "medley_node_store_used_bytes",
-            "gauge",
-            "Bytes stored.",
-            s.used,
-        );
-        one(
+        m.gauge("medley_node_store_used_bytes", "Bytes stored.", s.used);
+        m.gauge(
             "medley_node_store_nearly_full",
-            "gauge",
             "1 when at least 90 % of the capacity is used: writes will soon be refused.",
             u64::from(self.store.nearly_full()),
         );
-        one(
-            "medley_node_store_shards",
-            "gauge",
-            "Durable shards held.",
-            s.shards,
+        m.gauge("medley_node_store_shards", "Durable shards held.", s.shards);
+        m.gauge(
+            "medley_node_hot_segments",
+            "Whole segments held in the hot tier.",
+            s.hot_segments,
         );
-        one(
+        m.gauge(
+            "medley_node_peers",
+            "Peers connected over the data plane.",
+            s.peers,
+        );
+        m.counter(
             "medley_node_served_bytes_total",
-            "counter",
             "Bytes of shards and segments sent.",
             s.bytes_served,
         );
-        one(
+        m.gauge(
             "medley_node_requests_in_flight",
-            "gauge",
             "Data-plane requests being handled.",
             s.requests_in_flight,
         );
-        one(
+        m.gauge(
             "medley_node_repair_backlog_shards",
-            "gauge",
             "Shards the node's slots call for that it lacks.",
             s.repair_backlog,
         );
-        one(
+        m.counter(
             "medley_node_repaired_shards_total",
-            "counter",
             "Shards rebuilt or copied by repair.",
             s.repaired,
         );
-        one(
+        m.counter(
             "medley_node_repair_failures_total",
-            "counter",
             "Failed repairs.",
             s.repair_failed,
         );
-        one(
+        m.counter(
             "medley_node_repair_read_bytes_total",
-            "counter",
             "Bytes read from other nodes by repair and handover.",
             self.maintenance.bytes_read.load(Ordering::Relaxed),
         );
-        one(
+        m.counter(
             "medley_node_scrub_corrupt_shards_total",
-            "counter",
             "Corrupt shards found and deleted.",
             s.scrub_bad,
         );
-        one(
+        m.counter(
             "medley_node_tracker_failures_total",
-            "counter",
             "Failed registrations and heartbeats.",
             s.tracker_failures,
         );
-        let _ = writeln!(
-            out,
-            "# HELP medley_node_requests_total Data-plane requests handled, by kind and outcome.\n\
-             # TYPE medley_node_requests_total counter"
+        m.counters(
+            "medley_node_requests_total",
+            "Data-plane requests handled, by kind and outcome.",
+            self.serve
+                .requests
+                .lock()
+                .iter()
+                .map(|(&(kind, outcome), &n)| ([("kind", kind), ("outcome", outcome)], n)),
         );
-        for ((kind, outcome), n) in self.serve.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "medley_node_requests_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        out
+        m.histograms(
+            "medley_node_request_duration_seconds",
+            "Time to answer a data-plane request, by kind.",
+            &self.serve.latency,
+        );
+        m.render()
     }
 }
 
@@ -208,17 +203,14 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route(
             "/status",
-            get(|State(a): State<Arc<Admin>>| async move { axum::Json(a.status()) }),
+            get(|State(a): State<Arc<Admin>>| async move { axum::Json(a.status().await) }),
         )
         .route(
             "/metrics",
             get(|State(a): State<Arc<Admin>>| async move {
                 (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    a.metrics(),
+                    [(header::CONTENT_TYPE, medley_daemon::metrics::CONTENT_TYPE)],
+                    a.metrics().await,
                 )
                     .into_response()
             }),

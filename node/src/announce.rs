@@ -16,7 +16,7 @@ use crate::repair::MaintenanceStats;
 use crate::store::Store;
 
 /// Counters of what the data plane served, shared with the request handler.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServeStats {
     /// Bytes of shards and segments sent.
     pub bytes_served: AtomicU64,
@@ -24,6 +24,19 @@ pub struct ServeStats {
     pub in_flight: AtomicUsize,
     /// Requests handled, by kind (`get_shard`, ...) and outcome (`ok`, `refused`, `failed`).
     pub requests: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Time to answer a request, by kind.
+    pub latency: medley_daemon::metrics::Latencies<medley_daemon::metrics::Label>,
+}
+
+impl Default for ServeStats {
+    fn default() -> Self {
+        Self {
+            bytes_served: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: parking_lot::Mutex::default(),
+            latency: medley_daemon::metrics::latencies(),
+        }
+    }
 }
 
 impl ServeStats {

@@ -255,17 +255,19 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("admin     {admin}");
     println!("up        {} s", s.uptime_secs);
     println!(
-        "storage   {} of {} used ({} free), {} shards",
+        "storage   {} of {} used ({} free), {} shards, {} hot segments",
         size(s.used),
         size(s.capacity),
         size(s.capacity.saturating_sub(s.used)),
-        s.shards
+        s.shards,
+        s.hot_segments
     );
     println!(
-        "served    {} in {} requests ({} in flight)",
+        "served    {} in {} requests ({} in flight) to {} connected peers",
         size(s.bytes_served),
         s.requests,
-        s.requests_in_flight
+        s.requests_in_flight,
+        s.peers
     );
     println!(
         "repair    backlog {}, done {}, failed {}; corrupt shards found {}",

@@ -142,6 +142,7 @@ impl Node {
             serve: stats.clone(),
             maintenance: maintenance.clone(),
             health: health.clone(),
+            peer: node.peer.clone(),
             started: std::time::Instant::now(),
         });
         let admin_listen = node.config.admin_listen;

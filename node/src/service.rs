@@ -51,7 +51,12 @@ impl Handler for StoreService {
         Box::pin(async move {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || serve(&store, request)).await;
+            stats
+                .latency
+                .get_or_create(&[("kind", kind)])
+                .observe(started.elapsed().as_secs_f64());
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok((response, corrupt_deleted)) => {

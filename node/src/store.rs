@@ -172,6 +172,8 @@ pub struct Store {
     used: AtomicU64,
     /// Durable shards stored, counted at open and kept up to date by puts and deletes.
     shards: AtomicU64,
+    /// Hot segments stored, likewise.
+    hot: AtomicU64,
     stripes: Vec<Mutex<()>>,
     /// Set while the store is nearly full, so the warning is logged once per crossing.
     warned_full: std::sync::atomic::AtomicBool,
@@ -254,14 +256,17 @@ impl Store {
             capacity: config.capacity,
             used: AtomicU64::new(0),
             shards: AtomicU64::new(0),
+            hot: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             warned_full: std::sync::atomic::AtomicBool::new(false),
         };
         store.check_format()?;
         let used = store.read_used()?;
         store.used.store(used, Ordering::SeqCst);
-        let shards = store.count_keys(Tier::Durable)?;
-        store.shards.store(shards, Ordering::SeqCst);
+        for tier in [Tier::Durable, Tier::Hot] {
+            let n = store.count_keys(tier)?;
+            store.count_of(tier).store(n, Ordering::SeqCst);
+        }
         Ok(store)
     }
 
@@ -361,9 +366,7 @@ impl Store {
             self.used.fetch_sub(size, Ordering::SeqCst);
             return Err(StoreError::Db { op: "put", source });
         }
-        if tier == Tier::Durable {
-            self.shards.fetch_add(1, Ordering::SeqCst);
-        }
+        self.count_of(tier).fetch_add(1, Ordering::SeqCst);
         self.warn_if_nearly_full();
         Ok(PutOutcome::Stored)
     }
@@ -486,13 +489,11 @@ impl Store {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(size))
             });
-        if tier == Tier::Durable {
-            let _ = self
-                .shards
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    Some(n.saturating_sub(1))
-                });
-        }
+        let _ = self
+            .count_of(tier)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
         Ok(true)
     }
 
@@ -545,6 +546,18 @@ impl Store {
     /// Durable shards stored.
     pub fn shard_count(&self) -> u64 {
         self.shards.load(Ordering::SeqCst)
+    }
+
+    /// Whole segments in the hot tier.
+    pub fn hot_count(&self) -> u64 {
+        self.hot.load(Ordering::SeqCst)
+    }
+
+    fn count_of(&self, tier: Tier) -> &AtomicU64 {
+        match tier {
+            Tier::Durable => &self.shards,
+            Tier::Hot => &self.hot,
+        }
     }
 
     /// Reads a node-state record from the meta column family.
@@ -806,16 +819,16 @@ mod tests {
             for (k, v) in &items {
                 s.put(Tier::Durable, *k, v).unwrap();
             }
-            // A hot segment is not a shard: neither listed nor counted.
+            // A hot segment is not a shard: neither listed nor counted as one.
             let (hk, hv) = shard(50, 3000);
             s.put(Tier::Hot, hk, &hv).unwrap();
-            assert_eq!(s.shard_count(), 9);
+            assert_eq!((s.shard_count(), s.hot_count()), (9, 1));
             assert!(s.delete(Tier::Durable, items[0].0).unwrap());
             assert_eq!(s.shard_count(), 8);
             s.put_meta("held", b"[1,2]").unwrap();
         }
         let s = open(dir.path(), 1 << 30);
-        assert_eq!(s.shard_count(), 8);
+        assert_eq!((s.shard_count(), s.hot_count()), (8, 1));
         assert_eq!(s.get_meta("held").unwrap().as_deref(), Some(&b"[1,2]"[..]));
         assert_eq!(s.get_meta("absent").unwrap(), None);
         let mut want: Vec<Hash> = items[1..].iter().map(|(k, _)| *k).collect();

@@ -277,6 +277,11 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
         .arg(&url)
         .args(["-f", "null", "-"]));
     assert!(metric(&http, &base, "medley_gateway_stream_partial_total").await > partial_before);
+    // Both kinds of start are in the first-byte histogram.
+    for from in ["start", "seek"] {
+        let name = format!("medley_gateway_stream_first_byte_seconds_count{{from=\"{from}\"}}");
+        assert!(metric(&http, &base, &name).await > 0, "{name}");
+    }
 
     // A real Subsonic client library.
     let port = base.rsplit(':').next().unwrap().to_string();

@@ -27,6 +27,8 @@ pub(crate) struct App {
     requests_ok: AtomicU64,
     requests_client_error: AtomicU64,
     requests_server_error: AtomicU64,
+    /// Time to answer, by route (the pattern, e.g. `/v1/songs/{id}`).
+    latency: medley_daemon::metrics::Latencies<[(&'static str, String); 1]>,
 }
 
 impl App {
@@ -36,6 +38,7 @@ impl App {
             requests_ok: AtomicU64::new(0),
             requests_client_error: AtomicU64::new(0),
             requests_server_error: AtomicU64::new(0),
+            latency: medley_daemon::metrics::latencies(),
         }
     }
 }
@@ -179,7 +182,16 @@ async fn count(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The route pattern, not the path: ids would make a series per song.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
     let res = next.run(req).await;
+    app.latency
+        .get_or_create(&[("route", route)])
+        .observe(started.elapsed().as_secs_f64());
     let counter = match res.status().as_u16() {
         500.. => &app.requests_server_error,
         400.. => &app.requests_client_error,
@@ -709,40 +721,69 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
     let alive = nodes.iter().filter(|(_, a)| *a).count();
     let version = app.state.layout_version().unwrap_or(0);
     let (repair, draining) = repair_totals(&nodes);
-    let body = format!(
-        "# HELP medley_tracker_songs Songs in the catalogue.\n\
-         # TYPE medley_tracker_songs gauge\nmedley_tracker_songs {songs}\n\
-         # HELP medley_tracker_nodes Registered storage nodes.\n\
-         # TYPE medley_tracker_nodes gauge\nmedley_tracker_nodes {}\n\
-         # HELP medley_tracker_nodes_alive Nodes heard from within the grace period.\n\
-         # TYPE medley_tracker_nodes_alive gauge\nmedley_tracker_nodes_alive {alive}\n\
-         # HELP medley_tracker_nodes_draining Nodes handing their shards over before leaving.\n\
-         # TYPE medley_tracker_nodes_draining gauge\nmedley_tracker_nodes_draining {draining}\n\
-         # HELP medley_tracker_repair_backlog Shards live nodes lack on their slots, as of their last pass.\n\
-         # TYPE medley_tracker_repair_backlog gauge\nmedley_tracker_repair_backlog {}\n\
-         # HELP medley_tracker_repair_done Shards rebuilt or copied by live nodes since they started.\n\
-         # TYPE medley_tracker_repair_done gauge\nmedley_tracker_repair_done {}\n\
-         # HELP medley_tracker_repair_failed Failed repair attempts of live nodes since they started.\n\
-         # TYPE medley_tracker_repair_failed gauge\nmedley_tracker_repair_failed {}\n\
-         # HELP medley_tracker_scrub_bad_shards Corrupt shards live nodes' scrubbers deleted since they started.\n\
-         # TYPE medley_tracker_scrub_bad_shards gauge\nmedley_tracker_scrub_bad_shards {}\n\
-         # HELP medley_tracker_layout_version Current layout version (0: none yet).\n\
-         # TYPE medley_tracker_layout_version gauge\nmedley_tracker_layout_version {version}\n\
-         # HELP medley_tracker_http_requests_total HTTP requests answered, by outcome.\n\
-         # TYPE medley_tracker_http_requests_total counter\n\
-         medley_tracker_http_requests_total{{outcome=\"ok\"}} {}\n\
-         medley_tracker_http_requests_total{{outcome=\"client_error\"}} {}\n\
-         medley_tracker_http_requests_total{{outcome=\"server_error\"}} {}\n",
-        nodes.len(),
-        repair.backlog,
-        repair.done,
-        repair.failed,
-        repair.scrub_bad,
-        app.requests_ok.load(Ordering::Relaxed),
-        app.requests_client_error.load(Ordering::Relaxed),
-        app.requests_server_error.load(Ordering::Relaxed),
+    let mut m = medley_daemon::metrics::Scrape::default();
+    m.gauge("medley_tracker_songs", "Songs in the catalogue.", songs);
+    m.gauge(
+        "medley_tracker_nodes",
+        "Registered storage nodes.",
+        nodes.len() as u64,
     );
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+    m.gauge(
+        "medley_tracker_nodes_alive",
+        "Nodes heard from within the grace period and not stopped.",
+        alive as u64,
+    );
+    m.gauge(
+        "medley_tracker_nodes_draining",
+        "Nodes handing their shards over before leaving.",
+        draining as u64,
+    );
+    m.gauge(
+        "medley_tracker_repair_backlog",
+        "Shards live nodes lack on their slots, as of their last pass.",
+        repair.backlog,
+    );
+    m.gauge(
+        "medley_tracker_repair_done",
+        "Shards rebuilt or copied by live nodes since they started.",
+        repair.done,
+    );
+    m.gauge(
+        "medley_tracker_repair_failed",
+        "Failed repair attempts of live nodes since they started.",
+        repair.failed,
+    );
+    m.gauge(
+        "medley_tracker_scrub_bad_shards",
+        "Corrupt shards live nodes' scrubbers deleted since they started.",
+        repair.scrub_bad,
+    );
+    m.gauge(
+        "medley_tracker_layout_version",
+        "Current layout version (0: none yet).",
+        version,
+    );
+    m.counters(
+        "medley_tracker_http_requests_total",
+        "HTTP requests answered, by outcome.",
+        [
+            ("ok", &app.requests_ok),
+            ("client_error", &app.requests_client_error),
+            ("server_error", &app.requests_server_error),
+        ]
+        .map(|(outcome, n)| ([("outcome", outcome)], n.load(Ordering::Relaxed))),
+    );
+    m.histograms(
+        "medley_tracker_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route.",
+        &app.latency,
+    );
+    let body = m.render();
+    Ok((
+        [(header::CONTENT_TYPE, medley_daemon::metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ struct Session {
     made: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Metrics {
     stream_requests: AtomicU64,
     stream_partial: AtomicU64,
@@ -71,6 +71,23 @@ struct Metrics {
     api_requests: AtomicU64,
     subsonic_requests: AtomicU64,
     subsonic_errors: AtomicU64,
+    /// From a stream request to its first bytes, by where it starts (`start`, `seek`).
+    first_byte: medley_daemon::metrics::Latencies<medley_daemon::metrics::Label>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            stream_requests: AtomicU64::new(0),
+            stream_partial: AtomicU64::new(0),
+            stream_errors: AtomicU64::new(0),
+            stream_bytes: AtomicU64::new(0),
+            api_requests: AtomicU64::new(0),
+            subsonic_requests: AtomicU64::new(0),
+            subsonic_errors: AtomicU64::new(0),
+            first_byte: medley_daemon::metrics::latencies(),
+        }
+    }
 }
 
 /// The gateway's shared state.
@@ -215,8 +232,15 @@ impl Gateway {
     }
 
     /// The bytes `start..=end` of song `id` as a response body: only the segments covering
-    /// them are fetched, the first alone and then a window of `read_ahead`.
-    fn body(self: &Arc<Self>, id: SongId, s: &Session, start: u64, end: u64) -> Body {
+    /// them are fetched, the first alone and then a window of `read_ahead`. The time from
+    /// `asked` to the first bytes goes into the first-byte histogram.
+    fn body(
+        self: &Arc<Self>,
+        id: SongId,
+        s: &Session,
+        (start, end): (u64, u64),
+        asked: Instant,
+    ) -> Body {
         let seg = u64::from(s.manifest.body().segment_size.max(1));
         let (first, last) = (start / seg, end / seg);
         let ahead = self.client.config().read_ahead;
@@ -229,6 +253,13 @@ impl Gateway {
             .zip(futures::stream::iter(first..=last))
             .map(move |(item, i)| match item {
                 Ok(data) => {
+                    if i == first {
+                        let from = if start == 0 { "start" } else { "seek" };
+                        me.metrics
+                            .first_byte
+                            .get_or_create(&[("from", from)])
+                            .observe(asked.elapsed().as_secs_f64());
+                    }
                     let from = if i == first { start - first * seg } else { 0 };
                     let to = if i == last {
                         end - last * seg + 1
@@ -260,6 +291,7 @@ impl Gateway {
         headers: &HeaderMap,
     ) -> Response {
         self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
+        let asked = Instant::now();
         let s = match self.session(id).await {
             Ok(s) => s,
             Err(e) => return client_error(&e),
@@ -305,7 +337,7 @@ impl Gateway {
         let body = if *method == Method::HEAD || len == 0 {
             Body::empty()
         } else {
-            self.body(id, &s, start, end)
+            self.body(id, &s, (start, end), asked)
         };
         out.body(body)
             .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
@@ -394,91 +426,75 @@ async fn api_played(State(gw): State<Shared>, Path(id): Path<String>) -> Respons
 }
 
 async fn metrics(State(gw): State<Shared>) -> Response {
-    use std::fmt::Write as _;
-    let m = &gw.metrics;
+    let g = &gw.metrics;
     let c = gw.cache.stats();
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let series: [(&str, &str, &str, u64); 11] = [
-        (
-            "medley_gateway_stream_requests_total",
-            "counter",
-            "Stream requests (/stream and Subsonic stream).",
-            get(&m.stream_requests),
-        ),
-        (
-            "medley_gateway_stream_partial_total",
-            "counter",
-            "Stream requests answered with 206 Partial Content.",
-            get(&m.stream_partial),
-        ),
-        (
-            "medley_gateway_stream_errors_total",
-            "counter",
-            "Streams cut short because a segment could not be fetched.",
-            get(&m.stream_errors),
-        ),
-        (
-            "medley_gateway_stream_bytes_total",
-            "counter",
-            "Bytes of audio files sent.",
-            get(&m.stream_bytes),
-        ),
-        (
-            "medley_gateway_api_requests_total",
-            "counter",
-            "Web player API requests.",
-            get(&m.api_requests),
-        ),
-        (
-            "medley_gateway_subsonic_requests_total",
-            "counter",
-            "Subsonic API requests.",
-            get(&m.subsonic_requests),
-        ),
-        (
-            "medley_gateway_subsonic_errors_total",
-            "counter",
-            "Subsonic API requests answered with an error.",
-            get(&m.subsonic_errors),
-        ),
-        (
-            "medley_gateway_cache_hits_total",
-            "counter",
-            "Segments served from the cache.",
-            c.hits,
-        ),
-        (
-            "medley_gateway_cache_misses_total",
-            "counter",
-            "Segments fetched from the network.",
-            c.misses,
-        ),
-        (
-            "medley_gateway_cache_bytes",
-            "gauge",
-            "Bytes of segments in the cache.",
-            c.bytes,
-        ),
-        (
-            "medley_gateway_cache_capacity_bytes",
-            "gauge",
-            "Most bytes of segments the cache keeps.",
-            c.capacity,
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in series {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    let mut m = medley_daemon::metrics::Scrape::default();
+    m.counter(
+        "medley_gateway_stream_requests_total",
+        "Stream requests (/stream and Subsonic stream).",
+        g.stream_requests.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_stream_partial_total",
+        "Stream requests answered with 206 Partial Content.",
+        g.stream_partial.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_stream_errors_total",
+        "Streams cut short because a segment could not be fetched.",
+        g.stream_errors.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_stream_bytes_total",
+        "Bytes of audio files sent.",
+        g.stream_bytes.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_api_requests_total",
+        "Web player API requests.",
+        g.api_requests.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_subsonic_requests_total",
+        "Subsonic API requests.",
+        g.subsonic_requests.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_subsonic_errors_total",
+        "Subsonic API requests answered with an error.",
+        g.subsonic_errors.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "medley_gateway_cache_hits_total",
+        "Segments served from the cache.",
+        c.hits,
+    );
+    m.counter(
+        "medley_gateway_cache_misses_total",
+        "Segments fetched from the network.",
+        c.misses,
+    );
+    m.gauge(
+        "medley_gateway_cache_bytes",
+        "Bytes of segments in the cache.",
+        c.bytes,
+    );
+    m.gauge(
+        "medley_gateway_cache_capacity_bytes",
+        "Most bytes of segments the cache keeps.",
+        c.capacity,
+    );
+    m.histograms(
+        "medley_gateway_stream_first_byte_seconds",
+        "From a stream request to its first bytes, by where it starts (start, seek).",
+        &g.first_byte,
+    );
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(medley_daemon::metrics::CONTENT_TYPE),
         )],
-        out,
+        m.render(),
     )
         .into_response()
 }

@@ -139,11 +139,11 @@ fn init_then_config_precedence_then_run() {
     assert!(Path::new(&dir).join("db").exists());
 }
 
-/// Parses Prometheus text with the reference Python parser (prometheus_client), returning
+/// Parses OpenMetrics text with the reference Python parser (prometheus_client), returning
 /// `name{labels} value` lines of every sample, sorted.
 fn prometheus_samples(text: &str) -> Vec<String> {
     let script = "import sys\n\
-        from prometheus_client.parser import text_string_to_metric_families\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
         out = []\n\
         for fam in text_string_to_metric_families(sys.stdin.read()):\n\
         \x20   assert fam.documentation, fam.name\n\
@@ -162,7 +162,7 @@ fn prometheus_samples(text: &str) -> Vec<String> {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "not valid Prometheus text (scripts/test.sh installs prometheus-client): {}\n{text}",
+        "not valid OpenMetrics text (scripts/test.sh installs prometheus-client): {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
@@ -238,6 +238,22 @@ async fn status_and_metrics_follow_what_the_node_serves() {
         ),
         1
     );
+    // Latency histograms: one observation per request, each in a bucket up to +Inf.
+    assert_eq!(
+        sample(
+            &after,
+            "medley_node_request_duration_seconds_count{kind=get_shard}"
+        ),
+        2
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "medley_node_request_duration_seconds_bucket{kind=get_shard,le=+Inf}"
+        ),
+        2
+    );
+    assert_eq!(sample(&after, "medley_node_peers{}"), 1);
 
     // `status` reads the same from the running process.
     let dir = node.info_file().parent().unwrap().to_path_buf();
@@ -248,6 +264,8 @@ async fn status_and_metrics_follow_what_the_node_serves() {
     assert_eq!(json["shards"], 1);
     assert_eq!(json["bytes_served"], 200_000);
     assert_eq!(json["requests"], 3);
+    assert_eq!(json["hot_segments"], 0);
+    assert_eq!(json["peers"], 1, "the test's client is connected");
     let text = ok(&["status", "--data-dir", d], &[]);
     assert!(
         text.contains(&info.peer_id) && text.contains("1 shards"),
@@ -291,6 +309,11 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     }
     assert!(names.len() > 10, "{names:?}");
     for n in &names {
+        // A histogram's series are its name with a suffix.
+        let n = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| n.strip_suffix(s))
+            .unwrap_or(n);
         assert!(
             sources.contains(&format!("\"{n}"))
                 || sources.contains(&format!("{n} "))

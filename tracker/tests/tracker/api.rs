@@ -166,6 +166,24 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         metrics.contains("medley_tracker_http_requests_total{outcome=\"client_error\"}"),
         "{metrics}"
     );
+    // Latency is recorded per route pattern, never per id; unknown paths share one series.
+    let count = |route: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "medley_tracker_http_request_duration_seconds_count{{route=\"{route}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert!(count("/v1/stats").is_some_and(|n| n >= 1), "{metrics}");
+    assert!(count("/v1/songs/{id}").is_some_and(|n| n >= 1), "{metrics}");
+    assert!(count("unmatched").is_some_and(|n| n >= 1), "{metrics}");
+    assert!(
+        !metrics.contains(&good.id().to_string()),
+        "no series per id: {metrics}"
+    );
     t.shutdown(Duration::from_secs(5)).await;
 }
 
