@@ -489,7 +489,7 @@ pub fn show_config(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the tracker until a shutdown signal.
+/// Runs the tracker until a shutdown signal. A second signal exits at once.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let dir = config.data_dir.clone();
@@ -497,8 +497,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start the tracker in {}", dir.display()))?;
     medley_daemon::shutdown_signal().await;
-    info!("shutting down");
-    tracker.shutdown(Duration::from_secs(10)).await;
+    info!("shutting down (a second signal exits at once)");
+    tokio::select! {
+        () = tracker.shutdown(Duration::from_secs(10)) => {}
+        () = medley_daemon::shutdown_signal() => {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
     Ok(())
 }
 

@@ -484,3 +484,46 @@ async fn sigterm_during_uploads_keeps_every_acknowledged_shard_and_serves_nothin
         cut.len()
     );
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // A tracker that accepts connections and never answers: the stopping node's notice to
+    // it waits out its timeout, so the first SIGTERM alone takes seconds.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tracker = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in silent.incoming().take(8) {
+            conns.push(c);
+        }
+    });
+    let mut node = NodeProcess::start(&["--tracker", &tracker]);
+    let pid = node.child.id().to_string();
+    let signal = || {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(node.alive(), "still telling the silent tracker");
+    let second = std::time::Instant::now();
+    signal();
+    let exit = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(10),
+            "the node did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // 130, not the 0 of a finished graceful stop: the second signal cut it short.
+    assert_eq!(exit.code(), Some(130), "exit status {exit}");
+    drop(held);
+}
