@@ -9,6 +9,32 @@ use std::collections::{BTreeMap, HashMap};
 use medley_core::SegmentId;
 use parking_lot::Mutex;
 
+/// Where a fetcher keeps verified segments and looks them up before fetching. Only
+/// segments checked against their id are inserted; an implementation that reads from disk
+/// checks them again.
+pub trait SegmentStore: Send + Sync + std::fmt::Debug {
+    /// The segment, if held.
+    fn get(&self, id: &SegmentId) -> Option<bytes::Bytes>;
+    /// Keeps a verified segment (or not, if it does not fit).
+    fn insert(&self, id: SegmentId, data: bytes::Bytes);
+    /// Counters.
+    fn stats(&self) -> CacheStats;
+}
+
+impl SegmentStore for SegmentCache {
+    fn get(&self, id: &SegmentId) -> Option<bytes::Bytes> {
+        SegmentCache::get(self, id)
+    }
+
+    fn insert(&self, id: SegmentId, data: bytes::Bytes) {
+        SegmentCache::insert(self, id, data);
+    }
+
+    fn stats(&self) -> CacheStats {
+        SegmentCache::stats(self)
+    }
+}
+
 /// Segments kept in memory, at most `capacity` bytes of them.
 #[derive(Debug)]
 pub struct SegmentCache {

@@ -18,10 +18,11 @@ use medley_net::{PeerHandle, PeerId, RequestError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::SegmentCache;
+use crate::cache::SegmentStore;
 use crate::error::ClientError;
-use crate::tracker::Holder;
+use crate::tracker::{Holder, SourceKind, TrackerClient, WholeCopy};
 use bytes::Bytes;
+use medley_core::SongId;
 
 /// How the fetcher behaves.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ pub struct FetchOptions {
 }
 
 /// What one source did during a session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceStats {
     /// Shards it delivered that checked out.
     pub shards: u64,
@@ -43,10 +44,23 @@ pub struct SourceStats {
     pub bytes: u64,
     /// Requests that failed (network, refusal, timeout).
     pub failures: u64,
-    /// Shards whose bytes did not match their hash.
+    /// Shards or segments whose bytes did not match their hash.
     pub bad_hashes: u64,
+    /// Whole segments it delivered that checked out.
+    #[serde(default)]
+    pub segments: u64,
+    /// Round-trip time of its recent successful requests (moving average), in ms.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
     /// The last failure, if any.
     pub last_error: Option<String>,
+}
+
+impl SourceStats {
+    fn measured(&mut self, took: Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        self.rtt_ms = Some(self.rtt_ms.map_or(ms, |old| 0.7 * old + 0.3 * ms));
+    }
 }
 
 /// Where a session's segments came from, in bytes of segments.
@@ -60,6 +74,37 @@ pub struct Delivery {
     pub rebuilt_segments: u64,
     /// Their bytes.
     pub rebuilt_bytes: u64,
+    /// Segments fetched whole from other listeners.
+    #[serde(default)]
+    pub peer_segments: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub peer_bytes: u64,
+    /// Segments fetched whole from storage nodes' hot tiers.
+    #[serde(default)]
+    pub hot_segments: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub hot_bytes: u64,
+}
+
+impl Delivery {
+    /// All bytes delivered.
+    pub fn total_bytes(&self) -> u64 {
+        self.cache_bytes + self.rebuilt_bytes + self.peer_bytes + self.hot_bytes
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Delivery) {
+        self.cache_segments += other.cache_segments;
+        self.cache_bytes += other.cache_bytes;
+        self.rebuilt_segments += other.rebuilt_segments;
+        self.rebuilt_bytes += other.rebuilt_bytes;
+        self.peer_segments += other.peer_segments;
+        self.peer_bytes += other.peer_bytes;
+        self.hot_segments += other.hot_segments;
+        self.hot_bytes += other.hot_bytes;
+    }
 }
 
 /// Per-source record of a session: who delivered, who failed, who lied.
@@ -81,6 +126,17 @@ impl Report {
             .is_some_and(|s| s.failures + s.bad_hashes > 0)
     }
 
+    fn lied(&self, peer: &PeerId) -> bool {
+        self.sources
+            .lock()
+            .get(peer)
+            .is_some_and(|s| s.bad_hashes > 0)
+    }
+
+    fn rtt_ms(&self, peer: &PeerId) -> Option<f64> {
+        self.sources.lock().get(peer).and_then(|s| s.rtt_ms)
+    }
+
     /// Where the segments came from.
     pub fn delivery(&self) -> Delivery {
         *self.delivery.lock()
@@ -91,12 +147,12 @@ impl Report {
         self.sources.lock().clone()
     }
 
-    /// Sources that delivered at least one shard.
+    /// Sources that delivered at least one shard or segment.
     pub fn sources_used(&self) -> usize {
         self.sources
             .lock()
             .values()
-            .filter(|s| s.shards > 0)
+            .filter(|s| s.shards + s.segments > 0)
             .count()
     }
 
@@ -121,9 +177,12 @@ pub struct Fetcher {
     codec: Codec,
     segments: Vec<SegmentEntry>,
     holders: Vec<Vec<Option<Holder>>>,
+    whole: Vec<WholeCopy>,
     opts: FetchOptions,
     report: Arc<Report>,
-    cache: Option<Arc<SegmentCache>>,
+    cache: Option<Arc<dyn SegmentStore>>,
+    /// Where to report sources that lie, and about which song.
+    reporter: Option<(TrackerClient, SongId)>,
 }
 
 impl Fetcher {
@@ -140,16 +199,33 @@ impl Fetcher {
             codec: manifest.codec().clone(),
             segments: manifest.body().segments.clone(),
             holders,
+            whole: Vec::new(),
             opts,
             report,
             cache: None,
+            reporter: None,
         }
     }
 
-    /// Looks segments up in `cache` before fetching them, and keeps what it rebuilds there.
+    /// Looks segments up in `cache` before fetching them, and keeps what it fetches there.
     #[must_use]
-    pub fn with_cache(mut self, cache: Arc<SegmentCache>) -> Self {
+    pub fn with_cache(mut self, cache: Arc<dyn SegmentStore>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Asks these holders of whole copies (best first) for each segment before falling back
+    /// to the shards.
+    #[must_use]
+    pub fn with_whole(mut self, whole: Vec<WholeCopy>) -> Self {
+        self.whole = whole;
+        self
+    }
+
+    /// Reports sources that send bytes not matching their hash to `tracker` (about `song`).
+    #[must_use]
+    pub fn with_reporter(mut self, tracker: TrackerClient, song: SongId) -> Self {
+        self.reporter = Some((tracker, song));
         self
     }
 
@@ -218,8 +294,8 @@ impl Fetcher {
             .buffered(ahead.max(1))
     }
 
-    /// Segment `index`, verified: from the cache when it holds it, else rebuilt from shards
-    /// (and then cached).
+    /// Segment `index`, verified: from the cache when it holds it, else whole from the best
+    /// copy that answers, else rebuilt from shards (and then cached).
     pub async fn segment(&self, index: usize) -> Result<Bytes, ClientError> {
         let cached = self
             .segments
@@ -231,16 +307,124 @@ impl Fetcher {
             d.cache_bytes += data.len() as u64;
             return Ok(data);
         }
-        let data = Bytes::from(self.rebuild(index).await?);
-        {
-            let mut d = self.report.delivery.lock();
-            d.rebuilt_segments += 1;
-            d.rebuilt_bytes += data.len() as u64;
-        }
+        let data = match self.from_whole(index).await {
+            Some((data, kind)) => {
+                let data = Bytes::from(data);
+                let mut d = self.report.delivery.lock();
+                match kind {
+                    SourceKind::Peer => {
+                        d.peer_segments += 1;
+                        d.peer_bytes += data.len() as u64;
+                    }
+                    SourceKind::Hot => {
+                        d.hot_segments += 1;
+                        d.hot_bytes += data.len() as u64;
+                    }
+                }
+                data
+            }
+            None => {
+                let data = Bytes::from(self.rebuild(index).await?);
+                let mut d = self.report.delivery.lock();
+                d.rebuilt_segments += 1;
+                d.rebuilt_bytes += data.len() as u64;
+                data
+            }
+        };
         if let (Some(cache), Some(entry)) = (&self.cache, self.segments.get(index)) {
             cache.insert(entry.id, data.clone());
         }
         Ok(data)
+    }
+
+    /// Segment `index` whole from the holders of whole copies: the best first (fastest
+    /// measured, those that failed this session last, liars never), the next one too when
+    /// no answer came within the hedge delay. `None` when none delivered.
+    async fn from_whole(&self, index: usize) -> Option<(Vec<u8>, SourceKind)> {
+        let entry = self.segments.get(index)?;
+        let mut order: Vec<&WholeCopy> = self
+            .whole
+            .iter()
+            .filter(|w| !self.report.lied(&w.peer))
+            .collect();
+        if order.is_empty() {
+            return None;
+        }
+        // Stable: untried sources keep the tracker's order and come before measured ones
+        // only when those are slower.
+        order.sort_by(|a, b| {
+            let key = |w: &WholeCopy| {
+                (
+                    self.report.failed_before(&w.peer),
+                    self.report.rtt_ms(&w.peer).unwrap_or(0.0),
+                )
+            };
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        let mut untried = order.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        let launch = |w: &WholeCopy, in_flight: &mut FuturesUnordered<_>| {
+            let (peer, w) = (self.peer.clone(), w.clone());
+            let (report, id) = (self.report.clone(), entry.id);
+            let reporter = self.reporter.clone();
+            in_flight.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = peer.get_segment(w.peer, w.addrs.clone(), id).await;
+                match &r {
+                    Ok(data) => report.record(w.peer, |s| {
+                        s.segments += 1;
+                        s.bytes += data.len() as u64;
+                        s.measured(started.elapsed());
+                    }),
+                    Err(e) => {
+                        let bad_hash = matches!(e, RequestError::BadHash { .. });
+                        tracing::debug!(peer = %w.peer, segment = index, error = %e, "whole copy failed");
+                        report.record(w.peer, |s| {
+                            if bad_hash {
+                                s.bad_hashes += 1;
+                            } else {
+                                s.failures += 1;
+                            }
+                            s.last_error = Some(e.to_string());
+                        });
+                        if bad_hash {
+                            tracing::warn!(peer = %w.peer, segment = index, "a source sent bytes that do not match their hash: dropped for this song");
+                            if let Some((tracker, song)) = reporter {
+                                if let Err(e) = tracker.report_source(&w.peer, song, "bad_hash").await {
+                                    tracing::debug!(error = %e, "cannot report the source");
+                                }
+                            }
+                        }
+                    }
+                }
+                (w.kind, r.ok())
+            }));
+        };
+        launch(untried.next()?, &mut in_flight);
+        let hedge = tokio::time::sleep(self.opts.hedge_after);
+        tokio::pin!(hedge);
+        loop {
+            tokio::select! {
+                next = in_flight.next() => {
+                    match next {
+                        Some(Ok((kind, Some(data)))) => return Some((data, kind)),
+                        Some(_) => match untried.next() {
+                            Some(w) => launch(w, &mut in_flight),
+                            None if in_flight.is_empty() => return None,
+                            None => {}
+                        },
+                        None => return None,
+                    }
+                }
+                () = &mut hedge => {
+                    if let Some(w) = untried.next() {
+                        launch(w, &mut in_flight);
+                    }
+                    hedge.as_mut().reset(tokio::time::Instant::now() + self.opts.hedge_after);
+                }
+            }
+        }
     }
 
     /// Fetches, rebuilds and verifies segment `index`.

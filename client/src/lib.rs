@@ -26,7 +26,7 @@ use medley_core::{PublisherKey, SongId};
 use medley_net::{NoService, Peer, PeerConfig, PeerHandle, load_or_create_identity};
 use tokio::sync::OnceCell;
 
-pub use cache::{CacheStats, SegmentCache};
+pub use cache::{CacheStats, SegmentCache, SegmentStore};
 pub use config::{
     CONFIG_FILE, ClientConfig, PUBLISHER_KEY_FILE, default_data_dir, load_or_create_publisher_key,
 };
@@ -36,8 +36,8 @@ pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
 pub use probe::probe;
 pub use publish::{FileOutcome, PublishSummary, Published};
 pub use tracker::{
-    Artist, Committed, Hit, Holder, LayoutView, NodeEntry, SearchPage, SearchParams, SongInfo,
-    TrackerClient, TrackerStats,
+    Artist, Committed, Hit, Holder, HotView, LayoutView, NodeEntry, SearchPage, SearchParams,
+    SongInfo, SongSources, SourceKind, TrackerClient, TrackerStats, WholeCopy,
 };
 
 /// A client session: configuration, the tracker, and (started on first use) a data-plane
@@ -121,22 +121,31 @@ impl Client {
     pub async fn fetcher_with(
         &self,
         id: SongId,
-        cache: Option<Arc<SegmentCache>>,
+        cache: Option<Arc<dyn SegmentStore>>,
     ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
         let manifest = self.tracker.manifest(id).await?;
         let body = manifest.body();
-        let holders = self
+        let sources = self
             .tracker
-            .sources(id, body.segments.len(), manifest.codec().total())
+            .song_sources(
+                id,
+                body.segments.len(),
+                manifest.codec().total(),
+                Some(&self.config.region),
+            )
             .await?;
         let peer = self.peer().await?.clone();
+        let me = peer.peer_id();
         let mut fetcher = Fetcher::new(
             peer,
             &manifest,
-            holders,
+            sources.holders,
             self.fetch_options(),
             Arc::new(Report::default()),
-        );
+        )
+        // Never itself: it would only find what its cache already missed.
+        .with_whole(sources.whole.into_iter().filter(|w| w.peer != me).collect())
+        .with_reporter(self.tracker.clone(), id);
         if let Some(c) = cache {
             fetcher = fetcher.with_cache(c);
         }

@@ -117,6 +117,8 @@ pub struct PlayOutcome {
     pub sources: std::collections::BTreeMap<String, SourceStats>,
     /// Sources that sent bytes not matching their hash.
     pub bad_sources: Vec<String>,
+    /// Where the bytes came from: own cache, other listeners, hot nodes, rebuilt from shards.
+    pub delivery: crate::fetch::Delivery,
 }
 
 /// What a download did.
@@ -606,7 +608,12 @@ impl Client {
                     .map(|(p, s)| (p.to_string(), s))
                     .collect(),
                 bad_sources: report.liars().iter().map(ToString::to_string).collect(),
+                delivery: report.delivery(),
             });
+            // The tracker counts plays per region: what runs hot gets whole copies nearby.
+            if let Err(e) = self.tracker.report_play(id, &self.config.region).await {
+                tracing::warn!(song = %id, error = %e, "cannot report the play");
+            }
         }
         finished.map_err(|e| {
             remove_partial();

@@ -116,7 +116,61 @@ pub struct LoadView {
 
 #[derive(Debug, Deserialize)]
 struct SourcesView {
+    #[serde(default)]
+    whole: Vec<WholeView>,
     segments: Vec<SegmentSources>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WholeView {
+    peer_id: String,
+    addrs: Vec<String>,
+    kind: SourceKind,
+}
+
+/// What kind of whole copy a source holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A listener serving its cache.
+    Peer,
+    /// A storage node's hot tier.
+    Hot,
+}
+
+/// A source of whole segments of a song.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeCopy {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its data-plane addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Peer or hot node.
+    pub kind: SourceKind,
+}
+
+/// A song hot in a region.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HotView {
+    /// The song.
+    pub song: SongId,
+    /// The region.
+    pub region: String,
+    /// Decayed plays there now.
+    pub heat: f64,
+    /// Nodes ordered to hold it whole.
+    pub ordered: Vec<String>,
+    /// Nodes that report holding it whole.
+    pub held_by: Vec<String>,
+}
+
+/// A song's sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SongSources {
+    /// Per segment, per slot, the shard holder.
+    pub holders: Vec<Vec<Option<Holder>>>,
+    /// Whole copies, best first.
+    pub whole: Vec<WholeCopy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,11 +365,29 @@ impl TrackerClient {
         segments: usize,
         slots: usize,
     ) -> Result<Vec<Vec<Option<Holder>>>, ClientError> {
+        Ok(self.song_sources(id, segments, slots, None).await?.holders)
+    }
+
+    /// A song's sources for a client in `region`: who holds it whole (best first), and for
+    /// each segment the holder of each shard slot.
+    pub async fn song_sources(
+        &self,
+        id: SongId,
+        segments: usize,
+        slots: usize,
+        region: Option<&str>,
+    ) -> Result<SongSources, ClientError> {
+        let path = match region {
+            Some(r) => format!(
+                "/v1/songs/{id}/sources?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("region", r)
+                    .finish()
+            ),
+            None => format!("/v1/songs/{id}/sources"),
+        };
         let view: SourcesView = self
-            .get_json(
-                &format!("sources of song {id}"),
-                &format!("/v1/songs/{id}/sources"),
-            )
+            .get_json(&format!("sources of song {id}"), &path)
             .await
             .map_err(unknown_song(id))?;
         let bad = |reason: String| ClientError::BadTrackerData {
@@ -346,7 +418,58 @@ impl TrackerClient {
                     });
             }
         }
-        Ok(out)
+        let whole = view
+            .whole
+            .into_iter()
+            .filter_map(|w| {
+                let h = holder(&w.peer_id, &w.addrs)?;
+                Some(WholeCopy {
+                    peer: h.peer,
+                    addrs: h.addrs,
+                    kind: w.kind,
+                })
+            })
+            .collect();
+        Ok(SongSources {
+            holders: out,
+            whole,
+        })
+    }
+
+    /// Tells the tracker that `source` failed this client on `song` (`bad_hash`: it sent
+    /// bytes that do not match their hash; `failed`: it did not deliver).
+    pub async fn report_source(
+        &self,
+        source: &PeerId,
+        song: SongId,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let req = self.http.post(format!("{}/v1/reports", self.base)).json(
+            &serde_json::json!({ "peer_id": source.to_string(), "song": song.to_string(), "reason": reason }),
+        );
+        self.send("the source report", req).await?;
+        Ok(())
+    }
+
+    /// Tells the tracker which songs this listener holds whole and serves from `addrs`.
+    pub async fn announce(
+        &self,
+        peer_id: &PeerId,
+        addrs: &[String],
+        region: &str,
+        songs: &[SongId],
+    ) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/v1/peers/announce", self.base))
+            .json(&serde_json::json!({
+                "peer_id": peer_id.to_string(),
+                "addrs": addrs,
+                "region": region,
+                "songs": songs,
+            }));
+        self.send("the peer announcement", req).await?;
+        Ok(())
     }
 
     /// Counters and coding parameters.
@@ -363,6 +486,16 @@ impl TrackerClient {
     pub async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
         let v: NodesView = self.get_json("the node list", "/v1/nodes").await?;
         Ok(v.nodes)
+    }
+
+    /// The songs hot in some region, hottest first.
+    pub async fn hot(&self) -> Result<Vec<HotView>, ClientError> {
+        #[derive(Deserialize)]
+        struct Hot {
+            hot: Vec<HotView>,
+        }
+        let h: Hot = self.get_json("the popular songs", "/v1/popularity").await?;
+        Ok(h.hot)
     }
 
     /// Commits a signed manifest.

@@ -41,6 +41,9 @@ pub struct NodeStatus {
     /// Peers connected over the data plane.
     #[serde(default)]
     pub peers: u64,
+    /// Songs held whole in the hot tier.
+    #[serde(default)]
+    pub hot_songs: u64,
     /// Bytes of shards and segments served since start.
     pub bytes_served: u64,
     /// Data-plane requests being handled now.
@@ -75,6 +78,7 @@ pub(crate) struct Admin {
     pub(crate) maintenance: Arc<MaintenanceStats>,
     pub(crate) health: Arc<TrackerHealth>,
     pub(crate) peer: medley_net::PeerHandle,
+    pub(crate) hot: Option<Arc<crate::hot::HotTier>>,
     pub(crate) started: Instant,
 }
 
@@ -95,6 +99,7 @@ impl Admin {
             shards: self.store.shard_count(),
             hot_segments: self.store.hot_count(),
             peers: self.peer.connected_peers().await as u64,
+            hot_songs: self.hot.as_ref().map_or(0, |h| h.songs().len() as u64),
             bytes_served: self.serve.bytes_served.load(Ordering::Relaxed),
             requests_in_flight: self.serve.in_flight.load(Ordering::Relaxed) as u64,
             requests: self.serve.requests.lock().values().sum(),
@@ -129,6 +134,37 @@ impl Admin {
             "Whole segments held in the hot tier.",
             s.hot_segments,
         );
+        m.gauge(
+            "medley_node_hot_songs",
+            "Songs held whole in the hot tier.",
+            s.hot_songs,
+        );
+        if let Some(h) = &self.hot {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            m.counter(
+                "medley_node_hot_fills_total",
+                "Songs filled into the hot tier.",
+                get(&h.stats.filled),
+            );
+            m.counter(
+                "medley_node_hot_drops_total",
+                "Songs dropped from the hot tier once they cooled.",
+                get(&h.stats.dropped),
+            );
+            m.counter(
+                "medley_node_hot_fill_failures_total",
+                "Hot-tier fills that failed.",
+                get(&h.stats.failures),
+            );
+            m.counters(
+                "medley_node_hot_segments_filled_total",
+                "Segments filled into the hot tier, by how: copied whole or rebuilt from shards.",
+                [
+                    ([("how", "copied")], get(&h.stats.copied_segments)),
+                    ([("how", "rebuilt")], get(&h.stats.rebuilt_segments)),
+                ],
+            );
+        }
         m.gauge(
             "medley_node_peers",
             "Peers connected over the data plane.",

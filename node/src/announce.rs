@@ -85,6 +85,7 @@ pub(crate) async fn run(
     stats: Arc<ServeStats>,
     maintenance: Arc<MaintenanceStats>,
     health: Arc<TrackerHealth>,
+    hot: Option<Arc<crate::hot::HotTier>>,
     cancel: CancellationToken,
 ) {
     let http = match reqwest::Client::builder()
@@ -138,6 +139,7 @@ pub(crate) async fn run(
         last = now;
         let body = json!({
             "peer_id": a.peer_id,
+            "hot": hot.as_ref().map(|h| h.songs()),
             "free": store.capacity().saturating_sub(store.used()),
             "bytes_per_sec": bytes_per_sec,
             "transfers": stats.in_flight.load(Ordering::Relaxed) as u32,

@@ -255,11 +255,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("admin     {admin}");
     println!("up        {} s", s.uptime_secs);
     println!(
-        "storage   {} of {} used ({} free), {} shards, {} hot segments",
+        "storage   {} of {} used ({} free), {} shards, {} hot songs ({} segments)",
         size(s.used),
         size(s.capacity),
         size(s.capacity.saturating_sub(s.used)),
         s.shards,
+        s.hot_songs,
         s.hot_segments
     );
     println!(

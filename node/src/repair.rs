@@ -476,37 +476,15 @@ impl Repairer {
             blocking(move || store.put(Tier::Durable, id.0, &data)).await?;
             return Ok(true);
         }
-        // Rebuild from k other slots, data slots first (then the rebuild is a copy): ask k
-        // at once, and another slot only when one fails, so a rebuild reads k shards.
+        // Rebuild from k other slots, data slots first (then the rebuild is a copy).
         let k = usize::from(codec.k());
-        let mut candidates =
-            (0..entry.shards.len()).filter(|&j| j != slot && !sources[j].is_empty());
-        let fetch_slot = |j: usize| {
+        let candidates = (0..entry.shards.len()).filter(|&j| j != slot && !sources[j].is_empty());
+        let (shards, have) = gather_shards(entry.shards.len(), k, candidates, |j| {
             let srcs = &sources[j];
             let sid = entry.shards[j];
-            async move { (j, self.fetch(srcs, sid, shard_len).await) }
-        };
-        let mut pending = FuturesUnordered::new();
-        for j in candidates.by_ref().take(k) {
-            pending.push(fetch_slot(j));
-        }
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
-        let mut have = 0;
-        while have < k {
-            match pending.next().await {
-                Some((j, Some(data))) => {
-                    shards[j] = Some(data);
-                    have += 1;
-                }
-                Some((_, None)) => {
-                    if let Some(j) = candidates.next() {
-                        pending.push(fetch_slot(j));
-                    }
-                }
-                None => break,
-            }
-        }
-        drop(pending);
+            async move { self.fetch(srcs, sid, shard_len).await }
+        })
+        .await;
         let segment = entry.id.to_string();
         if have < k {
             return Err(RepairError::TooFewShards {
@@ -543,6 +521,49 @@ impl Repairer {
         blocking(move || store.put(Tier::Durable, id.0, &rebuilt)).await?;
         Ok(false)
     }
+}
+
+/// Fetches the shards of the slots `candidates` (in order of preference) until `k` are in:
+/// `k` asked at once, another only when one fails, so that a rebuild reads `k` shards when
+/// every source answers. Returns the shards by slot (of `total`) and how many arrived.
+pub(crate) async fn gather_shards<F, Fut>(
+    total: usize,
+    k: usize,
+    candidates: impl IntoIterator<Item = usize>,
+    fetch: F,
+) -> (Vec<Option<Vec<u8>>>, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Option<Vec<u8>>>,
+{
+    let mut candidates = candidates.into_iter();
+    let fetch_slot = |j: usize| {
+        let f = fetch(j);
+        async move { (j, f.await) }
+    };
+    let mut pending = FuturesUnordered::new();
+    for j in candidates.by_ref().take(k) {
+        pending.push(fetch_slot(j));
+    }
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+    let mut have = 0;
+    while have < k {
+        match pending.next().await {
+            Some((j, Some(data))) => {
+                if let Some(cell) = shards.get_mut(j) {
+                    *cell = Some(data);
+                    have += 1;
+                }
+            }
+            Some((_, None)) => {
+                if let Some(j) = candidates.next() {
+                    pending.push(fetch_slot(j));
+                }
+            }
+            None => break,
+        }
+    }
+    (shards, have)
 }
 
 fn load_held_from(store: &Store) -> Result<BTreeSet<(u16, u8)>, StoreError> {

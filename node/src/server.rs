@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::admin::{self, Admin};
 use crate::announce::{self, Announcement, ServeStats, TrackerHealth};
 use crate::config::{ConfigError, NodeConfig};
+use crate::hot::HotTier;
 use crate::repair::{MaintenanceStats, Repairer};
 use crate::scrub::Scrubber;
 use crate::service::StoreService;
@@ -127,6 +128,23 @@ impl Node {
             admin: None,
         };
         let health = Arc::new(TrackerHealth::default());
+        let api = match &node.config.tracker {
+            Some(t) => Some(TrackerApi::new(t).map_err(|e| NodeError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(e),
+            })?),
+            None => None,
+        };
+        let hot = api.as_ref().map(|api| {
+            Arc::new(HotTier::new(
+                node.peer_id().to_string(),
+                node.store.clone(),
+                node.peer.clone(),
+                api.clone(),
+                RateLimiter::new(node.config.repair_bytes_per_sec.as_u64()),
+                Duration::from_secs(node.config.heartbeat_secs),
+            ))
+        });
         let listen: Vec<String> = node
             .listen_addrs()
             .await
@@ -143,6 +161,7 @@ impl Node {
             maintenance: maintenance.clone(),
             health: health.clone(),
             peer: node.peer.clone(),
+            hot: hot.clone(),
             started: std::time::Instant::now(),
         });
         let admin_listen = node.config.admin_listen;
@@ -167,7 +186,8 @@ impl Node {
             listen = ?info.listen,
             "node running"
         );
-        if let Some(tracker) = node.config.tracker.clone() {
+        if let (Some(tracker), Some(api), Some(hot)) = (node.config.tracker.clone(), api, hot) {
+            tokio::spawn(hot.clone().run(node.cancel.child_token()));
             let announcement = Announcement {
                 tracker: tracker.clone(),
                 peer_id: info.peer_id.clone(),
@@ -181,12 +201,9 @@ impl Node {
                 stats,
                 maintenance.clone(),
                 health,
+                Some(hot),
                 node.cancel.child_token(),
             ));
-            let api = TrackerApi::new(&tracker).map_err(|e| NodeError::Io {
-                path: dir.clone(),
-                source: std::io::Error::other(e),
-            })?;
             let repairer = Arc::new(Repairer {
                 me: info.peer_id.clone(),
                 store: node.store.clone(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use medley_core::{Layout, SegmentEntry, SegmentId};
+use medley_core::{Layout, Manifest, SegmentEntry, SegmentId, SongId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -205,6 +205,45 @@ impl TrackerApi {
             .collect())
     }
 
+    /// The songs node `peer_id` is ordered to hold whole.
+    pub(crate) async fn hot_orders(&self, peer_id: &str) -> Result<Vec<SongId>, TrackerCallError> {
+        #[derive(Deserialize)]
+        struct Orders {
+            songs: Vec<SongId>,
+        }
+        let o: Orders = self.get(&format!("/v1/nodes/{peer_id}/hot")).await?;
+        Ok(o.songs)
+    }
+
+    /// The signed manifest of song `id`, checked against its id.
+    pub(crate) async fn manifest(&self, id: SongId) -> Result<Manifest, TrackerCallError> {
+        let url = format!("{}/v1/songs/{id}/manifest", self.base);
+        let transport = |source| TrackerCallError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = self.http.get(&url).send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(TrackerCallError::Status {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        Manifest::decode_expecting(&bytes, id).map_err(|e| TrackerCallError::Status {
+            url,
+            status: status.as_u16(),
+            body: format!("the manifest does not verify: {e}"),
+        })
+    }
+
+    /// Who holds song `id` whole and who holds each shard.
+    pub(crate) async fn sources(&self, id: SongId) -> Result<SongSources, TrackerCallError> {
+        self.get(&format!("/v1/songs/{id}/sources")).await
+    }
+
     /// Starts (`true`) or cancels (`false`) the drain of node `peer_id`; returns the layout
     /// version that follows.
     pub async fn set_draining(
@@ -226,6 +265,44 @@ impl TrackerApi {
         let a: Answer = self.send(req, url).await?;
         Ok(a.layout_version)
     }
+}
+
+/// A song's sources as `GET /v1/songs/{id}/sources` lists them.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SongSources {
+    /// Who holds it whole, best first.
+    #[serde(default)]
+    pub(crate) whole: Vec<WholeJson>,
+    /// Per segment, the holder of each slot.
+    pub(crate) segments: Vec<SegmentSourcesJson>,
+}
+
+/// A whole copy.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WholeJson {
+    pub(crate) peer_id: String,
+    pub(crate) addrs: Vec<String>,
+}
+
+/// One segment's slot holders.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SegmentSourcesJson {
+    pub(crate) shards: Vec<SlotJson>,
+}
+
+/// One slot's holder.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SlotJson {
+    pub(crate) peer_id: Option<String>,
+    #[serde(default)]
+    pub(crate) addrs: Vec<String>,
+}
+
+/// A peer id and addresses from the tracker, parsed; `None` if unusable.
+pub(crate) fn parse_source(peer_id: &str, addrs: &[String]) -> Option<(PeerId, Vec<Multiaddr>)> {
+    let peer: PeerId = peer_id.parse().ok()?;
+    let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    (!addrs.is_empty()).then_some((peer, addrs))
 }
 
 /// Live nodes' peer ids and addresses, parsed; nodes with unusable entries are left out.

@@ -114,6 +114,7 @@ pub struct TestnetBuilder {
     log: String,
     grace_secs: u64,
     node_config: String,
+    tracker_config: String,
 }
 
 impl Default for TestnetBuilder {
@@ -129,6 +130,7 @@ impl Default for TestnetBuilder {
             log: "info".into(),
             grace_secs: 30,
             node_config: String::new(),
+            tracker_config: String::new(),
         }
     }
 }
@@ -185,6 +187,12 @@ impl TestnetBuilder {
         self
     }
 
+    /// Extra lines of `medley-tracker.toml`, e.g. `"hot_plays = 2.0"`.
+    pub fn tracker_config(mut self, toml: &str) -> Self {
+        self.tracker_config = toml.into();
+        self
+    }
+
     /// Log filter for the processes (default `info`); logs go to `<dir>/logs/`.
     pub fn log(mut self, filter: &str) -> Self {
         self.log = filter.into();
@@ -233,11 +241,12 @@ impl TestnetBuilder {
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n{}\n",
                 self.k,
                 self.m,
                 self.grace_secs,
-                key.id()
+                key.id(),
+                self.tracker_config
             ),
         )
         .map_err(io("cannot write the tracker's config"))?;

@@ -162,6 +162,10 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes/register", post(register))
         .route("/v1/nodes/heartbeat", post(heartbeat))
         .route("/v1/nodes/leave", post(leave))
+        .route("/v1/nodes/{id}/hot", get(hot_orders))
+        .route("/v1/peers/announce", post(announce_peer))
+        .route("/v1/reports", post(report_source))
+        .route("/v1/popularity", get(popularity))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/publishers", get(publishers).post(add_publisher))
@@ -370,13 +374,27 @@ async fn manifest(
         .into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesQuery {
+    /// The asking client's region: whole copies there are ranked first.
+    region: Option<String>,
+}
+
 async fn sources(
     AxState(app): AxState<Shared>,
     Path(id): Path<String>,
+    query: Result<Query<SourcesQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = song_id(&id)?;
-    let (m, layout, addrs) = blocking(&app, move |s| {
-        Ok((s.manifest(id)?, s.layout()?, s.addresses()))
+    let Query(q) = query.map_err(|r| bad_query(&r))?;
+    let (m, layout, addrs, whole) = blocking(&app, move |s| {
+        Ok((
+            s.manifest(id)?,
+            s.layout()?,
+            s.addresses(),
+            s.whole_sources(id, q.region.as_deref()),
+        ))
     })
     .await?;
     let segments: Vec<_> = m
@@ -406,9 +424,59 @@ async fn sources(
             json!({ "index": index, "id": seg.id.to_string(), "len": seg.len, "shards": shards })
         })
         .collect();
-    Ok(Json(
-        json!({ "song": id.to_string(), "layout_version": layout.version, "segments": segments }),
-    ))
+    Ok(Json(json!({
+        "song": id.to_string(),
+        "layout_version": layout.version,
+        "whole": whole,
+        "segments": segments,
+    })))
+}
+
+async fn hot_orders(
+    AxState(app): AxState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let songs = app.state.hot_orders(&id)?;
+    Ok(Json(json!({ "node": id, "songs": songs })))
+}
+
+async fn popularity(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {
+    Json(json!({ "hot": app.state.hot_songs() }))
+}
+
+async fn announce_peer(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<crate::PeerAnnouncement>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(a) = body.map_err(json_rejection)?;
+    app.state.announce_peer(a)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceReport {
+    peer_id: String,
+    song: String,
+    reason: String,
+}
+
+async fn report_source(
+    AxState(app): AxState<Shared>,
+    body: Result<Json<SourceReport>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(r) = body.map_err(json_rejection)?;
+    song_id(&r.song)?;
+    if !matches!(r.reason.as_str(), "bad_hash" | "failed") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_report",
+            format!("reason {:?}: expected bad_hash or failed", r.reason),
+        ));
+    }
+    tracing::info!(source = %r.peer_id, song = %r.song, reason = %r.reason, "a client reports a source");
+    app.state.report_source(&r.peer_id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn nodes(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 9] = [
+pub const FIELDS: [FieldDoc; 13] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -63,6 +63,31 @@ pub const FIELDS: [FieldDoc; 9] = [
         example: None,
     },
     FieldDoc {
+        name: "hot_plays",
+        doc: "Plays of a song in a region (decayed, see hot_half_life_secs) from which it is\n\
+              hot there: hot_copies nodes of that region are ordered to hold it whole. It\n\
+              cools, and the copies are released, below half of this.",
+        example: None,
+    },
+    FieldDoc {
+        name: "hot_half_life_secs",
+        doc: "Half-life of the play counters, in seconds: a play counts half after this\n\
+              long.",
+        example: None,
+    },
+    FieldDoc {
+        name: "hot_copies",
+        doc: "Nodes per region ordered to hold a hot song whole (least loaded first, with\n\
+              room for it). 0 turns the hot tier off.",
+        example: None,
+    },
+    FieldDoc {
+        name: "peer_ttl_secs",
+        doc: "How long a listener's announcement of the songs it serves holds; listeners\n\
+              renew it well within this.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_token",
         doc: "Token admin requests (drain, publisher keys) must carry as\n\
               `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
@@ -93,6 +118,14 @@ pub struct TrackerConfig {
     pub node_grace_secs: u64,
     /// Largest request body accepted, in bytes (a manifest is at most 4 MiB).
     pub max_body_bytes: usize,
+    /// Decayed plays of a song in a region from which it is hot there.
+    pub hot_plays: f64,
+    /// Half-life of the play counters, in seconds.
+    pub hot_half_life_secs: u64,
+    /// Nodes per region ordered to hold a hot song whole.
+    pub hot_copies: usize,
+    /// How long a listener's announcement holds, in seconds.
+    pub peer_ttl_secs: u64,
     /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
     /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
     /// address.
@@ -110,6 +143,10 @@ impl Default for TrackerConfig {
             publishers: Vec::new(),
             node_grace_secs: 30,
             max_body_bytes: medley_core::MAX_MANIFEST_SIZE + 1024,
+            hot_plays: 4.0,
+            hot_half_life_secs: 900,
+            hot_copies: 2,
+            peer_ttl_secs: 120,
             admin_token: None,
         }
     }
@@ -142,6 +179,18 @@ impl TrackerConfig {
         if self.partitions == 0 {
             return Err(ConfigError::Invalid {
                 field: "partitions",
+                reason: "must be at least 1",
+            });
+        }
+        if !(self.hot_plays.is_finite() && self.hot_plays >= 1.0) {
+            return Err(ConfigError::Invalid {
+                field: "hot_plays",
+                reason: "must be a number of at least 1",
+            });
+        }
+        if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "hot_half_life_secs/peer_ttl_secs",
                 reason: "must be at least 1",
             });
         }

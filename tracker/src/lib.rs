@@ -21,6 +21,7 @@ mod api;
 pub mod cli;
 mod config;
 mod db;
+mod popularity;
 mod search;
 mod server;
 mod state;
@@ -28,9 +29,10 @@ mod state;
 pub use api::{ApiError, SongView};
 pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
 pub use db::DbError;
+pub use popularity::{HotSong, PeerAnnouncement};
 pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
 pub use state::{
-    Committed, Heartbeat, Imported, LayoutPreview, Load, NodeRecord, NodeSlots, Registration,
-    State, StateError,
+    Committed, Heartbeat, Imported, LayoutPreview, Load, MAX_ANNOUNCED_SONGS, NodeRecord,
+    NodeSlots, Registration, SourceKind, State, StateError, WholeSource,
 };

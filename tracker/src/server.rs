@@ -163,7 +163,7 @@ impl Tracker {
 
 /// Every second (or a quarter of the grace period, if shorter), takes nodes that missed
 /// their heartbeats for the grace period out of the layout, so their slots go to live nodes,
-/// which rebuild the shards.
+/// which rebuild the shards; and releases the hot copies of songs that cooled.
 async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let grace = Duration::from_secs(app.state.config().node_grace_secs);
     let period = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -175,7 +175,12 @@ async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         let app = app.clone();
-        match tokio::task::spawn_blocking(move || app.state.refresh_layout()).await {
+        let result = tokio::task::spawn_blocking(move || {
+            app.state.sweep_hot();
+            app.state.refresh_layout()
+        })
+        .await;
+        match result {
             Ok(Ok(Some(version))) => info!(version, "layout follows node liveness"),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot recompute the layout"),

@@ -19,6 +19,7 @@ use crate::db::{
     CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS, Db,
     DbError,
 };
+use crate::popularity::{Candidate, HotSong, PeerAnnouncement, Popularity, Rules};
 use crate::search::{Artist, Hit, Search, SearchError, SearchQuery, SearchResults};
 
 /// What a node tells the tracker when it registers.
@@ -65,6 +66,9 @@ pub struct Heartbeat {
     /// Its load.
     #[serde(flatten)]
     pub load: Load,
+    /// Songs it holds whole in its hot tier (absent: unchanged).
+    #[serde(default)]
+    pub hot: Option<Vec<SongId>>,
 }
 
 /// A node as the tracker knows it.
@@ -86,6 +90,32 @@ pub struct NodeRecord {
     /// slots for the grace period, as for any node gone quiet, so a restart moves no data.
     #[serde(default)]
     pub stopped: bool,
+}
+
+/// Most songs one listener may announce.
+pub const MAX_ANNOUNCED_SONGS: usize = 10_000;
+
+/// What kind of whole copy a source holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A listener serving its cache.
+    Peer,
+    /// A storage node's hot tier.
+    Hot,
+}
+
+/// A source of whole segments of a song.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeSource {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its data-plane addresses.
+    pub addrs: Vec<String>,
+    /// Its region.
+    pub region: String,
+    /// Peer or hot node.
+    pub kind: SourceKind,
 }
 
 /// What a layout change would do, computed without applying it.
@@ -220,6 +250,8 @@ pub struct State {
     publishing: parking_lot::Mutex<u64>,
     /// Serialises play counter updates (read, add one, write).
     counting: parking_lot::Mutex<()>,
+    /// Decaying play counters, hot-copy orders, what nodes and peers hold whole.
+    popularity: parking_lot::Mutex<Popularity>,
 }
 
 fn play_count(v: &[u8]) -> u64 {
@@ -296,6 +328,7 @@ impl State {
             search,
             publishing: parking_lot::Mutex::new(last_seq),
             counting: parking_lot::Mutex::new(()),
+            popularity: parking_lot::Mutex::default(),
         };
         *state.members.lock() = state.eligible();
         state.catch_up_index(fresh)?;
@@ -455,9 +488,168 @@ impl State {
         let mut key = id.as_bytes().to_vec();
         key.extend_from_slice(region.as_bytes());
         let _guard = self.counting.lock();
+        let manifest = self.manifest(id)?;
         let plays = self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)) + 1;
         self.db.put(CF_PLAYS, &key, &plays.to_le_bytes())?;
+        drop(_guard);
+        if self.config.hot_copies > 0 {
+            let candidates = self.hot_candidates();
+            self.popularity.lock().play(
+                self.rules(),
+                id,
+                manifest.body().total_size,
+                region,
+                &candidates,
+                now_ms(),
+            );
+        }
         Ok(plays)
+    }
+
+    fn rules(&self) -> Rules {
+        Rules {
+            hot_plays: self.config.hot_plays,
+            half_life_ms: self.config.hot_half_life_secs as f64 * 1000.0,
+            copies: self.config.hot_copies,
+            peer_ttl_ms: self.config.peer_ttl_secs * 1000,
+        }
+    }
+
+    /// Nodes that may take a hot copy: alive, not draining, with capacity.
+    fn hot_candidates(&self) -> Vec<Candidate> {
+        let now = now_ms();
+        self.nodes
+            .read()
+            .values()
+            .filter(|r| !r.draining && r.registration.capacity > 0 && self.is_alive(r, now))
+            .map(|r| Candidate {
+                id: r.registration.peer_id.clone(),
+                region: r.registration.region.clone(),
+                // Before its first heartbeat a node has reported nothing: assume it is empty.
+                free: if r.load == Load::default() {
+                    r.registration.capacity
+                } else {
+                    r.load.free
+                },
+                bytes_per_sec: r.load.bytes_per_sec,
+            })
+            .collect()
+    }
+
+    /// Releases hot copies of songs that cooled and replaces ordered nodes that went away;
+    /// called periodically. Returns the number of songs released.
+    pub fn sweep_hot(&self) -> usize {
+        let candidates = self.hot_candidates();
+        let sizes = |id: SongId| self.manifest(id).ok().map(|m| m.body().total_size);
+        self.popularity
+            .lock()
+            .sweep(self.rules(), &sizes, &candidates, now_ms())
+    }
+
+    /// Songs node `peer_id` is ordered to hold whole.
+    pub fn hot_orders(&self, peer_id: &str) -> Result<Vec<SongId>, StateError> {
+        if !self.nodes.read().contains_key(peer_id) {
+            return Err(StateError::UnknownNode(peer_id.to_string()));
+        }
+        Ok(self.popularity.lock().orders_of(peer_id))
+    }
+
+    /// The songs hot in some region, hottest first.
+    pub fn hot_songs(&self) -> Vec<HotSong> {
+        self.popularity.lock().hot(self.rules(), now_ms())
+    }
+
+    /// Records a listener's announcement of the songs it holds whole and serves.
+    pub fn announce_peer(&self, a: PeerAnnouncement) -> Result<(), StateError> {
+        if a.peer_id.is_empty() || a.peer_id.len() > 128 {
+            return Err(StateError::BadRegistration(
+                "peer_id must be 1 to 128 characters",
+            ));
+        }
+        if a.region.is_empty() || a.region.len() > 64 {
+            return Err(StateError::BadRegistration(
+                "region must be 1 to 64 characters",
+            ));
+        }
+        if a.addrs.is_empty() || a.addrs.len() > 16 || a.addrs.iter().any(|x| x.len() > 256) {
+            return Err(StateError::BadRegistration(
+                "addrs must list 1 to 16 addresses of at most 256 characters",
+            ));
+        }
+        if a.songs.len() > MAX_ANNOUNCED_SONGS {
+            return Err(StateError::BadRegistration(
+                "a peer announces at most 10000 songs",
+            ));
+        }
+        self.popularity.lock().announce(a, now_ms());
+        Ok(())
+    }
+
+    /// Records a client's report that `source` failed it (`bad_hash`: sent bytes that do
+    /// not match their hash). Sources with recent failures are ranked last.
+    pub fn report_source(&self, source: &str) -> Result<(), StateError> {
+        if source.is_empty() || source.len() > 128 {
+            return Err(StateError::BadRegistration(
+                "peer_id must be 1 to 128 characters",
+            ));
+        }
+        self.popularity
+            .lock()
+            .failed(source, self.rules(), now_ms());
+        Ok(())
+    }
+
+    /// Whole copies of `song`, best first for a client in `region`: listener peers, then hot
+    /// nodes, each ranked by region (same first), recent failures and load.
+    pub fn whole_sources(&self, song: SongId, region: Option<&str>) -> Vec<WholeSource> {
+        let now = now_ms();
+        let rules = self.rules();
+        let pop = self.popularity.lock();
+        let nodes = self.nodes.read();
+        // Rank: same region, no recent failure, peer before hot node, fewer failures, less
+        // load.
+        let mut out: Vec<(WholeSource, (bool, bool, u8, u64, u64))> = Vec::new();
+        for a in pop.peers_with(song, rules, now) {
+            let failures = pop.failures_of(&a.peer_id, rules, now);
+            out.push((
+                WholeSource {
+                    peer_id: a.peer_id.clone(),
+                    addrs: a.addrs.clone(),
+                    region: a.region.clone(),
+                    kind: SourceKind::Peer,
+                },
+                (
+                    region.is_some_and(|r| r != a.region),
+                    failures >= 0.5,
+                    0,
+                    (failures * 1000.0) as u64,
+                    0,
+                ),
+            ));
+        }
+        for id in pop.holders(song) {
+            let Some(rec) = nodes.get(id).filter(|r| self.is_alive(r, now)) else {
+                continue;
+            };
+            let failures = pop.failures_of(id, rules, now);
+            out.push((
+                WholeSource {
+                    peer_id: id.to_string(),
+                    addrs: rec.registration.addrs.clone(),
+                    region: rec.registration.region.clone(),
+                    kind: SourceKind::Hot,
+                },
+                (
+                    region.is_some_and(|r| r != rec.registration.region),
+                    failures >= 0.5,
+                    1,
+                    (failures * 1000.0) as u64,
+                    rec.load.bytes_per_sec,
+                ),
+            ));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.peer_id.cmp(&b.0.peer_id)));
+        out.into_iter().map(|(s, _)| s).collect()
     }
 
     /// Plays of song `id` per region.
@@ -779,6 +971,11 @@ impl State {
         rec.last_seen_ms = now;
         rec.stopped = false;
         drop(nodes);
+        if let Some(hot) = hb.hot {
+            self.popularity
+                .lock()
+                .set_held(&hb.peer_id, hot.into_iter().collect());
+        }
         // Heartbeats are frequent and only liveness hints: kept in memory, persisted on
         // register. A node back from the dead rejoins the layout.
         if was_down {

@@ -320,6 +320,144 @@ async fn nodes_register_and_layout_follows() {
     let nodes: Value = get_json(&http, &format!("{url}/v1/nodes")).await;
     assert_eq!(node_3(&nodes), (json!(true), json!(false)));
 
+    // Popularity: plays in a region make the song hot there; a node of that region is
+    // ordered to hold it, reports holding it, and is then listed as a whole copy, first for
+    // clients of its region. Bad reports and announcements are refused.
+    let region_of_3 = "region-0";
+    for _ in 0..4 {
+        let r = http
+            .post(format!("{url}/v1/plays"))
+            .json(&json!({"song": m.id().to_string(), "region": region_of_3}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let hot: Value = get_json(&http, &format!("{url}/v1/popularity")).await;
+    let entry = &hot["hot"][0];
+    assert_eq!(entry["song"], m.id().to_string());
+    assert_eq!(entry["region"], region_of_3);
+    let ordered: Vec<String> = entry["ordered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ordered.len(), 2, "hot_copies nodes: {hot}");
+    for n in &ordered {
+        let i: usize = n.trim_start_matches("node-").parse().unwrap();
+        assert_eq!(i % 3, 0, "{n} is in {region_of_3}");
+        let o: Value = get_json(&http, &format!("{url}/v1/nodes/{n}/hot")).await;
+        assert_eq!(o["songs"], json!([m.id().to_string()]));
+    }
+    let src: Value = get_json(&http, &format!("{url}/v1/songs/{}/sources", m.id())).await;
+    assert_eq!(src["whole"], json!([]), "ordered is not held");
+    let holder = &ordered[0];
+    let hb = http
+        .post(format!("{url}/v1/nodes/heartbeat"))
+        .json(
+            &json!({"peer_id": holder, "free": 1 << 30, "bytes_per_sec": 0, "transfers": 0,
+            "hot": [m.id().to_string()]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), StatusCode::NO_CONTENT);
+    let r = http
+        .post(format!("{url}/v1/peers/announce"))
+        .json(
+            &json!({"peer_id": "listener-1", "addrs": ["/ip4/127.0.0.1/udp/9/quic-v1"],
+            "region": "region-1", "songs": [m.id().to_string()]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let kinds = |v: &Value| -> Vec<(String, String)> {
+        v["whole"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["peer_id"].as_str().unwrap().to_string(),
+                    w["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let near_holder: Value = get_json(
+        &http,
+        &format!("{url}/v1/songs/{}/sources?region={region_of_3}", m.id()),
+    )
+    .await;
+    assert_eq!(
+        kinds(&near_holder),
+        vec![
+            (holder.clone(), "hot".to_string()),
+            ("listener-1".to_string(), "peer".to_string())
+        ],
+        "same region first"
+    );
+    let near_peer: Value = get_json(
+        &http,
+        &format!("{url}/v1/songs/{}/sources?region=region-1", m.id()),
+    )
+    .await;
+    assert_eq!(kinds(&near_peer)[0].0, "listener-1");
+    // A reported liar goes last among equals.
+    let report = |body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}/v1/reports"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r =
+        report(json!({"peer_id": "listener-1", "song": m.id().to_string(), "reason": "bad_hash"}))
+            .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let after: Value = get_json(
+        &http,
+        &format!("{url}/v1/songs/{}/sources?region=region-2", m.id()),
+    )
+    .await;
+    assert_eq!(kinds(&after)[0].0, *holder, "{after}");
+    for (body, code) in [
+        (
+            json!({"peer_id": "x", "song": m.id().to_string(), "reason": "meh"}),
+            "bad_report",
+        ),
+        (
+            json!({"peer_id": "x", "song": "nope", "reason": "bad_hash"}),
+            "bad_id",
+        ),
+    ] {
+        let (s, c) = error_code(report(body).await).await;
+        assert_eq!((s.as_u16(), c.as_str()), (400, code));
+    }
+    let (s, c) = error_code(
+        http.post(format!("{url}/v1/peers/announce"))
+            .json(&json!({"peer_id": "p", "addrs": [], "region": "r", "songs": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s.as_u16(), c.as_str()), (400, "bad_registration"));
+    let (s, c) = error_code(
+        http.get(format!("{url}/v1/nodes/nobody/hot"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s.as_u16(), c.as_str()), (404, "unknown_node"));
+
     // The layout and registry survive a restart.
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;

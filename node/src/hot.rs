@@ -1,0 +1,320 @@
+//! The hot tier: whole segments of songs the tracker ordered this node to hold because they
+//! run hot in its region.
+//!
+//! Every poll it asks the tracker for its orders. A song it lacks is filled segment by
+//! segment: from another whole copy when the tracker lists one, else rebuilt from `k` shards
+//! of the durable tier; every segment is checked against its id before it is stored. A song
+//! no longer ordered is dropped (its segments go, unless another held song shares them). What
+//! it holds is persisted in the node state and reported with every heartbeat.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use medley_core::{Codec, SegmentEntry, SegmentId, SongId};
+use medley_daemon::RateLimiter;
+use medley_net::{CancellationToken, PeerHandle};
+use tracing::{debug, info, warn};
+
+use crate::repair::gather_shards;
+use crate::store::{Store, StoreError, Tier};
+use crate::tracker_api::{TrackerApi, TrackerCallError, parse_source};
+
+/// A peer to ask, with its addresses.
+type Source = (PeerId, Vec<Multiaddr>);
+
+/// Node-state key of the songs held whole, with their segments.
+const HOT_KEY: &str = "hot_songs";
+
+/// Counters of the hot tier.
+#[derive(Debug, Default)]
+pub struct HotStats {
+    /// Songs filled since start.
+    pub filled: AtomicU64,
+    /// Songs dropped since start.
+    pub dropped: AtomicU64,
+    /// Segments copied whole from another copy.
+    pub copied_segments: AtomicU64,
+    /// Segments rebuilt from shards.
+    pub rebuilt_segments: AtomicU64,
+    /// Fills that failed.
+    pub failures: AtomicU64,
+}
+
+/// Why a fill failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HotError {
+    #[error(transparent)]
+    Tracker(#[from] TrackerCallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("segment {0}: no whole copy and too few shards answered")]
+    Unavailable(SegmentId),
+    #[error("segment {segment}: {reason}")]
+    Rebuild { segment: SegmentId, reason: String },
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The hot-tier worker of one node.
+#[derive(Debug)]
+pub struct HotTier {
+    pub(crate) me: String,
+    pub(crate) store: Arc<Store>,
+    pub(crate) peer: PeerHandle,
+    pub(crate) api: TrackerApi,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) poll: Duration,
+    pub(crate) stats: HotStats,
+    /// Songs held whole, with their segment ids.
+    held: parking_lot::Mutex<BTreeMap<SongId, Vec<SegmentId>>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, HotError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl HotTier {
+    /// A worker; what it held before a restart is read back from the store.
+    pub(crate) fn new(
+        me: String,
+        store: Arc<Store>,
+        peer: PeerHandle,
+        api: TrackerApi,
+        limiter: RateLimiter,
+        poll: Duration,
+    ) -> Self {
+        let held = match store.get_meta(HOT_KEY) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(error = %e, "unreadable hot-tier index: starting empty");
+                BTreeMap::new()
+            }),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the hot-tier index: starting empty");
+                BTreeMap::new()
+            }
+        };
+        Self {
+            me,
+            store,
+            peer,
+            api,
+            limiter,
+            poll,
+            stats: HotStats::default(),
+            held: parking_lot::Mutex::new(held),
+        }
+    }
+
+    /// Songs held whole now.
+    pub fn songs(&self) -> Vec<SongId> {
+        self.held.lock().keys().copied().collect()
+    }
+
+    /// Follows the tracker's orders until `cancel` fires.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.follow_orders() => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    /// One round: drop what is no longer ordered, fill what is missing.
+    async fn follow_orders(&self) {
+        let orders: BTreeSet<SongId> = match self.api.hot_orders(&self.me).await {
+            Ok(o) => o.into_iter().collect(),
+            Err(e) => {
+                debug!(error = %e, "cannot read hot orders");
+                return;
+            }
+        };
+        let gone: Vec<SongId> = self
+            .held
+            .lock()
+            .keys()
+            .filter(|s| !orders.contains(s))
+            .copied()
+            .collect();
+        for song in gone {
+            if let Err(e) = self.drop_song(song).await {
+                warn!(%song, error = %e, "cannot drop a hot song");
+            }
+        }
+        let missing: Vec<SongId> = {
+            let held = self.held.lock();
+            orders
+                .iter()
+                .filter(|s| !held.contains_key(s))
+                .copied()
+                .collect()
+        };
+        for song in missing {
+            match self.fill(song).await {
+                Ok(segments) => {
+                    self.stats.filled.fetch_add(1, Ordering::Relaxed);
+                    info!(%song, segments, "holding a hot song whole");
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(%song, error = %e, "cannot fill a hot song");
+                }
+            }
+        }
+    }
+
+    async fn save(&self) -> Result<(), HotError> {
+        let bytes = serde_json::to_vec(&*self.held.lock()).unwrap_or_default();
+        let store = self.store.clone();
+        blocking(move || store.put_meta(HOT_KEY, &bytes)).await
+    }
+
+    /// Fetches every segment of `song` it lacks, checked, into the hot tier. On failure the
+    /// segments stored by this attempt are removed again.
+    async fn fill(&self, song: SongId) -> Result<usize, HotError> {
+        let manifest = self.api.manifest(song).await?;
+        let sources = self.api.sources(song).await?;
+        let whole: Vec<Source> = sources
+            .whole
+            .iter()
+            .filter(|w| w.peer_id != self.me)
+            .filter_map(|w| parse_source(&w.peer_id, &w.addrs))
+            .collect();
+        let body = manifest.body();
+        let mut stored = Vec::new();
+        for (index, entry) in body.segments.iter().enumerate() {
+            let (store, id) = (self.store.clone(), entry.id);
+            let result = async {
+                if blocking(move || store.contains(Tier::Hot, id.0)).await? {
+                    return Ok(false);
+                }
+                let holders: Vec<Option<Source>> = sources
+                    .segments
+                    .get(index)
+                    .map(|s| {
+                        s.shards
+                            .iter()
+                            .map(|slot| {
+                                slot.peer_id
+                                    .as_deref()
+                                    .and_then(|p| parse_source(p, &slot.addrs))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let data = self
+                    .segment(entry, manifest.codec(), &whole, &holders)
+                    .await?;
+                // The store checks the bytes against the id again.
+                let store = self.store.clone();
+                blocking(move || store.put(Tier::Hot, id.0, &data).map(|_| ())).await?;
+                Ok(true)
+            }
+            .await;
+            match result {
+                Ok(true) => stored.push(id),
+                Ok(false) => {}
+                Err(e) => {
+                    let store = self.store.clone();
+                    let _ = blocking(move || {
+                        for id in stored {
+                            store.delete(Tier::Hot, id.0)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                    return Err(e);
+                }
+            }
+        }
+        let ids: Vec<SegmentId> = body.segments.iter().map(|s| s.id).collect();
+        let n = ids.len();
+        self.held.lock().insert(song, ids);
+        self.save().await?;
+        Ok(n)
+    }
+
+    /// One segment, verified: from the first whole copy that has it, else rebuilt from `k`
+    /// shards of `holders` (per slot).
+    async fn segment(
+        &self,
+        entry: &SegmentEntry,
+        codec: &Codec,
+        whole: &[Source],
+        holders: &[Option<Source>],
+    ) -> Result<Vec<u8>, HotError> {
+        let (id, len) = (entry.id, entry.len as usize);
+        for (peer, addrs) in whole {
+            self.limiter.acquire(len as u64).await;
+            match self.peer.get_segment(*peer, addrs.clone(), id).await {
+                Ok(d) => {
+                    self.stats.copied_segments.fetch_add(1, Ordering::Relaxed);
+                    return Ok(d);
+                }
+                Err(e) => debug!(%peer, segment = %id, error = %e, "whole copy failed"),
+            }
+        }
+        let shard_len = codec.shard_len(len);
+        let k = usize::from(codec.k());
+        let candidates =
+            (0..entry.shards.len()).filter(|&j| holders.get(j).is_some_and(Option::is_some));
+        let (shards, have) = gather_shards(entry.shards.len(), k, candidates, |j| {
+            let holder = holders.get(j).cloned().flatten();
+            let sid = entry.shards[j];
+            async move {
+                let (peer, addrs) = holder?;
+                self.limiter.acquire(shard_len as u64).await;
+                self.peer.get_shard(peer, addrs, sid).await.ok()
+            }
+        })
+        .await;
+        if have < k {
+            return Err(HotError::Unavailable(id));
+        }
+        let codec = codec.clone();
+        let rebuilt =
+            tokio::task::spawn_blocking(move || codec.reconstruct_verified(&shards, len, id))
+                .await?
+                .map_err(|e| HotError::Rebuild {
+                    segment: id,
+                    reason: e.to_string(),
+                })?;
+        self.stats.rebuilt_segments.fetch_add(1, Ordering::Relaxed);
+        Ok(rebuilt)
+    }
+
+    /// Drops `song`'s segments that no other held song uses.
+    async fn drop_song(&self, song: SongId) -> Result<(), HotError> {
+        let doomed: Vec<SegmentId> = {
+            let mut held = self.held.lock();
+            let Some(ids) = held.remove(&song) else {
+                return Ok(());
+            };
+            let kept: BTreeSet<SegmentId> = held.values().flatten().copied().collect();
+            ids.into_iter().filter(|id| !kept.contains(id)).collect()
+        };
+        self.save().await?;
+        let store = self.store.clone();
+        let n = doomed.len();
+        blocking(move || {
+            for id in doomed {
+                store.delete(Tier::Hot, id.0)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        info!(%song, segments = n, "song no longer hot here: dropped");
+        Ok(())
+    }
+}

@@ -1,0 +1,430 @@
+//! Popularity and the hot tier's orders: decaying play counters per song and region, which
+//! nodes are ordered to hold which song whole, which nodes and listener peers report holding
+//! songs whole, and reports of sources that failed or lied.
+//!
+//! Counters decay exponentially with a half-life, so "hot" means "played a lot lately". A
+//! song is hot in a region once its decayed plays, rounded to a whole play, reach
+//! `hot_plays`, and cools below half of that (the gap keeps a song near the threshold from
+//! flapping). All of this is soft state, kept in
+//! memory: after a tracker restart songs heat up again from new plays, and nodes and peers
+//! report what they hold with their next heartbeat or announcement.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use medley_core::SongId;
+use serde::{Deserialize, Serialize};
+
+/// A decaying counter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Heat {
+    value: f64,
+    at_ms: u64,
+}
+
+impl Heat {
+    fn at(self, now_ms: u64, half_life_ms: f64) -> f64 {
+        let dt = now_ms.saturating_sub(self.at_ms) as f64;
+        self.value * (-dt / half_life_ms * std::f64::consts::LN_2).exp()
+    }
+}
+
+/// A listener peer that announced songs it holds whole in its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAnnouncement {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its data-plane addresses.
+    pub addrs: Vec<String>,
+    /// Its region.
+    pub region: String,
+    /// Songs it holds whole and serves.
+    pub songs: Vec<SongId>,
+}
+
+/// A song that is hot in a region, for `GET /v1/popularity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotSong {
+    /// The song.
+    pub song: SongId,
+    /// The region.
+    pub region: String,
+    /// Its decayed play count there now.
+    pub heat: f64,
+    /// Nodes ordered to hold it whole.
+    pub ordered: Vec<String>,
+    /// Nodes of that region that report holding it whole.
+    pub held_by: Vec<String>,
+}
+
+/// Hot-tier settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// Decayed plays from which a song is hot in a region.
+    pub(crate) hot_plays: f64,
+    /// Half-life of the counters.
+    pub(crate) half_life_ms: f64,
+    /// Nodes per region ordered to hold a hot song.
+    pub(crate) copies: usize,
+    /// How long a peer's announcement holds.
+    pub(crate) peer_ttl_ms: u64,
+}
+
+/// A candidate node for a hot copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) id: String,
+    pub(crate) region: String,
+    /// Free bytes it reported.
+    pub(crate) free: u64,
+    /// Bytes per second it serves lately.
+    pub(crate) bytes_per_sec: u64,
+}
+
+/// All of the popularity state.
+#[derive(Debug, Default)]
+pub(crate) struct Popularity {
+    heat: HashMap<(SongId, String), Heat>,
+    /// (song, region) → nodes ordered to hold it whole.
+    orders: BTreeMap<(SongId, String), Vec<String>>,
+    /// node → songs it reports holding whole.
+    held: HashMap<String, BTreeSet<SongId>>,
+    /// peer id → (announcement, unix ms it was made).
+    peers: HashMap<String, (PeerAnnouncement, u64)>,
+    /// source (node or peer id) → decayed count of failures reported by clients.
+    failures: HashMap<String, Heat>,
+}
+
+impl Popularity {
+    /// Counts a play of `song` (of `size` bytes) in `region`; orders copies when it turns
+    /// hot. `candidates`: live nodes that may take a copy.
+    pub(crate) fn play(
+        &mut self,
+        rules: Rules,
+        song: SongId,
+        size: u64,
+        region: &str,
+        candidates: &[Candidate],
+        now_ms: u64,
+    ) -> f64 {
+        let key = (song, region.to_string());
+        let heat = self.heat.entry(key.clone()).or_insert(Heat {
+            value: 0.0,
+            at_ms: now_ms,
+        });
+        let value = heat.at(now_ms, rules.half_life_ms) + 1.0;
+        *heat = Heat {
+            value,
+            at_ms: now_ms,
+        };
+        // Rounded to whole plays: plays in quick succession count in full, not a hair less.
+        if value.round() >= rules.hot_plays {
+            self.top_up(rules, &key, size, candidates);
+        }
+        value
+    }
+
+    /// Gives `key` up to `rules.copies` ordered nodes of its region, least loaded first.
+    fn top_up(
+        &mut self,
+        rules: Rules,
+        key: &(SongId, String),
+        size: u64,
+        candidates: &[Candidate],
+    ) {
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for nodes in self.orders.values() {
+            for n in nodes {
+                *load.entry(n.as_str()).or_default() += 1;
+            }
+        }
+        let have = self.orders.get(key).cloned().unwrap_or_default();
+        if have.len() >= rules.copies {
+            return;
+        }
+        let mut pick: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| c.region == key.1 && c.free >= size && !have.contains(&c.id))
+            .collect();
+        pick.sort_by_key(|c| {
+            (
+                load.get(c.id.as_str()).copied().unwrap_or(0),
+                c.bytes_per_sec,
+                c.id.clone(),
+            )
+        });
+        let mut nodes = have;
+        nodes.extend(
+            pick.into_iter()
+                .take(rules.copies - nodes.len())
+                .map(|c| c.id.clone()),
+        );
+        if !nodes.is_empty() {
+            tracing::info!(song = %key.0, region = %key.1, nodes = ?nodes, "song is hot: ordering whole copies");
+            self.orders.insert(key.clone(), nodes);
+        }
+    }
+
+    /// Releases the copies of songs that cooled, drops orders on nodes that are no longer
+    /// candidates, tops up orders of songs still hot, forgets cold counters and expired
+    /// peers. Returns the number of orders released.
+    pub(crate) fn sweep(
+        &mut self,
+        rules: Rules,
+        sizes: &dyn Fn(SongId) -> Option<u64>,
+        candidates: &[Candidate],
+        now_ms: u64,
+    ) -> usize {
+        let alive: BTreeSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+        let mut released = 0;
+        let keys: Vec<(SongId, String)> = self.orders.keys().cloned().collect();
+        for key in keys {
+            let heat = self
+                .heat
+                .get(&key)
+                .map_or(0.0, |h| h.at(now_ms, rules.half_life_ms));
+            if heat < rules.hot_plays / 2.0 {
+                tracing::info!(song = %key.0, region = %key.1, "song cooled: releasing its copies");
+                self.orders.remove(&key);
+                released += 1;
+                continue;
+            }
+            if let Some(nodes) = self.orders.get_mut(&key) {
+                nodes.retain(|n| alive.contains(n.as_str()));
+            }
+            if let Some(size) = sizes(key.0) {
+                self.top_up(rules, &key, size, candidates);
+            }
+        }
+        // A counter this low would take one play to come back from anyway.
+        self.heat
+            .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
+        self.failures
+            .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
+        self.peers
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= rules.peer_ttl_ms);
+        released
+    }
+
+    /// Songs `node` is ordered to hold.
+    pub(crate) fn orders_of(&self, node: &str) -> Vec<SongId> {
+        let mut v: Vec<SongId> = self
+            .orders
+            .iter()
+            .filter(|(_, nodes)| nodes.iter().any(|n| n == node))
+            .map(|((song, _), _)| *song)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Records what a node holds whole.
+    pub(crate) fn set_held(&mut self, node: &str, songs: BTreeSet<SongId>) {
+        if songs.is_empty() {
+            self.held.remove(node);
+        } else {
+            self.held.insert(node.to_string(), songs);
+        }
+    }
+
+    /// Nodes that report holding `song` whole.
+    pub(crate) fn holders(&self, song: SongId) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .held
+            .iter()
+            .filter(|(_, s)| s.contains(&song))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Records a peer's announcement.
+    pub(crate) fn announce(&mut self, a: PeerAnnouncement, now_ms: u64) {
+        if a.songs.is_empty() {
+            self.peers.remove(&a.peer_id);
+        } else {
+            self.peers.insert(a.peer_id.clone(), (a, now_ms));
+        }
+    }
+
+    /// Peers whose live announcement lists `song`.
+    pub(crate) fn peers_with(
+        &self,
+        song: SongId,
+        rules: Rules,
+        now_ms: u64,
+    ) -> Vec<&PeerAnnouncement> {
+        let mut v: Vec<&PeerAnnouncement> = self
+            .peers
+            .values()
+            .filter(|(a, at)| {
+                now_ms.saturating_sub(*at) <= rules.peer_ttl_ms && a.songs.contains(&song)
+            })
+            .map(|(a, _)| a)
+            .collect();
+        v.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        v
+    }
+
+    /// Records a failure of `source` reported by a client.
+    pub(crate) fn failed(&mut self, source: &str, rules: Rules, now_ms: u64) {
+        let h = self.failures.entry(source.to_string()).or_insert(Heat {
+            value: 0.0,
+            at_ms: now_ms,
+        });
+        *h = Heat {
+            value: h.at(now_ms, rules.half_life_ms) + 1.0,
+            at_ms: now_ms,
+        };
+    }
+
+    /// Recent failures of `source` (decayed).
+    pub(crate) fn failures_of(&self, source: &str, rules: Rules, now_ms: u64) -> f64 {
+        self.failures
+            .get(source)
+            .map_or(0.0, |h| h.at(now_ms, rules.half_life_ms))
+    }
+
+    /// The songs hot anywhere, hottest first.
+    pub(crate) fn hot(&self, rules: Rules, now_ms: u64) -> Vec<HotSong> {
+        let mut v: Vec<HotSong> = self
+            .orders
+            .iter()
+            .map(|((song, region), nodes)| HotSong {
+                song: *song,
+                region: region.clone(),
+                heat: self.heat_of(*song, region, rules, now_ms),
+                ordered: nodes.clone(),
+                held_by: nodes
+                    .iter()
+                    .filter(|n| self.held.get(*n).is_some_and(|s| s.contains(song)))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| b.heat.total_cmp(&a.heat));
+        v
+    }
+
+    /// The decayed plays of `song` in `region` now.
+    pub(crate) fn heat_of(&self, song: SongId, region: &str, rules: Rules, now_ms: u64) -> f64 {
+        self.heat
+            .get(&(song, region.to_string()))
+            .map_or(0.0, |h| h.at(now_ms, rules.half_life_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        hot_plays: 3.0,
+        half_life_ms: 10_000.0,
+        copies: 2,
+        peer_ttl_ms: 5_000,
+    };
+
+    fn song(n: u8) -> SongId {
+        SongId::from_bytes([n; 32])
+    }
+
+    fn node(id: &str, region: &str, free: u64, bps: u64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            region: region.into(),
+            free,
+            bytes_per_sec: bps,
+        }
+    }
+
+    #[test]
+    fn counters_decay_by_half_every_half_life() {
+        let mut p = Popularity::default();
+        let nodes = [];
+        p.play(RULES, song(1), 10, "eu", &nodes, 0);
+        p.play(RULES, song(1), 10, "eu", &nodes, 0);
+        assert!((p.heat_of(song(1), "eu", RULES, 0) - 2.0).abs() < 1e-9);
+        assert!((p.heat_of(song(1), "eu", RULES, 10_000) - 1.0).abs() < 1e-9);
+        assert!((p.heat_of(song(1), "eu", RULES, 20_000) - 0.5).abs() < 1e-9);
+        assert_eq!(p.heat_of(song(1), "us", RULES, 0), 0.0, "per region");
+    }
+
+    #[test]
+    fn a_hot_song_gets_the_least_loaded_nodes_of_its_region_with_room() {
+        let mut p = Popularity::default();
+        let nodes = [
+            node("busy", "eu", 1 << 30, 900),
+            node("full", "eu", 5, 0),
+            node("idle", "eu", 1 << 30, 10),
+            node("calm", "eu", 1 << 30, 20),
+            node("far", "us", 1 << 30, 0),
+        ];
+        for _ in 0..2 {
+            p.play(RULES, song(1), 1000, "eu", &nodes, 0);
+        }
+        assert!(p.orders_of("idle").is_empty(), "not hot after 2 plays");
+        p.play(RULES, song(1), 1000, "eu", &nodes, 0);
+        assert_eq!(p.orders_of("idle"), vec![song(1)]);
+        assert_eq!(p.orders_of("calm"), vec![song(1)]);
+        for n in ["busy", "full", "far"] {
+            assert!(p.orders_of(n).is_empty(), "{n}");
+        }
+        // A second hot song goes to the nodes with fewer orders first.
+        for _ in 0..3 {
+            p.play(RULES, song(2), 1000, "eu", &nodes, 0);
+        }
+        let o = p.orders_of("busy");
+        assert_eq!(
+            o,
+            vec![song(2)],
+            "busy has no order yet, so it comes before idle/calm"
+        );
+    }
+
+    #[test]
+    fn a_cooled_song_is_released_and_dead_nodes_are_replaced() {
+        let mut p = Popularity::default();
+        let nodes = [
+            node("a", "eu", 1 << 30, 0),
+            node("b", "eu", 1 << 30, 1),
+            node("c", "eu", 1 << 30, 2),
+        ];
+        for _ in 0..4 {
+            p.play(RULES, song(1), 10, "eu", &nodes, 0);
+        }
+        assert_eq!(p.orders_of("a"), vec![song(1)]);
+        assert_eq!(p.orders_of("b"), vec![song(1)]);
+        // Node a is gone: c takes its place while the song is still hot.
+        let without_a = &nodes[1..];
+        assert_eq!(p.sweep(RULES, &|_| Some(10), without_a, 1_000), 0);
+        assert!(p.orders_of("a").is_empty());
+        assert_eq!(p.orders_of("c"), vec![song(1)]);
+        // Four plays decay below 1.5 after two half-lives (4 → 1): released.
+        assert_eq!(p.sweep(RULES, &|_| Some(10), without_a, 20_000), 1);
+        assert!(p.orders_of("b").is_empty() && p.orders_of("c").is_empty());
+        assert!(p.hot(RULES, 20_000).is_empty());
+    }
+
+    #[test]
+    fn peers_expire_and_failures_decay() {
+        let mut p = Popularity::default();
+        p.announce(
+            PeerAnnouncement {
+                peer_id: "p1".into(),
+                addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+                region: "eu".into(),
+                songs: vec![song(1)],
+            },
+            0,
+        );
+        assert_eq!(p.peers_with(song(1), RULES, 1_000).len(), 1);
+        assert!(p.peers_with(song(2), RULES, 1_000).is_empty());
+        assert!(p.peers_with(song(1), RULES, 6_000).is_empty(), "expired");
+        p.failed("n1", RULES, 0);
+        p.failed("n1", RULES, 0);
+        assert!((p.failures_of("n1", RULES, 10_000) - 1.0).abs() < 1e-9);
+        assert_eq!(p.failures_of("n2", RULES, 0), 0.0);
+    }
+}
