@@ -116,10 +116,31 @@ pub async fn published_testnet(
     medley_testnet::Testnet,
     Vec<(medley_core::SongId, std::path::PathBuf)>,
 )> {
+    published_testnet_with(
+        medley_testnet::Testnet::builder(),
+        dir,
+        bin_dir,
+        songs,
+        seed,
+        (min_s, max_s),
+    )
+    .await
+}
+
+/// [`published_testnet`] with the testnet's shape and settings from `builder`.
+pub async fn published_testnet_with(
+    builder: medley_testnet::TestnetBuilder,
+    dir: &std::path::Path,
+    bin_dir: Option<&std::path::Path>,
+    songs: usize,
+    seed: u64,
+    (min_s, max_s): (f64, f64),
+) -> anyhow::Result<(
+    medley_testnet::Testnet,
+    Vec<(medley_core::SongId, std::path::PathBuf)>,
+)> {
     use anyhow::Context as _;
-    let mut b = medley_testnet::Testnet::builder()
-        .log("warn")
-        .dir(dir.join("net"));
+    let mut b = builder.log("warn").dir(dir.join("net"));
     if let Some(d) = bin_dir {
         b = b.bin_dir(d);
     }

@@ -41,6 +41,18 @@ pub struct ClientConfig {
     pub subsonic_user: String,
     /// Password of the gateway's Subsonic API.
     pub subsonic_password: String,
+    /// Bytes of played segments kept on disk in `<data_dir>/cache` (0: no cache).
+    pub cache_bytes: bytesize::ByteSize,
+    /// Serve the cache to other listeners while running, and tell the tracker what it holds.
+    pub serve_cache: bool,
+    /// Data-plane address the cache is served on.
+    pub serve_listen: String,
+    /// Most bytes per second sent to other listeners.
+    pub serve_bytes_per_sec: bytesize::ByteSize,
+    /// Most requests of other listeners served at once; more are told to try elsewhere.
+    pub serve_max_peers: usize,
+    /// Seconds between announcements of the songs held whole to the tracker.
+    pub announce_secs: u64,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +70,12 @@ impl Default for ClientConfig {
             gateway_cache_bytes: bytesize::ByteSize::mib(256),
             subsonic_user: "medley".into(),
             subsonic_password: String::new(),
+            cache_bytes: bytesize::ByteSize::gib(2),
+            serve_cache: true,
+            serve_listen: "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            serve_bytes_per_sec: bytesize::ByteSize::mib(2),
+            serve_max_peers: 8,
+            announce_secs: 30,
         }
     }
 }
@@ -85,6 +103,14 @@ impl ClientConfig {
         }
         if self.request_timeout_secs == 0 {
             return bad("request_timeout_secs must be at least 1");
+        }
+        if self.serve_cache {
+            if self.serve_listen.parse::<medley_net::Multiaddr>().is_err() {
+                return bad("serve_listen must be a multiaddr, e.g. /ip4/0.0.0.0/udp/0/quic-v1");
+            }
+            if self.serve_max_peers == 0 || self.announce_secs == 0 {
+                return bad("serve_max_peers and announce_secs must be at least 1");
+            }
         }
         Ok(())
     }

@@ -229,6 +229,11 @@ impl Fetcher {
         self
     }
 
+    /// The song's segment ids, in order.
+    pub fn segment_ids(&self) -> Vec<medley_core::SegmentId> {
+        self.segments.iter().map(|s| s.id).collect()
+    }
+
     /// Number of segments.
     pub fn len(&self) -> usize {
         self.segments.len()

@@ -11,12 +11,14 @@
 mod cache;
 mod config;
 mod device;
+mod disk_cache;
 mod error;
 mod fetch;
 pub mod gateway;
 mod play;
 mod probe;
 mod publish;
+mod share;
 mod tracker;
 
 use std::sync::Arc;
@@ -30,11 +32,13 @@ pub use cache::{CacheStats, SegmentCache, SegmentStore};
 pub use config::{
     CONFIG_FILE, ClientConfig, PUBLISHER_KEY_FILE, default_data_dir, load_or_create_publisher_key,
 };
+pub use disk_cache::DiskCache;
 pub use error::ClientError;
 pub use fetch::{Delivery, FetchOptions, Fetcher, Report, SourceStats};
 pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
 pub use probe::probe;
 pub use publish::{FileOutcome, PublishSummary, Published};
+pub use share::ShareStats;
 pub use tracker::{
     Artist, Committed, Hit, Holder, HotView, LayoutView, NodeEntry, SearchPage, SearchParams,
     SongInfo, SongSources, SourceKind, TrackerClient, TrackerStats, WholeCopy,
@@ -47,6 +51,15 @@ pub struct Client {
     config: ClientConfig,
     tracker: TrackerClient,
     peer: OnceCell<PeerHandle>,
+    /// The persistent cache of played segments, if on.
+    disk: Option<Arc<DiskCache>>,
+    /// What this listener served to others.
+    share: Arc<ShareStats>,
+    /// Stops the announcements (and withdraws them).
+    share_cancel: medley_net::CancellationToken,
+    announcer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Wakes the announcer when a song was played through.
+    played: Arc<tokio::sync::Notify>,
 }
 
 impl Client {
@@ -54,11 +67,47 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
         let tracker = TrackerClient::new(&config.tracker)?;
+        let disk = if config.cache_bytes.as_u64() > 0 {
+            let dir = config.data_dir.join("cache");
+            match DiskCache::open(&dir, config.cache_bytes.as_u64()) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the cache: playing without one");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Self {
             config,
             tracker,
             peer: OnceCell::new(),
+            disk,
+            share: Arc::new(ShareStats::default()),
+            share_cancel: medley_net::CancellationToken::new(),
+            announcer: parking_lot::Mutex::new(None),
+            played: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// The persistent cache of played segments, if on.
+    pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+
+    /// What this listener served to other listeners.
+    pub fn share_stats(&self) -> &Arc<ShareStats> {
+        &self.share
+    }
+
+    /// Records that `song` (with these segments) was played through, so that it is held
+    /// whole and can be announced.
+    pub fn note_played(&self, song: SongId, segments: &[medley_core::SegmentId]) {
+        if let Some(d) = &self.disk {
+            d.note_song(song, segments);
+            self.played.notify_one();
+        }
     }
 
     /// The configuration.
@@ -78,19 +127,47 @@ impl Client {
                 let dir = &self.config.data_dir;
                 let key = load_or_create_identity(dir)
                     .map_err(|e| ClientError::DataPlane(e.to_string()))?;
-                let config = PeerConfig {
+                let mut config = PeerConfig {
                     request_timeout: Duration::from_secs(self.config.request_timeout_secs),
                     agent: format!("medley-client/{}", env!("CARGO_PKG_VERSION")),
                     ..PeerConfig::default()
                 };
-                Peer::spawn(
-                    key,
-                    config,
-                    Arc::new(NoService),
-                    medley_net::CancellationToken::new(),
-                )
-                .await
-                .map_err(|e| ClientError::DataPlane(e.to_string()))
+                let serving = self.disk.clone().filter(|_| self.config.serve_cache);
+                let handler: Arc<dyn medley_net::Handler> = match &serving {
+                    Some(cache) => {
+                        let listen = self.config.serve_listen.parse().map_err(|e| {
+                            ClientError::Config(format!(
+                                "serve_listen {:?}: {e}",
+                                self.config.serve_listen
+                            ))
+                        })?;
+                        config.listen = vec![listen];
+                        config.max_concurrent_inbound = self.config.serve_max_peers;
+                        Arc::new(share::CacheService {
+                            cache: cache.clone(),
+                            limiter: Arc::new(medley_daemon::RateLimiter::new(
+                                self.config.serve_bytes_per_sec.as_u64(),
+                            )),
+                            stats: self.share.clone(),
+                        })
+                    }
+                    None => Arc::new(NoService),
+                };
+                let peer = Peer::spawn(key, config, handler, medley_net::CancellationToken::new())
+                    .await
+                    .map_err(|e| ClientError::DataPlane(e.to_string()))?;
+                if let Some(cache) = serving {
+                    *self.announcer.lock() = Some(tokio::spawn(share::announce(
+                        self.tracker.clone(),
+                        peer.clone(),
+                        cache,
+                        self.config.region.clone(),
+                        Duration::from_secs(self.config.announce_secs),
+                        self.played.clone(),
+                        self.share_cancel.clone(),
+                    )));
+                }
+                Ok(peer)
             })
             .await
     }
@@ -146,14 +223,20 @@ impl Client {
         // Never itself: it would only find what its cache already missed.
         .with_whole(sources.whole.into_iter().filter(|w| w.peer != me).collect())
         .with_reporter(self.tracker.clone(), id);
-        if let Some(c) = cache {
+        if let Some(c) = cache.or_else(|| self.disk.clone().map(|d| d as Arc<dyn SegmentStore>)) {
             fetcher = fetcher.with_cache(c);
         }
         Ok((Arc::new(fetcher), manifest))
     }
 
-    /// Stops the data-plane peer, if it was started.
+    /// Withdraws the announcement of the cache and stops the data-plane peer, if it was
+    /// started.
     pub async fn shutdown(&self) {
+        self.share_cancel.cancel();
+        let announcer = self.announcer.lock().take();
+        if let Some(a) = announcer {
+            let _ = tokio::time::timeout(Duration::from_secs(2), a).await;
+        }
         if let Some(p) = self.peer.get() {
             p.shutdown(Duration::from_secs(2)).await;
         }

@@ -44,6 +44,16 @@ struct Global {
     /// Config file [default: <data-dir>/medley.toml, if it exists].
     #[arg(long, global = true, env = "MEDLEY_CLIENT_CONFIG")]
     config: Option<PathBuf>,
+    /// Bytes of played segments kept on disk, e.g. "2 GiB"; 0 turns the cache (and serving
+    /// it to other listeners) off.
+    #[arg(long, global = true, env = "MEDLEY_CACHE_BYTES")]
+    cache_bytes: Option<bytesize::ByteSize>,
+    /// Data-plane address the cache is served on, e.g. /ip4/0.0.0.0/udp/0/quic-v1.
+    #[arg(long, global = true, env = "MEDLEY_SERVE_LISTEN")]
+    serve_listen: Option<String>,
+    /// Do not serve the cache to other listeners.
+    #[arg(long, global = true)]
+    no_serve: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +143,15 @@ fn config(g: &Global) -> anyhow::Result<ClientConfig> {
     }
     if let Some(r) = &g.region {
         c.region = r.clone();
+    }
+    if let Some(b) = g.cache_bytes {
+        c.cache_bytes = b;
+    }
+    if let Some(l) = &g.serve_listen {
+        c.serve_listen = l.clone();
+    }
+    if g.no_serve {
+        c.serve_cache = false;
     }
     c.validate().context("invalid configuration")?;
     Ok(c)

@@ -610,6 +610,7 @@ impl Client {
                 bad_sources: report.liars().iter().map(ToString::to_string).collect(),
                 delivery: report.delivery(),
             });
+            self.note_played(id, &fetcher.segment_ids());
             // The tracker counts plays per region: what runs hot gets whole copies nearby.
             if let Err(e) = self.tracker.report_play(id, &self.config.region).await {
                 tracing::warn!(song = %id, error = %e, "cannot report the play");
@@ -681,6 +682,7 @@ impl Client {
                 .map_err(|e| io(&part, e))?;
             std::fs::rename(&part, out).map_err(|e| io(out, e))?;
         }
+        self.note_played(id, &fetcher.segment_ids());
         let report = fetcher.report();
         Ok(Downloaded {
             id: id.to_string(),

@@ -101,6 +101,9 @@ fn binary(dir: &Path, name: &str) -> Result<PathBuf, TestnetError> {
     }
 }
 
+/// Where testnet listeners serve their caches: loopback only.
+const LOOPBACK_QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
 /// Settings of a testnet.
 #[derive(Debug, Clone)]
 pub struct TestnetBuilder {
@@ -412,8 +415,38 @@ impl Testnet {
             } else {
                 self.root.join(format!("listener-{region}"))
             },
+            // One-off commands measure the network: no cache unless a listener asks.
+            cache_bytes: bytesize::ByteSize::b(0),
+            serve_listen: LOOPBACK_QUIC.into(),
             ..ClientConfig::default()
         }
+    }
+
+    /// The settings of listener `name` in `region`: its own data dir, a disk cache of
+    /// `cache` bytes served to other listeners on loopback.
+    pub fn listener_config(
+        &self,
+        region: &str,
+        name: &str,
+        cache: bytesize::ByteSize,
+    ) -> ClientConfig {
+        ClientConfig {
+            data_dir: self.root.join("listeners").join(name),
+            cache_bytes: cache,
+            serve_cache: true,
+            serve_listen: LOOPBACK_QUIC.into(),
+            ..self.client_config(region, false)
+        }
+    }
+
+    /// A `medley` command as listener `name` in `region`, with a disk cache of `cache` bytes
+    /// served to other listeners (see [`Testnet::listener_config`]).
+    pub fn listener(&self, region: &str, name: &str, cache: bytesize::ByteSize) -> Command {
+        let c = self.listener_config(region, name, cache);
+        let mut cmd = self.medley(region, false);
+        cmd.env("MEDLEY_CLIENT_DIR", &c.data_dir)
+            .env("MEDLEY_CACHE_BYTES", c.cache_bytes.to_string());
+        cmd
     }
 
     /// A `medley` command set up for this testnet, as a listener in `region` (or as the
@@ -424,6 +457,8 @@ impl Testnet {
         cmd.env("MEDLEY_TRACKER", &c.tracker)
             .env("MEDLEY_REGION", &c.region)
             .env("MEDLEY_CLIENT_DIR", &c.data_dir)
+            .env("MEDLEY_CACHE_BYTES", c.cache_bytes.to_string())
+            .env("MEDLEY_SERVE_LISTEN", &c.serve_listen)
             .env_remove("MEDLEY_CLIENT_CONFIG")
             .env("MEDLEY_LOG", "warn,lofty=error,symphonia_core::probe=off")
             .stdin(Stdio::null());

@@ -168,3 +168,156 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
     })
     .await;
 }
+
+/// A child process, stopped with SIGTERM (so it can withdraw what it announced) and reaped.
+struct Proc(std::process::Child);
+
+impl Proc {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.0.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_serve_what_they_played_and_keep_it_across_restarts() {
+    use std::io::BufRead;
+    let net = Testnet::builder()
+        .log("info,libp2p=warn")
+        // The hot tier is off: every whole copy here comes from a listener.
+        .tracker_config("hot_copies = 0")
+        .spawn()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    medley_testnet::library::generate(&lib, 1, 5, 20.0, 22.0).unwrap();
+    let songs = published(&publish(&net, &lib));
+    let (song, src) = songs[0].clone();
+    let id = song.to_string();
+    let reference = reference_wav(&src, dir.path());
+    let region = "us-east";
+    let cache = bytesize::ByteSize::mib(256);
+
+    // Alice listens through her gateway: the song lands in her cache, she announces it.
+    let mut child = net
+        .listener(region, "alice", cache)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let alice = Proc(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let http = reqwest::Client::new();
+    let streamed = http
+        .get(format!("{base}/stream/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(streamed.as_ref(), std::fs::read(&src).unwrap().as_slice());
+    let r = http
+        .post(format!("{base}/api/songs/{id}/played"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let tracker = net.tracker().unwrap();
+    let manifest = tracker.manifest(song).await.unwrap();
+    let (segments, slots) = (manifest.body().segments.len(), manifest.codec().total());
+    let alice_id = eventually(30, "alice's announcement", || async {
+        let s = tracker
+            .song_sources(song, segments, slots, Some(region))
+            .await
+            .ok()?;
+        let w = s.whole.first()?;
+        (w.kind == medley_client::SourceKind::Peer).then(|| w.peer.to_string())
+    })
+    .await;
+
+    // Bob, in the same region, gets every segment whole from Alice.
+    let bob = |name: &str| {
+        let wav = dir.path().join(format!("bob-{name}.wav"));
+        let out = common::ok(
+            net.listener(region, "bob", cache)
+                .args(["play", &id, "--json", "--out"])
+                .arg(&wav),
+        );
+        let o: medley_client::PlayOutcome = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            std::fs::read(&wav).unwrap(),
+            reference,
+            "bob {name}: right audio"
+        );
+        o
+    };
+    let first = bob("first");
+    let d = first.delivery;
+    assert_eq!(d.rebuilt_bytes + d.cache_bytes + d.hot_bytes, 0, "{d:?}");
+    assert!(d.peer_bytes > 0);
+    assert_eq!(first.sources[&alice_id].segments, segments as u64);
+
+    // Bob's second play, in a new process: all from his own cache on disk.
+    let second = bob("second");
+    assert_eq!(
+        second.delivery.cache_segments, segments as u64,
+        "{:?}",
+        second.delivery
+    );
+    assert_eq!(second.delivery.cache_bytes, d.peer_bytes);
+
+    // A rotten file in Bob's cache is found, deleted and fetched again; the rest comes
+    // from the cache.
+    let cache_dir = net
+        .listener_config(region, "bob", cache)
+        .data_dir
+        .join("cache");
+    let victim = cache_dir.join(manifest.body().segments[0].id.to_string());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let third = bob("third");
+    assert_eq!(
+        third.delivery.cache_segments,
+        segments as u64 - 1,
+        "{:?}",
+        third.delivery
+    );
+    assert_eq!(third.delivery.peer_segments, 1, "{:?}", third.delivery);
+
+    // Alice stops: she withdraws her announcement.
+    assert!(alice.terminate().success());
+    let s = tracker
+        .song_sources(song, segments, slots, Some(region))
+        .await
+        .unwrap();
+    assert!(
+        s.whole.iter().all(|w| w.peer.to_string() != alice_id),
+        "{:?}",
+        s.whole
+    );
+}

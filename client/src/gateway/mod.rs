@@ -9,8 +9,9 @@
 //! - `/rest/...`: a subset of the Subsonic API for music apps (see [`subsonic`]).
 //! - `/metrics`: Prometheus text.
 //!
-//! Segments are verified before they are sent and kept in a bounded in-memory cache shared
-//! by every song, so a replay or a seek back costs no network.
+//! Segments are verified before they are sent and kept in the listener's disk cache (or,
+//! with that off, a bounded in-memory one) shared by every song, so a replay or a seek back
+//! costs no network.
 
 pub mod range;
 mod subsonic;
@@ -33,7 +34,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cache::SegmentCache;
+use crate::cache::{SegmentCache, SegmentStore};
 use crate::error::ClientError;
 use crate::fetch::Fetcher;
 use crate::tracker::SearchParams;
@@ -94,7 +95,7 @@ impl Default for Metrics {
 #[derive(Debug)]
 pub struct Gateway {
     client: Arc<Client>,
-    cache: Arc<SegmentCache>,
+    cache: Arc<dyn SegmentStore>,
     sessions: Mutex<HashMap<SongId, Arc<Session>>>,
     subsonic: Option<SubsonicUser>,
     metrics: Metrics,
@@ -118,9 +119,13 @@ pub async fn serve(
     opts: GatewayOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningGateway, ClientError> {
+    let cache: Arc<dyn SegmentStore> = match client.disk_cache() {
+        Some(d) => d.clone(),
+        None => Arc::new(SegmentCache::new(opts.cache_bytes)),
+    };
     let gw = Arc::new(Gateway {
         client,
-        cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
+        cache,
         sessions: Mutex::new(HashMap::new()),
         subsonic: opts.subsonic,
         metrics: Metrics::default(),
@@ -418,6 +423,10 @@ async fn api_played(State(gw): State<Shared>, Path(id): Path<String>) -> Respons
         Ok(id) => id,
         Err(r) => return r,
     };
+    let session = gw.sessions.lock().get(&id).cloned();
+    if let Some(s) = session {
+        gw.client.note_played(id, &s.fetcher.segment_ids());
+    }
     let region = gw.client.config().region.clone();
     match gw.client.tracker().report_play(id, &region).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -1,0 +1,129 @@
+//! The listener as a peer: it serves the segments of its disk cache to other listeners over
+//! the data plane, and tells the tracker which songs it holds whole.
+//!
+//! Only `get segment` is served, only from the cache, and every segment is re-hashed as it
+//! is read (the cache does that), so a listener never passes on bytes that are not what was
+//! asked for. Uploads are capped in bytes per second, and the data plane answers requests
+//! beyond `serve_max_peers` at once with `busy`, so a listener's own playback keeps its
+//! bandwidth.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use medley_core::protocol::{ErrorCode, Request, Response};
+use medley_daemon::RateLimiter;
+use medley_net::{CancellationToken, Handler, PeerHandle, PeerId};
+
+use crate::cache::SegmentStore;
+use crate::disk_cache::DiskCache;
+use crate::tracker::TrackerClient;
+
+/// Counters of what a listener served.
+#[derive(Debug, Default)]
+pub struct ShareStats {
+    /// Segments sent to other listeners.
+    pub segments: AtomicU64,
+    /// Their bytes.
+    pub bytes: AtomicU64,
+    /// Requests for segments it did not hold.
+    pub missing: AtomicU64,
+}
+
+/// Serves the disk cache.
+#[derive(Debug)]
+pub(crate) struct CacheService {
+    pub(crate) cache: Arc<DiskCache>,
+    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) stats: Arc<ShareStats>,
+}
+
+impl Handler for CacheService {
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
+        let (cache, limiter, stats) =
+            (self.cache.clone(), self.limiter.clone(), self.stats.clone());
+        Box::pin(async move {
+            let Request::GetSegment { id } = request else {
+                return Response::error(
+                    ErrorCode::UNSUPPORTED,
+                    "a listener serves only whole segments of its cache",
+                );
+            };
+            let found = tokio::task::spawn_blocking(move || cache.get(&id))
+                .await
+                .ok()
+                .flatten();
+            match found {
+                Some(data) => {
+                    limiter.acquire(data.len() as u64).await;
+                    stats.segments.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(%from, segment = %id, "served a segment to a listener");
+                    Response::Segment {
+                        data: data.to_vec(),
+                    }
+                }
+                None => {
+                    stats.missing.fetch_add(1, Ordering::Relaxed);
+                    Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}"))
+                }
+            }
+        })
+    }
+}
+
+/// Announces the songs held whole every `every`, and as soon as `played` fires (a song was
+/// played through), until `cancel`; then withdraws them.
+pub(crate) async fn announce(
+    tracker: TrackerClient,
+    peer: PeerHandle,
+    cache: Arc<DiskCache>,
+    region: String,
+    every: Duration,
+    played: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let mut last: Option<Vec<medley_core::SongId>> = None;
+    loop {
+        let songs = cache.songs();
+        // Nothing to say until there is something, or something changed.
+        if !(songs.is_empty() && last.as_ref().is_none_or(Vec::is_empty)) {
+            let addrs: Vec<String> = peer
+                .listen_addrs()
+                .await
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if addrs.is_empty() {
+                tracing::debug!("no listen address yet: not announcing");
+            } else {
+                match tracker
+                    .announce(&peer.peer_id(), &addrs, &region, &songs)
+                    .await
+                {
+                    Ok(()) => last = Some(songs),
+                    Err(e) => tracing::debug!(error = %e, "cannot announce the cache"),
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+            () = played.notified() => {}
+        }
+    }
+    if last.as_ref().is_some_and(|s| !s.is_empty()) {
+        let addrs: Vec<String> = peer
+            .listen_addrs()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !addrs.is_empty() {
+            let _ = tracker
+                .announce(&peer.peer_id(), &addrs, &region, &[])
+                .await;
+        }
+    }
+}
