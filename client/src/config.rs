@@ -139,8 +139,12 @@ pub fn load_or_create_publisher_key(dir: &Path) -> Result<PublisherKey, ClientEr
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed)
                 .map_err(|e| ClientError::Config(format!("no system randomness: {e}")))?;
-            medley_net::write_private_file(&path, &seed).map_err(io)?;
-            Ok(PublisherKey::from_seed(seed))
+            if medley_net::create_private_file(&path, &seed).map_err(io)? {
+                Ok(PublisherKey::from_seed(seed))
+            } else {
+                // Another process made one first: use it.
+                load_or_create_publisher_key(dir)
+            }
         }
         Err(e) => Err(io(e)),
     }

@@ -612,7 +612,12 @@ impl Client {
             });
             self.note_played(id, &fetcher.segment_ids());
             // The tracker counts plays per region: what runs hot gets whole copies nearby.
-            if let Err(e) = self.tracker.report_play(id, &self.config.region).await {
+            let delivery = report.delivery();
+            if let Err(e) = self
+                .tracker
+                .report_play(id, &self.config.region, Some(&delivery))
+                .await
+            {
                 tracing::warn!(song = %id, error = %e, "cannot report the play");
             }
         }

@@ -575,11 +575,25 @@ impl TrackerClient {
     }
 
     /// Reports that song `id` was played in `region`.
-    pub async fn report_play(&self, id: SongId, region: &str) -> Result<(), ClientError> {
+    pub async fn report_play(
+        &self,
+        id: SongId,
+        region: &str,
+        delivery: Option<&crate::fetch::Delivery>,
+    ) -> Result<(), ClientError> {
+        let mut body = serde_json::json!({ "song": id.to_string(), "region": region });
+        if let Some(d) = delivery {
+            body["delivery"] = serde_json::json!({
+                "cache_bytes": d.cache_bytes,
+                "peer_bytes": d.peer_bytes,
+                "hot_bytes": d.hot_bytes,
+                "rebuilt_bytes": d.rebuilt_bytes,
+            });
+        }
         let req = self
             .http
             .post(format!("{}/v1/plays", self.base))
-            .json(&serde_json::json!({ "song": id.to_string(), "region": region }));
+            .json(&body);
         self.send("the play report", req)
             .await
             .map_err(unknown_song(id))?;

@@ -50,32 +50,77 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, IdentityError> {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-            write_private_file(&path, &bytes).map_err(io)?;
-            Ok(key)
+            if create_private_file(&path, &bytes).map_err(io)? {
+                return Ok(key);
+            }
+            // Another process starting in the same directory made one first: use it.
+            load_or_create_identity(dir)
         }
         Err(e) => Err(io(e)),
     }
 }
 
-/// Writes a secret to `path` readable by its owner only (mode 0600 on Unix), through a
-/// temporary file and a rename so that a crash never leaves half a key.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Creates `path` (mode 0600 on Unix) holding `bytes`, complete and synced, unless it
+/// exists: returns whether this call created it. Processes racing to create the same file
+/// all end up reading the one that won.
+pub fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let tmp = unique_tmp(path);
+    write_synced(&tmp, bytes)?;
+    // A hard link never replaces an existing file, unlike a rename.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A temporary name beside `path` that no other process or thread uses.
+fn unique_tmp(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    tmp.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    PathBuf::from(tmp)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
+    let mut f = opts.open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    f.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racing_starts_in_one_directory_share_one_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_identity(dir.path()).unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().public().to_peer_id())
+                .collect()
+        });
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        let on_disk = load_or_create_identity(dir.path()).unwrap();
+        assert_eq!(on_disk.public().to_peer_id(), ids[0]);
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary files left");
+    }
 
     #[test]
     fn identity_persists_and_rejects_garbage() {

@@ -140,6 +140,7 @@ pub(crate) async fn run(
         let body = json!({
             "peer_id": a.peer_id,
             "hot": hot.as_ref().map(|h| h.songs()),
+            "hot_free": hot.as_ref().map(|h| h.free()),
             "free": store.capacity().saturating_sub(store.used()),
             "bytes_per_sec": bytes_per_sec,
             "transfers": stats.in_flight.load(Ordering::Relaxed) as u32,

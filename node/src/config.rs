@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 14] = [
+pub const FIELDS: [FieldDoc; 15] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -95,6 +95,12 @@ pub const FIELDS: [FieldDoc; 14] = [
         example: None,
     },
     FieldDoc {
+        name: "hot_capacity",
+        doc: "Most bytes of whole hot songs the node keeps for its region (part of capacity);\n\
+              the tracker orders no more onto it. 0: the node takes no hot copies.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_listen",
         doc: "Address of the admin endpoint: GET /status (what `medley-node status` shows) and\n\
               GET /metrics (Prometheus). Port 0 picks a free port, written to node.json; set a\n\
@@ -134,6 +140,8 @@ pub struct NodeConfig {
     pub scrub_bytes_per_sec: ByteSize,
     /// Seconds between the end of one scrub of every shard and the start of the next.
     pub scrub_interval_secs: u64,
+    /// Most bytes of whole hot songs kept (part of `capacity`).
+    pub hot_capacity: ByteSize,
     /// Address of the admin endpoint (`/status`, `/metrics`); port 0 picks a free one,
     /// written to `node.json`.
     pub admin_listen: std::net::SocketAddr,
@@ -155,6 +163,7 @@ impl Default for NodeConfig {
             repair_interval_secs: 600,
             scrub_bytes_per_sec: ByteSize::mib(8),
             scrub_interval_secs: 86_400,
+            hot_capacity: ByteSize::gib(1),
             admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }

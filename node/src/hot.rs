@@ -56,6 +56,8 @@ pub(crate) enum HotError {
     Rebuild { segment: SegmentId, reason: String },
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the song needs {need} bytes, the hot tier has {free} free")]
+    Full { need: u64, free: u64 },
 }
 
 /// The hot-tier worker of one node.
@@ -68,6 +70,10 @@ pub struct HotTier {
     pub(crate) limiter: RateLimiter,
     pub(crate) poll: Duration,
     pub(crate) stats: HotStats,
+    /// Most bytes of hot segments kept.
+    capacity: u64,
+    /// Bytes of hot segments held.
+    bytes: AtomicU64,
     /// Songs held whole, with their segment ids.
     held: parking_lot::Mutex<BTreeMap<SongId, Vec<SegmentId>>>,
 }
@@ -87,6 +93,7 @@ impl HotTier {
         api: TrackerApi,
         limiter: RateLimiter,
         poll: Duration,
+        capacity: u64,
     ) -> Self {
         let held = match store.get_meta(HOT_KEY) {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -99,6 +106,12 @@ impl HotTier {
                 BTreeMap::new()
             }
         };
+        let segments: BTreeSet<SegmentId> = held.values().flatten().copied().collect();
+        let bytes = segments
+            .iter()
+            .filter_map(|s| store.size_of(Tier::Hot, s.0).ok().flatten())
+            .map(u64::from)
+            .sum();
         Self {
             me,
             store,
@@ -107,8 +120,16 @@ impl HotTier {
             limiter,
             poll,
             stats: HotStats::default(),
+            capacity,
+            bytes: AtomicU64::new(bytes),
             held: parking_lot::Mutex::new(held),
         }
+    }
+
+    /// Bytes the hot tier may still take.
+    pub fn free(&self) -> u64 {
+        self.capacity
+            .saturating_sub(self.bytes.load(Ordering::Relaxed))
     }
 
     /// Songs held whole now.
@@ -191,6 +212,12 @@ impl HotTier {
             .filter_map(|w| parse_source(&w.peer_id, &w.addrs))
             .collect();
         let body = manifest.body();
+        if body.total_size > self.free() {
+            return Err(HotError::Full {
+                need: body.total_size,
+                free: self.free(),
+            });
+        }
         let mut stored = Vec::new();
         for (index, entry) in body.segments.iter().enumerate() {
             let (store, id) = (self.store.clone(), entry.id);
@@ -216,8 +243,9 @@ impl HotTier {
                     .segment(entry, manifest.codec(), &whole, &holders)
                     .await?;
                 // The store checks the bytes against the id again.
-                let store = self.store.clone();
+                let (store, len) = (self.store.clone(), data.len() as u64);
                 blocking(move || store.put(Tier::Hot, id.0, &data).map(|_| ())).await?;
+                self.bytes.fetch_add(len, Ordering::Relaxed);
                 Ok(true)
             }
             .await;
@@ -225,14 +253,7 @@ impl HotTier {
                 Ok(true) => stored.push(id),
                 Ok(false) => {}
                 Err(e) => {
-                    let store = self.store.clone();
-                    let _ = blocking(move || {
-                        for id in stored {
-                            store.delete(Tier::Hot, id.0)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
+                    self.delete_segments(stored).await;
                     return Err(e);
                 }
             }
@@ -293,6 +314,32 @@ impl HotTier {
         Ok(rebuilt)
     }
 
+    /// Deletes hot segments, counting the bytes freed.
+    async fn delete_segments(&self, ids: Vec<SegmentId>) {
+        let store = self.store.clone();
+        let freed = blocking(move || {
+            let mut freed = 0u64;
+            for id in ids {
+                if let Some(size) = store.size_of(Tier::Hot, id.0)? {
+                    store.delete(Tier::Hot, id.0)?;
+                    freed += u64::from(size);
+                }
+            }
+            Ok(freed)
+        })
+        .await;
+        match freed {
+            Ok(b) => {
+                let _ = self
+                    .bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(b))
+                    });
+            }
+            Err(e) => warn!(error = %e, "cannot delete hot segments"),
+        }
+    }
+
     /// Drops `song`'s segments that no other held song uses.
     async fn drop_song(&self, song: SongId) -> Result<(), HotError> {
         let doomed: Vec<SegmentId> = {
@@ -304,15 +351,8 @@ impl HotTier {
             ids.into_iter().filter(|id| !kept.contains(id)).collect()
         };
         self.save().await?;
-        let store = self.store.clone();
         let n = doomed.len();
-        blocking(move || {
-            for id in doomed {
-                store.delete(Tier::Hot, id.0)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.delete_segments(doomed).await;
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         info!(%song, segments = n, "song no longer hot here: dropped");
         Ok(())

@@ -143,6 +143,7 @@ impl Node {
                 api.clone(),
                 RateLimiter::new(node.config.repair_bytes_per_sec.as_u64()),
                 Duration::from_secs(node.config.heartbeat_secs),
+                node.config.hot_capacity.as_u64(),
             ))
         });
         let listen: Vec<String> = node

@@ -115,6 +115,19 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
     assert_eq!(o.delivery.rebuilt_bytes, 0, "{:?}", o.delivery);
     assert!(o.delivery.hot_bytes > 0, "{:?}", o.delivery);
     assert!(o.sources.contains_key(&holder), "{:?}", o.sources.keys());
+    // Network-wide, the tracker sums what the plays reported.
+    let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", net.tracker_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delivered = &stats["delivered"];
+    assert!(
+        delivered["hot"].as_u64().unwrap() >= o.delivery.hot_bytes,
+        "{stats}"
+    );
+    assert!(delivered["rebuilt"].as_u64().unwrap() > 0, "{stats}");
 
     // A listener peer that lies about the song: it is ranked first (same region, a peer),
     // sends wrong bytes, is dropped and reported, and the audio is still right.

@@ -29,7 +29,12 @@ pub(crate) struct App {
     requests_server_error: AtomicU64,
     /// Time to answer, by route (the pattern, e.g. `/v1/songs/{id}`).
     latency: medley_daemon::metrics::Latencies<[(&'static str, String); 1]>,
+    /// Bytes clients reported per source class: own cache, peers, hot nodes, rebuilt.
+    delivered: [AtomicU64; 4],
 }
+
+/// Source classes of [`App::delivered`], in order.
+const DELIVERY_CLASSES: [&str; 4] = ["cache", "peer", "hot", "rebuilt"];
 
 impl App {
     pub(crate) fn new(state: State) -> Self {
@@ -39,6 +44,7 @@ impl App {
             requests_client_error: AtomicU64::new(0),
             requests_server_error: AtomicU64::new(0),
             latency: medley_daemon::metrics::latencies(),
+            delivered: Default::default(),
         }
     }
 }
@@ -347,7 +353,27 @@ async fn browse_songs(
 struct PlayReport {
     song: String,
     region: String,
+    /// Where the play's bytes came from, as the client saw it.
+    #[serde(default)]
+    delivery: Option<DeliveryReport>,
 }
+
+/// Bytes of one play by source class.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryReport {
+    #[serde(default)]
+    cache_bytes: u64,
+    #[serde(default)]
+    peer_bytes: u64,
+    #[serde(default)]
+    hot_bytes: u64,
+    #[serde(default)]
+    rebuilt_bytes: u64,
+}
+
+/// Largest byte count one play may report per class: 16 GiB, far above any song.
+const MAX_PLAY_BYTES: u64 = 16 << 30;
 
 async fn play(
     AxState(app): AxState<Shared>,
@@ -355,7 +381,19 @@ async fn play(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(report) = body.map_err(json_rejection)?;
     let id = song_id(&report.song)?;
+    let d = report.delivery.unwrap_or_default();
+    let classes = [d.cache_bytes, d.peer_bytes, d.hot_bytes, d.rebuilt_bytes];
+    if classes.iter().any(|&b| b > MAX_PLAY_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_play",
+            "a play reports at most 16 GiB per source class",
+        ));
+    }
     let plays = blocking(&app, move |s| s.record_play(id, &report.region)).await?;
+    for (counter, bytes) in app.delivered.iter().zip(classes) {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+    }
     Ok(Json(
         json!({ "song": id.to_string(), "plays_in_region": plays }),
     ))
@@ -780,6 +818,11 @@ async fn stats(AxState(app): AxState<Shared>) -> Result<Json<serde_json::Value>,
         "partitions": app.state.config().partitions,
         "k": app.state.config().k,
         "m": app.state.config().m,
+        "delivered": DELIVERY_CLASSES
+            .iter()
+            .zip(&app.delivered)
+            .map(|(class, n)| (class.to_string(), json!(n.load(Ordering::Relaxed))))
+            .collect::<serde_json::Map<_, _>>(),
     })))
 }
 
@@ -840,6 +883,14 @@ async fn metrics(AxState(app): AxState<Shared>) -> Result<Response, ApiError> {
             ("server_error", &app.requests_server_error),
         ]
         .map(|(outcome, n)| ([("outcome", outcome)], n.load(Ordering::Relaxed))),
+    );
+    m.counters(
+        "medley_tracker_delivered_bytes_total",
+        "Bytes of plays clients reported, by where they came from: own cache, other listeners (peer), hot nodes, rebuilt from shards.",
+        DELIVERY_CLASSES
+            .iter()
+            .zip(&app.delivered)
+            .map(|(class, n)| ([("source", *class)], n.load(Ordering::Relaxed))),
     );
     m.histograms(
         "medley_tracker_http_request_duration_seconds",

@@ -55,6 +55,9 @@ pub struct Load {
     /// The node's repair work.
     #[serde(default)]
     pub repair: RepairLoad,
+    /// Bytes its hot tier may still take (absent: as much as is free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_free: Option<u64>,
 }
 
 /// A heartbeat.
@@ -529,7 +532,7 @@ impl State {
                 free: if r.load == Load::default() {
                     r.registration.capacity
                 } else {
-                    r.load.free
+                    r.load.free.min(r.load.hot_free.unwrap_or(u64::MAX))
                 },
                 bytes_per_sec: r.load.bytes_per_sec,
             })

@@ -424,11 +424,17 @@ async fn api_played(State(gw): State<Shared>, Path(id): Path<String>) -> Respons
         Err(r) => return r,
     };
     let session = gw.sessions.lock().get(&id).cloned();
-    if let Some(s) = session {
+    let delivery = session.as_ref().map(|s| s.fetcher.report().delivery());
+    if let Some(s) = &session {
         gw.client.note_played(id, &s.fetcher.segment_ids());
     }
     let region = gw.client.config().region.clone();
-    match gw.client.tracker().report_play(id, &region).await {
+    match gw
+        .client
+        .tracker()
+        .report_play(id, &region, delivery.as_ref())
+        .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => client_error(&e),
     }

@@ -282,7 +282,7 @@ async fn dispatch(
                 let region = gw.client.config().region.clone();
                 for id in ids {
                     tracker
-                        .report_play(id, &region)
+                        .report_play(id, &region, None)
                         .await
                         .map_err(|e| upstream(&e))?;
                 }

@@ -217,7 +217,8 @@ setInterval(async () => {
     const s = await r.json();
     const d = s.delivery;
     const peers = Object.values(s.sources).filter((x) => x.shards > 0).length;
-    let text = `from cache ${bytes(d.cache_bytes)} · rebuilt from shards ${bytes(d.rebuilt_bytes)} (${peers} nodes)`;
+    let text = `from cache ${bytes(d.cache_bytes)} · other listeners ${bytes(d.peer_bytes)}` +
+      ` · hot nodes ${bytes(d.hot_bytes)} · rebuilt from shards ${bytes(d.rebuilt_bytes)} (${peers} nodes)`;
     if (s.bad_sources.length) text += ` · ${s.bad_sources.length} lying source(s) dropped`;
     $("#delivery").textContent = text;
   } catch (_) { /* the next tick retries */ }
