@@ -103,32 +103,10 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// A loopback testnet of the default shape under `dir/net` (binaries from `bin_dir`, else
+/// A loopback testnet shaped by `builder` under `dir/net` (binaries from `bin_dir`, else
 /// beside this one), with `songs` synthesized songs of `min_s` to `max_s` seconds written
 /// to `dir/library` and published. Returns the network and each song's id and file.
 pub async fn published_testnet(
-    dir: &std::path::Path,
-    bin_dir: Option<&std::path::Path>,
-    songs: usize,
-    seed: u64,
-    (min_s, max_s): (f64, f64),
-) -> anyhow::Result<(
-    medley_testnet::Testnet,
-    Vec<(medley_core::SongId, std::path::PathBuf)>,
-)> {
-    published_testnet_with(
-        medley_testnet::Testnet::builder(),
-        dir,
-        bin_dir,
-        songs,
-        seed,
-        (min_s, max_s),
-    )
-    .await
-}
-
-/// [`published_testnet`] with the testnet's shape and settings from `builder`.
-pub async fn published_testnet_with(
     builder: medley_testnet::TestnetBuilder,
     dir: &std::path::Path,
     bin_dir: Option<&std::path::Path>,

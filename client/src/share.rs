@@ -89,12 +89,7 @@ pub(crate) async fn announce(
         let songs = cache.songs();
         // Nothing to say until there is something, or something changed.
         if !(songs.is_empty() && last.as_ref().is_none_or(Vec::is_empty)) {
-            let addrs: Vec<String> = peer
-                .listen_addrs()
-                .await
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let addrs = addresses(&peer).await;
             if addrs.is_empty() {
                 tracing::debug!("no listen address yet: not announcing");
             } else {
@@ -114,16 +109,19 @@ pub(crate) async fn announce(
         }
     }
     if last.as_ref().is_some_and(|s| !s.is_empty()) {
-        let addrs: Vec<String> = peer
-            .listen_addrs()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let addrs = addresses(&peer).await;
         if !addrs.is_empty() {
             let _ = tracker
                 .announce(&peer.peer_id(), &addrs, &region, &[])
                 .await;
         }
     }
+}
+
+async fn addresses(peer: &PeerHandle) -> Vec<String> {
+    peer.listen_addrs()
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use medley_bench::{latency_row, published_testnet_with};
+use medley_bench::{latency_row, published_testnet};
 use medley_client::{Client, Delivery};
 use medley_core::SongId;
 use medley_testnet::Testnet;
@@ -275,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
             "hot_plays = 4.0\nhot_half_life_secs = 120\nhot_copies = 1\npeer_ttl_secs = 60",
         );
     let songs_total = args.songs + usize::from(!args.no_flash);
-    let (net, songs) = published_testnet_with(
+    let (net, songs) = published_testnet(
         builder,
         dir.path(),
         args.bin_dir.as_deref(),

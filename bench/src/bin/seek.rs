@@ -87,6 +87,7 @@ async fn first_byte(port: u16, path: String, range: Option<String>) -> anyhow::R
 async fn main_async(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (net, published) = published_testnet(
+        medley_testnet::Testnet::builder(),
         dir.path(),
         args.bin_dir.as_deref(),
         args.songs,

@@ -119,6 +119,7 @@ impl Series {
 async fn main_async(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (net, ids) = published_testnet(
+        medley_testnet::Testnet::builder(),
         dir.path(),
         args.bin_dir.as_deref(),
         args.songs,

@@ -444,61 +444,70 @@ async fn metrics(State(gw): State<Shared>) -> Response {
     let g = &gw.metrics;
     let c = gw.cache.stats();
     let mut m = medley_daemon::metrics::Scrape::default();
-    m.counter(
-        "medley_gateway_stream_requests_total",
-        "Stream requests (/stream and Subsonic stream).",
-        g.stream_requests.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_stream_partial_total",
-        "Stream requests answered with 206 Partial Content.",
-        g.stream_partial.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_stream_errors_total",
-        "Streams cut short because a segment could not be fetched.",
-        g.stream_errors.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_stream_bytes_total",
-        "Bytes of audio files sent.",
-        g.stream_bytes.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_api_requests_total",
-        "Web player API requests.",
-        g.api_requests.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_subsonic_requests_total",
-        "Subsonic API requests.",
-        g.subsonic_requests.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_subsonic_errors_total",
-        "Subsonic API requests answered with an error.",
-        g.subsonic_errors.load(Ordering::Relaxed),
-    );
-    m.counter(
-        "medley_gateway_cache_hits_total",
-        "Segments served from the cache.",
-        c.hits,
-    );
-    m.counter(
-        "medley_gateway_cache_misses_total",
-        "Segments fetched from the network.",
-        c.misses,
-    );
-    m.gauge(
-        "medley_gateway_cache_bytes",
-        "Bytes of segments in the cache.",
-        c.bytes,
-    );
-    m.gauge(
-        "medley_gateway_cache_capacity_bytes",
-        "Most bytes of segments the cache keeps.",
-        c.capacity,
-    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "medley_gateway_stream_requests_total",
+            "Stream requests (/stream and Subsonic stream).",
+            load(&g.stream_requests),
+        ),
+        (
+            "medley_gateway_stream_partial_total",
+            "Stream requests answered with 206 Partial Content.",
+            load(&g.stream_partial),
+        ),
+        (
+            "medley_gateway_stream_errors_total",
+            "Streams cut short because a segment could not be fetched.",
+            load(&g.stream_errors),
+        ),
+        (
+            "medley_gateway_stream_bytes_total",
+            "Bytes of audio files sent.",
+            load(&g.stream_bytes),
+        ),
+        (
+            "medley_gateway_api_requests_total",
+            "Web player API requests.",
+            load(&g.api_requests),
+        ),
+        (
+            "medley_gateway_subsonic_requests_total",
+            "Subsonic API requests.",
+            load(&g.subsonic_requests),
+        ),
+        (
+            "medley_gateway_subsonic_errors_total",
+            "Subsonic API requests answered with an error.",
+            load(&g.subsonic_errors),
+        ),
+        (
+            "medley_gateway_cache_hits_total",
+            "Segments served from the cache.",
+            c.hits,
+        ),
+        (
+            "medley_gateway_cache_misses_total",
+            "Segments fetched from the network.",
+            c.misses,
+        ),
+    ] {
+        m.counter(name, help, value);
+    }
+    for (name, help, value) in [
+        (
+            "medley_gateway_cache_bytes",
+            "Bytes of segments in the cache.",
+            c.bytes,
+        ),
+        (
+            "medley_gateway_cache_capacity_bytes",
+            "Most bytes of segments the cache keeps.",
+            c.capacity,
+        ),
+    ] {
+        m.gauge(name, help, value);
+    }
     m.histograms(
         "medley_gateway_stream_first_byte_seconds",
         "From a stream request to its first bytes, by where it starts (start, seek).",

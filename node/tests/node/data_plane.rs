@@ -351,23 +351,8 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
 #[test]
 fn sigterm_stops_the_node_cleanly() {
     let mut node = NodeProcess::start(&[]);
-    let pid = node.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = std::time::Instant::now();
-    let exit = loop {
-        if let Some(s) = node.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "node did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    node.sigterm();
+    let exit = node.wait_exit(Duration::from_secs(20));
     assert!(exit.success(), "exit status {exit}");
     assert!(
         !node.info_file().exists(),
@@ -426,25 +411,8 @@ async fn sigterm_during_uploads_keeps_every_acknowledged_shard_and_serves_nothin
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = node.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopping = std::time::Instant::now();
-    let exit = loop {
-        if let Some(s) = node.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(20),
-            "node did not stop within 20 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    node.sigterm();
+    let exit = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)));
     assert!(exit.success(), "exit status {exit}");
     let mut uploads = Vec::new();
     for u in uploaders {
@@ -498,31 +466,11 @@ fn a_second_signal_exits_at_once() {
         }
     });
     let mut node = NodeProcess::start(&["--tracker", &tracker]);
-    let pid = node.child.id().to_string();
-    let signal = || {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal();
+    node.sigterm();
     std::thread::sleep(Duration::from_millis(300));
     assert!(node.alive(), "still telling the silent tracker");
-    let second = std::time::Instant::now();
-    signal();
-    let exit = loop {
-        if let Some(s) = node.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            second.elapsed() < Duration::from_secs(10),
-            "the node did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    node.sigterm();
+    let exit = node.wait_exit(Duration::from_secs(10));
     // 130, not the 0 of a finished graceful stop: the second signal cut it short.
     assert_eq!(exit.code(), Some(130), "exit status {exit}");
     drop(held);

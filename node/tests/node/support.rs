@@ -63,6 +63,28 @@ impl NodeProcess {
     pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Sends SIGTERM.
+    pub(crate) fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits for the process to exit; fails the test after `timeout`.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "node did not stop within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for NodeProcess {
