@@ -277,6 +277,18 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
         .arg(&url)
         .args(["-f", "null", "-"]));
     assert!(metric(&http, &base, "medley_gateway_stream_partial_total").await > partial_before);
+    // Where the bytes came from: all rebuilt from shards or from the gateway's cache here.
+    let rebuilt = metric(
+        &http,
+        &base,
+        "medley_gateway_delivered_bytes_total{source=\"rebuilt\"}",
+    )
+    .await;
+    let size = std::fs::metadata(&song.path).unwrap().len();
+    assert!(
+        rebuilt >= size,
+        "{rebuilt} bytes rebuilt for a {size} byte song"
+    );
     // Both kinds of start are in the first-byte histogram.
     for from in ["start", "seek"] {
         let name = format!("medley_gateway_stream_first_byte_seconds_count{{from=\"{from}\"}}");

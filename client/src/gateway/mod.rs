@@ -97,6 +97,8 @@ pub struct Gateway {
     client: Arc<Client>,
     cache: Arc<dyn SegmentStore>,
     sessions: Mutex<HashMap<SongId, Arc<Session>>>,
+    /// Where the bytes of sessions already closed came from.
+    retired: Mutex<crate::fetch::Delivery>,
     subsonic: Option<SubsonicUser>,
     metrics: Metrics,
 }
@@ -127,6 +129,7 @@ pub async fn serve(
         client,
         cache,
         sessions: Mutex::new(HashMap::new()),
+        retired: Mutex::new(crate::fetch::Delivery::default()),
         subsonic: opts.subsonic,
         metrics: Metrics::default(),
     });
@@ -226,14 +229,40 @@ impl Gateway {
             made: Instant::now(),
         });
         let mut sessions = self.sessions.lock();
-        sessions.retain(|_, s| s.made.elapsed() < SESSION_TTL);
-        sessions.insert(id, s.clone());
+        let mut closed: Vec<Arc<Session>> = Vec::new();
+        sessions.retain(|_, s| {
+            let keep = s.made.elapsed() < SESSION_TTL;
+            if !keep {
+                closed.push(s.clone());
+            }
+            keep
+        });
+        closed.extend(sessions.insert(id, s.clone()));
+        drop(sessions);
+        self.retire(&closed);
         Ok(s)
     }
 
     /// Forgets a song's session (after a failure: its sources may be stale).
     fn forget(&self, id: SongId) {
-        self.sessions.lock().remove(&id);
+        let gone = self.sessions.lock().remove(&id);
+        self.retire(gone.as_slice());
+    }
+
+    fn retire(&self, closed: &[Arc<Session>]) {
+        let mut r = self.retired.lock();
+        for s in closed {
+            r.add(&s.fetcher.report().delivery());
+        }
+    }
+
+    /// Where every byte this gateway sent came from, so far.
+    fn delivered(&self) -> crate::fetch::Delivery {
+        let mut d = *self.retired.lock();
+        for s in self.sessions.lock().values() {
+            d.add(&s.fetcher.report().delivery());
+        }
+        d
     }
 
     /// The bytes `start..=end` of song `id` as a response body: only the segments covering
@@ -508,6 +537,17 @@ async fn metrics(State(gw): State<Shared>) -> Response {
     ] {
         m.gauge(name, help, value);
     }
+    let d = gw.delivered();
+    m.counters(
+        "medley_gateway_delivered_bytes_total",
+        "Bytes of segments fetched for streams, by where they came from: own cache, other listeners (peer), hot nodes, rebuilt from shards.",
+        [
+            ([("source", "cache")], d.cache_bytes),
+            ([("source", "peer")], d.peer_bytes),
+            ([("source", "hot")], d.hot_bytes),
+            ([("source", "rebuilt")], d.rebuilt_bytes),
+        ],
+    );
     m.histograms(
         "medley_gateway_stream_first_byte_seconds",
         "From a stream request to its first bytes, by where it starts (start, seek).",
