@@ -49,6 +49,9 @@ pub struct PeerConfig {
     /// Inbound requests handled at once; more get `BUSY`. 64 keeps a node with a 2-core
     /// machine and one disk busy without queueing unboundedly.
     pub max_concurrent_inbound: usize,
+    /// Inbound requests of any one peer handled at once; more from it are answered `BUSY`,
+    /// so one peer flooding cannot take every slot from the others.
+    pub max_inbound_per_peer: usize,
     /// How long a request may take end to end, including dialing. 30 s covers a 4 MiB
     /// blob at ~1 Mbit/s.
     pub request_timeout: Duration,
@@ -64,6 +67,7 @@ impl Default for PeerConfig {
         Self {
             listen: Vec::new(),
             max_concurrent_inbound: 64,
+            max_inbound_per_peer: 16,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             agent: format!("medley/{}", env!("CARGO_PKG_VERSION")),
@@ -265,6 +269,8 @@ impl Peer {
             pending: HashMap::new(),
             in_flight: 0,
             max_in_flight: config.max_concurrent_inbound,
+            per_peer: HashMap::new(),
+            max_per_peer: config.max_inbound_per_peer.max(1),
             unsent: 0,
             stopping: false,
             listen_addrs,
@@ -456,8 +462,11 @@ struct Actor {
     swarm: Swarm<Behaviour>,
     handler: Arc<dyn Handler>,
     commands: mpsc::Receiver<Command>,
-    done_tx: mpsc::Sender<(ResponseChannel<Response>, Response)>,
-    done_rx: mpsc::Receiver<(ResponseChannel<Response>, Response)>,
+    done_tx: mpsc::Sender<(PeerId, ResponseChannel<Response>, Response)>,
+    done_rx: mpsc::Receiver<(PeerId, ResponseChannel<Response>, Response)>,
+    /// Inbound requests in flight, by peer.
+    per_peer: HashMap<PeerId, usize>,
+    max_per_peer: usize,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     in_flight: usize,
     max_in_flight: usize,
@@ -475,8 +484,14 @@ impl Actor {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                Some((channel, response)) = self.done_rx.recv() => {
+                Some((peer, channel, response)) = self.done_rx.recv() => {
                     self.in_flight -= 1;
+                    if let Some(n) = self.per_peer.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_peer.remove(&peer);
+                        }
+                    }
                     self.respond(channel, response);
                 }
                 command = self.commands.recv() => match command {
@@ -633,13 +648,20 @@ impl Actor {
             self.respond(channel, Response::error(ErrorCode::BUSY, message));
             return;
         }
+        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if mine >= self.max_per_peer {
+            let message = format!("{mine} of your requests in flight, the most one peer may have");
+            self.respond(channel, Response::error(ErrorCode::BUSY, message));
+            return;
+        }
+        *self.per_peer.entry(peer).or_default() += 1;
         self.in_flight += 1;
         let fut = self.handler.handle(peer, request);
         let done = self.done_tx.clone();
         tokio::spawn(async move {
             let response = fut.await;
             // Capacity equals the in-flight bound, so this never waits for long.
-            let _ = done.send((channel, response)).await;
+            let _ = done.send((peer, channel, response)).await;
         });
     }
 }

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 15] = [
+pub const FIELDS: [FieldDoc; 16] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -50,6 +50,12 @@ pub const FIELDS: [FieldDoc; 15] = [
     FieldDoc {
         name: "max_concurrent_requests",
         doc: "Inbound data-plane requests handled at once; more are answered busy.",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_requests_per_peer",
+        doc: "Inbound data-plane requests of any one peer handled at once; more from it are\n\
+              answered busy, so a peer that floods cannot take the slots of the others.",
         example: None,
     },
     FieldDoc {
@@ -123,6 +129,8 @@ pub struct NodeConfig {
     pub capacity: ByteSize,
     /// Inbound data-plane requests handled at once; more are answered `BUSY`.
     pub max_concurrent_requests: usize,
+    /// Inbound data-plane requests of one peer handled at once; more are answered `BUSY`.
+    pub max_requests_per_peer: usize,
     /// Seconds a data-plane request may take before it fails.
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
@@ -155,6 +163,7 @@ impl Default for NodeConfig {
             region: "default".into(),
             capacity: ByteSize::gib(10),
             max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
+            max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
             heartbeat_secs: 5,
@@ -244,6 +253,12 @@ impl NodeConfig {
                 reason: "must be at least 1",
             });
         }
+        if self.max_requests_per_peer == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_requests_per_peer",
+                reason: "must be at least 1",
+            });
+        }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "request_timeout_secs",
@@ -253,6 +268,7 @@ impl NodeConfig {
         Ok(PeerConfig {
             listen: self.listen_addrs()?,
             max_concurrent_inbound: self.max_concurrent_requests,
+            max_inbound_per_peer: self.max_requests_per_peer,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             agent: format!("medley-node/{}", env!("CARGO_PKG_VERSION")),
             ..PeerConfig::default()

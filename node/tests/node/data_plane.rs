@@ -475,3 +475,61 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(exit.code(), Some(130), "exit status {exit}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_told_busy_and_another_peer_is_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("medley-node.toml"),
+        "max_concurrent_requests = 8\nmax_requests_per_peer = 4\n",
+    )
+    .unwrap();
+    let node = NodeProcess::start_in(dir.path(), &[]);
+    let setup = client().await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let data = bytes(900 + i, 1 << 20);
+        ids.push(
+            setup
+                .put_shard(node.peer_id, node.addrs.clone(), data)
+                .await
+                .unwrap(),
+        );
+    }
+    let (flooder, honest) = (client().await, client().await);
+    // 200 requests at once from one peer.
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let (c, peer, addrs, id) = (
+                flooder.clone(),
+                node.peer_id,
+                node.addrs.clone(),
+                ids[i % 8],
+            );
+            tokio::spawn(async move { c.get_shard(peer, addrs, id).await })
+        })
+        .collect();
+    // Meanwhile another peer plays: it never finds the node busy, since the flooder holds at
+    // most 4 of the 8 slots.
+    for round in 0..20 {
+        let id = ids[round % 8];
+        let got = honest
+            .get_shard(node.peer_id, node.addrs.clone(), id)
+            .await
+            .unwrap_or_else(|e| panic!("the honest peer was refused in round {round}: {e}"));
+        assert!(id.matches(&got));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(RequestError::Remote { code, message, .. }) if code == ErrorCode::BUSY => {
+                assert!(message.contains("one peer"), "{message}");
+                busy += 1;
+            }
+            Err(e) => panic!("flood request: {e}"),
+        }
+    }
+    eprintln!("flood: {ok} served, {busy} told busy");
+    assert!(busy > 0 && ok > 0, "{ok} served, {busy} busy");
+}
