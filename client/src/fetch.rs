@@ -473,8 +473,15 @@ impl Fetcher {
             let id = entry.shards[slot];
             let peer = self.peer.clone();
             let report = self.report.clone();
+            let reporter = self.reporter.clone();
             in_flight.push(tokio::spawn(async move {
                 let r = peer.get_shard(h.peer, h.addrs, id).await;
+                if let (Err(RequestError::BadHash { .. }), Some((tracker, song))) = (&r, &reporter) {
+                    tracing::warn!(peer = %h.peer, slot, segment = index, "a node sent a shard that does not match its hash");
+                    if let Err(e) = tracker.report_source(&h.peer, *song, "bad_hash").await {
+                        tracing::debug!(error = %e, "cannot report the source");
+                    }
+                }
                 match &r {
                     Ok(data) => report.record(h.peer, |s| {
                         s.shards += 1;

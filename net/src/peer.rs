@@ -52,6 +52,10 @@ pub struct PeerConfig {
     /// Inbound requests of any one peer handled at once; more from it are answered `BUSY`,
     /// so one peer flooding cannot take every slot from the others.
     pub max_inbound_per_peer: usize,
+    /// Incoming connections kept at once; more are refused while the handshake completes.
+    pub max_connections: u32,
+    /// Connections kept with any one peer (QUIC needs one; a few cover redials).
+    pub max_connections_per_peer: u32,
     /// How long a request may take end to end, including dialing. 30 s covers a 4 MiB
     /// blob at ~1 Mbit/s.
     pub request_timeout: Duration,
@@ -68,6 +72,8 @@ impl Default for PeerConfig {
             listen: Vec::new(),
             max_concurrent_inbound: 64,
             max_inbound_per_peer: 16,
+            max_connections: 1024,
+            max_connections_per_peer: 4,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             agent: format!("medley/{}", env!("CARGO_PKG_VERSION")),
@@ -145,6 +151,7 @@ pub enum StartError {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     data: request_response::Behaviour<DataCodec>,
 }
@@ -212,6 +219,11 @@ impl Peer {
                 q
             })
             .with_behaviour(|key| Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(
+                    libp2p::connection_limits::ConnectionLimits::default()
+                        .with_max_established_incoming(Some(config.max_connections))
+                        .with_max_established_per_peer(Some(config.max_connections_per_peer)),
+                ),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/medley/id/1".into(), key.public())
                         .with_agent_version(agent),

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 16] = [
+pub const FIELDS: [FieldDoc; 17] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -50,6 +50,11 @@ pub const FIELDS: [FieldDoc; 16] = [
     FieldDoc {
         name: "max_concurrent_requests",
         doc: "Inbound data-plane requests handled at once; more are answered busy.",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_connections",
+        doc: "Incoming data-plane connections kept at once (one per peer); more are refused.",
         example: None,
     },
     FieldDoc {
@@ -129,6 +134,8 @@ pub struct NodeConfig {
     pub capacity: ByteSize,
     /// Inbound data-plane requests handled at once; more are answered `BUSY`.
     pub max_concurrent_requests: usize,
+    /// Incoming data-plane connections kept at once; more are refused.
+    pub max_connections: u32,
     /// Inbound data-plane requests of one peer handled at once; more are answered `BUSY`.
     pub max_requests_per_peer: usize,
     /// Seconds a data-plane request may take before it fails.
@@ -163,6 +170,7 @@ impl Default for NodeConfig {
             region: "default".into(),
             capacity: ByteSize::gib(10),
             max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
+            max_connections: PeerConfig::default().max_connections,
             max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
@@ -253,6 +261,12 @@ impl NodeConfig {
                 reason: "must be at least 1",
             });
         }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                reason: "must be at least 1",
+            });
+        }
         if self.max_requests_per_peer == 0 {
             return Err(ConfigError::Invalid {
                 field: "max_requests_per_peer",
@@ -269,6 +283,7 @@ impl NodeConfig {
             listen: self.listen_addrs()?,
             max_concurrent_inbound: self.max_concurrent_requests,
             max_inbound_per_peer: self.max_requests_per_peer,
+            max_connections: self.max_connections,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             agent: format!("medley-node/{}", env!("CARGO_PKG_VERSION")),
             ..PeerConfig::default()

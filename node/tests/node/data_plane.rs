@@ -533,3 +533,37 @@ async fn a_flooding_peer_is_told_busy_and_another_peer_is_still_served() {
     eprintln!("flood: {ok} served, {busy} told busy");
     assert!(busy > 0 && ok > 0, "{ok} served, {busy} busy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("medley-node.toml"), "max_connections = 2\n").unwrap();
+    let node = NodeProcess::start_in(dir.path(), &[]);
+    let first = client().await;
+    let id = first
+        .put_shard(node.peer_id, node.addrs.clone(), bytes(77, 10_000))
+        .await
+        .unwrap();
+    let second = client().await;
+    assert!(
+        second
+            .get_shard(node.peer_id, node.addrs.clone(), id)
+            .await
+            .is_ok()
+    );
+    // A third peer while two are connected: refused.
+    let third = client().await;
+    let refused = third.get_shard(node.peer_id, node.addrs.clone(), id).await;
+    assert!(
+        matches!(refused, Err(RequestError::Network { .. })),
+        "{refused:?}"
+    );
+    // The two connected peers are still served.
+    for c in [&first, &second] {
+        assert!(
+            c.get_shard(node.peer_id, node.addrs.clone(), id)
+                .await
+                .is_ok()
+        );
+    }
+}
