@@ -48,7 +48,9 @@ async fn first_segment_ms(client: &Client, id: medley_core::SongId) -> anyhow::R
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = tempfile::Builder::new().prefix("medley-bench-flood-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("medley-bench-flood-")
+        .tempdir()?;
     let (net, songs) = published_testnet(
         Testnet::builder(),
         dir.path(),
