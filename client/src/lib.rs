@@ -52,7 +52,8 @@ pub struct Client {
     tracker: TrackerClient,
     peer: OnceCell<PeerHandle>,
     /// The persistent cache of played segments, if on.
-    disk: Option<Arc<DiskCache>>,
+    /// Opened on first use: commands that play nothing never scan it.
+    disk: std::sync::OnceLock<Option<Arc<DiskCache>>>,
     /// What this listener served to others.
     share: Arc<ShareStats>,
     /// Stops the announcements (and withdraws them).
@@ -67,23 +68,11 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
         let tracker = TrackerClient::new(&config.tracker)?;
-        let disk = if config.cache_bytes.as_u64() > 0 {
-            let dir = config.data_dir.join("cache");
-            match DiskCache::open(&dir, config.cache_bytes.as_u64()) {
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the cache: playing without one");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         Ok(Self {
             config,
             tracker,
             peer: OnceCell::new(),
-            disk,
+            disk: std::sync::OnceLock::new(),
             share: Arc::new(ShareStats::default()),
             share_cancel: medley_net::CancellationToken::new(),
             announcer: parking_lot::Mutex::new(None),
@@ -93,7 +82,21 @@ impl Client {
 
     /// The persistent cache of played segments, if on.
     pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
-        self.disk.as_ref()
+        self.disk
+            .get_or_init(|| {
+                if self.config.cache_bytes.as_u64() == 0 {
+                    return None;
+                }
+                let dir = self.config.data_dir.join("cache");
+                match DiskCache::open(&dir, self.config.cache_bytes.as_u64()) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the cache: playing without one");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// What this listener served to other listeners.
@@ -104,7 +107,7 @@ impl Client {
     /// Records that `song` (with these segments) was played through, so that it is held
     /// whole and can be announced.
     pub fn note_played(&self, song: SongId, segments: &[medley_core::SegmentId]) {
-        if let Some(d) = &self.disk {
+        if let Some(d) = self.disk_cache() {
             d.note_song(song, segments);
             self.played.notify_one();
         }
@@ -132,7 +135,10 @@ impl Client {
                     agent: format!("medley-client/{}", env!("CARGO_PKG_VERSION")),
                     ..PeerConfig::default()
                 };
-                let serving = self.disk.clone().filter(|_| self.config.serve_cache);
+                let serving = self
+                    .disk_cache()
+                    .cloned()
+                    .filter(|_| self.config.serve_cache);
                 let handler: Arc<dyn medley_net::Handler> = match &serving {
                     Some(cache) => {
                         let listen = self.config.serve_listen.parse().map_err(|e| {
@@ -223,7 +229,10 @@ impl Client {
         // Never itself: it would only find what its cache already missed.
         .with_whole(sources.whole.into_iter().filter(|w| w.peer != me).collect())
         .with_reporter(self.tracker.clone(), id);
-        if let Some(c) = cache.or_else(|| self.disk.clone().map(|d| d as Arc<dyn SegmentStore>)) {
+        if let Some(c) = cache.or_else(|| {
+            self.disk_cache()
+                .map(|d| d.clone() as Arc<dyn SegmentStore>)
+        }) {
             fetcher = fetcher.with_cache(c);
         }
         Ok((Arc::new(fetcher), manifest))

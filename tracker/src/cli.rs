@@ -281,19 +281,15 @@ pub struct StatusArgs {
 /// Asks the running tracker for its counters and prints them.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let info: crate::TrackerInfo =
-        medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
-    let s: serde_json::Value = medley_daemon::get_local_json(
-        &format!("{}/v1/stats", info.url),
-        &format!("the tracker (pid {})", info.pid),
-    )
-    .await?;
+    let (url, pid, who) = running(&config)?;
+    let s: serde_json::Value =
+        medley_daemon::get_local_json(&format!("{url}/v1/stats"), &who).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    println!("tracker   {} (pid {})", info.url, info.pid);
+    println!("tracker   {url} (pid {pid})");
     println!("songs     {}", n(&s["songs"]));
     println!(
         "nodes     {} alive of {}, {} draining",
@@ -342,17 +338,18 @@ pub struct LayoutArgs {
     pub json: bool,
 }
 
-/// The running tracker's URL and a name for it in errors.
-fn running(config: &TrackerConfig) -> anyhow::Result<(String, String)> {
+/// The running tracker's URL, its process id and a name for it in errors.
+fn running(config: &TrackerConfig) -> anyhow::Result<(String, u32, String)> {
     let info: crate::TrackerInfo =
         medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
-    Ok((info.url, format!("the tracker (pid {})", info.pid)))
+    let who = format!("the tracker (pid {})", info.pid);
+    Ok((info.url, info.pid, who))
 }
 
 /// Lists the nodes the running tracker knows.
 pub async fn nodes(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let (url, who) = running(&config)?;
+    let (url, _, who) = running(&config)?;
     let v: serde_json::Value =
         medley_daemon::get_local_json(&format!("{url}/v1/nodes"), &who).await?;
     if args.json {
@@ -413,7 +410,7 @@ fn node_table(nodes: &[(crate::NodeRecord, bool)], now_ms: u64) -> String {
 /// Shows the layout in force and a preview of a change.
 pub async fn layout(args: LayoutArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let (url, who) = running(&config)?;
+    let (url, _, who) = running(&config)?;
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (key, ids) in [("drain", &args.drain), ("undrain", &args.undrain)] {
         if !ids.is_empty() {

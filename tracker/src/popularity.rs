@@ -80,12 +80,21 @@ pub(crate) struct Candidate {
     pub(crate) bytes_per_sec: u64,
 }
 
+/// An order for whole copies of a hot song in one region.
+#[derive(Debug, Clone, Default)]
+struct Order {
+    /// The nodes ordered to hold it (fewer than asked while no other node has room).
+    nodes: Vec<String>,
+    /// The song's bytes, which a node needs free to take it.
+    size: u64,
+}
+
 /// All of the popularity state.
 #[derive(Debug, Default)]
 pub(crate) struct Popularity {
     heat: HashMap<(SongId, String), Heat>,
-    /// (song, region) → nodes ordered to hold it whole.
-    orders: BTreeMap<(SongId, String), Vec<String>>,
+    /// (song, region) → the order for a whole copy there.
+    orders: BTreeMap<(SongId, String), Order>,
     /// node → songs it reports holding whole.
     held: HashMap<String, BTreeSet<SongId>>,
     /// peer id → (announcement, unix ms it was made).
@@ -123,7 +132,8 @@ impl Popularity {
         value
     }
 
-    /// Gives `key` up to `rules.copies` ordered nodes of its region, least loaded first.
+    /// Gives `key` up to `rules.copies` ordered nodes of its region, least loaded first. The
+    /// order is kept even while no node has room, so that later sweeps fill it.
     fn top_up(
         &mut self,
         rules: Rules,
@@ -131,15 +141,19 @@ impl Popularity {
         size: u64,
         candidates: &[Candidate],
     ) {
-        let mut load: HashMap<&str, usize> = HashMap::new();
-        for nodes in self.orders.values() {
-            for n in nodes {
-                *load.entry(n.as_str()).or_default() += 1;
-            }
-        }
-        let have = self.orders.get(key).cloned().unwrap_or_default();
+        let have = self
+            .orders
+            .get(key)
+            .map(|o| o.nodes.clone())
+            .unwrap_or_default();
         if have.len() >= rules.copies {
             return;
+        }
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for o in self.orders.values() {
+            for n in &o.nodes {
+                *load.entry(n.as_str()).or_default() += 1;
+            }
         }
         let mut pick: Vec<&Candidate> = candidates
             .iter()
@@ -153,27 +167,22 @@ impl Popularity {
             )
         });
         let mut nodes = have;
+        let before = nodes.len();
         nodes.extend(
             pick.into_iter()
                 .take(rules.copies - nodes.len())
                 .map(|c| c.id.clone()),
         );
-        if !nodes.is_empty() {
+        if nodes.len() > before {
             tracing::info!(song = %key.0, region = %key.1, nodes = ?nodes, "song is hot: ordering whole copies");
-            self.orders.insert(key.clone(), nodes);
         }
+        self.orders.insert(key.clone(), Order { nodes, size });
     }
 
     /// Releases the copies of songs that cooled, drops orders on nodes that are no longer
     /// candidates, tops up orders of songs still hot, forgets cold counters and expired
     /// peers. Returns the number of orders released.
-    pub(crate) fn sweep(
-        &mut self,
-        rules: Rules,
-        sizes: &dyn Fn(SongId) -> Option<u64>,
-        candidates: &[Candidate],
-        now_ms: u64,
-    ) -> usize {
+    pub(crate) fn sweep(&mut self, rules: Rules, candidates: &[Candidate], now_ms: u64) -> usize {
         let alive: BTreeSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let mut released = 0;
         let keys: Vec<(SongId, String)> = self.orders.keys().cloned().collect();
@@ -188,12 +197,12 @@ impl Popularity {
                 released += 1;
                 continue;
             }
-            if let Some(nodes) = self.orders.get_mut(&key) {
-                nodes.retain(|n| alive.contains(n.as_str()));
-            }
-            if let Some(size) = sizes(key.0) {
-                self.top_up(rules, &key, size, candidates);
-            }
+            let Some(order) = self.orders.get_mut(&key) else {
+                continue;
+            };
+            order.nodes.retain(|n| alive.contains(n.as_str()));
+            let size = order.size;
+            self.top_up(rules, &key, size, candidates);
         }
         // A counter this low would take one play to come back from anyway.
         self.heat
@@ -210,7 +219,7 @@ impl Popularity {
         let mut v: Vec<SongId> = self
             .orders
             .iter()
-            .filter(|(_, nodes)| nodes.iter().any(|n| n == node))
+            .filter(|(_, o)| o.nodes.iter().any(|n| n == node))
             .map(|((song, _), _)| *song)
             .collect();
         v.sort();
@@ -291,12 +300,13 @@ impl Popularity {
         let mut v: Vec<HotSong> = self
             .orders
             .iter()
-            .map(|((song, region), nodes)| HotSong {
+            .map(|((song, region), o)| HotSong {
                 song: *song,
                 region: region.clone(),
                 heat: self.heat_of(*song, region, rules, now_ms),
-                ordered: nodes.clone(),
-                held_by: nodes
+                ordered: o.nodes.clone(),
+                held_by: o
+                    .nodes
                     .iter()
                     .filter(|n| self.held.get(*n).is_some_and(|s| s.contains(song)))
                     .cloned()
@@ -398,11 +408,11 @@ mod tests {
         assert_eq!(p.orders_of("b"), vec![song(1)]);
         // Node a is gone: c takes its place while the song is still hot.
         let without_a = &nodes[1..];
-        assert_eq!(p.sweep(RULES, &|_| Some(10), without_a, 1_000), 0);
+        assert_eq!(p.sweep(RULES, without_a, 1_000), 0);
         assert!(p.orders_of("a").is_empty());
         assert_eq!(p.orders_of("c"), vec![song(1)]);
         // Four plays decay below 1.5 after two half-lives (4 → 1): released.
-        assert_eq!(p.sweep(RULES, &|_| Some(10), without_a, 20_000), 1);
+        assert_eq!(p.sweep(RULES, without_a, 20_000), 1);
         assert!(p.orders_of("b").is_empty() && p.orders_of("c").is_empty());
         assert!(p.hot(RULES, 20_000).is_empty());
     }

@@ -121,6 +121,17 @@ pub struct WholeSource {
     pub kind: SourceKind,
 }
 
+impl NodeRecord {
+    /// The node as a member of a layout.
+    fn member(&self) -> Member {
+        Member {
+            id: self.registration.peer_id.clone(),
+            region: self.registration.region.clone(),
+            capacity: self.registration.capacity,
+        }
+    }
+}
+
 /// What a layout change would do, computed without applying it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutPreview {
@@ -265,6 +276,26 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checks the identity fields a node registration or a peer announcement carries.
+fn check_peer(peer_id: &str, region: &str, addrs: &[String]) -> Result<(), StateError> {
+    if peer_id.is_empty() || peer_id.len() > 128 {
+        return Err(StateError::BadRegistration(
+            "peer_id must be 1 to 128 characters",
+        ));
+    }
+    if region.is_empty() || region.len() > 64 {
+        return Err(StateError::BadRegistration(
+            "region must be 1 to 64 characters",
+        ));
+    }
+    if addrs.is_empty() || addrs.len() > 16 || addrs.iter().any(|a| a.len() > 256) {
+        return Err(StateError::BadRegistration(
+            "addrs must list 1 to 16 addresses of at most 256 characters",
+        ));
+    }
+    Ok(())
 }
 
 fn corrupt(what: impl Into<String>, reason: impl ToString) -> DbError {
@@ -543,10 +574,9 @@ impl State {
     /// called periodically. Returns the number of songs released.
     pub fn sweep_hot(&self) -> usize {
         let candidates = self.hot_candidates();
-        let sizes = |id: SongId| self.manifest(id).ok().map(|m| m.body().total_size);
         self.popularity
             .lock()
-            .sweep(self.rules(), &sizes, &candidates, now_ms())
+            .sweep(self.rules(), &candidates, now_ms())
     }
 
     /// Songs node `peer_id` is ordered to hold whole.
@@ -564,21 +594,7 @@ impl State {
 
     /// Records a listener's announcement of the songs it holds whole and serves.
     pub fn announce_peer(&self, a: PeerAnnouncement) -> Result<(), StateError> {
-        if a.peer_id.is_empty() || a.peer_id.len() > 128 {
-            return Err(StateError::BadRegistration(
-                "peer_id must be 1 to 128 characters",
-            ));
-        }
-        if a.region.is_empty() || a.region.len() > 64 {
-            return Err(StateError::BadRegistration(
-                "region must be 1 to 64 characters",
-            ));
-        }
-        if a.addrs.is_empty() || a.addrs.len() > 16 || a.addrs.iter().any(|x| x.len() > 256) {
-            return Err(StateError::BadRegistration(
-                "addrs must list 1 to 16 addresses of at most 256 characters",
-            ));
-        }
+        check_peer(&a.peer_id, &a.region, &a.addrs)?;
         if a.songs.len() > MAX_ANNOUNCED_SONGS {
             return Err(StateError::BadRegistration(
                 "a peer announces at most 10000 songs",
@@ -840,21 +856,7 @@ impl State {
 
     /// Registers (or re-registers) a node and recomputes the layout if membership changed.
     pub fn register(&self, reg: Registration) -> Result<Option<u64>, StateError> {
-        if reg.peer_id.is_empty() || reg.peer_id.len() > 128 {
-            return Err(StateError::BadRegistration(
-                "peer_id must be 1 to 128 characters",
-            ));
-        }
-        if reg.region.is_empty() || reg.region.len() > 64 {
-            return Err(StateError::BadRegistration(
-                "region must be 1 to 64 characters",
-            ));
-        }
-        if reg.addrs.is_empty() || reg.addrs.len() > 16 || reg.addrs.iter().any(|a| a.len() > 256) {
-            return Err(StateError::BadRegistration(
-                "addrs must list 1 to 16 addresses of at most 256 characters",
-            ));
-        }
+        check_peer(&reg.peer_id, &reg.region, &reg.addrs)?;
         {
             let mut nodes = self.nodes.write();
             let previous = nodes.get(&reg.peer_id).cloned();
@@ -920,7 +922,12 @@ impl State {
     }
 
     fn is_eligible(&self, rec: &NodeRecord, now: u64) -> bool {
-        !rec.draining && rec.registration.capacity > 0 && self.is_recent(rec, now)
+        self.eligible_if(rec, rec.draining, now)
+    }
+
+    /// Whether `rec` would get slots were its drain state `draining`.
+    fn eligible_if(&self, rec: &NodeRecord, draining: bool, now: u64) -> bool {
+        !draining && rec.registration.capacity > 0 && self.is_recent(rec, now)
     }
 
     /// The nodes the layout should place shards on: alive, not draining, with capacity.
@@ -930,11 +937,7 @@ impl State {
             .read()
             .values()
             .filter(|r| self.is_eligible(r, now))
-            .map(|r| Member {
-                id: r.registration.peer_id.clone(),
-                region: r.registration.region.clone(),
-                capacity: r.registration.capacity,
-            })
+            .map(NodeRecord::member)
             .collect()
     }
 
@@ -1021,20 +1024,10 @@ impl State {
                 .values()
                 .filter(|r| {
                     let id = &r.registration.peer_id;
-                    let draining = if drain.contains(id) {
-                        true
-                    } else if undrain.contains(id) {
-                        false
-                    } else {
-                        r.draining
-                    };
-                    !draining && r.registration.capacity > 0 && self.is_recent(r, now)
+                    let draining = drain.contains(id) || (r.draining && !undrain.contains(id));
+                    self.eligible_if(r, draining, now)
                 })
-                .map(|r| Member {
-                    id: r.registration.peer_id.clone(),
-                    region: r.registration.region.clone(),
-                    capacity: r.registration.capacity,
-                })
+                .map(NodeRecord::member)
                 .collect();
             let regions: HashMap<String, String> = nodes
                 .iter()
