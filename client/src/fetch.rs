@@ -183,6 +183,9 @@ pub struct Fetcher {
     cache: Option<Arc<dyn SegmentStore>>,
     /// Where to report sources that lie, and about which song.
     reporter: Option<(TrackerClient, SongId)>,
+    /// Requests still in flight when their segment was already complete: they finish on
+    /// their own and record what their source did (see [`Fetcher::settle`]).
+    stragglers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Fetcher {
@@ -204,6 +207,7 @@ impl Fetcher {
             report,
             cache: None,
             reporter: None,
+            stragglers: Mutex::new(Vec::new()),
         }
     }
 
@@ -232,6 +236,27 @@ impl Fetcher {
     /// The song's segment ids, in order.
     pub fn segment_ids(&self) -> Vec<medley_core::SegmentId> {
         self.segments.iter().map(|s| s.id).collect()
+    }
+
+    /// Waits up to `timeout` for requests still in flight when their segment was complete,
+    /// so that the report says what every asked source did (a slow liar is found out too).
+    pub async fn settle(&self, timeout: Duration) {
+        let pending: Vec<_> = std::mem::take(&mut *self.stragglers.lock());
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(pending)).await;
+    }
+
+    /// Keeps the requests of `in_flight` running after their segment is complete.
+    fn keep_stragglers<T: Send + 'static>(
+        &self,
+        in_flight: FuturesUnordered<tokio::task::JoinHandle<T>>,
+    ) {
+        if in_flight.is_empty() {
+            return;
+        }
+        let rest = tokio::spawn(async move {
+            in_flight.for_each(|_| async {}).await;
+        });
+        self.stragglers.lock().push(rest);
     }
 
     /// Number of segments.
@@ -413,7 +438,10 @@ impl Fetcher {
             tokio::select! {
                 next = in_flight.next() => {
                     match next {
-                        Some(Ok((kind, Some(data)))) => return Some((data, kind)),
+                        Some(Ok((kind, Some(data)))) => {
+                            self.keep_stragglers(in_flight);
+                            return Some((data, kind));
+                        }
                         Some(_) => match untried.next() {
                             Some(w) => launch(w, &mut in_flight),
                             None if in_flight.is_empty() => return None,
@@ -559,7 +587,7 @@ impl Fetcher {
                 reasons: reasons.join("; "),
             });
         }
-        drop(in_flight);
+        self.keep_stragglers(in_flight);
         self.codec
             .reconstruct_verified(&shards, entry.len as usize, entry.id)
             .map_err(|e| ClientError::Rebuild {

@@ -591,6 +591,8 @@ impl Client {
                     return Err(e);
                 }
             };
+            // Answers still in flight go into the summary too.
+            fetcher.settle(Duration::from_secs(1)).await;
             let report = fetcher.report();
             outcomes.push(PlayOutcome {
                 id: id.to_string(),

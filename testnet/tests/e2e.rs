@@ -326,7 +326,14 @@ async fn every_song_survives_two_dead_nodes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_never_wrong_audio() {
-    let mut net = Testnet::builder().log("warn").spawn().await.unwrap();
+    // No scrubbing: the corrupt shard below must still be there when the plays ask for it,
+    // not found and rebuilt by the node first.
+    let mut net = Testnet::builder()
+        .log("warn")
+        .node_config("scrub_bytes_per_sec = 0")
+        .spawn()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let songs = generate(&dir.path().join("lib"), 1, 9, 10.0, 10.0).unwrap();
     let song = &songs[0];
@@ -409,11 +416,21 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
         assert!(corrupted >= 1);
     }
     net.start_node(victim).unwrap();
+    // Stopped with SIGTERM, the node told the tracker it was leaving; until it has registered
+    // again, clients would ask it last and might never reach its corrupt shards.
+    common::eventually(30, "the restarted node to be listed alive", || async {
+        let nodes = tracker.nodes().await.ok()?;
+        nodes
+            .iter()
+            .any(|n| n.node.peer_id == victim_peer && n.alive)
+            .then_some(())
+    })
+    .await;
     let wav = dir.path().join("p.wav");
     let reference = reference_wav(&song.path, dir.path());
-    // Every play is exact. The corrupt source is reported once its answer is in: a request
-    // still in flight when a segment already has k good shards is recorded after the play's
-    // summary, so a slow answer can miss a play's summary; another play asks again.
+    // Every play is exact. The corrupt source is reported once its answer is in; a play
+    // waits a moment for answers still in flight before its summary, and another play asks
+    // again if that was not enough.
     let mut reported = None;
     for _ in 0..3 {
         let outcome = play(&net, "eu-west", &id, &wav);
