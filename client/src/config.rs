@@ -118,36 +118,9 @@ impl ClientConfig {
 
 /// Loads the publisher key from the data dir, creating one if there is none.
 pub fn load_or_create_publisher_key(dir: &Path) -> Result<PublisherKey, ClientError> {
-    let path = dir.join(PUBLISHER_KEY_FILE);
-    let io = |e: std::io::Error| ClientError::Io {
-        path: path.clone(),
-        source: e,
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                ClientError::Config(format!(
-                    "{} must hold exactly 32 bytes, found {}",
-                    path.display(),
-                    bytes.len()
-                ))
-            })?;
-            Ok(PublisherKey::from_seed(seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| ClientError::Config(format!("no system randomness: {e}")))?;
-            if medley_net::create_private_file(&path, &seed).map_err(io)? {
-                Ok(PublisherKey::from_seed(seed))
-            } else {
-                // Another process made one first: use it.
-                load_or_create_publisher_key(dir)
-            }
-        }
-        Err(e) => Err(io(e)),
-    }
+    medley_daemon::keyfile::load_or_create_seed(&dir.join(PUBLISHER_KEY_FILE))
+        .map(PublisherKey::from_seed)
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 #[cfg(test)]

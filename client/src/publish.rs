@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::ProgressBar;
 use medley_core::{
-    Codec, DEFAULT_SEGMENT_SIZE, Manifest, ManifestBody, PublisherKey, SegmentEntry, Segmenter,
-    ShardId, SongMeta, partition_of,
+    Codec, DEFAULT_SEGMENT_SIZE, Grant, Manifest, ManifestBody, PublisherKey, SegmentEntry,
+    Segmenter, ShardId, SongMeta, partition_of,
 };
 use medley_net::{PeerHandle, RequestError};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,8 @@ struct Session {
 
 /// Where each partition's slots live, from the tracker's layout and node registry.
 struct Placement {
+    /// The layout version.
+    version: u64,
     partitions: Vec<Vec<Option<Holder>>>,
     /// Nodes an upload gave up on in this run: later files fail at once instead of waiting
     /// out the retries again.
@@ -119,6 +121,7 @@ impl Placement {
             })
             .collect();
         Ok(Self {
+            version: layout.version,
             partitions,
             failed: std::sync::Mutex::new(HashMap::new()),
         })
@@ -236,10 +239,18 @@ impl Client {
                 bytes: 0,
             });
         }
-        let placement = session
+        let grants = self.tracker().publish_grants(&manifest).await?;
+        let mut placement = session
             .placement
             .get_or_try_init(|| Placement::fetch(self))
             .await?;
+        let newer;
+        if placement.version != grants.layout_version {
+            // The layout changed since this run began: place by the one the grants follow.
+            newer = Placement::fetch(self).await?;
+            placement = &newer;
+        }
+        let grants = Grants::new(grants);
         let peer = self.peer().await?.clone();
         let total_bytes =
             manifest.body().total_size * u64::from(codec.total() as u32) / u64::from(codec.k());
@@ -249,6 +260,7 @@ impl Client {
             &manifest,
             codec,
             placement,
+            &grants,
             &peer,
             self.config().upload_parallelism,
             &bar,
@@ -369,6 +381,7 @@ async fn upload(
     manifest: &Manifest,
     codec: &Codec,
     placement: &Placement,
+    grants: &Grants,
     peer: &PeerHandle,
     parallelism: usize,
     bar: &ProgressBar,
@@ -434,7 +447,17 @@ async fn upload(
                     reason: format!("gave up on this node earlier in this run: {reason}"),
                 });
             }
-            let r = put_with_retries(peer, holder, data).await;
+            let shard = ShardId::of(&data);
+            let grant = grants
+                .get(&holder.peer, &shard)
+                .ok_or_else(|| ClientError::Upload {
+                    shard: shard.to_string(),
+                    node: holder.peer.to_string(),
+                    reason: "the tracker granted this shard to no such node; the layout \
+                             changed while publishing, publish again"
+                        .into(),
+                })?;
+            let r = put_with_retries(peer, holder, data, grant).await;
             if let Err(ClientError::Upload { reason, .. }) = &r {
                 placement.mark_failed(holder.peer, reason.clone());
             }
@@ -451,17 +474,43 @@ async fn upload(
     (result, bytes)
 }
 
+/// The grants of one song, by node and shard.
+struct Grants(HashMap<(String, ShardId), usize>, Vec<Grant>);
+
+impl Grants {
+    fn new(g: medley_core::api::PublishGrants) -> Self {
+        let mut index = HashMap::new();
+        for (i, grant) in g.grants.iter().enumerate() {
+            for s in &grant.shards {
+                index.insert((grant.node.clone(), *s), i);
+            }
+        }
+        Self(index, g.grants)
+    }
+
+    fn get(&self, node: &medley_net::PeerId, shard: &ShardId) -> Option<&Grant> {
+        let i = *self.0.get(&(node.to_string(), *shard))?;
+        self.1.get(i)
+    }
+}
+
 async fn put_with_retries(
     peer: &PeerHandle,
     holder: &Holder,
     data: Vec<u8>,
+    grant: &Grant,
 ) -> Result<usize, ClientError> {
     let len = data.len();
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         match peer
-            .put_shard(holder.peer, holder.addrs.clone(), data.clone())
+            .put_shard(
+                holder.peer,
+                holder.addrs.clone(),
+                data.clone(),
+                grant.clone(),
+            )
             .await
         {
             Ok(_) => return Ok(len),

@@ -498,6 +498,23 @@ impl TrackerClient {
         Ok(h.hot)
     }
 
+    /// Grants to upload `manifest`'s shards to the nodes the layout places them on.
+    pub async fn publish_grants(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<medley_core::api::PublishGrants, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/v1/publish/grants", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(manifest.encoded().to_vec());
+        let resp = self.send("the manifest", req).await?;
+        resp.json().await.map_err(|e| ClientError::BadTrackerData {
+            what: "publish grants",
+            reason: e.to_string(),
+        })
+    }
+
     /// Commits a signed manifest.
     pub async fn publish(&self, manifest: &Manifest) -> Result<Committed, ClientError> {
         let req = self

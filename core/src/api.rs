@@ -97,3 +97,16 @@ pub struct RepairLoad {
     #[serde(default)]
     pub bytes_read: u64,
 }
+
+/// Publish grants for one song (`POST /v1/publish/grants`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishGrants {
+    /// The song.
+    pub song: crate::SongId,
+    /// The layout the shards were placed by.
+    pub layout_version: u64,
+    /// When the grants expire (Unix seconds).
+    pub expires: u64,
+    /// One or more grants per node holding a slot of the song.
+    pub grants: Vec<crate::Grant>,
+}

@@ -31,6 +31,7 @@
 
 pub mod api;
 mod erasure;
+mod grant;
 mod hash;
 mod layout;
 mod manifest;
@@ -41,6 +42,10 @@ mod segment;
 pub mod test_utils;
 
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
+pub use grant::{
+    Grant, GrantError, GrantSignature, MAX_GRANT_ENCODED, MAX_GRANT_NODE_LEN, MAX_GRANT_SHARDS,
+    TrackerId, TrackerKey, unix_now,
+};
 pub use hash::{HASH_LEN, Hash, ParseIdError, SegmentId, ShardId, SongId};
 pub use layout::{DEFAULT_PARTITIONS, Layout, LayoutError, Member, partition_of};
 pub use manifest::{

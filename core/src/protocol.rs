@@ -16,10 +16,13 @@
 //! ```text
 //! client                                   node
 //!   | -- GetShard{id} ----------------------> |   Shard{data} | Error{NOT_FOUND}
-//!   | -- PutShard{id, data} ----------------> |   Stored | Error{BAD_HASH | FULL | TOO_LARGE}
+//!   | -- PutShard{id, grant, data} ---------> |   Stored | Error{FORBIDDEN | BAD_HASH | FULL | TOO_LARGE}
 //!   | -- GetSegment{id} --------------------> |   Segment{data} | Error{NOT_FOUND}
 //!   | -- Has{ids} --------------------------> |   Has{present}
 //! ```
+//!
+//! A `PutShard` carries the tracker's [`Grant`] for this node and shard; without a valid one
+//! the node answers `Error{FORBIDDEN}` and stores nothing.
 //!
 //! Any request may be answered `Error{BUSY}` when the node is at its concurrency limit, and
 //! `Error{MALFORMED}` or `Error{TOO_LARGE}` when it cannot be decoded. Errors travel as a
@@ -34,16 +37,17 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::erasure::SHARD_ALIGN;
+use crate::grant::{Grant, MAX_GRANT_ENCODED};
 use crate::hash::{SegmentId, ShardId};
 use crate::segment::MAX_SEGMENT_SIZE;
 
 /// The protocol name negotiated on each stream.
-pub const PROTOCOL_NAME: &str = "/medley/data/1";
+pub const PROTOCOL_NAME: &str = "/medley/data/2";
 /// Largest shard or segment a message may carry: a whole segment of the largest size (a
 /// `1+m` code's shard is as long as its segment), plus alignment padding.
 pub const MAX_BLOB_SIZE: usize = MAX_SEGMENT_SIZE as usize + SHARD_ALIGN;
-/// Largest encoded request or response: a maximal blob plus framing.
-pub const MAX_MESSAGE_SIZE: usize = MAX_BLOB_SIZE + 1024;
+/// Largest encoded request or response: a maximal blob, its grant and framing.
+pub const MAX_MESSAGE_SIZE: usize = MAX_BLOB_SIZE + MAX_GRANT_ENCODED + 1024;
 /// Largest number of ids in one `Has` request.
 pub const MAX_HAS_IDS: usize = 1024;
 /// Largest error message carried in an `Error` response (longer ones are cut).
@@ -71,6 +75,8 @@ impl ErrorCode {
     pub const INTERNAL: Self = Self(7);
     /// The request is valid but not served by this peer.
     pub const UNSUPPORTED: Self = Self(8);
+    /// The request is not allowed: a put without a valid grant for this node and shard.
+    pub const FORBIDDEN: Self = Self(9);
 
     /// A short name for the code.
     pub fn name(self) -> &'static str {
@@ -83,6 +89,7 @@ impl ErrorCode {
             Self::MALFORMED => "malformed",
             Self::INTERNAL => "internal error",
             Self::UNSUPPORTED => "unsupported",
+            Self::FORBIDDEN => "forbidden",
             _ => "unknown error",
         }
     }
@@ -112,6 +119,8 @@ pub enum Request {
     PutShard {
         /// The shard's id; the node checks `blake3(data) == id`.
         id: ShardId,
+        /// The tracker's permission for this node to store `id`.
+        grant: Box<Grant>,
         /// The shard's bytes.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -236,7 +245,9 @@ impl Request {
     /// The wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let hint = match self {
-            Self::PutShard { data, .. } => data.len() + 48,
+            Self::PutShard { data, grant, .. } => {
+                data.len() + 64 + grant.node.len() + grant.shards.len() * 32 + 80
+            }
             _ => 64,
         };
         encode(self, hint)
@@ -373,6 +384,12 @@ mod tests {
         hex::encode(bytes)
     }
 
+    fn test_grant(id: ShardId) -> Grant {
+        crate::TrackerKey::from_seed([7; 32])
+            .grant("n", vec![id], 1)
+            .unwrap()
+    }
+
     #[test]
     fn wire_snapshots() {
         let id = ShardId::from_bytes([0xab; 32]);
@@ -383,15 +400,21 @@ mod tests {
             snapshot(&Request::GetShard { id }.encode()),
             format!("00{ab}")
         );
+        let grant = test_grant(id);
+        let grant_hex = snapshot(&postcard::to_allocvec(&grant).unwrap());
+        // node "n", expires 1, one id, then the 64-byte signature.
+        assert!(grant_hex.starts_with(&format!("016e0101{ab}40")));
+        assert_eq!(grant_hex.len(), 2 * (2 + 1 + 1 + 32 + 1 + 64));
         assert_eq!(
             snapshot(
                 &Request::PutShard {
                     id,
+                    grant: Box::new(grant),
                     data: vec![1, 2, 3]
                 }
                 .encode()
             ),
-            format!("01{ab}03010203")
+            format!("01{ab}{grant_hex}03010203")
         );
         assert_eq!(
             snapshot(&Request::GetSegment { id: seg }.encode()),
@@ -467,10 +490,11 @@ mod tests {
         // A length prefix that claims more bytes than there are.
         let mut short = Request::PutShard {
             id: ShardId::of(b"x"),
+            grant: Box::new(test_grant(ShardId::of(b"x"))),
             data: vec![0; 100],
         }
         .encode();
-        short.truncate(60);
+        short.truncate(200);
         assert!(Request::decode(&short).is_err());
     }
 
@@ -551,7 +575,7 @@ mod tests {
             let id = ShardId::of(&data);
             let reqs = [
                 Request::GetShard { id },
-                Request::PutShard { id, data: data.clone() },
+                Request::PutShard { id, grant: Box::new(test_grant(id)), data: data.clone() },
                 Request::GetSegment { id: SegmentId::of(&data) },
                 Request::Has { ids: vec![id; n] },
             ];

@@ -34,3 +34,15 @@ pub fn body_for(
         publisher,
     }
 }
+
+/// The tracker key tests configure their standalone nodes with (`tracker_key`).
+pub fn test_tracker_key() -> crate::TrackerKey {
+    crate::TrackerKey::from_seed([0x7a; 32])
+}
+
+/// A grant by [`test_tracker_key`] for `node` to store `shards`, valid for an hour.
+pub fn test_grant(node: &str, shards: Vec<crate::ShardId>) -> crate::Grant {
+    test_tracker_key()
+        .grant(node, shards, crate::unix_now() + 3600)
+        .expect("at most MAX_GRANT_SHARDS ids")
+}

@@ -3,6 +3,7 @@
 //! (`node.json`, `tracker.json`) through which a running daemon tells local tools, tests and
 //! the testnet where it listens.
 
+pub mod keyfile;
 pub mod metrics;
 pub mod settings;
 

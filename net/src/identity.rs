@@ -1,9 +1,9 @@
 //! A peer's persistent ed25519 identity, kept in its data directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use libp2p::identity::Keypair;
+pub use medley_daemon::keyfile::create_private_file;
 
 /// File name of the identity key inside a data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
@@ -58,45 +58,6 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, IdentityError> {
         }
         Err(e) => Err(io(e)),
     }
-}
-
-/// Creates `path` (mode 0600 on Unix) holding `bytes`, complete and synced, unless it
-/// exists: returns whether this call created it. Processes racing to create the same file
-/// all end up reading the one that won.
-pub fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let tmp = unique_tmp(path);
-    write_synced(&tmp, bytes)?;
-    // A hard link never replaces an existing file, unlike a rename.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// A temporary name beside `path` that no other process or thread uses.
-fn unique_tmp(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    PathBuf::from(tmp)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

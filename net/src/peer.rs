@@ -389,16 +389,19 @@ impl PeerHandle {
         }
     }
 
-    /// Stores a shard on `peer`. The shard's id is computed here from `data`.
+    /// Stores a shard on `peer` under the tracker's `grant` for it. The shard's id is
+    /// computed here from `data`.
     pub async fn put_shard(
         &self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         data: Vec<u8>,
+        grant: medley_core::Grant,
     ) -> Result<ShardId, RequestError> {
         let id = ShardId::of(&data);
+        let grant = Box::new(grant);
         match self
-            .request(peer, addrs, Request::PutShard { id, data })
+            .request(peer, addrs, Request::PutShard { id, grant, data })
             .await?
         {
             Response::Stored => Ok(id),

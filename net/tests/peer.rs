@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
+use medley_core::test_utils::test_grant;
 use medley_net::{
     CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId, RequestError,
 };
@@ -22,7 +23,7 @@ struct MemService {
 impl Handler for MemService {
     fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let response = match request {
-            Request::PutShard { id, data } => {
+            Request::PutShard { id, data, .. } => {
                 if id.matches(&data) {
                     self.shards.lock().unwrap().insert(id, data);
                     Response::Stored
@@ -80,14 +81,26 @@ async fn put_get_and_not_found() {
     let (_s, id, addrs) = server(Arc::new(MemService::default()), listen()).await;
     let c = client().await;
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let sid = c.put_shard(id, addrs.clone(), data.clone()).await.unwrap();
+    let grant = test_grant(&id.to_string(), vec![ShardId::of(&data)]);
+    let sid = c
+        .put_shard(id, addrs.clone(), data.clone(), grant.clone())
+        .await
+        .unwrap();
     assert_eq!(c.get_shard(id, addrs.clone(), sid).await.unwrap(), data);
     let missing = ShardId::of(b"nothing");
     let err = c.get_shard(id, addrs.clone(), missing).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
     // A put under the wrong id is refused by the server.
     let err = c
-        .request(id, addrs, Request::PutShard { id: missing, data })
+        .request(
+            id,
+            addrs,
+            Request::PutShard {
+                id: missing,
+                grant: Box::new(grant),
+                data,
+            },
+        )
         .await
         .unwrap();
     assert!(matches!(

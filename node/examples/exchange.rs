@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use medley_core::{Codec, DEFAULT_K, DEFAULT_M, DEFAULT_SEGMENT_SIZE, Segmenter, ShardId};
+use medley_core::{
+    Codec, DEFAULT_K, DEFAULT_M, DEFAULT_SEGMENT_SIZE, Segmenter, ShardId, TrackerKey,
+};
 use medley_node::{Node, NodeConfig};
 
 #[tokio::main]
@@ -35,8 +37,13 @@ async fn main() -> Result<()> {
     println!("song: {name}, {} bytes", song.len());
 
     let dir = tempfile::tempdir()?;
+    // No tracker here: this program plays its part and signs the grants uploads need.
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let tracker_key = TrackerKey::from_seed(seed);
     let start_node = |sub: &str| NodeConfig {
         data_dir: dir.path().join(sub),
+        tracker_key: Some(tracker_key.id()),
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
         ..NodeConfig::default()
     };
@@ -57,8 +64,13 @@ async fn main() -> Result<()> {
             if slot % 2 == 0 {
                 a.store().put(medley_node::Tier::Durable, id.0, &shard)?;
             } else {
+                let grant = tracker_key.grant(
+                    &b.peer_id().to_string(),
+                    vec![id],
+                    medley_core::unix_now() + 60,
+                )?;
                 a.peer()
-                    .put_shard(b.peer_id(), b_addrs.clone(), shard)
+                    .put_shard(b.peer_id(), b_addrs.clone(), shard, grant)
                     .await?;
             }
             ids.push(id);

@@ -76,6 +76,8 @@ pub(crate) struct Announcement {
     pub(crate) addrs: Vec<String>,
     pub(crate) region: String,
     pub(crate) interval: Duration,
+    /// Set from the key the tracker gives at registration.
+    pub(crate) grant_key: Arc<crate::service::GrantKey>,
 }
 
 /// Registers, then heartbeats until `cancel` fires.
@@ -111,7 +113,8 @@ pub(crate) async fn run(
                 "capacity": store.capacity(),
             });
             match post(&http, &format!("{base}/v1/nodes/register"), &body).await {
-                Ok(_) => {
+                Ok(resp) => {
+                    learn_key(&a.grant_key, resp).await;
                     info!(tracker = %base, "registered with the tracker");
                     health.ok();
                     registered = true;
@@ -169,6 +172,31 @@ pub(crate) async fn run(
                 warn!(tracker = %base, error = %e, "heartbeat failed");
             }
         }
+    }
+}
+
+/// Takes the tracker's grant key from its answer to a registration.
+async fn learn_key(known: &crate::service::GrantKey, resp: reqwest::Response) {
+    #[derive(serde::Deserialize)]
+    struct Registered {
+        tracker_key: Option<medley_core::TrackerId>,
+    }
+    match resp.json::<Registered>().await {
+        Ok(Registered {
+            tracker_key: Some(key),
+        }) => {
+            if let Err(configured) = known.learn(key) {
+                warn!(
+                    %configured, given = %key,
+                    "the tracker's key is not the configured tracker_key; \
+                     uploads are accepted only under grants signed by the configured key"
+                );
+            }
+        }
+        Ok(Registered { tracker_key: None }) => {
+            warn!("the tracker gave no grant key; uploads are refused until one is known");
+        }
+        Err(e) => warn!(error = %e, "unreadable registration answer"),
     }
 }
 

@@ -192,6 +192,9 @@ pub struct RunArgs {
     /// Tracker URL to register with, e.g. http://127.0.0.1:4700.
     #[arg(long, env = "MEDLEY_TRACKER")]
     pub tracker: Option<String>,
+    /// The tracker's public key (64 hex digits), which signs the grants uploads need.
+    #[arg(long, env = "MEDLEY_TRACKER_KEY")]
+    pub tracker_key: Option<medley_core::TrackerId>,
 }
 
 impl RunArgs {
@@ -212,6 +215,9 @@ impl RunArgs {
         }
         if let Some(t) = &self.tracker {
             config.tracker = Some(t.clone());
+        }
+        if let Some(k) = self.tracker_key {
+            config.tracker_key = Some(k);
         }
         config.peer_config().context("invalid configuration")?;
         Ok(config)

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 17] = [
+pub const FIELDS: [FieldDoc; 18] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -73,6 +73,13 @@ pub const FIELDS: [FieldDoc; 17] = [
         doc: "Tracker to register with. Unset: the node runs unregistered (serves what it\n\
               holds, gets no slots).",
         example: Some("\"http://127.0.0.1:4700\""),
+    },
+    FieldDoc {
+        name: "tracker_key",
+        doc: "The tracker's public key (64 hex digits, `medley-tracker status` shows it). Shards\n\
+              are stored only under a publish grant signed by it. Unset: the key the tracker\n\
+              gives at registration is used; without either, every upload is refused.",
+        example: None,
     },
     FieldDoc {
         name: "heartbeat_secs",
@@ -142,6 +149,8 @@ pub struct NodeConfig {
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
     pub tracker: Option<String>,
+    /// The tracker's public key, which signs publish grants. None: learnt at registration.
+    pub tracker_key: Option<medley_core::TrackerId>,
     /// Seconds between heartbeats to the tracker (and checks for a new layout).
     pub heartbeat_secs: u64,
     /// Shards repaired at once (each reads `k` shards from other nodes).
@@ -174,6 +183,7 @@ impl Default for NodeConfig {
             max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
+            tracker_key: None,
             heartbeat_secs: 5,
             repair_concurrency: 8,
             repair_bytes_per_sec: ByteSize::mib(64),
@@ -321,6 +331,7 @@ mod tests {
     fn the_field_table_documents_exactly_the_config() {
         let full = NodeConfig {
             tracker: Some("http://127.0.0.1:4700".into()),
+            tracker_key: Some(medley_core::TrackerKey::from_seed([1; 32]).id()),
             ..NodeConfig::default()
         };
         let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);

@@ -20,7 +20,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::hot::HotTier;
 use crate::repair::{MaintenanceStats, Repairer};
 use crate::scrub::Scrubber;
-use crate::service::StoreService;
+use crate::service::{GrantKey, StoreService};
 use crate::store::{Store, StoreError};
 use crate::tracker_api::TrackerApi;
 
@@ -106,10 +106,14 @@ impl Node {
         let stats = Arc::new(ServeStats::default());
         let maintenance = Arc::new(MaintenanceStats::default());
         let wake_repair = Arc::new(Notify::new());
+        let grant_key = Arc::new(GrantKey::new(config.tracker_key));
+        let me = keypair.public().to_peer_id();
         let peer = Peer::spawn(
             keypair,
             peer_config,
             Arc::new(StoreService::new(
+                &me,
+                grant_key.clone(),
                 store.clone(),
                 stats.clone(),
                 maintenance.clone(),
@@ -195,6 +199,7 @@ impl Node {
                 addrs: info.listen.clone(),
                 region: node.config.region.clone(),
                 interval: Duration::from_secs(node.config.heartbeat_secs),
+                grant_key: grant_key.clone(),
             };
             tokio::spawn(announce::run(
                 announcement,

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use futures::future::BoxFuture;
 use libp2p::PeerId;
 use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
+use medley_core::{GrantError, TrackerId, unix_now};
 use medley_net::Handler;
 use tracing::{debug, warn};
 
@@ -15,10 +16,43 @@ use crate::announce::ServeStats;
 use crate::repair::MaintenanceStats;
 use crate::store::{Store, StoreError, Tier};
 
+/// The key that signs the grants this node accepts: from its configuration, or learnt from
+/// its tracker at registration.
+#[derive(Debug, Default)]
+pub(crate) struct GrantKey(parking_lot::RwLock<Option<TrackerId>>);
+
+impl GrantKey {
+    /// A key known from the start (configured), or none yet.
+    pub(crate) fn new(key: Option<TrackerId>) -> Self {
+        Self(parking_lot::RwLock::new(key))
+    }
+
+    /// The key, if known.
+    pub(crate) fn get(&self) -> Option<TrackerId> {
+        *self.0.read()
+    }
+
+    /// Sets the key the tracker gave. A key already known (configured, or from an earlier
+    /// registration) is never replaced: a different one is refused and returned.
+    pub(crate) fn learn(&self, key: TrackerId) -> Result<(), TrackerId> {
+        let mut known = self.0.write();
+        match *known {
+            Some(k) if k != key => Err(k),
+            _ => {
+                *known = Some(key);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Serves shards and hot segments from a [`Store`]. Store calls block (RocksDB, fsync), so
 /// each request runs on tokio's blocking pool.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreService {
+    /// This node's peer id, as grants name it.
+    node: Arc<str>,
+    grant_key: Arc<GrantKey>,
     store: Arc<Store>,
     stats: Arc<ServeStats>,
     maintenance: Arc<MaintenanceStats>,
@@ -28,12 +62,16 @@ pub(crate) struct StoreService {
 
 impl StoreService {
     pub(crate) fn new(
+        node: &PeerId,
+        grant_key: Arc<GrantKey>,
         store: Arc<Store>,
         stats: Arc<ServeStats>,
         maintenance: Arc<MaintenanceStats>,
         repair: Arc<Notify>,
     ) -> Self {
         Self {
+            node: node.to_string().into(),
+            grant_key,
             store,
             stats,
             maintenance,
@@ -48,11 +86,25 @@ impl Handler for StoreService {
         let stats = self.stats.clone();
         let maintenance = self.maintenance.clone();
         let repair = self.repair.clone();
+        let (node, grant_key) = (self.node.clone(), self.grant_key.get());
         Box::pin(async move {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || serve(&store, request)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                if let Request::PutShard { id, grant, .. } = &request
+                    && let Err(e) = grant_key
+                        .ok_or(GrantError::NoKey)
+                        .and_then(|key| grant.allows(&key, &node, id, unix_now()))
+                {
+                    return (
+                        Response::error(ErrorCode::FORBIDDEN, format!("shard {id}: {e}")),
+                        false,
+                    );
+                }
+                serve(&store, request)
+            })
+            .await;
             stats
                 .latency
                 .get_or_create(&[("kind", kind)])
@@ -116,7 +168,7 @@ fn serve_other(store: &Store, request: Request) -> Response {
             Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")),
             Err(e) => store_error(e),
         },
-        Request::PutShard { id, data } => {
+        Request::PutShard { id, data, .. } => {
             if data.len() > MAX_BLOB_SIZE {
                 return Response::error(ErrorCode::TOO_LARGE, format!("{} byte shard", data.len()));
             }

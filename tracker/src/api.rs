@@ -103,7 +103,7 @@ impl From<StateError> for ApiError {
             StateError::Search(crate::search::SearchError::BadQuery(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_query")
             }
-            StateError::Db(_) | StateError::Search(_) => {
+            StateError::Db(_) | StateError::Search(_) | StateError::Key(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
@@ -156,6 +156,7 @@ pub(crate) fn router(app: Shared) -> Router {
     let limit = app.state.config().max_body_bytes;
     Router::new()
         .route("/v1/publish", post(publish))
+        .route("/v1/publish/grants", post(publish_grants))
         .route("/v1/search", get(search))
         .route("/v1/songs/{id}", get(song))
         .route("/v1/songs/{id}/manifest", get(manifest))
@@ -223,6 +224,15 @@ async fn publish(
         StatusCode::OK
     };
     Ok((status, Json(committed)).into_response())
+}
+
+/// Grants to upload a song's shards: the body is the signed manifest, as for a publish.
+async fn publish_grants(
+    AxState(app): AxState<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<medley_core::api::PublishGrants>, ApiError> {
+    let body = body.map_err(bytes_rejection)?;
+    Ok(Json(blocking(&app, move |s| s.grants(&body)).await?))
 }
 
 /// A song as the API shows it.
@@ -533,7 +543,10 @@ async fn register(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(reg) = body.map_err(json_rejection)?;
     let version = blocking(&app, move |s| s.register(reg)).await?;
-    Ok(Json(json!({ "layout_version": version })))
+    Ok(Json(json!({
+        "layout_version": version,
+        "tracker_key": app.state.tracker_id(),
+    })))
 }
 
 async fn heartbeat(
@@ -818,6 +831,7 @@ async fn stats(AxState(app): AxState<Shared>) -> Result<Json<serde_json::Value>,
         "partitions": app.state.config().partitions,
         "k": app.state.config().k,
         "m": app.state.config().m,
+        "tracker_key": app.state.tracker_id(),
         "delivered": DELIVERY_CLASSES
             .iter()
             .zip(&app.delivered)

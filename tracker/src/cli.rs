@@ -290,6 +290,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!("tracker   {url} (pid {pid})");
+    println!("key       {}", s["tracker_key"].as_str().unwrap_or("?"));
     println!("songs     {}", n(&s["songs"]));
     println!(
         "nodes     {} alive of {}, {} draining",

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 13] = [
+pub const FIELDS: [FieldDoc; 14] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -88,6 +88,13 @@ pub const FIELDS: [FieldDoc; 13] = [
         example: None,
     },
     FieldDoc {
+        name: "grant_ttl_secs",
+        doc: "Seconds a publish grant holds: nodes store a song's shards only under a grant\n\
+              signed by this tracker's key (tracker.key in data_dir), issued to authorised\n\
+              publishers for the shards the layout places on each node.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_token",
         doc: "Token admin requests (drain, publisher keys) must carry as\n\
               `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
@@ -126,6 +133,8 @@ pub struct TrackerConfig {
     pub hot_copies: usize,
     /// How long a listener's announcement holds, in seconds.
     pub peer_ttl_secs: u64,
+    /// How long a publish grant holds, in seconds.
+    pub grant_ttl_secs: u64,
     /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
     /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
     /// address.
@@ -147,6 +156,7 @@ impl Default for TrackerConfig {
             hot_half_life_secs: 900,
             hot_copies: 2,
             peer_ttl_secs: 120,
+            grant_ttl_secs: 1800,
             admin_token: None,
         }
     }
@@ -191,6 +201,12 @@ impl TrackerConfig {
         if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "hot_half_life_secs/peer_ttl_secs",
+                reason: "must be at least 1",
+            });
+        }
+        if self.grant_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "grant_ttl_secs",
                 reason: "must be at least 1",
             });
         }

@@ -34,5 +34,5 @@ pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResu
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
 pub use state::{
     Committed, Heartbeat, Imported, LayoutPreview, Load, MAX_ANNOUNCED_SONGS, NodeRecord,
-    NodeSlots, Registration, SourceKind, State, StateError, WholeSource,
+    NodeSlots, Registration, SourceKind, State, StateError, TRACKER_KEY_FILE, WholeSource,
 };

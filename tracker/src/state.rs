@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use medley_core::api::RepairLoad;
+use medley_core::api::{PublishGrants, RepairLoad};
 use medley_core::{
-    Layout, LayoutError, Manifest, ManifestError, Member, PublisherId, SegmentEntry, SegmentId,
-    ShardId, SongId, partition_of,
+    Layout, LayoutError, MAX_GRANT_SHARDS, Manifest, ManifestError, Member, PublisherId,
+    SegmentEntry, SegmentId, ShardId, SongId, TrackerId, TrackerKey, partition_of,
 };
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -224,9 +224,22 @@ pub enum StateError {
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The tracker's key file could not be read or made.
+    #[error(transparent)]
+    Key(#[from] medley_daemon::keyfile::KeyFileError),
     /// Search failed or the query was refused.
     #[error(transparent)]
     Search(#[from] SearchError),
+}
+
+/// File name of the tracker's signing key inside its data directory.
+pub const TRACKER_KEY_FILE: &str = "tracker.key";
+
+fn grant_error(e: &medley_core::GrantError) -> &'static str {
+    match e {
+        medley_core::GrantError::TooLarge(what) => what,
+        _ => "a grant could not be signed",
+    }
 }
 
 /// Result of a publish commit.
@@ -253,6 +266,8 @@ pub struct Imported {
 #[derive(Debug)]
 pub struct State {
     db: Db,
+    /// Signs publish grants and the orders nodes act on (`tracker.key` in the data dir).
+    key: TrackerKey,
     config: TrackerConfig,
     publishers: RwLock<HashSet<PublisherId>>,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
@@ -308,6 +323,9 @@ fn corrupt(what: impl Into<String>, reason: impl ToString) -> DbError {
 impl State {
     /// Opens the state in `config.data_dir/db` and adds the configured publisher keys.
     pub fn open(config: TrackerConfig, publishers: &[PublisherId]) -> Result<Self, StateError> {
+        let key = TrackerKey::from_seed(medley_daemon::keyfile::load_or_create_seed(
+            &config.data_dir.join(TRACKER_KEY_FILE),
+        )?);
         let db = Db::open(&config.data_dir.join("db"))?;
         for p in publishers {
             db.put(CF_PUBLISHERS, &p.0, b"")?;
@@ -354,6 +372,7 @@ impl State {
         };
         let state = Self {
             db,
+            key,
             config,
             publishers: RwLock::new(keys),
             nodes: RwLock::new(nodes),
@@ -743,6 +762,58 @@ impl State {
         }
         info!(song = %id, title = %manifest.meta().title, "song published");
         Ok(Committed { id, created: true })
+    }
+
+    /// The public key nodes check grants and orders against.
+    pub fn tracker_id(&self) -> TrackerId {
+        self.key.id()
+    }
+
+    /// Signs a statement to nodes (see [`TrackerKey::sign_statement`]).
+    pub fn sign_statement(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign_statement(message)
+    }
+
+    /// Publish grants for a signed manifest of an authorised publisher (checked as by
+    /// [`State::publish`]): for each node of the current layout, the ids of the song's
+    /// shards placed on it, at most [`MAX_GRANT_SHARDS`] per grant, valid for
+    /// `grant_ttl_secs`.
+    pub fn grants(&self, bytes: &[u8]) -> Result<PublishGrants, StateError> {
+        let manifest = self.check(bytes)?;
+        let layout = self.layout()?;
+        let partitions = u16::try_from(layout.partitions.len()).unwrap_or(u16::MAX);
+        let mut by_node: BTreeMap<&str, Vec<ShardId>> = BTreeMap::new();
+        for seg in &manifest.body().segments {
+            let Some(slots) = layout
+                .partitions
+                .get(usize::from(partition_of(&seg.id, partitions)))
+            else {
+                continue;
+            };
+            for (shard, node) in seg.shards.iter().zip(slots) {
+                let ids = by_node.entry(node.as_str()).or_default();
+                if !ids.contains(shard) {
+                    ids.push(*shard);
+                }
+            }
+        }
+        let expires = medley_core::unix_now() + self.config.grant_ttl_secs;
+        let mut grants = Vec::new();
+        for (node, ids) in by_node {
+            for chunk in ids.chunks(MAX_GRANT_SHARDS) {
+                grants.push(
+                    self.key
+                        .grant(node, chunk.to_vec(), expires)
+                        .map_err(|e| StateError::BadRegistration(grant_error(&e)))?,
+                );
+            }
+        }
+        Ok(PublishGrants {
+            song: manifest.id(),
+            layout_version: layout.version,
+            expires,
+            grants,
+        })
     }
 
     /// Checks a manifest as [`State::publish`] does, without committing it.

@@ -132,15 +132,6 @@ async fn main() -> anyhow::Result<()> {
                 uploads.push((p, a, bytes));
             }
         }
-        let mut puts = futures::stream::iter(uploads)
-            .map(|(p, a, bytes)| {
-                let peer = &peer;
-                async move { peer.put_shard(p, a, bytes).await }
-            })
-            .buffer_unordered(48);
-        while let Some(r) = puts.next().await {
-            r.context("uploading a shard")?;
-        }
         let body = ManifestBody {
             meta: SongMeta {
                 title: format!("Repair bench song {s}"),
@@ -156,6 +147,25 @@ async fn main() -> anyhow::Result<()> {
             publisher: key.id(),
         };
         let manifest = Manifest::sign(body, &key)?;
+        let grants = tracker.publish_grants(&manifest).await?;
+        let grant_of = |node: &PeerId, shard: &medley_core::ShardId| {
+            grants
+                .grants
+                .iter()
+                .find(|g| g.node == node.to_string() && g.shards.contains(shard))
+                .cloned()
+                .context("the tracker granted a shard to another node")
+        };
+        let mut puts = futures::stream::iter(uploads)
+            .map(|(p, a, bytes)| {
+                let peer = &peer;
+                let grant = grant_of(&p, &medley_core::ShardId::of(&bytes));
+                async move { Ok::<_, anyhow::Error>(peer.put_shard(p, a, bytes, grant?).await?) }
+            })
+            .buffer_unordered(48);
+        while let Some(r) = puts.next().await {
+            r.context("uploading a shard")?;
+        }
         tracker.publish(&manifest).await?;
         ids.push(manifest.id());
         bar.inc(song_bytes as u64);

@@ -7,7 +7,8 @@ use libp2p::{StreamProtocol, Swarm};
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, MAX_MESSAGE_SIZE, PROTOCOL_NAME, Request, Response};
 
-use crate::support::{NodeProcess, bytes, client};
+use crate::support::{NodeProcess, bytes, client, grant};
+use medley_core::test_utils::{test_grant, test_tracker_key};
 use medley_net::RequestError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +29,11 @@ async fn two_node_processes_exchange_100_shards() {
         } else {
             (b.peer_id, &b.addrs)
         };
-        ids.push(c.put_shard(peer, addrs.clone(), s.clone()).await.unwrap());
+        ids.push(
+            c.put_shard(peer, addrs.clone(), s.clone(), grant(&peer, s))
+                .await
+                .unwrap(),
+        );
     }
 
     // Each node holds exactly its half.
@@ -60,7 +65,8 @@ async fn two_node_processes_exchange_100_shards() {
             let id = ids[i];
             async move {
                 let data = c.get_shard(fp, fa, id).await.unwrap();
-                assert_eq!(c.put_shard(tp, ta, data).await.unwrap(), id);
+                let g = grant(&tp, &data);
+                assert_eq!(c.put_shard(tp, ta, data, g).await.unwrap(), id);
             }
         })
         .buffer_unordered(16);
@@ -90,6 +96,80 @@ async fn unknown_shard_is_not_found() {
 }
 
 #[tokio::test]
+async fn puts_without_a_valid_grant_are_refused_and_store_nothing() {
+    let a = NodeProcess::start(&[]);
+    let other = NodeProcess::start(&[]);
+    let c = client().await;
+    let me = a.peer_id.to_string();
+    let data = bytes(11, 20_000);
+    let id = ShardId::of(&data);
+    let tracker = test_tracker_key();
+    let later = medley_core::unix_now() + 600;
+    let forged = medley_core::TrackerKey::from_seed([1; 32])
+        .grant(&me, vec![id], later)
+        .unwrap();
+    let mut widened = tracker.grant(&me, vec![ShardId::of(b"x")], later).unwrap();
+    widened.shards.push(id);
+    let refused = [
+        ("expired", tracker.grant(&me, vec![id], 1_000).unwrap()),
+        (
+            "other shards",
+            tracker
+                .grant(&me, vec![ShardId::of(b"x"), ShardId::of(b"y")], later)
+                .unwrap(),
+        ),
+        (
+            "another node",
+            tracker
+                .grant(&other.peer_id.to_string(), vec![id], later)
+                .unwrap(),
+        ),
+        ("another key", forged),
+        ("altered after signing", widened),
+        ("no shards", tracker.grant(&me, vec![], later).unwrap()),
+    ];
+    for (what, g) in refused {
+        let err = c
+            .put_shard(a.peer_id, a.addrs.clone(), data.clone(), g)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::FORBIDDEN), "{what}: {err}");
+        assert_eq!(
+            c.has(a.peer_id, a.addrs.clone(), vec![id]).await.unwrap(),
+            vec![false],
+            "{what}: nothing stored"
+        );
+    }
+    // A node with no tracker key at all refuses every put, even one with a grant.
+    let dir = tempfile::tempdir().unwrap();
+    let keyless = NodeProcess::start_keyless(dir.path());
+    let err = c
+        .put_shard(
+            keyless.peer_id,
+            keyless.addrs.clone(),
+            data.clone(),
+            grant(&keyless.peer_id, &data),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::FORBIDDEN), "{err}");
+    assert!(err.to_string().contains("key"), "{err}");
+    // The node keeps serving: the valid grant stores the shard.
+    c.put_shard(
+        a.peer_id,
+        a.addrs.clone(),
+        data.clone(),
+        grant(&a.peer_id, &data),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(),
+        data
+    );
+}
+
+#[tokio::test]
 async fn wrong_hash_and_full_store_are_refused() {
     let a = NodeProcess::start(&["--capacity", "100 KiB"]);
     let c = client().await;
@@ -101,6 +181,7 @@ async fn wrong_hash_and_full_store_are_refused() {
             a.addrs.clone(),
             Request::PutShard {
                 id: wrong,
+                grant: Box::new(test_grant(&a.peer_id.to_string(), vec![wrong])),
                 data: data.clone(),
             },
         )
@@ -127,11 +208,21 @@ async fn wrong_hash_and_full_store_are_refused() {
     );
 
     let id = c
-        .put_shard(a.peer_id, a.addrs.clone(), data.clone())
+        .put_shard(
+            a.peer_id,
+            a.addrs.clone(),
+            data.clone(),
+            grant(&a.peer_id, &data),
+        )
         .await
         .unwrap();
     let err = c
-        .put_shard(a.peer_id, a.addrs.clone(), bytes(2, 60 * 1024))
+        .put_shard(
+            a.peer_id,
+            a.addrs.clone(),
+            bytes(2, 60 * 1024),
+            grant(&a.peer_id, &bytes(2, 60 * 1024)),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::FULL), "{err}");
@@ -254,7 +345,12 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     let c = client().await;
     let good = bytes(7, 10_000);
     let id = c
-        .put_shard(a.peer_id, a.addrs.clone(), good.clone())
+        .put_shard(
+            a.peer_id,
+            a.addrs.clone(),
+            good.clone(),
+            grant(&a.peer_id, &good),
+        )
         .await
         .unwrap();
     let mut raw = raw_swarm();
@@ -306,6 +402,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     let big = vec![1u8; MAX_MESSAGE_SIZE + 4096];
     let body = Request::PutShard {
         id: ShardId::of(&big),
+        grant: Box::new(grant(&a.peer_id, &big)),
         data: big,
     }
     .encode();
@@ -330,7 +427,12 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
     let c = client().await;
     let data = bytes(3, 30_000);
     let id = c
-        .put_shard(first.peer_id, first.addrs.clone(), data.clone())
+        .put_shard(
+            first.peer_id,
+            first.addrs.clone(),
+            data.clone(),
+            grant(&first.peer_id, &data),
+        )
         .await
         .unwrap();
     // kill -9 right after the acknowledgement: the shard must already be on disk.
@@ -385,7 +487,7 @@ async fn sigterm_during_uploads_keeps_every_acknowledged_shard_and_serves_nothin
                 let id = ShardId::of(&data);
                 let ok = tokio::time::timeout(
                     Duration::from_secs(10),
-                    c.put_shard(peer, addrs.clone(), data.clone()),
+                    c.put_shard(peer, addrs.clone(), data.clone(), grant(&peer, &data)),
                 )
                 .await;
                 let acked_now = matches!(ok, Ok(Ok(_)));
@@ -491,7 +593,12 @@ async fn a_flooding_peer_is_told_busy_and_another_peer_is_still_served() {
         let data = bytes(900 + i, 1 << 20);
         ids.push(
             setup
-                .put_shard(node.peer_id, node.addrs.clone(), data)
+                .put_shard(
+                    node.peer_id,
+                    node.addrs.clone(),
+                    data.clone(),
+                    grant(&node.peer_id, &data),
+                )
                 .await
                 .unwrap(),
         );
@@ -541,7 +648,12 @@ async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
     let node = NodeProcess::start_in(dir.path(), &[]);
     let first = client().await;
     let id = first
-        .put_shard(node.peer_id, node.addrs.clone(), bytes(77, 10_000))
+        .put_shard(
+            node.peer_id,
+            node.addrs.clone(),
+            bytes(77, 10_000),
+            grant(&node.peer_id, &bytes(77, 10_000)),
+        )
         .await
         .unwrap();
     let second = client().await;

@@ -210,7 +210,12 @@ async fn status_and_metrics_follow_what_the_node_serves() {
     let c = crate::support::client().await;
     let data = crate::support::bytes(7, 100_000);
     let id = c
-        .put_shard(node.peer_id, node.addrs.clone(), data.clone())
+        .put_shard(
+            node.peer_id,
+            node.addrs.clone(),
+            data.clone(),
+            crate::support::grant(&node.peer_id, &data),
+        )
         .await
         .unwrap();
     for _ in 0..2 {

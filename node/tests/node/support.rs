@@ -7,6 +7,12 @@ use std::time::Duration;
 use medley_net::{Multiaddr, Peer, PeerHandle, PeerId};
 use medley_node::{NODE_INFO_FILE, NodeInfo};
 
+/// A grant by the test tracker key (which every test node trusts) for `node` to store
+/// `data`.
+pub(crate) fn grant(node: &PeerId, data: &[u8]) -> medley_core::Grant {
+    medley_core::test_utils::test_grant(&node.to_string(), vec![medley_core::ShardId::of(data)])
+}
+
 /// A node process, killed when dropped.
 pub(crate) struct NodeProcess {
     pub(crate) child: Child,
@@ -27,8 +33,24 @@ impl NodeProcess {
 
     /// Starts a node in `dir`; waits until it has written its addresses.
     pub(crate) fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(dir, extra, true)
+    }
+
+    /// Starts a node in `dir` that knows no tracker key.
+    pub(crate) fn start_keyless(dir: &Path) -> Self {
+        Self::spawn(dir, &[], false)
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], trust_test_key: bool) -> Self {
         let _ = std::fs::remove_file(dir.join(NODE_INFO_FILE));
-        let child = Command::new(env!("CARGO_BIN_EXE_medley-node"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_medley-node"));
+        if trust_test_key {
+            command.env(
+                "MEDLEY_TRACKER_KEY",
+                medley_core::test_utils::test_tracker_key().id().to_string(),
+            );
+        }
+        let child = command
             .arg("run")
             .arg("--data-dir")
             .arg(dir)

@@ -264,6 +264,53 @@ async fn nodes_register_and_layout_follows() {
         }
     }
 
+    // Publish grants: exactly the shards each node's slots take, signed by the tracker's key.
+    let stats: Value = get_json(&http, &format!("{url}/v1/stats")).await;
+    let key: medley_core::TrackerId = stats["tracker_key"].as_str().unwrap().parse().unwrap();
+    let r = http
+        .post(format!("{url}/v1/publish/grants"))
+        .body(m.encoded().to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let grants: medley_core::api::PublishGrants = r.json().await.unwrap();
+    assert_eq!((grants.song, grants.layout_version), (m.id(), 2));
+    let now = medley_core::unix_now();
+    assert!(grants.expires > now + 60 && grants.expires <= now + 1800 + 5);
+    let mut granted = std::collections::HashSet::new();
+    for g in &grants.grants {
+        for shard in &g.shards {
+            g.allows(&key, &g.node, shard, now).unwrap();
+            granted.insert((g.node.clone(), shard.to_string()));
+        }
+    }
+    let mut placed = std::collections::HashSet::new();
+    for seg in src["segments"].as_array().unwrap() {
+        for s in seg["shards"].as_array().unwrap() {
+            placed.insert((
+                s["peer_id"].as_str().unwrap().to_string(),
+                s["shard"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(granted, placed, "grants cover exactly the placed shards");
+    // No grants for a key that may not publish, nor for garbage.
+    let stranger = medley_core::PublisherKey::from_seed([99; 32]);
+    let foreign = manifest("Foreign", 10_000, 4, 2, &stranger);
+    for (body, code) in [
+        (foreign.encoded().to_vec(), "unknown_publisher"),
+        (b"not a manifest".to_vec(), "invalid_manifest"),
+    ] {
+        let r = http
+            .post(format!("{url}/v1/publish/grants"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await.1, code);
+    }
+
     // A node that says it is stopping is no longer alive, nor offered as a live source, but
     // keeps its slots: a restart moves nothing. Its next heartbeat brings it back.
     let node_3 = |nodes: &Value| {
