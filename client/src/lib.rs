@@ -130,6 +130,7 @@ impl Client {
                 let dir = &self.config.data_dir;
                 let key = load_or_create_identity(dir)
                     .map_err(|e| ClientError::DataPlane(e.to_string()))?;
+                self.tracker.set_signer(key.clone());
                 let mut config = PeerConfig {
                     request_timeout: Duration::from_secs(self.config.request_timeout_secs),
                     agent: format!("medley-client/{}", env!("CARGO_PKG_VERSION")),

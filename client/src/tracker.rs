@@ -1,6 +1,7 @@
 //! The tracker's HTTP API, as the client uses it. Everything the tracker sends is checked:
 //! a manifest against the id it was asked for, ids and addresses by parsing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use medley_core::{Manifest, SongId, SongMeta};
@@ -187,6 +188,9 @@ struct SlotSource {
     addrs: Vec<String>,
     #[serde(default = "yes")]
     alive: bool,
+    /// Reported by several listeners for sending wrong bytes: never asked.
+    #[serde(default)]
+    banned: bool,
 }
 
 fn yes() -> bool {
@@ -249,6 +253,8 @@ pub struct TrackerStats {
 pub struct TrackerClient {
     base: String,
     http: reqwest::Client,
+    /// The listener's identity, which signs its announcements and reports once known.
+    signer: Arc<std::sync::OnceLock<medley_net::Keypair>>,
 }
 
 impl TrackerClient {
@@ -262,7 +268,30 @@ impl TrackerClient {
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            signer: Arc::default(),
         })
+    }
+
+    /// Signs announcements and reports with `key` from now on (the first key set stays).
+    pub fn set_signer(&self, key: medley_net::Keypair) {
+        let _ = self.signer.set(key);
+    }
+
+    /// A client of the same tracker that signs with `key`.
+    pub fn with_signer(&self, key: medley_net::Keypair) -> Self {
+        Self {
+            signer: Arc::new(std::sync::OnceLock::from(key)),
+            ..self.clone()
+        }
+    }
+
+    /// A JSON `POST` to `path`, signed when a key is set.
+    fn post_signed(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.base);
+        match self.signer.get() {
+            Some(key) => medley_net::signed::post_json(&self.http, &url, key, body),
+            None => self.http.post(url).json(body),
+        }
     }
 
     /// The base URL.
@@ -411,6 +440,7 @@ impl TrackerClient {
                 };
                 *cell = s
                     .peer_id
+                    .filter(|_| !s.banned)
                     .and_then(|p| holder(&p, &s.addrs))
                     .map(|h| Holder {
                         alive: s.alive,
@@ -444,7 +474,8 @@ impl TrackerClient {
         song: SongId,
         reason: &str,
     ) -> Result<(), ClientError> {
-        let req = self.http.post(format!("{}/v1/reports", self.base)).json(
+        let req = self.post_signed(
+            "/v1/reports",
             &serde_json::json!({ "peer_id": source.to_string(), "song": song.to_string(), "reason": reason }),
         );
         self.send("the source report", req).await?;
@@ -459,15 +490,15 @@ impl TrackerClient {
         region: &str,
         songs: &[SongId],
     ) -> Result<(), ClientError> {
-        let req = self
-            .http
-            .post(format!("{}/v1/peers/announce", self.base))
-            .json(&serde_json::json!({
+        let req = self.post_signed(
+            "/v1/peers/announce",
+            &serde_json::json!({
                 "peer_id": peer_id.to_string(),
                 "addrs": addrs,
                 "region": region,
                 "songs": songs,
-            }));
+            }),
+        );
         self.send("the peer announcement", req).await?;
         Ok(())
     }

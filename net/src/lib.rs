@@ -18,6 +18,7 @@
 mod codec;
 mod identity;
 mod peer;
+pub mod signed;
 
 pub use codec::{DataCodec, Inbound};
 pub use identity::{IDENTITY_FILE, IdentityError, create_private_file, load_or_create_identity};

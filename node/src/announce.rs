@@ -78,6 +78,8 @@ pub(crate) struct Announcement {
     pub(crate) interval: Duration,
     /// Set from the key the tracker gives at registration.
     pub(crate) grant_key: Arc<crate::service::GrantKey>,
+    /// The node's identity, which signs what it tells the tracker.
+    pub(crate) key: medley_net::Keypair,
 }
 
 /// Registers, then heartbeats until `cancel` fires.
@@ -112,7 +114,7 @@ pub(crate) async fn run(
                 "region": a.region,
                 "capacity": store.capacity(),
             });
-            match post(&http, &format!("{base}/v1/nodes/register"), &body).await {
+            match post(&http, &format!("{base}/v1/nodes/register"), &a.key, &body).await {
                 Ok(resp) => {
                     learn_key(&a.grant_key, resp).await;
                     info!(tracker = %base, "registered with the tracker");
@@ -158,7 +160,7 @@ pub(crate) async fn run(
                 bytes_read: maintenance.bytes_read.load(Ordering::Relaxed),
             },
         });
-        match post(&http, &format!("{base}/v1/nodes/heartbeat"), &body).await {
+        match post(&http, &format!("{base}/v1/nodes/heartbeat"), &a.key, &body).await {
             Ok(_) => {
                 health.ok();
                 debug!("heartbeat sent");
@@ -203,7 +205,8 @@ async fn learn_key(known: &crate::service::GrantKey, resp: reqwest::Response) {
 /// Tells the tracker this node is stopping, so it stops offering it as a source before the
 /// heartbeats run out. Best effort within `timeout`: a tracker that does not answer learns
 /// it from the missing heartbeats.
-pub(crate) async fn leave(tracker: &str, peer_id: &str, timeout: Duration) {
+pub(crate) async fn leave(tracker: &str, key: &medley_net::Keypair, timeout: Duration) {
+    let peer_id = key.public().to_peer_id().to_string();
     let http = match reqwest::Client::builder().timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => {
@@ -212,7 +215,7 @@ pub(crate) async fn leave(tracker: &str, peer_id: &str, timeout: Duration) {
         }
     };
     let url = format!("{}/v1/nodes/leave", tracker.trim_end_matches('/'));
-    match post(&http, &url, &json!({ "peer_id": peer_id })).await {
+    match post(&http, &url, key, &json!({ "peer_id": peer_id })).await {
         Ok(_) => info!(tracker, "told the tracker this node is stopping"),
         Err(e) => warn!(tracker, error = %e, "could not tell the tracker this node is stopping"),
     }
@@ -229,9 +232,12 @@ enum HttpError {
 async fn post(
     http: &reqwest::Client,
     url: &str,
+    key: &medley_net::Keypair,
     body: &serde_json::Value,
 ) -> Result<reqwest::Response, HttpError> {
-    let resp = http.post(url).json(body).send().await?;
+    let resp = medley_net::signed::post_json(http, url, key, body)
+        .send()
+        .await?;
     if resp.status().is_success() {
         Ok(resp)
     } else {

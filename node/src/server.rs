@@ -78,6 +78,8 @@ pub struct Node {
     cancel: CancellationToken,
     maintenance: Arc<MaintenanceStats>,
     admin: Option<std::net::SocketAddr>,
+    /// The identity, which signs what the node tells the tracker.
+    key: medley_net::Keypair,
 }
 
 impl Node {
@@ -109,7 +111,7 @@ impl Node {
         let grant_key = Arc::new(GrantKey::new(config.tracker_key));
         let me = keypair.public().to_peer_id();
         let peer = Peer::spawn(
-            keypair,
+            keypair.clone(),
             peer_config,
             Arc::new(StoreService::new(
                 &me,
@@ -130,6 +132,7 @@ impl Node {
             cancel,
             maintenance: maintenance.clone(),
             admin: None,
+            key: keypair,
         };
         let health = Arc::new(TrackerHealth::default());
         let api = match &node.config.tracker {
@@ -200,6 +203,7 @@ impl Node {
                 region: node.config.region.clone(),
                 interval: Duration::from_secs(node.config.heartbeat_secs),
                 grant_key: grant_key.clone(),
+                key: node.key.clone(),
             };
             tokio::spawn(announce::run(
                 announcement,
@@ -291,8 +295,7 @@ impl Node {
         // Stop the heartbeats first: one sent after the notice would undo it.
         self.cancel.cancel();
         if let Some(tracker) = &self.config.tracker {
-            let peer_id = self.peer_id().to_string();
-            announce::leave(tracker, &peer_id, timeout.min(Duration::from_secs(2))).await;
+            announce::leave(tracker, &self.key, timeout.min(Duration::from_secs(2))).await;
         }
         self.peer.shutdown(timeout).await;
         let _ = std::fs::remove_file(self.config.data_dir.join(NODE_INFO_FILE));

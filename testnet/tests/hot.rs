@@ -131,8 +131,9 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
 
     // A listener peer that lies about the song: it is ranked first (same region, a peer),
     // sends wrong bytes, is dropped and reported, and the audio is still right.
+    let liar_key = Keypair::generate_ed25519();
     let liar = Peer::spawn(
-        Keypair::generate_ed25519(),
+        liar_key.clone(),
         PeerConfig {
             listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
             ..PeerConfig::default()
@@ -149,6 +150,7 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
         .map(ToString::to_string)
         .collect();
     tracker
+        .with_signer(liar_key)
         .announce(&liar.peer_id(), &liar_addrs, region, &[song])
         .await
         .unwrap();

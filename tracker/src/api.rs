@@ -17,6 +17,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use medley_core::api::RepairLoad;
+use medley_net::signed::{
+    PEER_HEADER, ReplayGuard, RequestSignature, SIGNATURE_HEADER, SignatureError, TIME_HEADER,
+    verify_request,
+};
 
 use crate::state::{Heartbeat, Registration, State, StateError};
 
@@ -31,6 +35,8 @@ pub(crate) struct App {
     latency: medley_daemon::metrics::Latencies<[(&'static str, String); 1]>,
     /// Bytes clients reported per source class: own cache, peers, hot nodes, rebuilt.
     delivered: [AtomicU64; 4],
+    /// Signatures of recent signed requests, to refuse replays.
+    replays: parking_lot::Mutex<ReplayGuard>,
 }
 
 /// Source classes of [`App::delivered`], in order.
@@ -45,7 +51,118 @@ impl App {
             requests_server_error: AtomicU64::new(0),
             latency: medley_daemon::metrics::latencies(),
             delivered: Default::default(),
+            replays: parking_lot::Mutex::new(ReplayGuard::new(1 << 20)),
         }
+    }
+}
+
+/// A JSON body and, when the request was signed ([`medley_net::signed`]), the peer that
+/// signed it. Unsigned requests are refused when `require_signatures` is on; a signature
+/// that is present is always checked.
+pub(crate) struct Signed<T> {
+    signer: Option<String>,
+    body: T,
+}
+
+impl<T> Signed<T> {
+    /// The body, once the signer is the peer it names (when signed or required).
+    fn from_peer(self, peer_id: &str) -> Result<T, ApiError> {
+        match &self.signer {
+            Some(s) if s != peer_id => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_signer",
+                format!("signed by {s}, but the request is about {peer_id}"),
+            )),
+            _ => Ok(self.body),
+        }
+    }
+}
+
+fn signature_error(e: &SignatureError) -> ApiError {
+    let (status, code) = match e {
+        SignatureError::Missing(_) => (StatusCode::UNAUTHORIZED, "unsigned"),
+        SignatureError::Replayed => (StatusCode::CONFLICT, "replayed"),
+        SignatureError::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_request"),
+        SignatureError::BadPeer(_) | SignatureError::BadSignature(_) => {
+            (StatusCode::UNAUTHORIZED, "bad_request_signature")
+        }
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for Signed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, app: &Shared) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "malformed_json",
+                "expected a body with content type application/json",
+            ));
+        }
+        let bytes =
+            Bytes::from_request(axum::extract::Request::from_parts(parts.clone(), body), app)
+                .await
+                .map_err(bytes_rejection)?;
+        let header = |name: &'static str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let signer = match (
+            header(PEER_HEADER),
+            header(TIME_HEADER),
+            header(SIGNATURE_HEADER),
+        ) {
+            (None, None, None) if !app.state.config().require_signatures => None,
+            (peer, time, signature) => {
+                let sig = RequestSignature {
+                    peer: peer
+                        .ok_or(SignatureError::Missing(PEER_HEADER))
+                        .map_err(|e| signature_error(&e))?,
+                    time_ms: time
+                        .ok_or(SignatureError::Missing(TIME_HEADER))
+                        .map_err(|e| signature_error(&e))?
+                        .parse()
+                        .map_err(|_| {
+                            ApiError::new(
+                                StatusCode::UNAUTHORIZED,
+                                "stale_request",
+                                format!("{TIME_HEADER} is not a number of milliseconds"),
+                            )
+                        })?,
+                    signature: signature
+                        .ok_or(SignatureError::Missing(SIGNATURE_HEADER))
+                        .map_err(|e| signature_error(&e))?,
+                };
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let now = crate::state::now_ms();
+                let peer = verify_request(&sig, parts.method.as_str(), path, &bytes, now)
+                    .map_err(|e| signature_error(&e))?;
+                app.replays
+                    .lock()
+                    .check(&sig, now)
+                    .map_err(|e| signature_error(&e))?;
+                Some(peer.to_string())
+            }
+        };
+        let body = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the JSON body is invalid: {e}"),
+            )
+        })?;
+        Ok(Self { signer, body })
     }
 }
 
@@ -436,12 +553,16 @@ async fn sources(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = song_id(&id)?;
     let Query(q) = query.map_err(|r| bad_query(&r))?;
-    let (m, layout, addrs, whole) = blocking(&app, move |s| {
+    let (m, layout, addrs, whole, banned) = blocking(&app, move |s| {
+        let addrs = s.addresses();
+        let banned: std::collections::HashSet<String> =
+            addrs.keys().filter(|n| s.banned(n)).cloned().collect();
         Ok((
             s.manifest(id)?,
             s.layout()?,
-            s.addresses(),
+            addrs,
             s.whole_sources(id, q.region.as_deref()),
+            banned,
         ))
     })
     .await?;
@@ -460,12 +581,14 @@ async fn sources(
                     let peer = holders.get(slot);
                     let (addrs, alive) =
                         peer.and_then(|p| addrs.get(p)).cloned().unwrap_or_default();
+                    let banned = peer.is_some_and(|p| banned.contains(p));
                     json!({
                         "slot": slot,
                         "shard": shard.to_string(),
                         "peer_id": peer,
                         "addrs": addrs,
-                        "alive": alive,
+                        "alive": alive && !banned,
+                        "banned": banned,
                     })
                 })
                 .collect();
@@ -494,9 +617,10 @@ async fn popularity(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {
 
 async fn announce_peer(
     AxState(app): AxState<Shared>,
-    body: Result<Json<crate::PeerAnnouncement>, JsonRejection>,
+    body: Signed<crate::PeerAnnouncement>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(a) = body.map_err(json_rejection)?;
+    let peer_id = body.body.peer_id.clone();
+    let a = body.from_peer(&peer_id)?;
     app.state.announce_peer(a)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -511,9 +635,9 @@ struct SourceReport {
 
 async fn report_source(
     AxState(app): AxState<Shared>,
-    body: Result<Json<SourceReport>, JsonRejection>,
+    body: Signed<SourceReport>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(r) = body.map_err(json_rejection)?;
+    let Signed { signer, body: r } = body;
     song_id(&r.song)?;
     if !matches!(r.reason.as_str(), "bad_hash" | "failed") {
         return Err(ApiError::new(
@@ -522,8 +646,9 @@ async fn report_source(
             format!("reason {:?}: expected bad_hash or failed", r.reason),
         ));
     }
-    tracing::info!(source = %r.peer_id, song = %r.song, reason = %r.reason, "a client reports a source");
-    app.state.report_source(&r.peer_id)?;
+    tracing::info!(source = %r.peer_id, song = %r.song, reason = %r.reason, reporter = ?signer, "a client reports a source");
+    app.state
+        .report_source(&r.peer_id, signer.as_deref(), r.reason == "bad_hash")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -532,16 +657,20 @@ async fn nodes(AxState(app): AxState<Shared>) -> Json<serde_json::Value> {
         .state
         .nodes()
         .into_iter()
-        .map(|(rec, alive)| json!({ "node": rec, "alive": alive }))
+        .map(|(rec, alive)| {
+            let banned = app.state.banned(&rec.registration.peer_id);
+            json!({ "node": rec, "alive": alive, "banned": banned })
+        })
         .collect();
     Json(json!({ "nodes": nodes }))
 }
 
 async fn register(
     AxState(app): AxState<Shared>,
-    body: Result<Json<Registration>, JsonRejection>,
+    body: Signed<Registration>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(reg) = body.map_err(json_rejection)?;
+    let peer_id = body.body.peer_id.clone();
+    let reg = body.from_peer(&peer_id)?;
     let version = blocking(&app, move |s| s.register(reg)).await?;
     Ok(Json(json!({
         "layout_version": version,
@@ -551,9 +680,10 @@ async fn register(
 
 async fn heartbeat(
     AxState(app): AxState<Shared>,
-    body: Result<Json<Heartbeat>, JsonRejection>,
+    body: Signed<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(hb) = body.map_err(json_rejection)?;
+    let peer_id = body.body.peer_id.clone();
+    let hb = body.from_peer(&peer_id)?;
     app.state.heartbeat(hb)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -566,9 +696,10 @@ struct Leaving {
 
 async fn leave(
     AxState(app): AxState<Shared>,
-    body: Result<Json<Leaving>, JsonRejection>,
+    body: Signed<Leaving>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(l) = body.map_err(json_rejection)?;
+    let peer_id = body.body.peer_id.clone();
+    let l = body.from_peer(&peer_id)?;
     blocking(&app, move |s| s.leave(&l.peer_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 14] = [
+pub const FIELDS: [FieldDoc; 17] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -95,6 +95,25 @@ pub const FIELDS: [FieldDoc; 14] = [
         example: None,
     },
     FieldDoc {
+        name: "ban_reporters",
+        doc: "Distinct listeners (each signing its report) that must report a node or peer\n\
+              for sending bytes that do not match their hash before it is banned: no longer\n\
+              offered as a source, nor ordered hot copies. 0: never ban.",
+        example: None,
+    },
+    FieldDoc {
+        name: "ban_secs",
+        doc: "How long a report of wrong bytes counts towards a ban, in seconds.",
+        example: None,
+    },
+    FieldDoc {
+        name: "require_signatures",
+        doc: "Whether registrations, heartbeats, leave notices, peer announcements and\n\
+              source reports must be signed with the sender's peer key. Turn off only for\n\
+              tests against a closed tracker.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_token",
         doc: "Token admin requests (drain, publisher keys) must carry as\n\
               `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
@@ -135,6 +154,12 @@ pub struct TrackerConfig {
     pub peer_ttl_secs: u64,
     /// How long a publish grant holds, in seconds.
     pub grant_ttl_secs: u64,
+    /// Distinct signed reporters of wrong bytes that ban a source; 0: never.
+    pub ban_reporters: usize,
+    /// How long a report of wrong bytes counts towards a ban, in seconds.
+    pub ban_secs: u64,
+    /// Whether node and listener reports must be signed with the sender's peer key.
+    pub require_signatures: bool,
     /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
     /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
     /// address.
@@ -157,6 +182,9 @@ impl Default for TrackerConfig {
             hot_copies: 2,
             peer_ttl_secs: 120,
             grant_ttl_secs: 1800,
+            ban_reporters: 2,
+            ban_secs: 3600,
+            require_signatures: true,
             admin_token: None,
         }
     }
@@ -201,6 +229,12 @@ impl TrackerConfig {
         if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "hot_half_life_secs/peer_ttl_secs",
+                reason: "must be at least 1",
+            });
+        }
+        if self.ban_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "ban_secs",
                 reason: "must be at least 1",
             });
         }

@@ -67,7 +67,15 @@ pub(crate) struct Rules {
     pub(crate) copies: usize,
     /// How long a peer's announcement holds.
     pub(crate) peer_ttl_ms: u64,
+    /// Distinct signed reporters of wrong bytes that ban a source; 0: never.
+    pub(crate) ban_reporters: usize,
+    /// How long a report of wrong bytes counts towards a ban.
+    pub(crate) ban_ms: u64,
 }
+
+/// Most reporters remembered per source, and most sources with reports.
+const MAX_REPORTERS: usize = 64;
+const MAX_REPORTED: usize = 100_000;
 
 /// A candidate node for a hot copy.
 #[derive(Debug, Clone)]
@@ -101,6 +109,9 @@ pub(crate) struct Popularity {
     peers: HashMap<String, (PeerAnnouncement, u64)>,
     /// source (node or peer id) → decayed count of failures reported by clients.
     failures: HashMap<String, Heat>,
+    /// source → signed reporter → unix ms of its last report that the source sent bytes
+    /// not matching their hash.
+    liars: HashMap<String, HashMap<String, u64>>,
 }
 
 impl Popularity {
@@ -209,6 +220,7 @@ impl Popularity {
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
         self.failures
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
+        self.forget_old_lies(rules, now_ms);
         self.peers
             .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= rules.peer_ttl_ms);
         released
@@ -288,6 +300,49 @@ impl Popularity {
         };
     }
 
+    /// Records `reporter`'s (signed) report that `source` sent bytes that do not match
+    /// their hash. Returns whether `source` is banned now.
+    pub(crate) fn lied(&mut self, source: &str, reporter: &str, rules: Rules, now_ms: u64) -> bool {
+        if self.liars.len() >= MAX_REPORTED && !self.liars.contains_key(source) {
+            self.forget_old_lies(rules, now_ms);
+            if self.liars.len() >= MAX_REPORTED {
+                return self.banned(source, rules, now_ms);
+            }
+        }
+        let reporters = self.liars.entry(source.to_string()).or_default();
+        if reporters.len() >= MAX_REPORTERS && !reporters.contains_key(reporter) {
+            // Keep the newest: drop the oldest report.
+            if let Some(oldest) = reporters
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(r, _)| r.clone())
+            {
+                reporters.remove(&oldest);
+            }
+        }
+        reporters.insert(reporter.to_string(), now_ms);
+        self.banned(source, rules, now_ms)
+    }
+
+    /// Whether `source` is banned: at least `ban_reporters` distinct peers reported it
+    /// within `ban_ms`.
+    pub(crate) fn banned(&self, source: &str, rules: Rules, now_ms: u64) -> bool {
+        rules.ban_reporters > 0
+            && self.liars.get(source).is_some_and(|r| {
+                r.values()
+                    .filter(|t| now_ms.saturating_sub(**t) <= rules.ban_ms)
+                    .count()
+                    >= rules.ban_reporters
+            })
+    }
+
+    fn forget_old_lies(&mut self, rules: Rules, now_ms: u64) {
+        self.liars.retain(|_, r| {
+            r.retain(|_, t| now_ms.saturating_sub(*t) <= rules.ban_ms);
+            !r.is_empty()
+        });
+    }
+
     /// Recent failures of `source` (decayed).
     pub(crate) fn failures_of(&self, source: &str, rules: Rules, now_ms: u64) -> f64 {
         self.failures
@@ -334,7 +389,35 @@ mod tests {
         half_life_ms: 10_000.0,
         copies: 2,
         peer_ttl_ms: 5_000,
+        ban_reporters: 2,
+        ban_ms: 60_000,
     };
+
+    #[test]
+    fn distinct_reporters_ban_a_liar_until_their_reports_age() {
+        let mut p = Popularity::default();
+        assert!(!p.lied("liar", "alice", RULES, 0));
+        assert!(
+            !p.lied("liar", "alice", RULES, 10),
+            "one reporter twice is not two"
+        );
+        assert!(p.lied("liar", "bob", RULES, 20));
+        assert!(p.banned("liar", RULES, 60_000));
+        assert!(!p.banned("honest", RULES, 60_000));
+        assert!(!p.banned("liar", RULES, 60_011), "alice's report aged out");
+        let never = Rules {
+            ban_reporters: 0,
+            ..RULES
+        };
+        assert!(!p.banned("liar", never, 20));
+        // Bounded: a flood of reporters keeps at most MAX_REPORTERS per source.
+        for i in 0..1000 {
+            p.lied("x", &format!("r{i}"), RULES, 100 + i);
+        }
+        assert_eq!(p.liars["x"].len(), MAX_REPORTERS);
+        p.sweep(RULES, &[], 10_000_000);
+        assert!(p.liars.is_empty());
+    }
 
     fn song(n: u8) -> SongId {
         SongId::from_bytes([n; 32])

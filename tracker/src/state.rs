@@ -565,16 +565,28 @@ impl State {
             half_life_ms: self.config.hot_half_life_secs as f64 * 1000.0,
             copies: self.config.hot_copies,
             peer_ttl_ms: self.config.peer_ttl_secs * 1000,
+            ban_reporters: self.config.ban_reporters,
+            ban_ms: self.config.ban_secs * 1000,
         }
+    }
+
+    /// Whether clients reported that `source` sent them wrong bytes often enough (from
+    /// distinct signed reporters) that it is no longer offered.
+    pub fn banned(&self, source: &str) -> bool {
+        self.popularity
+            .lock()
+            .banned(source, self.rules(), now_ms())
     }
 
     /// Nodes that may take a hot copy: alive, not draining, with capacity.
     fn hot_candidates(&self) -> Vec<Candidate> {
         let now = now_ms();
+        let (rules, pop) = (self.rules(), self.popularity.lock());
         self.nodes
             .read()
             .values()
             .filter(|r| !r.draining && r.registration.capacity > 0 && self.is_alive(r, now))
+            .filter(|r| !pop.banned(&r.registration.peer_id, rules, now))
             .map(|r| Candidate {
                 id: r.registration.peer_id.clone(),
                 region: r.registration.region.clone(),
@@ -623,18 +635,38 @@ impl State {
         Ok(())
     }
 
-    /// Records a client's report that `source` failed it (`bad_hash`: sent bytes that do
-    /// not match their hash). Sources with recent failures are ranked last.
-    pub fn report_source(&self, source: &str) -> Result<(), StateError> {
+    /// Records a client's report that `source` failed it. Sources with recent failures are
+    /// ranked last. A report of wrong bytes (`lied`) signed by `reporter` also counts
+    /// towards a ban: `ban_reporters` distinct reporters within `ban_secs` ban the source,
+    /// which is then offered to nobody. Returns whether the source is banned.
+    pub fn report_source(
+        &self,
+        source: &str,
+        reporter: Option<&str>,
+        lied: bool,
+    ) -> Result<bool, StateError> {
         if source.is_empty() || source.len() > 128 {
             return Err(StateError::BadRegistration(
                 "peer_id must be 1 to 128 characters",
             ));
         }
-        self.popularity
-            .lock()
-            .failed(source, self.rules(), now_ms());
-        Ok(())
+        let (rules, now) = (self.rules(), now_ms());
+        let mut pop = self.popularity.lock();
+        pop.failed(source, rules, now);
+        Ok(match reporter {
+            Some(r) if lied && r != source => {
+                let was = pop.banned(source, rules, now);
+                let is = pop.lied(source, r, rules, now);
+                if is && !was {
+                    tracing::warn!(
+                        source,
+                        "banned: distinct listeners report it sends wrong bytes"
+                    );
+                }
+                is
+            }
+            _ => pop.banned(source, rules, now),
+        })
     }
 
     /// Whole copies of `song`, best first for a client in `region`: listener peers, then hot
@@ -648,6 +680,9 @@ impl State {
         // load.
         let mut out: Vec<(WholeSource, (bool, bool, u8, u64, u64))> = Vec::new();
         for a in pop.peers_with(song, rules, now) {
+            if pop.banned(&a.peer_id, rules, now) {
+                continue;
+            }
             let failures = pop.failures_of(&a.peer_id, rules, now);
             out.push((
                 WholeSource {
@@ -669,6 +704,9 @@ impl State {
             let Some(rec) = nodes.get(id).filter(|r| self.is_alive(r, now)) else {
                 continue;
             };
+            if pop.banned(id, rules, now) {
+                continue;
+            }
             let failures = pop.failures_of(id, rules, now);
             out.push((
                 WholeSource {

@@ -521,6 +521,7 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
         node_grace_secs: 1,
+        require_signatures: false,
         ..TrackerConfig::default()
     })
     .await

@@ -4,4 +4,5 @@ mod api;
 mod docs;
 mod process;
 mod search;
+mod signed;
 mod support;

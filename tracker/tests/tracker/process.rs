@@ -49,11 +49,11 @@ async fn state_survives_kill_9() {
     let m = manifest("Kestrel Litany", 90_000, 4, 2, &publisher());
     let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-    for i in 0..6 {
-        let reg = json!({"peer_id": format!("node-{i}"), "addrs": ["/ip4/127.0.0.1/udp/1/quic-v1"], "region": "r", "capacity": 1u64 << 40});
+    for _ in 0..6 {
+        let key = medley_net::Keypair::generate_ed25519();
+        let reg = json!({"peer_id": key.public().to_peer_id().to_string(), "addrs": ["/ip4/127.0.0.1/udp/1/quic-v1"], "region": "r", "capacity": 1u64 << 40});
         assert!(
-            http.post(format!("{url}/v1/nodes/register"))
-                .json(&reg)
+            medley_net::signed::post_json(&http, &format!("{url}/v1/nodes/register"), &key, &reg)
                 .send()
                 .await
                 .unwrap()

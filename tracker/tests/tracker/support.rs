@@ -7,12 +7,27 @@ pub(crate) fn publisher() -> PublisherKey {
     PublisherKey::from_seed([42u8; 32])
 }
 
+/// A tracker for tests that name their nodes `node-0`, `node-1`, ... and post unsigned;
+/// signed requests are tested with `start_signed`.
 pub(crate) async fn start(dir: &Path) -> Tracker {
     Tracker::bind(TrackerConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
         max_body_bytes: 64 * 1024,
+        require_signatures: false,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A tracker as deployed: node and listener requests must be signed.
+pub(crate) async fn start_signed(dir: &Path) -> Tracker {
+    Tracker::bind(TrackerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publishers: vec![publisher().id().to_string()],
         ..TrackerConfig::default()
     })
     .await
