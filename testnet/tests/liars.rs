@@ -1,0 +1,250 @@
+//! A lying storage node and a lying listener peer on a real testnet: every play still gets
+//! the right audio, each listener drops a liar at its first wrong byte and reports it
+//! (signed), and once two listeners have, the tracker stops offering both.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use common::{eventually, ok, publish, published, reference_wav};
+use futures::future::BoxFuture;
+use medley_client::PlayOutcome;
+use medley_core::ShardId;
+use medley_core::protocol::{ErrorCode, Request, Response};
+use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerId};
+use medley_testnet::Testnet;
+use serde_json::{Value, json};
+
+/// A storage node that keeps what it is sent and serves every shard with a byte flipped;
+/// as a listener peer, it answers every segment request with other bytes.
+#[derive(Default)]
+struct Liar {
+    shards: parking_lot::Mutex<HashMap<ShardId, Vec<u8>>>,
+    asked: AtomicU64,
+}
+
+impl Handler for Liar {
+    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Response> {
+        let response = match request {
+            Request::PutShard { id, data, .. } => {
+                self.shards.lock().insert(id, data);
+                Response::Stored
+            }
+            Request::GetShard { id } => {
+                self.asked.fetch_add(1, Ordering::Relaxed);
+                match self.shards.lock().get(&id) {
+                    Some(d) => {
+                        let mut data = d.clone();
+                        data[0] ^= 0x01;
+                        Response::Shard { data }
+                    }
+                    None => Response::error(ErrorCode::NOT_FOUND, "no"),
+                }
+            }
+            Request::GetSegment { .. } => {
+                self.asked.fetch_add(1, Ordering::Relaxed);
+                Response::Segment {
+                    data: vec![0x55; 4096],
+                }
+            }
+            Request::Has { ids } => {
+                let held = self.shards.lock();
+                Response::Has {
+                    present: ids.iter().map(|i| held.contains_key(i)).collect(),
+                }
+            }
+        };
+        Box::pin(async move { response })
+    }
+}
+
+async fn spawn_liar() -> (Keypair, medley_net::PeerHandle, Arc<Liar>, Vec<String>) {
+    let key = Keypair::generate_ed25519();
+    let liar = Arc::new(Liar::default());
+    let peer = Peer::spawn(
+        key.clone(),
+        PeerConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+            ..PeerConfig::default()
+        },
+        liar.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let addrs = peer
+        .listen_addrs()
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    (key, peer, liar, addrs)
+}
+
+fn play_as(net: &Testnet, name: &str, id: &str, wav: &std::path::Path) -> PlayOutcome {
+    let out = ok(net
+        .listener("eu-west", name, ByteSize::b(0))
+        .args(["play", id, "--json", "--out"])
+        .arg(wav));
+    serde_json::from_slice(&out.stdout).expect("play --json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
+    let net = Testnet::builder()
+        .nodes(6)
+        .regions(2)
+        .grace_secs(60)
+        .log("info,libp2p=warn")
+        .tracker_config("hot_copies = 0\nban_reporters = 2\npeer_ttl_secs = 300")
+        .spawn()
+        .await
+        .unwrap();
+    let (http, url) = (reqwest::Client::new(), net.tracker_url().to_string());
+
+    // A lying storage node joins (signed, as any node) and keeps sending heartbeats.
+    let (node_key, _node_peer, node, node_addrs) = spawn_liar().await;
+    let node_id = node_key.public().to_peer_id().to_string();
+    let reg = json!({"peer_id": node_id, "addrs": node_addrs, "region": "eu-west", "capacity": 1u64 << 34});
+    let r =
+        medley_net::signed::post_json(&http, &format!("{url}/v1/nodes/register"), &node_key, &reg)
+            .send()
+            .await
+            .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let beat = {
+        let (http, url, key, id) = (http.clone(), url.clone(), node_key.clone(), node_id.clone());
+        tokio::spawn(async move {
+            loop {
+                let hb =
+                    json!({"peer_id": id, "free": 1u64 << 34, "bytes_per_sec": 0, "transfers": 0});
+                let _ = medley_net::signed::post_json(
+                    &http,
+                    &format!("{url}/v1/nodes/heartbeat"),
+                    &key,
+                    &hb,
+                )
+                .send()
+                .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    // Long enough (20 segments or so) that the lying node holds data shards the plays ask for.
+    medley_testnet::library::generate(&lib, 1, 23, 60.0, 65.0).unwrap();
+    let songs = published(&publish(&net, &lib));
+    let (song, src) = songs[0].clone();
+    let id = song.to_string();
+    let reference = reference_wav(&src, dir.path());
+    assert!(
+        !node.shards.lock().is_empty(),
+        "the layout placed shards of the song on the lying node"
+    );
+
+    // A lying listener peer announces the song (signed with its own key).
+    let (peer_key, _liar_peer, peer, peer_addrs) = spawn_liar().await;
+    let tracker = net.tracker().unwrap().with_signer(peer_key.clone());
+    tracker
+        .announce(
+            &peer_key.public().to_peer_id(),
+            &peer_addrs,
+            "eu-west",
+            &[song],
+        )
+        .await
+        .unwrap();
+
+    // Two listeners play: right audio, both liars dropped after their first lie.
+    for name in ["alice", "bob"] {
+        let wav = dir.path().join(format!("{name}.wav"));
+        let o = play_as(&net, name, &id, &wav);
+        assert_eq!(
+            std::fs::read(&wav).unwrap(),
+            reference,
+            "{name} hears the song"
+        );
+        let mut bad = o.bad_sources.clone();
+        bad.sort();
+        let mut liars = vec![node_id.clone(), peer_key.public().to_peer_id().to_string()];
+        liars.sort();
+        assert_eq!(
+            bad,
+            liars,
+            "{name} caught both liars (node {node_id} asked {} times, holds {}): {:?}",
+            node.asked.load(Ordering::Relaxed),
+            node.shards.lock().len(),
+            o.sources
+        );
+    }
+
+    // Two distinct signed reports each: the tracker no longer offers either.
+    let sources: Value = eventually(10, "both liars banned", || {
+        let (http, url, id, node_id) = (http.clone(), url.clone(), id.clone(), node_id.clone());
+        async move {
+            let s: Value = http
+                .get(format!("{url}/v1/songs/{id}/sources"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let node_slots: Vec<&Value> = s["segments"]
+                .as_array()?
+                .iter()
+                .flat_map(|seg| seg["shards"].as_array().into_iter().flatten())
+                .filter(|sh| sh["peer_id"] == node_id.as_str())
+                .collect();
+            let banned = !node_slots.is_empty()
+                && node_slots
+                    .iter()
+                    .all(|sh| sh["banned"] == true && sh["alive"] == false);
+            (banned && s["whole"] == json!([])).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(sources["whole"], json!([]));
+    let nodes: Value = http
+        .get(format!("{url}/v1/nodes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"]["peer_id"] == node_id.as_str())
+        .unwrap();
+    assert_eq!(listed["banned"], true);
+
+    // A third listener never asks either of them, and hears the song.
+    let (node_asked, peer_asked) = (
+        node.asked.load(Ordering::Relaxed),
+        peer.asked.load(Ordering::Relaxed),
+    );
+    let wav = dir.path().join("carol.wav");
+    let o = play_as(&net, "carol", &id, &wav);
+    assert_eq!(std::fs::read(&wav).unwrap(), reference);
+    assert!(o.bad_sources.is_empty(), "{:?}", o.bad_sources);
+    assert_eq!(
+        node.asked.load(Ordering::Relaxed),
+        node_asked,
+        "the lying node is not asked"
+    );
+    assert_eq!(
+        peer.asked.load(Ordering::Relaxed),
+        peer_asked,
+        "the lying peer is not asked"
+    );
+    beat.abort();
+}
