@@ -244,11 +244,17 @@ impl TestnetBuilder {
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n{}\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n{}{}\n",
                 self.k,
                 self.m,
                 self.grace_secs,
                 key.id(),
+                // Every process of a testnet shares 127.0.0.1: one client address.
+                if self.tracker_config.contains("rate_limit_per_sec") {
+                    ""
+                } else {
+                    "rate_limit_per_sec = 0\n"
+                },
                 self.tracker_config
             ),
         )

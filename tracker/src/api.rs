@@ -37,6 +37,8 @@ pub(crate) struct App {
     delivered: [AtomicU64; 4],
     /// Signatures of recent signed requests, to refuse replays.
     replays: parking_lot::Mutex<ReplayGuard>,
+    /// Requests per second per client address (`rate_limit_per_sec`); None: no limit.
+    pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 /// Source classes of [`App::delivered`], in order.
@@ -44,7 +46,13 @@ const DELIVERY_CLASSES: [&str; 4] = ["cache", "peer", "hot", "rebuilt"];
 
 impl App {
     pub(crate) fn new(state: State) -> Self {
+        let c = state.config();
+        let limiter = std::num::NonZeroU32::new(c.rate_limit_per_sec).map(|rate| {
+            let burst = std::num::NonZeroU32::new(c.rate_limit_burst).unwrap_or(rate);
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
         Self {
+            limiter,
             state,
             requests_ok: AtomicU64::new(0),
             requests_client_error: AtomicU64::new(0),
@@ -300,6 +308,10 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rate_limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -327,6 +339,37 @@ async fn count(
     };
     counter.fetch_add(1, Ordering::Relaxed);
     res
+}
+
+/// Refuses a request with `429 rate_limited` and `Retry-After` when its client address is
+/// over `rate_limit_per_sec` (bursts up to `rate_limit_burst`); other clients are unaffected.
+async fn rate_limit(
+    AxState(app): AxState<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let (Some(limiter), Some(ip)) = (&app.limiter, client)
+        && let Err(not_until) = limiter.check_key(&ip)
+    {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from {ip}; retry in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&secs.max(1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
+    next.run(req).await
 }
 
 async fn publish(

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 17] = [
+pub const FIELDS: [FieldDoc; 19] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -114,6 +114,18 @@ pub const FIELDS: [FieldDoc; 17] = [
         example: None,
     },
     FieldDoc {
+        name: "rate_limit_per_sec",
+        doc: "Requests per second each client address may make, sustained; past it (and the\n\
+              burst) requests get 429 rate_limited with Retry-After. 0: no limit (put a proxy\n\
+              that limits in front; behind a proxy every client has the proxy's address).",
+        example: None,
+    },
+    FieldDoc {
+        name: "rate_limit_burst",
+        doc: "Requests a client address may make at once above the sustained rate.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_token",
         doc: "Token admin requests (drain, publisher keys) must carry as\n\
               `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
@@ -160,6 +172,10 @@ pub struct TrackerConfig {
     pub ban_secs: u64,
     /// Whether node and listener reports must be signed with the sender's peer key.
     pub require_signatures: bool,
+    /// Requests per second per client address; 0: no limit.
+    pub rate_limit_per_sec: u32,
+    /// Requests a client address may make at once above the sustained rate.
+    pub rate_limit_burst: u32,
     /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
     /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
     /// address.
@@ -185,6 +201,8 @@ impl Default for TrackerConfig {
             ban_reporters: 2,
             ban_secs: 3600,
             require_signatures: true,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 400,
             admin_token: None,
         }
     }

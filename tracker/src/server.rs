@@ -101,7 +101,8 @@ impl Tracker {
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            if let Err(e) = axum::serve(listener, router)
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
             {
@@ -173,6 +174,9 @@ async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
+        }
+        if let Some(l) = &app.limiter {
+            l.retain_recent();
         }
         let app = app.clone();
         let result = tokio::task::spawn_blocking(move || {

@@ -522,6 +522,7 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
         publishers: vec![publisher().id().to_string()],
         node_grace_secs: 1,
         require_signatures: false,
+        rate_limit_per_sec: 0,
         ..TrackerConfig::default()
     })
     .await
@@ -833,4 +834,51 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
     let song: Value = get_json(&http, &format!("{}/v1/songs/{}", t.url(), m.id())).await;
     assert_eq!(song["title"], "By Other");
     t.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_client_over_the_rate_limit_is_told_to_wait_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tracker::bind(TrackerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rate_limit_per_sec: 5,
+        rate_limit_burst: 5,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = t.url();
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (flooder, other) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let mut limited = 0;
+    let mut retry_after = 0;
+    for i in 0..30 {
+        let r = flooder.get(format!("{url}/v1/stats")).send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(error_code(r).await.1, "rate_limited");
+            limited += 1;
+        }
+        // Meanwhile another client, within its own rate, is served.
+        if i % 6 == 0 {
+            let r = other.get(format!("{url}/v1/stats")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(limited >= 15, "{limited} of 30 limited");
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let r = flooder.get(format!("{url}/v1/stats")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "served again after waiting");
 }

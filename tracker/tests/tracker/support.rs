@@ -16,6 +16,7 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
         publishers: vec![publisher().id().to_string()],
         max_body_bytes: 64 * 1024,
         require_signatures: false,
+        rate_limit_per_sec: 0,
         ..TrackerConfig::default()
     })
     .await
