@@ -110,3 +110,23 @@ pub struct PublishGrants {
     /// One or more grants per node holding a slot of the song.
     pub grants: Vec<crate::Grant>,
 }
+
+/// Header of a tracker answer that nodes act on: when it was signed (Unix milliseconds).
+pub const ANSWER_TIME_HEADER: &str = "x-medley-tracker-time";
+/// Header of a tracker answer that nodes act on: the tracker's signature (hex), by
+/// [`crate::TrackerKey::sign_statement`] over [`signed_answer`].
+pub const ANSWER_SIGNATURE_HEADER: &str = "x-medley-tracker-signature";
+/// Largest difference accepted between a signed answer's time and the node's clock.
+pub const MAX_ANSWER_AGE_MS: u64 = 5 * 60 * 1000;
+
+/// What the tracker signs of an answer: the path asked (with its query), the time and the
+/// body, so an answer cannot be passed off for another request or replayed much later.
+pub fn signed_answer(path: &str, time_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(path.len() + body.len() + 24);
+    m.extend_from_slice(path.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(time_ms.to_string().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(body);
+    m
+}

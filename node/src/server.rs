@@ -136,10 +136,14 @@ impl Node {
         };
         let health = Arc::new(TrackerHealth::default());
         let api = match &node.config.tracker {
-            Some(t) => Some(TrackerApi::new(t).map_err(|e| NodeError::Io {
-                path: dir.clone(),
-                source: std::io::Error::other(e),
-            })?),
+            Some(t) => Some(
+                TrackerApi::new(t)
+                    .map(|a| a.with_key(grant_key.clone()))
+                    .map_err(|e| NodeError::Io {
+                        path: dir.clone(),
+                        source: std::io::Error::other(e),
+                    })?,
+            ),
             None => None,
         };
         let hot = api.as_ref().map(|api| {

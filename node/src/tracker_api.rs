@@ -20,6 +20,14 @@ pub enum TrackerCallError {
         /// reqwest's error.
         source: reqwest::Error,
     },
+    /// An answer the node acts on is not signed by the tracker's key, or too old.
+    #[error("tracker answer from {url} refused: {reason}")]
+    Unsigned {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// The tracker answered with an error status.
     #[error("tracker answered {status} to {url}: {body}")]
     Status {
@@ -37,7 +45,7 @@ impl TrackerCallError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
-            Self::Transport { .. } => None,
+            Self::Transport { .. } | Self::Unsigned { .. } => None,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct TrackerStats {
 pub struct TrackerApi {
     http: reqwest::Client,
     base: String,
+    /// The tracker's key, which signs layouts, partition listings and hot orders.
+    key: Option<std::sync::Arc<crate::service::GrantKey>>,
 }
 
 impl TrackerApi {
@@ -121,7 +131,72 @@ impl TrackerApi {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
+            key: None,
         })
+    }
+
+    /// Checks the answers the node acts on against `key` (learnt at registration).
+    pub(crate) fn with_key(mut self, key: std::sync::Arc<crate::service::GrantKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// A GET whose answer must be signed by the tracker's key and recent.
+    async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerCallError> {
+        let url = format!("{}{path}", self.base);
+        let refuse = |reason: String| TrackerCallError::Unsigned {
+            url: url.clone(),
+            reason,
+        };
+        let key = self
+            .key
+            .as_ref()
+            .and_then(|k| k.get())
+            .ok_or_else(|| refuse("the tracker's key is not known yet".into()))?;
+        let transport = |source| TrackerCallError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = self.http.get(&url).send().await.map_err(transport)?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (time, signature) = (
+            header(medley_core::api::ANSWER_TIME_HEADER),
+            header(medley_core::api::ANSWER_SIGNATURE_HEADER),
+        );
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(TrackerCallError::Status {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        let (Some(time), Some(signature)) = (time, signature) else {
+            return Err(refuse("the answer is not signed".into()));
+        };
+        let time: u64 = time
+            .parse()
+            .map_err(|_| refuse("the signing time is not a number".into()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if time.abs_diff(now) > medley_core::api::MAX_ANSWER_AGE_MS {
+            return Err(refuse(format!("signed at {time}, now is {now}")));
+        }
+        let signature =
+            hex::decode(signature).map_err(|_| refuse("the signature is not hex".into()))?;
+        key.verify_statement(
+            &medley_core::api::signed_answer(path, time, &bytes),
+            &signature,
+        )
+        .map_err(|e| refuse(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| refuse(format!("unreadable answer: {e}")))
     }
 
     async fn send<T: DeserializeOwned>(
@@ -164,8 +239,8 @@ impl TrackerApi {
     /// Layout `version`, or the current one.
     pub async fn layout(&self, version: Option<u64>) -> Result<Layout, TrackerCallError> {
         match version {
-            Some(v) => self.get(&format!("/v1/layout?version={v}")).await,
-            None => self.get("/v1/layout").await,
+            Some(v) => self.get_signed(&format!("/v1/layout?version={v}")).await,
+            None => self.get_signed("/v1/layout").await,
         }
     }
 
@@ -181,7 +256,7 @@ impl TrackerApi {
                 Some(a) => format!("/v1/partitions/{partition}/segments?limit=2000&after={a}"),
                 None => format!("/v1/partitions/{partition}/segments?limit=2000"),
             };
-            let page: SegmentsPage = self.get(&path).await?;
+            let page: SegmentsPage = self.get_signed(&path).await?;
             out.extend(page.segments);
             match page.next {
                 Some(n) => after = Some(n),
@@ -211,7 +286,7 @@ impl TrackerApi {
         struct Orders {
             songs: Vec<SongId>,
         }
-        let o: Orders = self.get(&format!("/v1/nodes/{peer_id}/hot")).await?;
+        let o: Orders = self.get_signed(&format!("/v1/nodes/{peer_id}/hot")).await?;
         Ok(o.songs)
     }
 
@@ -316,4 +391,98 @@ pub(crate) fn live_addresses(nodes: &[NodeEntry]) -> HashMap<String, (PeerId, Ve
             Some((n.peer_id.clone(), (peer, addrs)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderMap;
+    use medley_core::TrackerKey;
+    use medley_core::api::{ANSWER_SIGNATURE_HEADER, ANSWER_TIME_HEADER, signed_answer};
+
+    use super::*;
+    use crate::service::GrantKey;
+
+    /// A stand-in tracker answering `/v1/layout` as `answer` says: the signature and time
+    /// headers it sends are computed by `sign` from the body and the time.
+    async fn tracker(
+        sign: impl Fn(&[u8], u64) -> Option<(u64, String)> + Clone + Send + Sync + 'static,
+    ) -> String {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "version": 3, "slots": 2, "partitions": [["a", "b"]]
+        }))
+        .unwrap();
+        let app = axum::Router::new().route(
+            "/v1/layout",
+            axum::routing::get(move || {
+                let (sign, body) = (sign.clone(), body.clone());
+                async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64;
+                    let mut headers = HeaderMap::new();
+                    if let Some((time, sig)) = sign(&body, now) {
+                        headers.insert(ANSWER_TIME_HEADER, time.to_string().parse().unwrap());
+                        headers.insert(ANSWER_SIGNATURE_HEADER, sig.parse().unwrap());
+                    }
+                    (headers, body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn signer(
+        key: TrackerKey,
+        shift_ms: i64,
+    ) -> impl Fn(&[u8], u64) -> Option<(u64, String)> + Clone + Send + Sync + 'static {
+        move |body, now| {
+            let time = now.saturating_add_signed(shift_ms);
+            let sig = key.sign_statement(&signed_answer("/v1/layout", time, body));
+            Some((time, hex::encode(sig)))
+        }
+    }
+
+    #[tokio::test]
+    async fn layouts_are_taken_only_signed_by_the_known_tracker_key_and_recent() {
+        let tracker_key = TrackerKey::from_seed([5; 32]);
+        let known = Arc::new(GrantKey::new(Some(tracker_key.id())));
+        let api = |url: &str| TrackerApi::new(url).unwrap().with_key(known.clone());
+
+        let good = api(&tracker(signer(tracker_key.clone(), 0)).await);
+        assert_eq!(good.layout(None).await.unwrap().version, 3);
+
+        let refused = [
+            ("unsigned", tracker(|_: &[u8], _| None).await),
+            (
+                "another key",
+                tracker(signer(TrackerKey::from_seed([6; 32]), 0)).await,
+            ),
+            (
+                "ten minutes old",
+                tracker(signer(tracker_key.clone(), -600_000)).await,
+            ),
+            (
+                "garbage signature",
+                tracker(|_: &[u8], now| Some((now, "zz".into()))).await,
+            ),
+        ];
+        for (what, url) in refused {
+            let e = api(&url).layout(None).await.unwrap_err();
+            assert!(
+                matches!(e, TrackerCallError::Unsigned { .. }),
+                "{what}: {e}"
+            );
+        }
+        // Without a known key nothing is taken.
+        let keyless = TrackerApi::new(&tracker(signer(tracker_key, 0)).await)
+            .unwrap()
+            .with_key(Arc::new(GrantKey::new(None)));
+        assert!(keyless.layout(None).await.is_err());
+    }
 }

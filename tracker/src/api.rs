@@ -294,7 +294,6 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes/register", post(register))
         .route("/v1/nodes/heartbeat", post(heartbeat))
         .route("/v1/nodes/leave", post(leave))
-        .route("/v1/nodes/{id}/hot", get(hot_orders))
         .route("/v1/peers/announce", post(announce_peer))
         .route("/v1/reports", post(report_source))
         .route("/v1/popularity", get(popularity))
@@ -302,11 +301,20 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/publishers", get(publishers).post(add_publisher))
         .route("/v1/publishers/{key}", delete(remove_publisher))
-        .route("/v1/layout", get(layout))
         .route("/v1/layout/preview", get(layout_preview))
-        .route("/v1/partitions/{p}/segments", get(partition_segments))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
+        .merge(
+            // What nodes act on (repair, handover, hot copies) comes signed by the tracker.
+            Router::new()
+                .route("/v1/nodes/{id}/hot", get(hot_orders))
+                .route("/v1/layout", get(layout))
+                .route("/v1/partitions/{p}/segments", get(partition_segments))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    sign_response,
+                )),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -339,6 +347,48 @@ async fn count(
     };
     counter.fetch_add(1, Ordering::Relaxed);
     res
+}
+
+/// Signs a successful answer with the tracker's key, over its path, time and body (see
+/// [`medley_core::TrackerId::verify_statement`]), in `x-medley-tracker-time` and
+/// `x-medley-tracker-signature`.
+async fn sign_response(
+    AxState(app): AxState<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let res = next.run(req).await;
+    if !res.status().is_success() {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                .into_response();
+        }
+    };
+    let time = crate::state::now_ms();
+    let signature = app
+        .state
+        .sign_statement(&medley_core::api::signed_answer(&path, time, &bytes));
+    for (name, value) in [
+        (medley_core::api::ANSWER_TIME_HEADER, time.to_string()),
+        (
+            medley_core::api::ANSWER_SIGNATURE_HEADER,
+            hex::encode(signature),
+        ),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            parts.headers.insert(name, v);
+        }
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Refuses a request with `429 rate_limited` and `Retry-After` when its client address is

@@ -187,6 +187,35 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
         );
         assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
     }
+    // What nodes act on comes signed by the tracker's key.
+    let stats: Value = get_json(&http, &format!("{url}/v1/stats")).await;
+    let key: medley_core::TrackerId = stats["tracker_key"].as_str().unwrap().parse().unwrap();
+    for path in [
+        "/v1/layout".to_string(),
+        "/v1/layout?version=1".to_string(),
+        "/v1/partitions/3/segments?limit=5".to_string(),
+        format!("/v1/nodes/{}/hot", id(&nodes[2])),
+    ] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let time: u64 = r.headers()[medley_core::api::ANSWER_TIME_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(time.abs_diff(now_ms()) < 60_000);
+        let sig =
+            hex::decode(r.headers()[medley_core::api::ANSWER_SIGNATURE_HEADER].as_bytes()).unwrap();
+        let body = r.bytes().await.unwrap();
+        let signed = medley_core::api::signed_answer(&path, time, &body);
+        assert_eq!(key.verify_statement(&signed, &sig), Ok(()), "{path}");
+        let elsewhere = medley_core::api::signed_answer("/v1/layout?version=2", time, &body);
+        assert!(
+            key.verify_statement(&elsewhere, &sig).is_err(),
+            "{path}: bound to its path"
+        );
+    }
+
     let m = manifest("Reported", 100_000, 4, 2, &publisher());
     post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
     let liar_node = id(&nodes[0]);
