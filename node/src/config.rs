@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 18] = [
+pub const FIELDS: [FieldDoc; 19] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -61,6 +61,13 @@ pub const FIELDS: [FieldDoc; 18] = [
         name: "max_requests_per_peer",
         doc: "Inbound data-plane requests of any one peer handled at once; more from it are\n\
               answered busy, so a peer that floods cannot take the slots of the others.",
+        example: None,
+    },
+    FieldDoc {
+        name: "peer_bytes_per_sec",
+        doc: "Bytes per second the node sends any one peer, after a burst of one second's\n\
+              worth; more waits. Keeps a peer that asks without pause from taking the\n\
+              bandwidth and CPU of the others. 0: no limit.",
         example: None,
     },
     FieldDoc {
@@ -145,6 +152,8 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// Inbound data-plane requests of one peer handled at once; more are answered `BUSY`.
     pub max_requests_per_peer: usize,
+    /// Bytes per second sent to any one peer; 0: no limit.
+    pub peer_bytes_per_sec: ByteSize,
     /// Seconds a data-plane request may take before it fails.
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
@@ -181,6 +190,7 @@ impl Default for NodeConfig {
             max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
             max_connections: PeerConfig::default().max_connections,
             max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
+            peer_bytes_per_sec: ByteSize::mib(32),
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
             tracker_key: None,

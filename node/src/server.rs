@@ -20,7 +20,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::hot::HotTier;
 use crate::repair::{MaintenanceStats, Repairer};
 use crate::scrub::Scrubber;
-use crate::service::{GrantKey, StoreService};
+use crate::service::{GrantKey, PeerRates, StoreService};
 use crate::store::{Store, StoreError};
 use crate::tracker_api::TrackerApi;
 
@@ -116,6 +116,7 @@ impl Node {
             Arc::new(StoreService::new(
                 &me,
                 grant_key.clone(),
+                Arc::new(PeerRates::new(config.peer_bytes_per_sec.as_u64())),
                 store.clone(),
                 stats.clone(),
                 maintenance.clone(),

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use medley_daemon::RateLimiter;
 
 use futures::future::BoxFuture;
 use libp2p::PeerId;
@@ -46,6 +49,47 @@ impl GrantKey {
     }
 }
 
+/// A byte rate per peer for what the node sends (`peer_bytes_per_sec`), so one peer that
+/// asks without pause cannot take the node's bandwidth and CPU from the others. Peers idle
+/// for a while are forgotten.
+#[derive(Debug)]
+pub(crate) struct PeerRates {
+    rate: u64,
+    peers: parking_lot::Mutex<std::collections::HashMap<PeerId, (Arc<RateLimiter>, Instant)>>,
+}
+
+/// Peers remembered before idle ones are forgotten.
+const MAX_RATED_PEERS: usize = 4096;
+
+impl PeerRates {
+    pub(crate) fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            rate: bytes_per_sec,
+            peers: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// Waits until `bytes` to `peer` fit in its rate.
+    async fn send(&self, peer: PeerId, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let limiter = {
+            let mut peers = self.peers.lock();
+            let now = Instant::now();
+            if peers.len() >= MAX_RATED_PEERS && !peers.contains_key(&peer) {
+                peers.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
+            }
+            let entry = peers
+                .entry(peer)
+                .or_insert_with(|| (Arc::new(RateLimiter::new(self.rate)), now));
+            entry.1 = now;
+            entry.0.clone()
+        };
+        limiter.acquire(bytes).await;
+    }
+}
+
 /// Serves shards and hot segments from a [`Store`]. Store calls block (RocksDB, fsync), so
 /// each request runs on tokio's blocking pool.
 #[derive(Debug, Clone)]
@@ -53,6 +97,7 @@ pub(crate) struct StoreService {
     /// This node's peer id, as grants name it.
     node: Arc<str>,
     grant_key: Arc<GrantKey>,
+    rates: Arc<PeerRates>,
     store: Arc<Store>,
     stats: Arc<ServeStats>,
     maintenance: Arc<MaintenanceStats>,
@@ -64,6 +109,7 @@ impl StoreService {
     pub(crate) fn new(
         node: &PeerId,
         grant_key: Arc<GrantKey>,
+        rates: Arc<PeerRates>,
         store: Arc<Store>,
         stats: Arc<ServeStats>,
         maintenance: Arc<MaintenanceStats>,
@@ -72,6 +118,7 @@ impl StoreService {
         Self {
             node: node.to_string().into(),
             grant_key,
+            rates,
             store,
             stats,
             maintenance,
@@ -87,6 +134,7 @@ impl Handler for StoreService {
         let maintenance = self.maintenance.clone();
         let repair = self.repair.clone();
         let (node, grant_key) = (self.node.clone(), self.grant_key.get());
+        let rates = self.rates.clone();
         Box::pin(async move {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +165,7 @@ impl Handler for StoreService {
                         repair.notify_one();
                     }
                     if let Response::Shard { data } | Response::Segment { data } = &response {
+                        rates.send(from, data.len() as u64).await;
                         stats
                             .bytes_served
                             .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -67,6 +67,8 @@ async fn run(args: Args) -> Result<()> {
         data_dir: dir.path().to_path_buf(),
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
         capacity: bytesize::ByteSize::gib(64),
+        // One client moves everything: measure the data plane, not the per-peer cap.
+        peer_bytes_per_sec: bytesize::ByteSize::b(0),
         ..NodeConfig::default()
     })
     .await?;

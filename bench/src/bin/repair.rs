@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         .capacity(bytesize::ByteSize::gib(64))
         .log("warn")
         .node_config(&format!(
-            "repair_bytes_per_sec = 0\nscrub_bytes_per_sec = 0\nrepair_concurrency = {}",
+            "repair_bytes_per_sec = 0\nscrub_bytes_per_sec = 0\npeer_bytes_per_sec = 0\nrepair_concurrency = {}",
             args.concurrency
         ));
     if let Some(d) = &args.bin_dir {

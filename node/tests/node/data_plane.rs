@@ -283,15 +283,17 @@ impl request_response::Codec for RawCodec {
 }
 
 fn raw_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
+    raw_swarm_speaking(PROTOCOL_NAME)
+}
+
+/// A raw client that speaks only protocol `name`.
+fn raw_swarm_speaking(name: &'static str) -> Swarm<request_response::Behaviour<RawCodec>> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_quic()
         .with_behaviour(|_| {
             request_response::Behaviour::new(
-                [(
-                    StreamProtocol::new(PROTOCOL_NAME),
-                    ProtocolSupport::Outbound,
-                )],
+                [(StreamProtocol::new(name), ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
             )
         })
@@ -408,6 +410,28 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     .encode();
     let r = send_raw(&mut raw, &a, frame(&body)).await;
     assert!(!matches!(r, Ok(Response::Stored)), "{r:?}");
+
+    // An older protocol version is not spoken: the stream is refused.
+    let mut old = raw_swarm_speaking("/medley/data/1");
+    let r = send_raw(&mut old, &a, frame(&Request::GetShard { id }.encode())).await;
+    assert!(r.as_ref().is_err_and(|e| e.contains("protocol")), "{r:?}");
+
+    // A replayed put (same grant, same bytes) changes nothing: the shard is there once.
+    let used = c.has(a.peer_id, a.addrs.clone(), vec![id]).await.unwrap();
+    let again = Request::PutShard {
+        id,
+        grant: Box::new(grant(&a.peer_id, &good)),
+        data: good.clone(),
+    }
+    .encode();
+    assert_eq!(
+        send_raw(&mut raw, &a, frame(&again)).await,
+        Ok(Response::Stored)
+    );
+    assert_eq!(
+        c.has(a.peer_id, a.addrs.clone(), vec![id]).await.unwrap(),
+        used
+    );
 
     // The node still serves, both to the raw client and to a well-behaved one.
     assert!(a.alive());
@@ -678,4 +702,64 @@ async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
                 .is_ok()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("medley-node.toml"),
+        "peer_bytes_per_sec = \"1 MiB\"\n",
+    )
+    .unwrap();
+    let node = NodeProcess::start_in(dir.path(), &[]);
+    let (greedy, other) = (client().await, client().await);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let data = bytes(700 + i, 512 * 1024);
+        ids.push(
+            greedy
+                .put_shard(
+                    node.peer_id,
+                    node.addrs.clone(),
+                    data.clone(),
+                    grant(&node.peer_id, &data),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    // 3 MiB to one peer: the first MiB passes at once, the other two take about 2 s.
+    let started = std::time::Instant::now();
+    let take_all = {
+        let (greedy, node_id, addrs, ids) = (
+            greedy.clone(),
+            node.peer_id,
+            node.addrs.clone(),
+            ids.clone(),
+        );
+        tokio::spawn(async move {
+            for id in ids {
+                greedy.get_shard(node_id, addrs.clone(), id).await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Meanwhile another peer gets its shard within its own burst.
+    let asked = std::time::Instant::now();
+    other
+        .get_shard(node.peer_id, node.addrs.clone(), ids[0])
+        .await
+        .unwrap();
+    let other_took = asked.elapsed();
+    take_all.await.unwrap();
+    let greedy_took = started.elapsed();
+    assert!(
+        greedy_took >= Duration::from_millis(1500),
+        "3 MiB at 1 MiB/s after a 1 MiB burst took only {greedy_took:?}"
+    );
+    assert!(
+        other_took < greedy_took / 2,
+        "the other peer waited {other_took:?} (greedy {greedy_took:?})"
+    );
 }
