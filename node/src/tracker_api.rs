@@ -153,12 +153,15 @@ impl TrackerApi {
             .as_ref()
             .and_then(|k| k.get())
             .ok_or_else(|| refuse("the tracker's key is not known yet".into()))?;
-        let transport = |source| TrackerCallError::Transport {
-            url: url.clone(),
-            source,
-        };
-        let resp = self.http.get(&url).send().await.map_err(transport)?;
-        let status = resp.status();
+        let resp =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| TrackerCallError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -169,14 +172,7 @@ impl TrackerApi {
             header(medley_core::api::ANSWER_TIME_HEADER),
             header(medley_core::api::ANSWER_SIGNATURE_HEADER),
         );
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(TrackerCallError::Status {
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-        }
+        let bytes = answer_bytes(resp, &url).await?;
         let (Some(time), Some(signature)) = (time, signature) else {
             return Err(refuse("the answer is not signed".into()));
         };
@@ -299,14 +295,7 @@ impl TrackerApi {
         };
         let resp = self.http.get(&url).send().await.map_err(transport)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(TrackerCallError::Status {
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-        }
+        let bytes = answer_bytes(resp, &url).await?;
         Manifest::decode_expecting(&bytes, id).map_err(|e| TrackerCallError::Status {
             url,
             status: status.as_u16(),
@@ -339,6 +328,30 @@ impl TrackerApi {
         }
         let a: Answer = self.send(req, url).await?;
         Ok(a.layout_version)
+    }
+}
+
+/// The body of a successful answer, or the error status with its body.
+async fn answer_bytes(
+    resp: reqwest::Response,
+    url: &str,
+) -> Result<axum::body::Bytes, TrackerCallError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| TrackerCallError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(TrackerCallError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
     }
 }
 

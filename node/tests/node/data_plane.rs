@@ -605,28 +605,13 @@ fn a_second_signal_exits_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_peer_is_told_busy_and_another_peer_is_still_served() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("medley-node.toml"),
+    let (node, ids) = node_holding(
+        dir.path(),
         "max_concurrent_requests = 8\nmax_requests_per_peer = 4\n",
+        900..908,
+        1 << 20,
     )
-    .unwrap();
-    let node = NodeProcess::start_in(dir.path(), &[]);
-    let setup = client().await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        let data = bytes(900 + i, 1 << 20);
-        ids.push(
-            setup
-                .put_shard(
-                    node.peer_id,
-                    node.addrs.clone(),
-                    data.clone(),
-                    grant(&node.peer_id, &data),
-                )
-                .await
-                .unwrap(),
-        );
-    }
+    .await;
     let (flooder, honest) = (client().await, client().await);
     // 200 requests at once from one peer.
     let flood: Vec<_> = (0..200)
@@ -707,28 +692,14 @@ async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("medley-node.toml"),
+    let (node, ids) = node_holding(
+        dir.path(),
         "peer_bytes_per_sec = \"1 MiB\"\n",
+        700..706,
+        512 * 1024,
     )
-    .unwrap();
-    let node = NodeProcess::start_in(dir.path(), &[]);
+    .await;
     let (greedy, other) = (client().await, client().await);
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let data = bytes(700 + i, 512 * 1024);
-        ids.push(
-            greedy
-                .put_shard(
-                    node.peer_id,
-                    node.addrs.clone(),
-                    data.clone(),
-                    grant(&node.peer_id, &data),
-                )
-                .await
-                .unwrap(),
-        );
-    }
     // 3 MiB to one peer: the first MiB passes at once, the other two take about 2 s.
     let started = std::time::Instant::now();
     let take_all = {
@@ -762,4 +733,29 @@ async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
         other_took < greedy_took / 2,
         "the other peer waited {other_took:?} (greedy {greedy_took:?})"
     );
+}
+
+/// A node started in `dir` with `config` as its file, holding shards of `len` bytes made from
+/// `seeds`; their ids in order.
+async fn node_holding(
+    dir: &std::path::Path,
+    config: &str,
+    seeds: std::ops::Range<u64>,
+    len: usize,
+) -> (NodeProcess, Vec<ShardId>) {
+    std::fs::write(dir.join("medley-node.toml"), config).unwrap();
+    let node = NodeProcess::start_in(dir, &[]);
+    let setup = client().await;
+    let mut ids = Vec::new();
+    for seed in seeds {
+        let data = bytes(seed, len);
+        let g = grant(&node.peer_id, &data);
+        ids.push(
+            setup
+                .put_shard(node.peer_id, node.addrs.clone(), data, g)
+                .await
+                .unwrap(),
+        );
+    }
+    (node, ids)
 }

@@ -24,10 +24,26 @@ fn signed(
     body: &Value,
     time_ms: u64,
 ) -> reqwest::RequestBuilder {
+    signed_as(http, base, path, path, key, None, body, time_ms)
+}
+
+/// As [`signed`], but the signature covers `signed_path`, and `peer` (if given) is sent as
+/// the signer instead of `key`'s peer id.
+#[allow(clippy::too_many_arguments)]
+fn signed_as(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    signed_path: &str,
+    key: &Keypair,
+    peer: Option<&str>,
+    body: &Value,
+    time_ms: u64,
+) -> reqwest::RequestBuilder {
     let bytes = serde_json::to_vec(body).unwrap();
-    let sig = sign_request(key, "POST", path, &bytes, time_ms);
+    let sig = sign_request(key, "POST", signed_path, &bytes, time_ms);
     http.post(format!("{base}{path}"))
-        .header(PEER_HEADER, sig.peer)
+        .header(PEER_HEADER, peer.map_or(sig.peer, str::to_string))
         .header(TIME_HEADER, sig.time_ms.to_string())
         .header(SIGNATURE_HEADER, sig.signature)
         .header("content-type", "application/json")
@@ -87,31 +103,31 @@ async fn unsigned_forged_stale_and_replayed_requests_are_refused_and_change_noth
         ),
         (
             "signed for another path",
-            {
-                let bytes = serde_json::to_vec(&reg).unwrap();
-                let sig = sign_request(&node, "POST", "/v1/nodes/leave", &bytes, now_ms());
-                http.post(format!("{url}{path}"))
-                    .header(PEER_HEADER, sig.peer)
-                    .header(TIME_HEADER, sig.time_ms.to_string())
-                    .header(SIGNATURE_HEADER, sig.signature)
-                    .header("content-type", "application/json")
-                    .body(bytes)
-            },
+            signed_as(
+                &http,
+                &url,
+                path,
+                "/v1/nodes/leave",
+                &node,
+                None,
+                &reg,
+                now_ms(),
+            ),
             StatusCode::UNAUTHORIZED,
             "bad_request_signature",
         ),
         (
             "a peer id that embeds no key",
-            {
-                let bytes = serde_json::to_vec(&reg).unwrap();
-                let sig = sign_request(&node, "POST", path, &bytes, now_ms());
-                http.post(format!("{url}{path}"))
-                    .header(PEER_HEADER, "node-0")
-                    .header(TIME_HEADER, sig.time_ms.to_string())
-                    .header(SIGNATURE_HEADER, sig.signature)
-                    .header("content-type", "application/json")
-                    .body(bytes)
-            },
+            signed_as(
+                &http,
+                &url,
+                path,
+                path,
+                &node,
+                Some("node-0"),
+                &reg,
+                now_ms(),
+            ),
             StatusCode::UNAUTHORIZED,
             "bad_request_signature",
         ),
