@@ -220,15 +220,22 @@ mod tests {
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
+    burst: f64,
     state: std::sync::Mutex<(f64, std::time::Instant)>,
 }
 
 impl RateLimiter {
-    /// A limiter of `bytes_per_sec` (0: unlimited).
+    /// A limiter of `bytes_per_sec` (0: unlimited), with a burst of one second's worth.
     pub fn new(bytes_per_sec: u64) -> Self {
+        Self::with_burst(bytes_per_sec, bytes_per_sec)
+    }
+
+    /// A limiter of `bytes_per_sec` (0: unlimited) that lets `burst` bytes pass at once.
+    pub fn with_burst(bytes_per_sec: u64, burst: u64) -> Self {
         Self {
             rate: bytes_per_sec as f64,
-            state: std::sync::Mutex::new((bytes_per_sec as f64, std::time::Instant::now())),
+            burst: burst as f64,
+            state: std::sync::Mutex::new((burst as f64, std::time::Instant::now())),
         }
     }
 
@@ -246,7 +253,7 @@ impl RateLimiter {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = std::time::Instant::now();
             let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-            s.0 = (s.0 + refill).min(self.rate) - bytes as f64;
+            s.0 = (s.0 + refill).min(self.burst) - bytes as f64;
             s.1 = now;
             if s.0 < 0.0 { -s.0 / self.rate } else { 0.0 }
         };

@@ -49,8 +49,9 @@ pub struct PeerConfig {
     /// Inbound requests handled at once; more get `BUSY`. 64 keeps a node with a 2-core
     /// machine and one disk busy without queueing unboundedly.
     pub max_concurrent_inbound: usize,
-    /// Inbound requests of any one peer handled at once; more from it are answered `BUSY`,
-    /// so one peer flooding cannot take every slot from the others.
+    /// Inbound requests of any one peer handled at once; more from it are answered `BUSY`
+    /// after a quarter of a second, so one peer flooding cannot take every slot from the
+    /// others, nor spin on the refusals.
     pub max_inbound_per_peer: usize,
     /// Incoming connections kept at once; more are refused while the handshake completes.
     pub max_connections: u32,
@@ -272,12 +273,16 @@ impl Peer {
 
         let (tx, rx) = mpsc::channel(256);
         let (done_tx, done_rx) = mpsc::channel(config.max_concurrent_inbound.max(1));
+        let (late_tx, late_rx) = mpsc::channel(MAX_DELAYED_BUSY);
         let actor = Actor {
             swarm,
             handler,
             commands: rx,
             done_tx,
             done_rx,
+            late_tx,
+            late_rx,
+            delayed: Arc::default(),
             pending: HashMap::new(),
             in_flight: 0,
             max_in_flight: config.max_concurrent_inbound,
@@ -473,12 +478,22 @@ fn unexpected(peer: PeerId, response: Response) -> RequestError {
     }
 }
 
+/// How long a peer over its own in-flight limit waits for its `BUSY` answer.
+const BUSY_DELAY: Duration = Duration::from_millis(250);
+/// Most delayed `BUSY` answers held at once, over all peers.
+const MAX_DELAYED_BUSY: usize = 4096;
+
 struct Actor {
     swarm: Swarm<Behaviour>,
     handler: Arc<dyn Handler>,
     commands: mpsc::Receiver<Command>,
     done_tx: mpsc::Sender<(PeerId, ResponseChannel<Response>, Response)>,
     done_rx: mpsc::Receiver<(PeerId, ResponseChannel<Response>, Response)>,
+    /// `BUSY` answers to a peer over its own limit, sent after [`BUSY_DELAY`] so that a
+    /// flooding peer cannot spin on them; at most [`MAX_DELAYED_BUSY`] held at once.
+    late_tx: mpsc::Sender<(ResponseChannel<Response>, Response)>,
+    late_rx: mpsc::Receiver<(ResponseChannel<Response>, Response)>,
+    delayed: Arc<std::sync::atomic::AtomicUsize>,
     /// Inbound requests in flight, by peer.
     per_peer: HashMap<PeerId, usize>,
     max_per_peer: usize,
@@ -499,6 +514,9 @@ impl Actor {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
+                Some((channel, response)) = self.late_rx.recv() => {
+                    self.respond(channel, response);
+                }
                 Some((peer, channel, response)) = self.done_rx.recv() => {
                     self.in_flight -= 1;
                     if let Some(n) = self.per_peer.get_mut(&peer) {
@@ -666,7 +684,21 @@ impl Actor {
         let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
         if mine >= self.max_per_peer {
             let message = format!("{mine} of your requests in flight, the most one peer may have");
-            self.respond(channel, Response::error(ErrorCode::BUSY, message));
+            let busy = Response::error(ErrorCode::BUSY, message);
+            // A peer past its own limit waits for the answer: asking again at once would
+            // only spin. Held answers are bounded; past the bound they go at once.
+            let delayed = self.delayed.clone();
+            if delayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < MAX_DELAYED_BUSY {
+                let late = self.late_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(BUSY_DELAY).await;
+                    delayed.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = late.send((channel, busy)).await;
+                });
+            } else {
+                delayed.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.respond(channel, busy);
+            }
             return;
         }
         *self.per_peer.entry(peer).or_default() += 1;

@@ -65,9 +65,9 @@ pub const FIELDS: [FieldDoc; 19] = [
     },
     FieldDoc {
         name: "peer_bytes_per_sec",
-        doc: "Bytes per second the node sends any one peer, after a burst of one second's\n\
-              worth; more waits. Keeps a peer that asks without pause from taking the\n\
-              bandwidth and CPU of the others. 0: no limit.",
+        doc: "Bytes per second the node sends any one peer, after a burst of an eighth of a\n\
+              second's worth (at least one segment); more waits. Keeps a peer that asks\n\
+              without pause from taking the bandwidth and CPU of the others. 0: no limit.",
         example: None,
     },
     FieldDoc {
@@ -190,7 +190,7 @@ impl Default for NodeConfig {
             max_concurrent_requests: PeerConfig::default().max_concurrent_inbound,
             max_connections: PeerConfig::default().max_connections,
             max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
-            peer_bytes_per_sec: ByteSize::mib(32),
+            peer_bytes_per_sec: ByteSize::mib(16),
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
             tracker_key: None,

@@ -69,6 +69,12 @@ impl PeerRates {
         }
     }
 
+    /// What a peer may take at once: an eighth of a second's worth, at least one segment
+    /// (a cold start's first shards pass unslowed; a flood gets little ahead of the rate).
+    fn burst(&self) -> u64 {
+        (self.rate / 8).max(u64::from(medley_core::DEFAULT_SEGMENT_SIZE))
+    }
+
     /// Waits until `bytes` to `peer` fit in its rate.
     async fn send(&self, peer: PeerId, bytes: u64) {
         if self.rate == 0 {
@@ -80,9 +86,12 @@ impl PeerRates {
             if peers.len() >= MAX_RATED_PEERS && !peers.contains_key(&peer) {
                 peers.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
             }
-            let entry = peers
-                .entry(peer)
-                .or_insert_with(|| (Arc::new(RateLimiter::new(self.rate)), now));
+            let entry = peers.entry(peer).or_insert_with(|| {
+                (
+                    Arc::new(RateLimiter::with_burst(self.rate, self.burst())),
+                    now,
+                )
+            });
             entry.1 = now;
             entry.0.clone()
         };

@@ -700,7 +700,7 @@ async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
     )
     .await;
     let (greedy, other) = (client().await, client().await);
-    // 3 MiB to one peer: the first MiB passes at once, the other two take about 2 s.
+    // 3 MiB to one peer at 1 MiB/s (after a burst of a segment): about 2.75 s.
     let started = std::time::Instant::now();
     let take_all = {
         let (greedy, node_id, addrs, ids) = (
@@ -726,8 +726,8 @@ async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
     take_all.await.unwrap();
     let greedy_took = started.elapsed();
     assert!(
-        greedy_took >= Duration::from_millis(1500),
-        "3 MiB at 1 MiB/s after a 1 MiB burst took only {greedy_took:?}"
+        greedy_took >= Duration::from_millis(2000),
+        "3 MiB at 1 MiB/s took only {greedy_took:?}"
     );
     assert!(
         other_took < greedy_took / 2,
