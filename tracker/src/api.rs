@@ -318,6 +318,10 @@ pub(crate) fn router(app: Shared) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
+            time_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
             rate_limit,
         ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
@@ -389,6 +393,25 @@ async fn sign_response(
         }
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Ends a request that takes longer than `request_timeout_secs`, reading its body included,
+/// with `408 timeout`: a client that sends slowly cannot hold a connection and a task.
+async fn time_limit(
+    AxState(app): AxState<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = std::time::Duration::from_secs(app.state.config().request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// Refuses a request with `429 rate_limited` and `Retry-After` when its client address is

@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 19] = [
+pub const FIELDS: [FieldDoc; 20] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -114,6 +114,12 @@ pub const FIELDS: [FieldDoc; 19] = [
         example: None,
     },
     FieldDoc {
+        name: "request_timeout_secs",
+        doc: "Seconds a request may take, reading its body included; past it the answer is\n\
+              408 timeout, so a client that sends slowly cannot hold a connection.",
+        example: None,
+    },
+    FieldDoc {
         name: "rate_limit_per_sec",
         doc: "Requests per second each client address may make, sustained; past it (and the\n\
               burst) requests get 429 rate_limited with Retry-After. 0: no limit (put a proxy\n\
@@ -172,6 +178,8 @@ pub struct TrackerConfig {
     pub ban_secs: u64,
     /// Whether node and listener reports must be signed with the sender's peer key.
     pub require_signatures: bool,
+    /// Seconds a request may take, reading its body included.
+    pub request_timeout_secs: u64,
     /// Requests per second per client address; 0: no limit.
     pub rate_limit_per_sec: u32,
     /// Requests a client address may make at once above the sustained rate.
@@ -201,6 +209,7 @@ impl Default for TrackerConfig {
             ban_reporters: 2,
             ban_secs: 3600,
             require_signatures: true,
+            request_timeout_secs: 30,
             rate_limit_per_sec: 100,
             rate_limit_burst: 400,
             admin_token: None,
@@ -247,6 +256,12 @@ impl TrackerConfig {
         if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "hot_half_life_secs/peer_ttl_secs",
+                reason: "must be at least 1",
+            });
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "request_timeout_secs",
                 reason: "must be at least 1",
             });
         }

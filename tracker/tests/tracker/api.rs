@@ -882,3 +882,38 @@ async fn a_client_over_the_rate_limit_is_told_to_wait_and_others_are_unaffected(
     let r = flooder.get(format!("{url}/v1/stats")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "served again after waiting");
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_body_too_slowly_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tracker::bind(TrackerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        request_timeout_secs: 1,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = t.url();
+    let addr = url.trim_start_matches("http://");
+    // Headers promise 100 bytes of body; none come.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/publish HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile others are served.
+    let r = reqwest::get(format!("{url}/v1/stats")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats: Value = get_json(&reqwest::Client::new(), &format!("{url}/v1/stats")).await;
+    assert_eq!(stats["songs"], 0, "nothing was published");
+}
