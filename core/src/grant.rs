@@ -16,12 +16,11 @@
 //! Signed message: [`GRANT_CONTEXT`] `|| postcard(node, expires, shards)`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::hash::{ParseIdError, ShardId};
+use crate::hash::ShardId;
 
 /// Most shard ids one grant lists; the tracker splits larger sets into several grants.
 pub const MAX_GRANT_SHARDS: usize = 256;
@@ -38,37 +37,7 @@ const STATEMENT_CONTEXT: &[u8] = b"medley tracker statement v1\0";
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackerId(pub [u8; 32]);
 
-impl Serialize for TrackerId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::hash::Hash::from_bytes(self.0).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrackerId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::hash::Hash::deserialize(d).map(|h| Self(*h.as_bytes()))
-    }
-}
-
-impl fmt::Display for TrackerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&crate::hash::Hash::from_bytes(self.0), f)
-    }
-}
-
-impl fmt::Debug for TrackerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrackerId({self})")
-    }
-}
-
-impl FromStr for TrackerId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse::<crate::hash::Hash>().map(|h| Self(*h.as_bytes()))
-    }
-}
+key_id_impls!(TrackerId);
 
 impl TrackerId {
     /// Checks a signature made by [`TrackerKey::sign_statement`] over `message`.

@@ -29,6 +29,45 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// Serialization, display and parsing of a 32-byte public key newtype, the same as
+/// [`Hash`]'s: hex in text and JSON, raw bytes in postcard.
+macro_rules! key_id_impls {
+    ($name:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serde::Serialize::serialize(&crate::hash::Hash::from_bytes(self.0), s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <crate::hash::Hash as serde::Deserialize>::deserialize(d)
+                    .map(|h| Self(*h.as_bytes()))
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&crate::hash::Hash::from_bytes(self.0), f)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::hash::ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse::<crate::hash::Hash>().map(|h| Self(*h.as_bytes()))
+            }
+        }
+    };
+}
+
 pub mod api;
 mod erasure;
 mod grant;

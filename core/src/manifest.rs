@@ -18,10 +18,9 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
 
 use crate::erasure::{Codec, CodecError};
-use crate::hash::{ParseIdError, SegmentId, ShardId, SongId};
+use crate::hash::{SegmentId, ShardId, SongId};
 use crate::segment::{MAX_SEGMENT_SIZE, segment_count};
 
 /// The manifest format this code writes.
@@ -76,37 +75,7 @@ pub struct SegmentEntry {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublisherId(pub [u8; 32]);
 
-impl Serialize for PublisherId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::hash::Hash::from_bytes(self.0).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for PublisherId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::hash::Hash::deserialize(d).map(|h| Self(*h.as_bytes()))
-    }
-}
-
-impl fmt::Display for PublisherId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&crate::hash::Hash::from_bytes(self.0), f)
-    }
-}
-
-impl fmt::Debug for PublisherId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublisherId({self})")
-    }
-}
-
-impl FromStr for PublisherId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse::<crate::hash::Hash>().map(|h| Self(*h.as_bytes()))
-    }
-}
+key_id_impls!(PublisherId);
 
 /// A publisher's signing key.
 #[derive(Clone)]

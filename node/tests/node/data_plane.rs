@@ -7,7 +7,7 @@ use libp2p::{StreamProtocol, Swarm};
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, MAX_MESSAGE_SIZE, PROTOCOL_NAME, Request, Response};
 
-use crate::support::{NodeProcess, bytes, client, grant};
+use crate::support::{NodeProcess, bytes, client, grant, put};
 use medley_core::test_utils::{test_grant, test_tracker_key};
 use medley_net::RequestError;
 
@@ -143,26 +143,11 @@ async fn puts_without_a_valid_grant_are_refused_and_store_nothing() {
     // A node with no tracker key at all refuses every put, even one with a grant.
     let dir = tempfile::tempdir().unwrap();
     let keyless = NodeProcess::start_keyless(dir.path());
-    let err = c
-        .put_shard(
-            keyless.peer_id,
-            keyless.addrs.clone(),
-            data.clone(),
-            grant(&keyless.peer_id, &data),
-        )
-        .await
-        .unwrap_err();
+    let err = put(&c, &keyless, &data).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::FORBIDDEN), "{err}");
     assert!(err.to_string().contains("key"), "{err}");
     // The node keeps serving: the valid grant stores the shard.
-    c.put_shard(
-        a.peer_id,
-        a.addrs.clone(),
-        data.clone(),
-        grant(&a.peer_id, &data),
-    )
-    .await
-    .unwrap();
+    put(&c, &a, &data).await.unwrap();
     assert_eq!(
         c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(),
         data
@@ -207,15 +192,7 @@ async fn wrong_hash_and_full_store_are_refused() {
         "nothing was stored under the wrong id"
     );
 
-    let id = c
-        .put_shard(
-            a.peer_id,
-            a.addrs.clone(),
-            data.clone(),
-            grant(&a.peer_id, &data),
-        )
-        .await
-        .unwrap();
+    let id = put(&c, &a, &data).await.unwrap();
     let err = c
         .put_shard(
             a.peer_id,
@@ -346,15 +323,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     let mut a = NodeProcess::start(&[]);
     let c = client().await;
     let good = bytes(7, 10_000);
-    let id = c
-        .put_shard(
-            a.peer_id,
-            a.addrs.clone(),
-            good.clone(),
-            grant(&a.peer_id, &good),
-        )
-        .await
-        .unwrap();
+    let id = put(&c, &a, &good).await.unwrap();
     let mut raw = raw_swarm();
 
     // Garbage that is not a request.
@@ -450,15 +419,7 @@ async fn node_survives_kill_9_with_its_shards_and_identity() {
     let first = NodeProcess::start_in(dir.path(), &[]);
     let c = client().await;
     let data = bytes(3, 30_000);
-    let id = c
-        .put_shard(
-            first.peer_id,
-            first.addrs.clone(),
-            data.clone(),
-            grant(&first.peer_id, &data),
-        )
-        .await
-        .unwrap();
+    let id = put(&c, &first, &data).await.unwrap();
     // kill -9 right after the acknowledgement: the shard must already be on disk.
     let peer = first.peer_id;
     drop(first);

@@ -13,6 +13,21 @@ pub(crate) fn grant(node: &PeerId, data: &[u8]) -> medley_core::Grant {
     medley_core::test_utils::test_grant(&node.to_string(), vec![medley_core::ShardId::of(data)])
 }
 
+/// Puts `data` on `node` under a valid grant; the shard's id.
+pub(crate) async fn put(
+    c: &PeerHandle,
+    node: &NodeProcess,
+    data: &[u8],
+) -> Result<medley_core::ShardId, medley_net::RequestError> {
+    c.put_shard(
+        node.peer_id,
+        node.addrs.clone(),
+        data.to_vec(),
+        grant(&node.peer_id, data),
+    )
+    .await
+}
+
 /// A node process, killed when dropped.
 pub(crate) struct NodeProcess {
     pub(crate) child: Child,
