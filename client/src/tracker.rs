@@ -534,28 +534,31 @@ impl TrackerClient {
         &self,
         manifest: &Manifest,
     ) -> Result<medley_core::api::PublishGrants, ClientError> {
-        let req = self
-            .http
-            .post(format!("{}/v1/publish/grants", self.base))
-            .header("content-type", "application/octet-stream")
-            .body(manifest.encoded().to_vec());
-        let resp = self.send("the manifest", req).await?;
-        resp.json().await.map_err(|e| ClientError::BadTrackerData {
-            what: "publish grants",
-            reason: e.to_string(),
-        })
+        self.post_manifest("/v1/publish/grants", manifest, "publish grants")
+            .await
     }
 
     /// Commits a signed manifest.
     pub async fn publish(&self, manifest: &Manifest) -> Result<Committed, ClientError> {
+        self.post_manifest("/v1/publish", manifest, "publish answer")
+            .await
+    }
+
+    /// POSTs `manifest`'s encoding to `path` and reads the JSON answer (`what`, for errors).
+    async fn post_manifest<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        manifest: &Manifest,
+        what: &'static str,
+    ) -> Result<T, ClientError> {
         let req = self
             .http
-            .post(format!("{}/v1/publish", self.base))
+            .post(format!("{}{path}", self.base))
             .header("content-type", "application/octet-stream")
             .body(manifest.encoded().to_vec());
         let resp = self.send("the manifest", req).await?;
         resp.json().await.map_err(|e| ClientError::BadTrackerData {
-            what: "publish answer",
+            what,
             reason: e.to_string(),
         })
     }

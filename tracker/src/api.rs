@@ -86,16 +86,18 @@ impl<T> Signed<T> {
     }
 }
 
-fn signature_error(e: &SignatureError) -> ApiError {
-    let (status, code) = match e {
-        SignatureError::Missing(_) => (StatusCode::UNAUTHORIZED, "unsigned"),
-        SignatureError::Replayed => (StatusCode::CONFLICT, "replayed"),
-        SignatureError::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_request"),
-        SignatureError::BadPeer(_) | SignatureError::BadSignature(_) => {
-            (StatusCode::UNAUTHORIZED, "bad_request_signature")
-        }
-    };
-    ApiError::new(status, code, e.to_string())
+impl From<SignatureError> for ApiError {
+    fn from(e: SignatureError) -> Self {
+        let (status, code) = match &e {
+            SignatureError::Missing(_) => (StatusCode::UNAUTHORIZED, "unsigned"),
+            SignatureError::Replayed => (StatusCode::CONFLICT, "replayed"),
+            SignatureError::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_request"),
+            SignatureError::BadPeer(_) | SignatureError::BadSignature(_) => {
+                (StatusCode::UNAUTHORIZED, "bad_request_signature")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
 }
 
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for Signed<T> {
@@ -134,12 +136,9 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for Sign
             (None, None, None) if !app.state.config().require_signatures => None,
             (peer, time, signature) => {
                 let sig = RequestSignature {
-                    peer: peer
-                        .ok_or(SignatureError::Missing(PEER_HEADER))
-                        .map_err(|e| signature_error(&e))?,
+                    peer: peer.ok_or(SignatureError::Missing(PEER_HEADER))?,
                     time_ms: time
-                        .ok_or(SignatureError::Missing(TIME_HEADER))
-                        .map_err(|e| signature_error(&e))?
+                        .ok_or(SignatureError::Missing(TIME_HEADER))?
                         .parse()
                         .map_err(|_| {
                             ApiError::new(
@@ -148,18 +147,12 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for Sign
                                 format!("{TIME_HEADER} is not a number of milliseconds"),
                             )
                         })?,
-                    signature: signature
-                        .ok_or(SignatureError::Missing(SIGNATURE_HEADER))
-                        .map_err(|e| signature_error(&e))?,
+                    signature: signature.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?,
                 };
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let now = crate::state::now_ms();
-                let peer = verify_request(&sig, parts.method.as_str(), path, &bytes, now)
-                    .map_err(|e| signature_error(&e))?;
-                app.replays
-                    .lock()
-                    .check(&sig, now)
-                    .map_err(|e| signature_error(&e))?;
+                let peer = verify_request(&sig, parts.method.as_str(), path, &bytes, now)?;
+                app.replays.lock().check(&sig, now)?;
                 Some(peer.to_string())
             }
         };
