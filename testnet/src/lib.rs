@@ -16,6 +16,7 @@
 
 pub mod demo;
 pub mod library;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

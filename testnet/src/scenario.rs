@@ -1,0 +1,1223 @@
+//! Research scenarios: a network (regions, nodes, listeners, links), a catalogue, a workload
+//! and faults on a timeline, read from TOML and checked before anything starts; and the
+//! schedule a seed draws from them (every session, play, skip, seek and fault, in time).
+//!
+//! The same scenario and seed always give the same [`Schedule`]: it is drawn from a PCG
+//! generator seeded by the seed alone, before the run, and written beside the results.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use bytesize::ByteSize;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Why a scenario was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type, or an unknown field.
+    #[error("invalid scenario: {0}")]
+    Syntax(String),
+    /// A field holds a value the testnet cannot run.
+    #[error("invalid scenario: `{field}`: {message}")]
+    Field {
+        /// Its path, e.g. `network.links[0].latency_ms`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ScenarioError {
+    /// The field the error is about, if it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+    ScenarioError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A whole scenario, as in `testnet/scenarios/*.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in the report.
+    pub name: String,
+    /// What it studies.
+    #[serde(default)]
+    pub description: String,
+    /// How long the workload runs, in seconds of wall time.
+    pub duration_secs: f64,
+    /// Seed of the schedule (`--seed` overrides it).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Playback speed-up: a song of 10 s plays in 10/speed s (and its deadlines with it).
+    #[serde(default = "one")]
+    pub speed: f64,
+    /// Seconds between samples of node metrics.
+    #[serde(default = "default_sample_secs")]
+    pub sample_secs: f64,
+    /// The regions, with their nodes and listeners.
+    pub regions: Vec<Region>,
+    /// Latency, jitter, loss and bandwidth within and between regions.
+    #[serde(default)]
+    pub network: Network,
+    /// The songs published before the workload starts.
+    pub catalogue: Catalogue,
+    /// What the listeners do.
+    pub workload: Workload,
+    /// Faults at given times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Random restarts of nodes and listeners, drawn from the seed.
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    /// Extra lines of every node's `medley-node.toml`.
+    #[serde(default)]
+    pub node_config: String,
+    /// Extra lines of the tracker's `medley-tracker.toml`.
+    #[serde(default)]
+    pub tracker_config: String,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_sample_secs() -> f64 {
+    2.0
+}
+
+/// A region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Its name, e.g. `eu-west`.
+    pub name: String,
+    /// Storage nodes in it.
+    pub nodes: usize,
+    /// Each node's capacity, e.g. `"2 GiB"`.
+    #[serde(default = "default_capacity")]
+    pub node_capacity: ByteSize,
+    /// Listeners in it.
+    pub listeners: usize,
+}
+
+fn default_capacity() -> ByteSize {
+    ByteSize::gib(2)
+}
+
+/// The conditions of a link.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// One-way delay in ms (a round trip takes twice this).
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Variation of the delay in ms.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Packets lost, in percent.
+    #[serde(default)]
+    pub loss_pct: f64,
+    /// Bandwidth in Mbit/s; 0 is unlimited.
+    #[serde(default)]
+    pub bandwidth_mbit: f64,
+}
+
+/// The conditions between two given regions (both ways).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLink {
+    /// The two regions.
+    pub between: [String; 2],
+    /// One-way delay in ms.
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Variation of the delay in ms.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Packets lost, in percent.
+    #[serde(default)]
+    pub loss_pct: f64,
+    /// Bandwidth in Mbit/s; 0 is unlimited.
+    #[serde(default)]
+    pub bandwidth_mbit: f64,
+}
+
+impl RegionLink {
+    fn link(&self) -> Link {
+        Link {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            loss_pct: self.loss_pct,
+            bandwidth_mbit: self.bandwidth_mbit,
+        }
+    }
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Within a region.
+    #[serde(default)]
+    pub within: Link,
+    /// Between any two regions not listed in `links`.
+    #[serde(default)]
+    pub between: Link,
+    /// Between given pairs of regions.
+    #[serde(default)]
+    pub links: Vec<RegionLink>,
+}
+
+impl Network {
+    /// The conditions from region `a` to region `b` (`within` when equal).
+    pub fn link(&self, a: &str, b: &str) -> Link {
+        if a == b {
+            return self.within;
+        }
+        self.links
+            .iter()
+            .find(|l| {
+                (l.between[0] == a && l.between[1] == b) || (l.between[0] == b && l.between[1] == a)
+            })
+            .map_or(self.between, RegionLink::link)
+    }
+
+    /// Whether any link has any shaping at all.
+    pub fn shaped(&self) -> bool {
+        let any = |l: &Link| {
+            l.latency_ms > 0.0 || l.jitter_ms > 0.0 || l.loss_pct > 0.0 || l.bandwidth_mbit > 0.0
+        };
+        any(&self.within) || any(&self.between) || self.links.iter().any(|l| any(&l.link()))
+    }
+}
+
+/// The catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalogue {
+    /// Songs (flash crowds each add one more, unplayed until their crowd).
+    pub songs: usize,
+    /// Shortest song, in seconds.
+    pub min_secs: f64,
+    /// Longest song, in seconds.
+    pub max_secs: f64,
+    /// Sample rates the songs are encoded at (FLAC), in turn: they set the bitrates.
+    #[serde(default = "default_rates")]
+    pub sample_rates: Vec<u32>,
+    /// Data shards per segment.
+    #[serde(default = "default_k")]
+    pub k: u8,
+    /// Parity shards per segment.
+    #[serde(default = "default_m")]
+    pub m: u8,
+}
+
+fn default_rates() -> Vec<u32> {
+    vec![44_100]
+}
+fn default_k() -> u8 {
+    medley_core::DEFAULT_K
+}
+fn default_m() -> u8 {
+    medley_core::DEFAULT_M
+}
+
+/// What listeners do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Zipf exponent of song popularity (0: uniform).
+    #[serde(default = "one")]
+    pub zipf: f64,
+    /// Listening sessions starting per second, over all listeners (a Poisson process).
+    pub arrivals_per_sec: f64,
+    /// Songs per session: drawn uniformly from `[min, max]`.
+    #[serde(default = "default_session")]
+    pub session_songs: [usize; 2],
+    /// Share of plays skipped partway, in percent.
+    #[serde(default)]
+    pub skip_pct: f64,
+    /// Share of plays with one seek, in percent.
+    #[serde(default)]
+    pub seek_pct: f64,
+    /// Each listener's disk cache (served to other listeners), e.g. `"64 MiB"`; 0 turns
+    /// caching and peer serving off.
+    #[serde(default = "default_cache")]
+    pub cache: ByteSize,
+    /// Flash crowds: many listeners start the same new song at once.
+    #[serde(default)]
+    pub flash_crowds: Vec<FlashCrowd>,
+}
+
+fn default_session() -> [usize; 2] {
+    [1, 4]
+}
+fn default_cache() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+/// A flash crowd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlashCrowd {
+    /// When it starts.
+    pub at_secs: f64,
+    /// How many listeners join it.
+    pub listeners: usize,
+    /// Over how many seconds they arrive.
+    #[serde(default = "default_within")]
+    pub within_secs: f64,
+}
+
+fn default_within() -> f64 {
+    5.0
+}
+
+/// A fault as written in the scenario.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// When, in seconds from the start of the workload.
+    pub at_secs: f64,
+    /// `kill_node`, `restart_node`, `corrupt_node`, `kill_listeners`, `restart_listeners`,
+    /// `cut_region`, `heal_region` or `lying_peer`.
+    pub action: String,
+    /// The node, as `region/index` (e.g. `eu-west/0`), for node actions.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The region, for listener, region and lying-peer actions.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// How many listeners (or lying peers).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Share of a node's stored records to damage (`corrupt_node`), 0 to 1.
+    #[serde(default)]
+    pub fraction: Option<f64>,
+}
+
+/// Random restarts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Node crashes per minute over the whole network.
+    #[serde(default)]
+    pub node_kills_per_min: f64,
+    /// How long a crashed node stays down.
+    #[serde(default = "default_down")]
+    pub node_down_secs: f64,
+    /// Listeners leaving per minute over the whole network.
+    #[serde(default)]
+    pub listener_kills_per_min: f64,
+    /// How long a listener that left stays away.
+    #[serde(default = "default_down")]
+    pub listener_down_secs: f64,
+}
+
+fn default_down() -> f64 {
+    20.0
+}
+
+/// A node by position: region and index within it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct NodeRef {
+    /// Region index in the scenario.
+    pub region: usize,
+    /// Node index within the region.
+    pub index: usize,
+}
+
+/// A checked fault.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// SIGKILL a node.
+    KillNode {
+        /// Which.
+        node: NodeRef,
+    },
+    /// Start a killed node again, with its data.
+    RestartNode {
+        /// Which.
+        node: NodeRef,
+    },
+    /// Stop a node, damage a share of its stored records on disk, start it again.
+    CorruptNode {
+        /// Which.
+        node: NodeRef,
+        /// Share of records damaged.
+        fraction: f64,
+    },
+    /// Listeners of a region leave (their peers stop).
+    KillListeners {
+        /// Region index.
+        region: usize,
+        /// How many.
+        count: usize,
+    },
+    /// Listeners of a region that left come back (same identity and cache).
+    RestartListeners {
+        /// Region index.
+        region: usize,
+        /// How many.
+        count: usize,
+    },
+    /// A region is cut off from the others.
+    CutRegion {
+        /// Region index.
+        region: usize,
+    },
+    /// A cut-off region is joined again.
+    HealRegion {
+        /// Region index.
+        region: usize,
+    },
+    /// Peers in a region announce the most popular songs and serve wrong bytes.
+    LyingPeer {
+        /// Region index.
+        region: usize,
+        /// How many.
+        count: usize,
+    },
+}
+
+/// A fault at a time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimedFault {
+    /// Seconds from the start of the workload.
+    pub at_secs: f64,
+    /// What happens.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+/// One planned play.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct PlannedPlay {
+    /// Index of the song in the catalogue (0 is the most popular).
+    pub song: usize,
+    /// Stop after this share of the song, if skipped.
+    pub skip_at: Option<f64>,
+    /// At half the song (or before the skip), jump to this share of it.
+    pub seek_to: Option<f64>,
+}
+
+/// A listening session: one listener plays songs one after the other.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// When it starts, in seconds from the start of the workload.
+    pub at_secs: f64,
+    /// Listener index (listeners are numbered region by region).
+    pub listener: usize,
+    /// What it plays.
+    pub plays: Vec<PlannedPlay>,
+    /// Part of a flash crowd.
+    #[serde(default)]
+    pub flash: bool,
+}
+
+/// Everything a seed decides: sessions and faults, in time order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Schedule {
+    /// The seed.
+    pub seed: u64,
+    /// Sessions, by start time.
+    pub sessions: Vec<Session>,
+    /// Faults, by time (the scenario's and churn's).
+    pub faults: Vec<TimedFault>,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and checks a scenario.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Syntax(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Storage nodes over all regions.
+    pub fn total_nodes(&self) -> usize {
+        self.regions.iter().map(|r| r.nodes).sum()
+    }
+
+    /// Listeners over all regions.
+    pub fn total_listeners(&self) -> usize {
+        self.regions.iter().map(|r| r.listeners).sum()
+    }
+
+    /// The region of listener `l` (listeners are numbered region by region).
+    pub fn listener_region(&self, l: usize) -> usize {
+        let mut at = 0;
+        for (i, r) in self.regions.iter().enumerate() {
+            at += r.listeners;
+            if l < at {
+                return i;
+            }
+        }
+        self.regions.len().saturating_sub(1)
+    }
+
+    /// The listeners of region `r`, as a range of listener indices.
+    pub fn listeners_of(&self, r: usize) -> std::ops::Range<usize> {
+        let start: usize = self.regions[..r].iter().map(|r| r.listeners).sum();
+        start..start + self.regions.get(r).map_or(0, |r| r.listeners)
+    }
+
+    /// Songs to publish: the catalogue and one per flash crowd.
+    pub fn songs_to_publish(&self) -> usize {
+        self.catalogue.songs + self.workload.flash_crowds.len()
+    }
+
+    fn region_index(&self, field: &str, name: &str) -> Result<usize, ScenarioError> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| {
+                bad(
+                    field,
+                    format!(
+                        "unknown region {name:?} (regions: {})",
+                        self.regions
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+    }
+
+    fn node_ref(&self, field: &str, text: &str) -> Result<NodeRef, ScenarioError> {
+        let (region, index) = text.split_once('/').ok_or_else(|| {
+            bad(
+                field,
+                format!("{text:?} is not `region/index`, e.g. `eu-west/0`"),
+            )
+        })?;
+        let r = self.region_index(field, region)?;
+        let index: usize = index
+            .parse()
+            .map_err(|_| bad(field, format!("{index:?} is not a node index")))?;
+        if index >= self.regions[r].nodes {
+            return Err(bad(
+                field,
+                format!(
+                    "region {region} has {} nodes: no node {index}",
+                    self.regions[r].nodes
+                ),
+            ));
+        }
+        Ok(NodeRef { region: r, index })
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        if self.name.trim().is_empty() {
+            return Err(bad("name", "must not be empty"));
+        }
+        positive("duration_secs", self.duration_secs)?;
+        positive("speed", self.speed)?;
+        positive("sample_secs", self.sample_secs)?;
+        if self.regions.is_empty() {
+            return Err(bad("regions", "at least one region is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let ok = !r.name.is_empty()
+                && r.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(bad(
+                    format!("regions[{i}].name"),
+                    format!("{:?}: use lowercase letters, digits and '-'", r.name),
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(bad(
+                    format!("regions[{i}].name"),
+                    format!("region {:?} is listed twice", r.name),
+                ));
+            }
+            if r.nodes > 0 && r.node_capacity.as_u64() < 16 * 1024 * 1024 {
+                return Err(bad(
+                    format!("regions[{i}].node_capacity"),
+                    "at least 16 MiB".to_string(),
+                ));
+            }
+        }
+        if self.regions.len() > 200 {
+            return Err(bad("regions", "at most 200 regions"));
+        }
+        let c = &self.catalogue;
+        if c.k == 0 {
+            return Err(bad("catalogue.k", "at least one data shard"));
+        }
+        let shards = usize::from(c.k) + usize::from(c.m);
+        if shards > 255 {
+            return Err(bad("catalogue.m", "k + m must be at most 255"));
+        }
+        if shards > self.total_nodes() {
+            return Err(bad(
+                "catalogue.k",
+                format!(
+                    "{}+{} = {shards} shards per segment need {shards} distinct nodes; the regions have {}",
+                    c.k,
+                    c.m,
+                    self.total_nodes()
+                ),
+            ));
+        }
+        if c.songs == 0 {
+            return Err(bad("catalogue.songs", "at least one song"));
+        }
+        positive("catalogue.min_secs", c.min_secs)?;
+        positive("catalogue.max_secs", c.max_secs)?;
+        if c.min_secs > c.max_secs {
+            return Err(bad("catalogue.min_secs", "longer than catalogue.max_secs"));
+        }
+        if c.max_secs > 1200.0 {
+            return Err(bad("catalogue.max_secs", "at most 1200 s"));
+        }
+        if c.sample_rates.is_empty() {
+            return Err(bad("catalogue.sample_rates", "at least one sample rate"));
+        }
+        for (i, &r) in c.sample_rates.iter().enumerate() {
+            if !(8_000..=192_000).contains(&r) {
+                return Err(bad(
+                    format!("catalogue.sample_rates[{i}]"),
+                    format!("{r} Hz: use 8000 to 192000"),
+                ));
+            }
+        }
+        self.validate_network()?;
+        let w = &self.workload;
+        if self.total_listeners() == 0 {
+            return Err(bad("regions", "no listeners in any region"));
+        }
+        at_least_zero("workload.zipf", w.zipf)?;
+        positive("workload.arrivals_per_sec", w.arrivals_per_sec)?;
+        if w.session_songs[0] == 0 || w.session_songs[0] > w.session_songs[1] {
+            return Err(bad(
+                "workload.session_songs",
+                "[min, max] with 1 <= min <= max",
+            ));
+        }
+        percent("workload.skip_pct", w.skip_pct)?;
+        percent("workload.seek_pct", w.seek_pct)?;
+        for (i, f) in w.flash_crowds.iter().enumerate() {
+            let field = |n: &str| format!("workload.flash_crowds[{i}].{n}");
+            within_run(&field("at_secs"), f.at_secs, self.duration_secs)?;
+            at_least_zero(&field("within_secs"), f.within_secs)?;
+            if f.listeners == 0 || f.listeners > self.total_listeners() {
+                return Err(bad(
+                    field("listeners"),
+                    format!("1 to {} (the listeners there are)", self.total_listeners()),
+                ));
+            }
+        }
+        for i in 0..self.faults.len() {
+            self.fault(i)?;
+        }
+        if let Some(ch) = &self.churn {
+            at_least_zero("churn.node_kills_per_min", ch.node_kills_per_min)?;
+            at_least_zero("churn.listener_kills_per_min", ch.listener_kills_per_min)?;
+            positive("churn.node_down_secs", ch.node_down_secs)?;
+            positive("churn.listener_down_secs", ch.listener_down_secs)?;
+        }
+        Ok(())
+    }
+
+    fn validate_network(&self) -> Result<(), ScenarioError> {
+        check_link("network.within", &self.network.within)?;
+        check_link("network.between", &self.network.between)?;
+        let mut pairs = HashSet::new();
+        for (i, l) in self.network.links.iter().enumerate() {
+            let f = format!("network.links[{i}]");
+            let a = self.region_index(&format!("{f}.between"), &l.between[0])?;
+            let b = self.region_index(&format!("{f}.between"), &l.between[1])?;
+            if a == b {
+                return Err(bad(
+                    format!("{f}.between"),
+                    "a link joins two different regions (use network.within)",
+                ));
+            }
+            if !pairs.insert((a.min(b), a.max(b))) {
+                return Err(bad(
+                    format!("{f}.between"),
+                    "this pair of regions is listed twice",
+                ));
+            }
+            check_link(&f, &l.link())?;
+        }
+        Ok(())
+    }
+
+    /// Fault `i`, checked.
+    fn fault(&self, i: usize) -> Result<TimedFault, ScenarioError> {
+        let f = &self.faults[i];
+        let field = |n: &str| format!("faults[{i}].{n}");
+        within_run(&field("at_secs"), f.at_secs, self.duration_secs)?;
+        let node = || -> Result<NodeRef, ScenarioError> {
+            let text = f
+                .node
+                .as_deref()
+                .ok_or_else(|| bad(field("node"), format!("{} needs a node", f.action)))?;
+            self.node_ref(&field("node"), text)
+        };
+        let region = || -> Result<usize, ScenarioError> {
+            let text = f
+                .region
+                .as_deref()
+                .ok_or_else(|| bad(field("region"), format!("{} needs a region", f.action)))?;
+            self.region_index(&field("region"), text)
+        };
+        let count = |r: usize, cap: bool| -> Result<usize, ScenarioError> {
+            let n = f.count.unwrap_or(1);
+            let there = self.regions[r].listeners;
+            if n == 0 || (cap && n > there) {
+                return Err(bad(
+                    field("count"),
+                    format!("1 to {there} (the listeners of that region)"),
+                ));
+            }
+            if n > 64 {
+                return Err(bad(field("count"), "at most 64"));
+            }
+            Ok(n)
+        };
+        let kind = match f.action.as_str() {
+            "kill_node" => FaultKind::KillNode { node: node()? },
+            "restart_node" => FaultKind::RestartNode { node: node()? },
+            "corrupt_node" => {
+                let fraction = f.fraction.unwrap_or(0.1);
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(bad(field("fraction"), "between 0 (excluded) and 1"));
+                }
+                FaultKind::CorruptNode {
+                    node: node()?,
+                    fraction,
+                }
+            }
+            "kill_listeners" => {
+                let region = region()?;
+                FaultKind::KillListeners {
+                    region,
+                    count: count(region, true)?,
+                }
+            }
+            "restart_listeners" => {
+                let region = region()?;
+                FaultKind::RestartListeners {
+                    region,
+                    count: count(region, true)?,
+                }
+            }
+            "cut_region" => FaultKind::CutRegion { region: region()? },
+            "heal_region" => FaultKind::HealRegion { region: region()? },
+            "lying_peer" => {
+                let region = region()?;
+                FaultKind::LyingPeer {
+                    region,
+                    count: count(region, false)?,
+                }
+            }
+            other => {
+                return Err(bad(
+                    field("action"),
+                    format!(
+                        "unknown action {other:?} (kill_node, restart_node, corrupt_node, \
+                         kill_listeners, restart_listeners, cut_region, heal_region, lying_peer)"
+                    ),
+                ));
+            }
+        };
+        Ok(TimedFault {
+            at_secs: f.at_secs,
+            kind,
+        })
+    }
+
+    /// The schedule `seed` draws: sessions (Poisson arrivals, Zipf songs, skips, seeks),
+    /// flash crowds, the scenario's faults and churn. Deterministic in `(self, seed)`.
+    pub fn schedule(&self, seed: u64) -> Result<Schedule, ScenarioError> {
+        self.validate()?;
+        let w = &self.workload;
+        let listeners = self.total_listeners();
+        let zipf = Zipf::new(self.catalogue.songs, w.zipf);
+        // One stream per purpose, so adding faults does not move the sessions.
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+        let mut sessions = Vec::new();
+        let mut t = 0.0;
+        loop {
+            t += exponential(&mut rng, w.arrivals_per_sec);
+            if t >= self.duration_secs {
+                break;
+            }
+            let listener = rng.random_range(0..listeners);
+            let n = rng.random_range(w.session_songs[0]..=w.session_songs[1]);
+            let plays = (0..n)
+                .map(|_| {
+                    let song = zipf.sample(rng.random::<f64>());
+                    let skip = rng.random::<f64>() * 100.0 < w.skip_pct;
+                    let seek = rng.random::<f64>() * 100.0 < w.seek_pct;
+                    let skip_at = skip.then(|| 0.2 + 0.6 * rng.random::<f64>());
+                    let seek_to = seek.then(|| rng.random::<f64>() * 0.9);
+                    PlannedPlay {
+                        song,
+                        skip_at,
+                        seek_to,
+                    }
+                })
+                .collect();
+            sessions.push(Session {
+                at_secs: t,
+                listener,
+                plays,
+                flash: false,
+            });
+        }
+        let mut flash_rng = rand_pcg::Pcg64::seed_from_u64(seed ^ 0xf1a5_4c0d);
+        for (i, f) in w.flash_crowds.iter().enumerate() {
+            let mut who: Vec<usize> = (0..listeners).collect();
+            // A partial Fisher-Yates shuffle picks the crowd.
+            for j in 0..f.listeners {
+                let k = flash_rng.random_range(j..listeners);
+                who.swap(j, k);
+            }
+            for &listener in &who[..f.listeners] {
+                sessions.push(Session {
+                    at_secs: f.at_secs + flash_rng.random::<f64>() * f.within_secs,
+                    listener,
+                    plays: vec![PlannedPlay {
+                        song: self.catalogue.songs + i,
+                        skip_at: None,
+                        seek_to: None,
+                    }],
+                    flash: true,
+                });
+            }
+        }
+        sessions.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+        let mut faults = Vec::new();
+        for i in 0..self.faults.len() {
+            faults.push(self.fault(i)?);
+        }
+        if let Some(ch) = &self.churn {
+            let mut churn_rng = rand_pcg::Pcg64::seed_from_u64(seed ^ 0xc4a7_0000);
+            self.churn_faults(ch, &mut churn_rng, &mut faults);
+        }
+        faults.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+        Ok(Schedule {
+            seed,
+            sessions,
+            faults,
+        })
+    }
+
+    fn churn_faults(&self, ch: &Churn, rng: &mut rand_pcg::Pcg64, out: &mut Vec<TimedFault>) {
+        let nodes: Vec<NodeRef> = self
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(r, reg)| (0..reg.nodes).map(move |index| NodeRef { region: r, index }))
+            .collect();
+        // A node is never crashed twice at once; at most m nodes are down together, so
+        // churn alone never makes a song unplayable.
+        let mut down_until: Vec<f64> = vec![0.0; nodes.len()];
+        let most_down = usize::from(self.catalogue.m).max(1);
+        if ch.node_kills_per_min > 0.0 {
+            let mut t = 0.0;
+            loop {
+                t += exponential(rng, ch.node_kills_per_min / 60.0);
+                if t >= self.duration_secs {
+                    break;
+                }
+                let pick = rng.random_range(0..nodes.len());
+                let down = down_until.iter().filter(|&&u| u > t).count();
+                if down_until[pick] > t || down >= most_down {
+                    continue;
+                }
+                down_until[pick] = t + ch.node_down_secs;
+                out.push(TimedFault {
+                    at_secs: t,
+                    kind: FaultKind::KillNode { node: nodes[pick] },
+                });
+                if t + ch.node_down_secs < self.duration_secs {
+                    out.push(TimedFault {
+                        at_secs: t + ch.node_down_secs,
+                        kind: FaultKind::RestartNode { node: nodes[pick] },
+                    });
+                }
+            }
+        }
+        if ch.listener_kills_per_min > 0.0 {
+            let mut t = 0.0;
+            loop {
+                t += exponential(rng, ch.listener_kills_per_min / 60.0);
+                if t >= self.duration_secs {
+                    break;
+                }
+                let region = rng.random_range(0..self.regions.len());
+                if self.regions[region].listeners == 0 {
+                    continue;
+                }
+                out.push(TimedFault {
+                    at_secs: t,
+                    kind: FaultKind::KillListeners { region, count: 1 },
+                });
+                if t + ch.listener_down_secs < self.duration_secs {
+                    out.push(TimedFault {
+                        at_secs: t + ch.listener_down_secs,
+                        kind: FaultKind::RestartListeners { region, count: 1 },
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn positive(field: &str, v: f64) -> Result<(), ScenarioError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, format!("{v} must be a number above 0")))
+    }
+}
+
+fn at_least_zero(field: &str, v: f64) -> Result<(), ScenarioError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, format!("{v} must not be negative")))
+    }
+}
+
+fn percent(field: &str, v: f64) -> Result<(), ScenarioError> {
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(bad(field, format!("{v} is not a percentage (0 to 100)")))
+    }
+}
+
+fn within_run(field: &str, at: f64, duration: f64) -> Result<(), ScenarioError> {
+    if at.is_finite() && (0.0..=duration).contains(&at) {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{at} is outside the run (0 to {duration} s)"),
+        ))
+    }
+}
+
+fn check_link(field: &str, l: &Link) -> Result<(), ScenarioError> {
+    at_least_zero(&format!("{field}.latency_ms"), l.latency_ms)?;
+    at_least_zero(&format!("{field}.jitter_ms"), l.jitter_ms)?;
+    percent(&format!("{field}.loss_pct"), l.loss_pct)?;
+    at_least_zero(&format!("{field}.bandwidth_mbit"), l.bandwidth_mbit)?;
+    if l.jitter_ms > l.latency_ms {
+        return Err(bad(
+            format!("{field}.jitter_ms"),
+            "larger than the latency: delays would go negative",
+        ));
+    }
+    Ok(())
+}
+
+/// An exponential wait with `rate` events per second.
+fn exponential(rng: &mut rand_pcg::Pcg64, rate: f64) -> f64 {
+    let u: f64 = rng.random::<f64>();
+    -(1.0 - u).ln() / rate
+}
+
+/// Zipf sampling over ranks `0..n` by inverse CDF.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// Ranks `0..n` with weight `1 / (rank + 1)^s`.
+    pub fn new(n: usize, s: f64) -> Self {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n.max(1))
+            .map(|k| {
+                acc += 1.0 / (k as f64).powf(s);
+                acc
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Self { cdf }
+    }
+
+    /// The rank for a uniform draw `u` in `[0, 1)`.
+    pub fn sample(&self, u: f64) -> usize {
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+name = "small"
+duration_secs = 60
+[[regions]]
+name = "eu-west"
+nodes = 3
+listeners = 10
+[[regions]]
+name = "us-east"
+nodes = 3
+listeners = 10
+[network.between]
+latency_ms = 40
+[[network.links]]
+between = ["eu-west", "us-east"]
+latency_ms = 50
+jitter_ms = 5
+[catalogue]
+songs = 20
+min_secs = 8
+max_secs = 12
+[workload]
+arrivals_per_sec = 1.5
+skip_pct = 20
+seek_pct = 10
+[[workload.flash_crowds]]
+at_secs = 30
+listeners = 12
+[[faults]]
+at_secs = 10
+action = "kill_node"
+node = "us-east/2"
+[[faults]]
+at_secs = 40
+action = "restart_node"
+node = "us-east/2"
+[churn]
+listener_kills_per_min = 6
+"#;
+
+    fn with(line_from: &str, line_to: &str) -> String {
+        assert!(SMALL.contains(line_from), "{line_from}");
+        SMALL.replacen(line_from, line_to, 1)
+    }
+
+    fn refused_field(text: &str) -> String {
+        match Scenario::parse(text) {
+            Err(e) => e
+                .field()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string()),
+            Ok(_) => panic!("accepted:\n{text}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_scenario_parses_and_its_links_resolve() {
+        let s = Scenario::parse(SMALL).unwrap();
+        assert_eq!(s.total_nodes(), 6);
+        assert_eq!(s.total_listeners(), 20);
+        assert_eq!(s.listener_region(9), 0);
+        assert_eq!(s.listener_region(10), 1);
+        assert_eq!(s.listeners_of(1), 10..20);
+        assert_eq!(s.network.link("us-east", "eu-west").latency_ms, 50.0);
+        assert_eq!(s.network.link("eu-west", "eu-west").latency_ms, 0.0);
+        assert_eq!(s.songs_to_publish(), 21);
+        assert!(s.network.shaped());
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
+        let s = Scenario::parse(SMALL).unwrap();
+        let a = s.schedule(7).unwrap();
+        let b = s.schedule(7).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        let c = s.schedule(8).unwrap();
+        assert_ne!(a.sessions, c.sessions);
+        // About arrivals_per_sec × duration sessions, plus the crowd.
+        let normal = a.sessions.iter().filter(|x| !x.flash).count();
+        assert!((50..=140).contains(&normal), "{normal} sessions");
+        let crowd: Vec<_> = a.sessions.iter().filter(|x| x.flash).collect();
+        assert_eq!(crowd.len(), 12);
+        let distinct: HashSet<usize> = crowd.iter().map(|x| x.listener).collect();
+        assert_eq!(distinct.len(), 12, "a crowd has distinct listeners");
+        assert!(
+            crowd
+                .iter()
+                .all(|x| x.plays[0].song == 20 && (30.0..=35.0).contains(&x.at_secs))
+        );
+        // No normal session plays the crowd's song.
+        assert!(
+            a.sessions
+                .iter()
+                .filter(|x| !x.flash)
+                .all(|x| x.plays.iter().all(|p| p.song < 20))
+        );
+        assert!(a.sessions.windows(2).all(|w| w[0].at_secs <= w[1].at_secs));
+        // Skips and seeks happen at about their rates.
+        let plays: Vec<_> = a.sessions.iter().flat_map(|x| &x.plays).collect();
+        let skips = plays.iter().filter(|p| p.skip_at.is_some()).count();
+        assert!(
+            skips > 0 && skips < plays.len() / 2,
+            "{skips} of {}",
+            plays.len()
+        );
+        // Faults: the two written, then churn's, in order.
+        assert!(a.faults.iter().any(|f| f.kind
+            == FaultKind::KillNode {
+                node: NodeRef {
+                    region: 1,
+                    index: 2
+                }
+            }));
+        assert!(
+            a.faults
+                .iter()
+                .any(|f| matches!(f.kind, FaultKind::KillListeners { .. }))
+        );
+        assert!(a.faults.windows(2).all(|w| w[0].at_secs <= w[1].at_secs));
+    }
+
+    #[test]
+    fn zipf_puts_the_most_plays_on_the_first_songs() {
+        let s = Scenario::parse(SMALL).unwrap();
+        let a = s.schedule(1).unwrap();
+        let mut counts = [0usize; 20];
+        for p in a
+            .sessions
+            .iter()
+            .filter(|x| !x.flash)
+            .flat_map(|x| &x.plays)
+        {
+            counts[p.song] += 1;
+        }
+        assert!(counts[0] > counts[10], "{counts:?}");
+    }
+
+    #[test]
+    fn impossible_scenarios_are_refused_naming_the_field() {
+        let cases = [
+            (
+                with("node = \"us-east/2\"", "node = \"mars/0\""),
+                "faults[0].node",
+            ),
+            (
+                with("node = \"us-east/2\"", "node = \"us-east/3\""),
+                "faults[0].node",
+            ),
+            (
+                with("node = \"us-east/2\"", "node = \"us-east\""),
+                "faults[0].node",
+            ),
+            (
+                with("latency_ms = 50", "latency_ms = -5"),
+                "network.links[0].latency_ms",
+            ),
+            (
+                with("latency_ms = 40", "latency_ms = -1"),
+                "network.between.latency_ms",
+            ),
+            (
+                with("jitter_ms = 5", "jitter_ms = 80"),
+                "network.links[0].jitter_ms",
+            ),
+            (
+                with(
+                    "between = [\"eu-west\", \"us-east\"]",
+                    "between = [\"eu-west\", \"mars\"]",
+                ),
+                "network.links[0].between",
+            ),
+            (
+                with("songs = 20", "songs = 20\nk = 5\nm = 2"),
+                "catalogue.k",
+            ),
+            (with("songs = 20", "songs = 0"), "catalogue.songs"),
+            (with("min_secs = 8", "min_secs = 30"), "catalogue.min_secs"),
+            (
+                with("duration_secs = 60", "duration_secs = 0"),
+                "duration_secs",
+            ),
+            (
+                with("arrivals_per_sec = 1.5", "arrivals_per_sec = -1"),
+                "workload.arrivals_per_sec",
+            ),
+            (with("skip_pct = 20", "skip_pct = 120"), "workload.skip_pct"),
+            (
+                with("at_secs = 30", "at_secs = 300"),
+                "workload.flash_crowds[0].at_secs",
+            ),
+            (
+                with("listeners = 12", "listeners = 21"),
+                "workload.flash_crowds[0].listeners",
+            ),
+            (
+                with("action = \"kill_node\"", "action = \"explode\""),
+                "faults[0].action",
+            ),
+            (with("at_secs = 10", "at_secs = -10"), "faults[0].at_secs"),
+            (
+                with("name = \"us-east\"", "name = \"eu-west\""),
+                "regions[1].name",
+            ),
+            (
+                with("name = \"us-east\"", "name = \"US East\""),
+                "regions[1].name",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(refused_field(&text), field, "{text}");
+        }
+        // A field of the wrong type, an unknown field and broken TOML are refused, with
+        // the key named.
+        for (text, needle) in [
+            (with("nodes = 3", "nodes = \"three\""), "nodes"),
+            (with("seek_pct = 10", "seek_pct = 10\nseeks = 3"), "seeks"),
+            (with("[catalogue]", "[catalogue"), "catalogue"),
+        ] {
+            let e = Scenario::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
