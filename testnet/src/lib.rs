@@ -15,8 +15,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod demo;
+pub mod liar;
 pub mod library;
+pub mod listener;
+pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod shaping;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,7 +108,7 @@ fn binary(dir: &Path, name: &str) -> Result<PathBuf, TestnetError> {
 }
 
 /// Where testnet listeners serve their caches: loopback only.
-const LOOPBACK_QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+pub(crate) const LOOPBACK_QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 
 /// Settings of a testnet.
 #[derive(Debug, Clone)]
@@ -119,6 +124,42 @@ pub struct TestnetBuilder {
     grace_secs: u64,
     node_config: String,
     tracker_config: String,
+    layout: Option<Vec<(String, bytesize::ByteSize)>>,
+    placement: Placement,
+}
+
+/// Where each region's processes bind their data-plane sockets: the region's address, or
+/// 127.0.0.1 for a region not listed.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Region name → IPv4 address (a loopback address).
+    pub region_ips: std::collections::HashMap<String, String>,
+}
+
+impl Placement {
+    /// The address processes of `region` bind to.
+    pub fn ip(&self, region: &str) -> String {
+        self.region_ips
+            .get(region)
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+}
+
+/// A progress bar of `len` steps on standard error (drawn only on a terminal).
+pub fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
+    let bar =
+        medley_daemon::progress_bar(Some(len), "{bar:30} {pos}/{len} {elapsed_precise} {msg}");
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// A spinner with `message` on standard error (drawn only on a terminal).
+pub fn progress_spinner(message: &str) -> indicatif::ProgressBar {
+    let bar = medley_daemon::progress_bar(None, "{spinner} {msg} {elapsed}");
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 impl Default for TestnetBuilder {
@@ -135,6 +176,8 @@ impl Default for TestnetBuilder {
             grace_secs: 30,
             node_config: String::new(),
             tracker_config: String::new(),
+            layout: None,
+            placement: Placement::default(),
         }
     }
 }
@@ -149,6 +192,20 @@ impl TestnetBuilder {
     /// Regions the nodes are spread over, round-robin (default 3).
     pub fn regions(mut self, n: usize) -> Self {
         self.regions = n;
+        self
+    }
+
+    /// Each node's region and capacity, in order; replaces [`nodes`](Self::nodes),
+    /// [`regions`](Self::regions) and [`capacity`](Self::capacity).
+    pub fn node_layout(mut self, nodes: Vec<(String, bytesize::ByteSize)>) -> Self {
+        self.nodes = nodes.len();
+        self.layout = Some(nodes);
+        self
+    }
+
+    /// Where each region's nodes bind (default: all on 127.0.0.1).
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
         self
     }
 
@@ -212,7 +269,7 @@ impl TestnetBuilder {
                 self.nodes, self.k, self.m
             )));
         }
-        if self.regions == 0 || self.regions > REGION_NAMES.len() {
+        if self.layout.is_none() && (self.regions == 0 || self.regions > REGION_NAMES.len()) {
             return Err(TestnetError::Invalid(format!(
                 "regions must be 1 to {}",
                 REGION_NAMES.len()
@@ -275,17 +332,23 @@ impl TestnetBuilder {
         };
         net.start_tracker(None)?;
 
-        for i in 0..self.nodes {
-            let region = REGION_NAMES[i % self.regions].to_string();
+        let layout = self.layout.clone().unwrap_or_else(|| {
+            (0..self.nodes)
+                .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
+                .collect()
+        });
+        for (i, (region, capacity)) in layout.into_iter().enumerate() {
             let dir = net.root.join(format!("node-{i}"));
             net.nodes.push(NodeProcess {
                 index: i,
+                ip: self.placement.ip(&region),
                 region,
                 data_dir: dir,
-                capacity: self.capacity,
+                capacity,
                 child: None,
                 peer_id: String::new(),
                 port: 0,
+                admin: None,
             });
             net.start_node(i)?;
         }
@@ -310,6 +373,10 @@ pub struct NodeProcess {
     pub peer_id: String,
     /// UDP port (kept across restarts).
     pub port: u16,
+    /// The address it binds (its region's).
+    pub ip: String,
+    /// Its admin endpoint (`/status`, `/metrics`), once started.
+    pub admin: Option<String>,
     child: Option<Child>,
 }
 
@@ -326,6 +393,8 @@ impl NodeProcess {
 struct NodeJson {
     peer_id: String,
     listen: Vec<String>,
+    #[serde(default)]
+    admin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -538,7 +607,7 @@ impl Testnet {
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--listen")
-            .arg(format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port))
+            .arg(format!("/ip4/{}/udp/{}/quic-v1", n.ip, n.port))
             .arg("--region")
             .arg(&n.region)
             .arg("--capacity")
@@ -560,6 +629,7 @@ impl Testnet {
                 log: self.root.join(format!("logs/node-{i}.log")),
             })?;
         n.peer_id = j.peer_id;
+        n.admin = j.admin;
         n.port = j
             .listen
             .iter()
@@ -572,6 +642,21 @@ impl Testnet {
     pub fn kill_node(&mut self, i: usize) -> Result<(), TestnetError> {
         let n = node_mut(&mut self.nodes, i)?;
         kill(n.child.take());
+        Ok(())
+    }
+
+    /// Freezes (`pause`) or thaws node `i` with SIGSTOP / SIGCONT: a frozen node keeps
+    /// its sockets but answers nothing, as behind a cut link.
+    pub fn freeze_node(&mut self, i: usize, pause: bool) -> Result<(), TestnetError> {
+        let n = node_mut(&mut self.nodes, i)?;
+        if let Some(c) = &n.child {
+            let _ = Command::new("kill")
+                .arg(if pause { "-STOP" } else { "-CONT" })
+                .arg(c.id().to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         Ok(())
     }
 
@@ -623,7 +708,7 @@ impl Testnet {
                 .ok_or_else(|| TestnetError::Invalid(format!("no node {i}")))?;
             let (Ok(p), Ok(a)) = (
                 n.peer_id.parse::<medley_net::PeerId>(),
-                format!("/ip4/127.0.0.1/udp/{}/quic-v1", n.port).parse::<medley_net::Multiaddr>(),
+                format!("/ip4/{}/udp/{}/quic-v1", n.ip, n.port).parse::<medley_net::Multiaddr>(),
             ) else {
                 return Err(TestnetError::Invalid(format!("node {i} has no address")));
             };

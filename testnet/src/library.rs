@@ -56,6 +56,19 @@ pub fn generate(
     min_s: f64,
     max_s: f64,
 ) -> Result<Vec<LibrarySong>, LibraryError> {
+    generate_at(dir, songs, seed, (min_s, max_s), &[], |_| {})
+}
+
+/// As [`generate`], with song `i` encoded at `rates[i % rates.len()]` Hz (the synthesizer's
+/// default rate when `rates` is empty); `written` is called after each song.
+pub fn generate_at(
+    dir: &Path,
+    songs: usize,
+    seed: u64,
+    (min_s, max_s): (f64, f64),
+    rates: &[u32],
+    mut written: impl FnMut(usize),
+) -> Result<Vec<LibrarySong>, LibraryError> {
     let mut albums = HashSet::new();
     let mut picked = Vec::new();
     for s in catalog(CatalogSpec {
@@ -80,11 +93,12 @@ pub fn generate(
         let frac = ((seed.wrapping_add(i as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64
             / (1u64 << 53) as f64;
         let seconds = (min_s + (max_s - min_s) * frac).max(0.5);
-        write_flac(
-            &path,
-            &Tune::new(seed ^ (i as u64) << 8, seconds),
-            Some(&song),
-        )?;
+        let mut tune = Tune::new(seed ^ (i as u64) << 8, seconds);
+        if !rates.is_empty() {
+            tune.sample_rate = rates[i % rates.len()];
+        }
+        write_flac(&path, &tune, Some(&song))?;
+        written(i + 1);
         out.push(LibrarySong {
             path,
             song,

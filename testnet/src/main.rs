@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use medley_testnet::Testnet;
-use medley_testnet::demo::{DemoOptions, run};
+use medley_testnet::demo::{DemoOptions, run as run_demo};
+use medley_testnet::run::{self, RunOptions};
+use medley_testnet::scenario::Scenario;
 
 /// Runs a Medley network of real processes on this machine.
 #[derive(Debug, Parser)]
@@ -30,6 +32,24 @@ enum Command {
         #[arg(long, default_value_t = 2026)]
         seed: u64,
     },
+    /// Run a research scenario: a network, a workload and faults from a TOML file; metrics,
+    /// a report and plots in the output folder.
+    Run {
+        /// The scenario (see testnet/scenarios/).
+        scenario: PathBuf,
+        /// Seed of the schedule [default: the scenario's `seed`].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder [default: runs/<scenario>-<seed>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Do not shape the network even when running as root.
+        #[arg(long)]
+        no_shaping: bool,
+        /// Only check the scenario and print its schedule's size; start nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Start a network and keep it running until Ctrl-C.
     Up {
         /// Keep all data under DIR (kept afterwards) instead of a temporary folder.
@@ -47,7 +67,7 @@ enum Command {
 async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo { dir, songs, seed } => {
-            let checks = run(DemoOptions {
+            let checks = run_demo(DemoOptions {
                 dir,
                 songs,
                 seed,
@@ -61,6 +81,47 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("demo FAILED");
                 ExitCode::FAILURE
             })
+        }
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            no_shaping,
+            check,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            let seed = seed.unwrap_or(sc.seed);
+            if check {
+                let s = sc.schedule(seed)?;
+                println!(
+                    "{}: valid; seed {seed}: {} sessions, {} plays, {} faults",
+                    sc.name,
+                    s.sessions.len(),
+                    s.sessions.iter().map(|x| x.plays.len()).sum::<usize>(),
+                    s.faults.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let out =
+                out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{seed}", sc.name)));
+            let name = sc.name.clone();
+            let data = run::run(RunOptions {
+                scenario: sc,
+                seed,
+                out: out.clone(),
+                bin_dir: None,
+                shaping: !no_shaping,
+            })
+            .await
+            .with_context(|| format!("scenario {name} failed"))?;
+            let failed = data.plays.iter().filter(|p| p.error.is_some()).count();
+            println!(
+                "{name}: {} plays ({failed} failed), shaping {}",
+                data.plays.len(),
+                if data.shaped { "on" } else { "off" }
+            );
+            println!("report: {}", out.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Up {
             dir,

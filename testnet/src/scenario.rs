@@ -1120,6 +1120,35 @@ listener_kills_per_min = 6
     }
 
     #[test]
+    fn every_bundled_scenario_is_valid_and_schedules() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let s = Scenario::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!(
+                Some(s.name.as_str()),
+                p.file_stem().and_then(|n| n.to_str())
+            );
+            let sched = s.schedule(s.seed).unwrap();
+            assert!(!sched.sessions.is_empty(), "{}", s.name);
+            names.push(s.name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "churn",
+                "demo",
+                "flash-crowd",
+                "lying-peer",
+                "region-outage",
+                "zipf-steady"
+            ]
+        );
+    }
+
+    #[test]
     fn zipf_puts_the_most_plays_on_the_first_songs() {
         let s = Scenario::parse(SMALL).unwrap();
         let a = s.schedule(1).unwrap();

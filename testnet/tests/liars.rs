@@ -4,85 +4,22 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use common::{eventually, ok, publish, published, reference_wav};
-use futures::future::BoxFuture;
 use medley_client::PlayOutcome;
-use medley_core::ShardId;
-use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerId};
+use medley_net::Keypair;
 use medley_testnet::Testnet;
+use medley_testnet::liar::Liar;
 use serde_json::{Value, json};
 
-/// A storage node that keeps what it is sent and serves every shard with a byte flipped;
-/// as a listener peer, it answers every segment request with other bytes.
-#[derive(Default)]
-struct Liar {
-    shards: parking_lot::Mutex<HashMap<ShardId, Vec<u8>>>,
-    asked: AtomicU64,
-}
-
-impl Handler for Liar {
-    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Response> {
-        let response = match request {
-            Request::PutShard { id, data, .. } => {
-                self.shards.lock().insert(id, data);
-                Response::Stored
-            }
-            Request::GetShard { id } => {
-                self.asked.fetch_add(1, Ordering::Relaxed);
-                match self.shards.lock().get(&id) {
-                    Some(d) => {
-                        let mut data = d.clone();
-                        data[0] ^= 0x01;
-                        Response::Shard { data }
-                    }
-                    None => Response::error(ErrorCode::NOT_FOUND, "no"),
-                }
-            }
-            Request::GetSegment { .. } => {
-                self.asked.fetch_add(1, Ordering::Relaxed);
-                Response::Segment {
-                    data: vec![0x55; 4096],
-                }
-            }
-            Request::Has { ids } => {
-                let held = self.shards.lock();
-                Response::Has {
-                    present: ids.iter().map(|i| held.contains_key(i)).collect(),
-                }
-            }
-        };
-        Box::pin(async move { response })
-    }
-}
-
 async fn spawn_liar() -> (Keypair, medley_net::PeerHandle, Arc<Liar>, Vec<String>) {
-    let key = Keypair::generate_ed25519();
-    let liar = Arc::new(Liar::default());
-    let peer = Peer::spawn(
-        key.clone(),
-        PeerConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-            ..PeerConfig::default()
-        },
-        liar.clone(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    let addrs = peer
-        .listen_addrs()
+    let l = medley_testnet::liar::spawn("/ip4/127.0.0.1/udp/0/quic-v1")
         .await
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    (key, peer, liar, addrs)
+        .unwrap();
+    (l.key, l.peer, l.liar, l.addrs)
 }
 
 fn play_as(net: &Testnet, name: &str, id: &str, wav: &std::path::Path) -> PlayOutcome {
@@ -144,7 +81,7 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
     let id = song.to_string();
     let reference = reference_wav(&src, dir.path());
     assert!(
-        !node.shards.lock().is_empty(),
+        node.held() > 0,
         "the layout placed shards of the song on the lying node"
     );
 
@@ -178,8 +115,8 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
             bad,
             liars,
             "{name} caught both liars (node {node_id} asked {} times, holds {}): {:?}",
-            node.asked.load(Ordering::Relaxed),
-            node.shards.lock().len(),
+            node.asked(),
+            node.held(),
             o.sources
         );
     }
@@ -228,23 +165,12 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
     assert_eq!(listed["banned"], true);
 
     // A third listener never asks either of them, and hears the song.
-    let (node_asked, peer_asked) = (
-        node.asked.load(Ordering::Relaxed),
-        peer.asked.load(Ordering::Relaxed),
-    );
+    let (node_asked, peer_asked) = (node.asked(), peer.asked());
     let wav = dir.path().join("carol.wav");
     let o = play_as(&net, "carol", &id, &wav);
     assert_eq!(std::fs::read(&wav).unwrap(), reference);
     assert!(o.bad_sources.is_empty(), "{:?}", o.bad_sources);
-    assert_eq!(
-        node.asked.load(Ordering::Relaxed),
-        node_asked,
-        "the lying node is not asked"
-    );
-    assert_eq!(
-        peer.asked.load(Ordering::Relaxed),
-        peer_asked,
-        "the lying peer is not asked"
-    );
+    assert_eq!(node.asked(), node_asked, "the lying node is not asked");
+    assert_eq!(peer.asked(), peer_asked, "the lying peer is not asked");
     beat.abort();
 }

@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use futures::StreamExt;
 use medley_bench::{latency_row, published_testnet};
 use medley_client::{Client, Delivery};
 use medley_core::SongId;
 use medley_testnet::Testnet;
+use medley_testnet::listener::{self, PlayPlan, Prefetch};
+use medley_testnet::scenario::Zipf;
 use parking_lot::Mutex;
 use rand::{RngExt, SeedableRng};
 
@@ -75,31 +76,6 @@ struct Args {
     /// Directory of the release binaries [default: beside this one].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-}
-
-/// Zipf sampling over ranks 0..n by inverse CDF.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                acc += 1.0 / (k as f64).powf(s);
-                acc
-            })
-            .collect();
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Self { cdf }
-    }
-
-    fn sample(&self, u: f64) -> usize {
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
 }
 
 /// What one play did.
@@ -163,12 +139,7 @@ impl Totals {
     }
 }
 
-/// The fetch of the next song's first segment, made near the end of a play.
-type Prefetch = tokio::task::JoinHandle<Delivery>;
-
-/// Plays `song` on `client` at `speed`; near the end starts fetching the first segment of
-/// `next` (returned). `prefetched` is this song's own such fetch: the bytes it moved are
-/// this play's, taken from where they came from, not from the cache they landed in.
+/// Plays `song` on `client` as a light listener (see `medley_testnet::listener`).
 async fn play(
     client: &Arc<Client>,
     song: SongId,
@@ -177,89 +148,23 @@ async fn play(
     prefetched: Option<Prefetch>,
     report: bool,
 ) -> anyhow::Result<(PlayStats, Option<Prefetch>)> {
-    let started = Instant::now();
-    let (fetcher, manifest) = client.fetcher_with(song, None).await?;
-    let n = fetcher.len().max(1);
-    let secs = manifest.meta().duration_ms.unwrap_or(10_000) as f64 / 1000.0;
-    let seg = Duration::from_secs_f64(secs / n as f64 / speed);
-    // As in the player: a feeder drives the fetch window while segments play.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(client.config().read_ahead);
-    let feeder = {
-        let fetcher = fetcher.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(fetcher.stream(0));
-            while let Some(item) = stream.next().await {
-                // When it arrived, not when the player got to it.
-                if tx.send((item, Instant::now())).await.is_err() {
-                    return;
-                }
-            }
-        })
+    let plan = PlayPlan {
+        song,
+        next,
+        speed,
+        skip_at: None,
+        seek_to: None,
+        report,
     };
-    let mut clock: Option<Instant> = None;
-    let mut stats = PlayStats::default();
-    let mut prefetch = None;
-    let mut i = 0u32;
-    while let Some((item, now)) = rx.recv().await {
-        item.with_context(|| format!("segment {i} of {song}"))?;
-        let start = *clock.get_or_insert_with(|| {
-            stats.ttfa_ms = now.duration_since(started).as_secs_f64() * 1000.0;
-            now
-        });
-        let due = start + seg * i;
-        if now > due {
-            stats.stalled = true;
-            clock = Some(start + (now - due));
-        }
-        if i as usize + 2 == n
-            && let Some(next) = next
-        {
-            // Near the end: the start of the next song, into the cache, while this plays.
-            let client = client.clone();
-            prefetch = Some(tokio::spawn(async move {
-                match client.fetcher_with(next, None).await {
-                    Ok((f, _)) => {
-                        let _ = f.segment(0).await;
-                        f.report().delivery()
-                    }
-                    Err(_) => Delivery::default(),
-                }
-            }));
-        }
-        i += 1;
-        // The player consumes segment i during its duration; the fetcher keeps its window
-        // ahead of that.
-        let play_until = clock.unwrap_or(start) + seg * i;
-        tokio::time::sleep_until(play_until.into()).await;
-    }
-    feeder.abort();
-    stats.delivery = fetcher.report().delivery();
-    if let Some(p) = prefetched
-        && let Ok(p) = p.await
-    {
-        let moved = p.peer_bytes + p.hot_bytes + p.rebuilt_bytes;
-        let d = &mut stats.delivery;
-        if d.cache_bytes >= moved {
-            d.cache_bytes -= moved;
-            d.cache_segments = d
-                .cache_segments
-                .saturating_sub(p.peer_segments + p.hot_segments + p.rebuilt_segments);
-            d.peer_bytes += p.peer_bytes;
-            d.hot_bytes += p.hot_bytes;
-            d.rebuilt_bytes += p.rebuilt_bytes;
-        }
-    }
-    if !report {
-        return Ok((stats, prefetch));
-    }
-    client.note_played(song, &fetcher.segment_ids());
-    if let Err(e) = client
-        .tracker()
-        .report_play(song, &client.config().region, Some(&stats.delivery))
+    let (r, prefetch) = listener::play(client, plan, prefetched)
         .await
-    {
-        eprintln!("play report failed: {e}");
-    }
+        .with_context(|| format!("play of {song}"))?;
+    let stats = PlayStats {
+        ttfa_ms: r.ttfa_ms,
+        stalled: r.stalled(),
+        delivery: r.delivery,
+        first_anywhere: false,
+    };
     Ok((stats, prefetch))
 }
 
