@@ -50,6 +50,9 @@ pub struct PlayResult {
     pub segments: usize,
     /// Where the bytes came from.
     pub delivery: Delivery,
+    /// Sources caught sending bytes that did not match their hash (and dropped).
+    #[serde(default)]
+    pub liars_caught: usize,
 }
 
 impl PlayResult {
@@ -167,6 +170,7 @@ pub async fn play(
         break;
     }
     stats.delivery = fetcher.report().delivery();
+    stats.liars_caught = fetcher.report().liars().len();
     if let Some(p) = prefetched
         && let Ok(p) = p.await
     {

@@ -72,6 +72,7 @@ struct Group {
     delivery: Delivery,
     ttfa: Vec<f64>,
     seeks: Vec<f64>,
+    caught: usize,
 }
 
 impl Group {
@@ -87,6 +88,7 @@ impl Group {
                     g.stall_ms += r.stall_ms;
                     g.played_secs += r.segments_played as f64 * seg_secs;
                     g.delivery.add(&r.delivery);
+                    g.caught += usize::from(r.liars_caught > 0);
                     if let Some(s) = r.seek_ms {
                         g.seeks.push(s);
                     }
@@ -116,7 +118,7 @@ impl Group {
     fn playback_row(&self, name: &str) -> String {
         let ok = self.plays - self.failed;
         format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |\n",
             self.plays,
             self.failed,
             self.skipped,
@@ -138,7 +140,8 @@ impl Group {
                     ms(quantile(&self.seeks, 0.5)),
                     ms(quantile(&self.seeks, 0.9))
                 )
-            }
+            },
+            self.caught
         )
     }
 }
@@ -244,11 +247,11 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
     let _ = writeln!(r, "\n{}\n", SECTIONS[1]);
     let _ = writeln!(
         r,
-        "Time to first audio: from asking to the first verified segment in hand. A stall: a segment in hand after it was due (the clock then waits). Stall time is per minute played.\n"
+        "Time to first audio: from asking to the first verified segment in hand. A stall: a segment in hand after it was due (the clock then waits). Stall time is per minute played. Caught a liar: plays that got bytes not matching their hash from a source, dropped it and played on.\n"
     );
     let _ = writeln!(
         r,
-        "| plays | n | failed | skipped | TTFA p50 ms | p75 | p90 | p99 | plays with a stall | stall s/min | seek p50 / p90 ms |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| plays | n | failed | skipped | TTFA p50 ms | p75 | p90 | p99 | plays with a stall | stall s/min | seek p50 / p90 ms | caught a liar |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     r.push_str(&all.playback_row("all"));
     if d.plays.iter().any(|p| p.flash) {

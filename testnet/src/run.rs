@@ -354,13 +354,22 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         );
         let speed = sc.speed;
         tasks.push(tokio::spawn(async move {
-            for s in sessions {
+            for (k, s) in sessions.iter().enumerate() {
                 let at = t0 + Duration::from_secs_f64(s.at_secs);
                 tokio::time::sleep_until(at.into()).await;
+                // A flash crowd that is due takes the listener away from its session.
+                let crowd_due = || {
+                    sessions[k + 1..].iter().any(|n| {
+                        n.flash && t0 + Duration::from_secs_f64(n.at_secs) <= Instant::now()
+                    })
+                };
                 let mut prefetched = None;
                 for (j, p) in s.plays.iter().enumerate() {
                     if Instant::now() >= end {
                         return;
+                    }
+                    if j > 0 && crowd_due() {
+                        break;
                     }
                     let Some(client) = slot.client() else {
                         break;
@@ -487,7 +496,20 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     // Plays under way finish (a song lasts at most max_secs / speed).
     let grace = Duration::from_secs_f64(sc.catalogue.max_secs / sc.speed + 30.0);
     let finishing = crate::progress_spinner("letting the last plays finish");
-    let _ = tokio::time::timeout(grace, futures::future::join_all(tasks)).await;
+    let aborts: Vec<_> = tasks
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
+    if tokio::time::timeout(grace, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "plays still under way {} s after the end are dropped",
+            grace.as_secs()
+        );
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
     finishing.finish_and_clear();
     let wall_secs = t0.elapsed().as_secs_f64();
     stop_sampling.cancel();
@@ -851,12 +873,12 @@ fn write_outputs(out: &Path, d: &RunData) -> Result<(), RunError> {
     write_jsonl(&out.join("plays.jsonl"), &d.plays)?;
     write_csv(
         &out.join("plays.csv"),
-        "t_secs,end_secs,listener,region,song,flash,skipped,ok,ttfa_ms,stalls,stall_ms,seek_ms,segments_played,cache_bytes,peer_bytes,hot_bytes,rebuilt_bytes,error",
+        "t_secs,end_secs,listener,region,song,flash,skipped,ok,ttfa_ms,stalls,stall_ms,seek_ms,segments_played,cache_bytes,peer_bytes,hot_bytes,rebuilt_bytes,liars_caught,error",
         d.plays.iter().map(|p| {
             let r = p.result.unwrap_or_default();
             let dl: Delivery = r.delivery;
             format!(
-                "{:.3},{:.3},{},{},{},{},{},{},{:.1},{},{:.1},{},{},{},{},{},{},{}",
+                "{:.3},{:.3},{},{},{},{},{},{},{:.1},{},{:.1},{},{},{},{},{},{},{},{}",
                 p.t_secs,
                 p.end_secs,
                 p.listener,
@@ -874,6 +896,7 @@ fn write_outputs(out: &Path, d: &RunData) -> Result<(), RunError> {
                 dl.peer_bytes,
                 dl.hot_bytes,
                 dl.rebuilt_bytes,
+                r.liars_caught,
                 csv_text(p.error.as_deref().unwrap_or(""))
             )
         }),

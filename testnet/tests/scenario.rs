@@ -1,0 +1,322 @@
+//! `medley-testnet run`: a short scenario with every kind of fault runs end to end on real
+//! processes; its folder holds every metric file, and its report every table and plot; the
+//! schedule it ran is the one its seed draws. Impossible scenarios are refused before
+//! anything starts. With shaping (root and netem), round trips between regions match the
+//! scenario.
+
+use std::path::Path;
+use std::process::Command;
+
+use medley_testnet::report::{PLOTS, SECTIONS};
+use medley_testnet::run::{FaultEvent, NodeSample, PlayRecord};
+use medley_testnet::scenario::{FaultKind, Scenario};
+use medley_testnet::shaping;
+
+const SHORT: &str = r#"
+name = "short"
+description = "Every fault once, on a small network."
+duration_secs = 30
+sample_secs = 1
+node_config = "repair_interval_secs = 3\nscrub_interval_secs = 3"
+
+[[regions]]
+name = "eu-west"
+nodes = 3
+node_capacity = "256 MiB"
+listeners = 6
+
+[[regions]]
+name = "us-east"
+nodes = 3
+node_capacity = "256 MiB"
+listeners = 6
+
+[network.between]
+latency_ms = 20
+
+[catalogue]
+songs = 6
+min_secs = 10
+max_secs = 16
+sample_rates = [22050, 44100]
+
+[workload]
+zipf = 1.0
+arrivals_per_sec = 1.0
+session_songs = [1, 3]
+skip_pct = 20
+seek_pct = 50
+cache = "32 MiB"
+
+[[workload.flash_crowds]]
+at_secs = 12
+listeners = 6
+within_secs = 2
+
+[[faults]]
+at_secs = 4
+action = "lying_peer"
+region = "eu-west"
+count = 2
+
+[[faults]]
+at_secs = 5
+action = "kill_node"
+node = "us-east/2"
+
+[[faults]]
+at_secs = 8
+action = "kill_listeners"
+region = "us-east"
+count = 2
+
+[[faults]]
+at_secs = 14
+action = "restart_node"
+node = "us-east/2"
+
+[[faults]]
+at_secs = 15
+action = "restart_listeners"
+region = "us-east"
+count = 2
+
+[[faults]]
+at_secs = 16
+action = "corrupt_node"
+node = "eu-west/1"
+fraction = 0.5
+
+[[faults]]
+at_secs = 20
+action = "cut_region"
+region = "us-east"
+
+[[faults]]
+at_secs = 24
+action = "heal_region"
+region = "us-east"
+"#;
+
+fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("short.toml");
+    std::fs::write(&file, SHORT).unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
+        .arg("run")
+        .arg(&file)
+        .args(["--seed", "42", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run medley-testnet");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("report:"), "{stdout}");
+
+    // The schedule it ran is the one seed 42 draws, and not another seed's.
+    let sc = Scenario::parse(SHORT).unwrap();
+    // Byte for byte: the file is the schedule's own serialization.
+    let ran = std::fs::read_to_string(out.join("schedule.json")).unwrap();
+    assert_eq!(
+        ran,
+        serde_json::to_string_pretty(&sc.schedule(42).unwrap()).unwrap()
+    );
+    assert_ne!(
+        ran,
+        serde_json::to_string_pretty(&sc.schedule(43).unwrap()).unwrap()
+    );
+    // The scenario it ran is written beside it and reads back the same.
+    let written = Scenario::load(&out.join("scenario.toml")).unwrap();
+    assert_eq!(written, sc);
+
+    // Plays: one JSON line and one CSV row each; most succeed, each fault kind's play
+    // kinds are there.
+    let plays: Vec<PlayRecord> = jsonl(&out.join("plays.jsonl"));
+    let csv = std::fs::read_to_string(out.join("plays.csv")).unwrap();
+    assert_eq!(csv.lines().count(), plays.len() + 1);
+    let ok: Vec<_> = plays.iter().filter(|p| p.result.is_some()).collect();
+    assert!(
+        ok.len() >= 15,
+        "{} plays succeeded of {}",
+        ok.len(),
+        plays.len()
+    );
+    assert!(
+        ok.len() * 10 >= plays.len() * 8,
+        "too many failures: {:?}",
+        plays
+            .iter()
+            .filter_map(|p| p.error.as_ref())
+            .collect::<Vec<_>>()
+    );
+    for p in &ok {
+        let r = p.result.unwrap();
+        assert!(r.ttfa_ms > 0.0 && r.segments_played >= 1, "{p:?}");
+        assert!(r.delivery.total_bytes() > 0, "{p:?}");
+    }
+    let flash: Vec<_> = ok.iter().filter(|p| p.flash).collect();
+    assert!(flash.len() >= 4, "{} flash plays", flash.len());
+    assert!(flash.iter().all(|p| p.song == sc.catalogue.songs));
+    assert!(ok.iter().any(|p| p.skipped));
+    assert!(ok.iter().any(|p| p.result.unwrap().seek_ms.is_some()));
+    // Every byte that reached a listener was checked; the lying peers were caught.
+    assert!(
+        ok.iter().any(|p| p.result.unwrap().liars_caught > 0),
+        "no play met a lying peer"
+    );
+
+    // Faults: all applied, in order, at about their times.
+    let events: Vec<FaultEvent> = jsonl(&out.join("events.jsonl"));
+    assert_eq!(events.len(), 8);
+    for e in &events {
+        assert!(e.ok, "{e:?}");
+        assert!(e.t_secs >= e.planned_secs - 0.01, "{e:?}");
+        assert!(e.t_secs <= e.planned_secs + 10.0, "{e:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, FaultKind::CorruptNode { .. })
+                && e.detail.contains("damaged")
+                && !e.detail.starts_with("node 1: 0 "))
+    );
+
+    // Nodes: sampled throughout; node 5 (us-east/2) down between its kill and restart.
+    let samples: Vec<NodeSample> = jsonl(&out.join("nodes.jsonl"));
+    for n in 0..6 {
+        assert!(
+            samples.iter().filter(|s| s.node == n).count() >= 10,
+            "node {n}"
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.node == 5 && !s.up && (6.0..13.0).contains(&s.t_secs))
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.node == 5 && s.up && s.t_secs > 16.0)
+    );
+    assert!(samples.iter().any(|s| s.bytes_served > 0));
+    // The damaged node's scrubber found corrupt shards.
+    assert!(
+        samples.iter().any(|s| s.node == 1 && s.scrub_bad > 0),
+        "no corrupt shard found on node 1"
+    );
+    let nodes_csv = std::fs::read_to_string(out.join("nodes.csv")).unwrap();
+    assert_eq!(nodes_csv.lines().count(), samples.len() + 1);
+    assert!(
+        std::fs::read_to_string(out.join("overhead.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            >= 10
+    );
+    assert!(out.join("logs/tracker.log").exists());
+
+    // The report: scenario, seed, every table, every plot (drawn, with lines).
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("`short`, seed 42"), "{report}");
+    for s in SECTIONS {
+        assert!(report.contains(s), "no {s:?} in the report");
+    }
+    assert!(
+        report
+            .contains("| local cache | other listeners (P2P) | hot nodes | rebuilt from shards |")
+    );
+    assert!(report.contains("| TTFA p50 ms | p75 | p90 | p99 | plays with a stall |"));
+    assert!(report.contains("| flash crowd |"));
+    assert!(
+        report.contains("Shaping: "),
+        "the report says whether it shaped"
+    );
+    for p in PLOTS {
+        assert!(report.contains(&format!("]({p})")), "{p} not linked");
+        let svg = std::fs::read_to_string(out.join(p)).unwrap();
+        assert!(svg.starts_with("<svg"), "{p}");
+        assert!(svg.contains("<polyline"), "{p} has no line");
+    }
+}
+
+#[test]
+fn an_impossible_scenario_is_refused_naming_the_field_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, field) in [
+        (
+            "region = \"eu-west\"\ncount = 2",
+            "region = \"mars\"\ncount = 2",
+            "faults[0].region",
+        ),
+        (
+            "latency_ms = 20",
+            "latency_ms = -20",
+            "network.between.latency_ms",
+        ),
+        ("songs = 6", "songs = 6\nk = 5\nm = 2", "catalogue.k"),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, SHORT.replacen(from, to, 1)).unwrap();
+        let out = dir.path().join("out");
+        let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(stderr.contains(field), "{field}: {stderr}");
+        assert!(!out.exists(), "nothing is written for a refused scenario");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shaping_round_trips_between_regions_match_the_scenario() {
+    if let Err(e) = shaping::probe() {
+        assert!(
+            std::env::var_os("MEDLEY_REQUIRE_SHAPING").is_none(),
+            "shaping is required here but unavailable: {e}"
+        );
+        eprintln!("shaping unavailable, nothing to measure: {e}");
+        return;
+    }
+    let sc = Scenario::parse(SHORT).unwrap();
+    let regions: Vec<String> = sc.regions.iter().map(|r| r.name.clone()).collect();
+    let mut s = shaping::Shaping::start(&regions, &sc.network).unwrap();
+    let (a, b) = (shaping::region_ip(0), shaping::region_ip(1));
+    let between = shaping::udp_rtt(&a, &b, 20).await.unwrap();
+    let within = shaping::udp_rtt(&a, &a, 20).await.unwrap();
+    // 20 ms each way.
+    assert!(
+        (36.0..=50.0).contains(&between),
+        "{between} ms between regions"
+    );
+    assert!(within < 5.0, "{within} ms within a region");
+    // A cut region hears nothing from the other; healed, it does again.
+    s.cut("us-east", true).unwrap();
+    assert!(shaping::udp_rtt(&a, &b, 3).await.is_err());
+    assert!(
+        shaping::udp_rtt(&b, &b, 3).await.is_ok(),
+        "inside the cut region"
+    );
+    s.cut("us-east", false).unwrap();
+    assert!(shaping::udp_rtt(&a, &b, 3).await.is_ok());
+    s.stop();
+}
