@@ -372,7 +372,7 @@ impl Fetcher {
     /// no answer came within the hedge delay. `None` when none delivered.
     async fn from_whole(&self, index: usize) -> Option<(Vec<u8>, SourceKind)> {
         let entry = self.segments.get(index)?;
-        let mut order: Vec<&WholeCopy> = self
+        let order: Vec<&WholeCopy> = self
             .whole
             .iter()
             .filter(|w| !self.report.lied(&w.peer))
@@ -381,17 +381,20 @@ impl Fetcher {
             return None;
         }
         // Stable: untried sources keep the tracker's order and come before measured ones
-        // only when those are slower.
-        order.sort_by(|a, b| {
-            let key = |w: &WholeCopy| {
-                (
+        // only when those are slower. The keys are read once: other fetches update the
+        // report while this one sorts, and a key that changes mid-sort is no order at all.
+        let mut keyed: Vec<((bool, f64), &WholeCopy)> = order
+            .into_iter()
+            .map(|w| {
+                let key = (
                     self.report.failed_before(&w.peer),
                     self.report.rtt_ms(&w.peer).unwrap_or(0.0),
-                )
-            };
-            let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
-        });
+                );
+                (key, w)
+            })
+            .collect();
+        keyed.sort_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let order: Vec<&WholeCopy> = keyed.into_iter().map(|(_, w)| w).collect();
         let mut untried = order.into_iter();
         let mut in_flight = FuturesUnordered::new();
         let launch = |w: &WholeCopy, in_flight: &mut FuturesUnordered<_>| {
@@ -478,7 +481,8 @@ impl Fetcher {
         let mut order: Vec<usize> = (0..total)
             .filter(|&s| row.and_then(|r| r.get(s)).is_some_and(Option::is_some))
             .collect();
-        order.sort_by_key(|&s| {
+        // Each key read once (sort_by_cached_key): the report changes under concurrent fetches.
+        order.sort_by_cached_key(|&s| {
             let h = row.and_then(|r| r[s].as_ref());
             (
                 h.is_some_and(|h| !h.alive || self.report.failed_before(&h.peer)),

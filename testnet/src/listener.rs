@@ -167,6 +167,13 @@ pub async fn play(
             }
         }
         feeder.abort();
+        if i < stop_at {
+            // The fetch stopped without an error and without the song: its task died.
+            return Err(ClientError::DataPlane(format!(
+                "the fetch of {} stopped at segment {i} of {n}",
+                plan.song
+            )));
+        }
         break;
     }
     stats.delivery = fetcher.report().delivery();
