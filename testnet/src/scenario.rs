@@ -1125,6 +1125,9 @@ listener_kills_per_min = 6
         let mut names = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
             let s = Scenario::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert_eq!(
                 Some(s.name.as_str()),
