@@ -10,9 +10,9 @@
 //! 15 MB per connection) and the same crypto provider (aws-lc-rs).
 //!
 //! Two quinn baselines run: stock (TLS 1.3 negotiates AES-128-GCM, AES-NI) and one that
-//! offers libp2p-tls's cipher order, so it negotiates ChaCha20-Poly1305 as libp2p does. The
-//! first is the bar; the second isolates the cost of Medley's own stack from the cipher
-//! libp2p picks.
+//! offers upstream libp2p-tls's cipher order, so it negotiates ChaCha20-Poly1305 as stock
+//! libp2p does. The first is the bar; Medley's patched libp2p-tls (`third_party/`) offers
+//! AES-128-GCM first too. The second shows what upstream's order would cost.
 //!
 //! cargo run --release -p medley-bench --bin dataplane -- --total 1GiB
 
@@ -156,7 +156,7 @@ async fn quinn_run(
     mib_per_s(total_bytes, start.elapsed())
 }
 
-/// aws-lc-rs with TLS 1.3 suites in libp2p-tls's order (ChaCha20 first) or rustls's default
+/// aws-lc-rs with TLS 1.3 suites in upstream libp2p-tls's order (ChaCha20 first) or rustls's default
 /// order (AES-GCM first).
 fn provider(chacha_first: bool) -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::aws_lc_rs::cipher_suite::{
