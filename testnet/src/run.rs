@@ -419,13 +419,13 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     let node_regions: Vec<String> = net.nodes().iter().map(|n| n.region.clone()).collect();
     let samples: Arc<Mutex<Vec<NodeSample>>> = Arc::default();
     let overhead: Arc<Mutex<Vec<Overhead>>> = Arc::default();
-    let stop_sampling = medley_net::CancellationToken::new();
+    let run_over = medley_net::CancellationToken::new();
     let sampler = {
         let (admins, samples, overhead, stop) = (
             admins.clone(),
             samples.clone(),
             overhead.clone(),
-            stop_sampling.clone(),
+            run_over.clone(),
         );
         let (slots, plays, bar) = (slots.clone(), plays.clone(), bar.clone());
         let every = Duration::from_secs_f64(sc.sample_secs);
@@ -475,6 +475,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
             &slots,
             &songs,
             &mut liars,
+            &run_over,
         )
         .await;
         if let Some(i) = node_of(&f.kind, &sc) {
@@ -512,7 +513,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     }
     finishing.finish_and_clear();
     let wall_secs = t0.elapsed().as_secs_f64();
-    stop_sampling.cancel();
+    run_over.cancel();
     let _ = sampler.await;
     bar.finish_and_clear();
 
@@ -589,6 +590,7 @@ async fn apply_fault(
     slots: &[Arc<Slot>],
     songs: &[SongId],
     liars: &mut Vec<crate::liar::LyingPeer>,
+    stop: &medley_net::CancellationToken,
 ) -> Result<String, RunError> {
     Ok(match kind {
         FaultKind::KillNode { node } => {
@@ -693,9 +695,20 @@ async fn apply_fault(
             for _ in 0..*count {
                 let l = crate::liar::spawn(&listen).await?;
                 let tracker = net.tracker()?.with_signer(l.key.clone());
-                tracker
-                    .announce(&l.peer.peer_id(), &l.addrs, name, &claimed)
-                    .await?;
+                let (me, addrs, region) = (l.peer.peer_id(), l.addrs.clone(), name.clone());
+                tracker.announce(&me, &addrs, &region, &claimed).await?;
+                // As a real client does, it announces again before its entry expires,
+                // until the run ends.
+                let (stop, claimed) = (stop.clone(), claimed.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        }
+                        let _ = tracker.announce(&me, &addrs, &region, &claimed).await;
+                    }
+                });
                 liars.push(l);
             }
             format!(
