@@ -95,13 +95,8 @@ pub fn http_get(
     ))
 }
 
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
+/// The `p` quantile of sorted values (nearest rank), as the testnet's reports compute it.
+pub use medley_testnet::report::quantile as percentile;
 
 /// A loopback testnet shaped by `builder` under `dir/net` (binaries from `bin_dir`, else
 /// beside this one), with `songs` synthesized songs of `min_s` to `max_s` seconds written

@@ -179,7 +179,7 @@ pub struct RunData {
     pub events: Vec<FaultEvent>,
     /// This process's cost over time.
     pub overhead: Vec<Overhead>,
-    /// Shaping: `None` when off, with why in `shaping_note`.
+    /// Whether traffic was shaped (why not is in `shaping_note`).
     pub shaped: bool,
     /// What shaping did or why it was off.
     pub shaping_note: String,
@@ -226,10 +226,14 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
             source: e,
         })?;
     let regions: Vec<String> = sc.regions.iter().map(|r| r.name.clone()).collect();
-    let mut shaping = if opts.shaping {
-        Shaping::start(&regions, &sc.network)
-    } else {
+    let mut shaping = if !opts.shaping {
         Ok(Shaping::off("turned off (--no-shaping)"))
+    } else if !sc.network.shaped() {
+        Ok(Shaping::off(
+            "the scenario sets no latency, jitter, loss or bandwidth",
+        ))
+    } else {
+        Shaping::start(&regions, &sc.network)
     }
     .unwrap_or_else(|e| Shaping::off(&format!("not available: {e}")));
 
