@@ -371,32 +371,30 @@ fn node_series(d: &RunData) -> BTreeMap<usize, Vec<crate::run::NodeSample>> {
     m
 }
 
-/// MiB/s served between consecutive samples (a restart resets the counter: counted from 0).
+/// What a node's counter grew by between two samples: a restarted node counts from 0.
+fn grew(now: u64, before: u64) -> u64 {
+    if now >= before { now - before } else { now }
+}
+
+/// MiB/s served between consecutive samples.
 fn rates(series: &[crate::run::NodeSample]) -> Vec<(f64, f64)> {
     series
         .windows(2)
         .map(|w| {
             let dt = (w[1].t_secs - w[0].t_secs).max(0.001);
-            let delta = if w[1].bytes_served >= w[0].bytes_served {
-                w[1].bytes_served - w[0].bytes_served
-            } else {
-                w[1].bytes_served
-            };
+            let delta = grew(w[1].bytes_served, w[0].bytes_served);
             (w[1].t_secs, mib(delta) / dt)
         })
         .collect()
 }
 
 fn served_total(series: &[crate::run::NodeSample]) -> u64 {
-    let mut total = series.first().map_or(0, |s| s.bytes_served);
-    for w in series.windows(2) {
-        total += if w[1].bytes_served >= w[0].bytes_served {
-            w[1].bytes_served - w[0].bytes_served
-        } else {
-            w[1].bytes_served
-        };
-    }
-    total
+    let first = series.first().map_or(0, |s| s.bytes_served);
+    first
+        + series
+            .windows(2)
+            .map(|w| grew(w[1].bytes_served, w[0].bytes_served))
+            .sum::<u64>()
 }
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
@@ -512,9 +510,8 @@ fn plots(out: &Path, d: &RunData) -> Result<(), RunError> {
         if s.up {
             let prev = last_repaired.entry(s.node).or_insert((0, 0));
             // Counters restart with a node: count what is new since its last sample.
-            let add = |now: u64, before: u64| if now >= before { now - before } else { now };
-            done.0 += add(s.repaired, prev.0);
-            done.1 += add(s.scrub_bad, prev.1);
+            done.0 += grew(s.repaired, prev.0);
+            done.1 += grew(s.scrub_bad, prev.1);
             *prev = (s.repaired, s.scrub_bad);
         }
         e.2 = done.0 as f64;

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use medley_client::{Client, ClientConfig, ClientError, Delivery, FileOutcome};
@@ -191,18 +190,51 @@ pub struct RunData {
     pub wall_secs: f64,
 }
 
-/// A listener's place in the run.
+/// A listener's place in the run: every listener starts online, so one without a client
+/// is one a fault took away.
 struct Slot {
     config: ClientConfig,
     client: Mutex<Option<Arc<Client>>>,
-    /// Away because a fault took it (kill or cut), not because it never came.
-    away: AtomicBool,
 }
 
 impl Slot {
     fn client(&self) -> Option<Arc<Client>> {
         self.client.lock().clone()
     }
+}
+
+/// Up to `limit` online listeners among `slots` leave (their endpoints stop); returns how
+/// many did.
+fn listeners_leave(slots: &[Arc<Slot>], limit: usize) -> usize {
+    let mut n = 0;
+    for slot in slots {
+        if n == limit {
+            break;
+        }
+        let taken = slot.client.lock().take();
+        if let Some(c) = taken {
+            tokio::spawn(async move { c.shutdown().await });
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Up to `limit` listeners among `slots` that left come back, with their identity and
+/// cache; returns how many did.
+fn listeners_return(slots: &[Arc<Slot>], limit: usize) -> Result<usize, RunError> {
+    let mut n = 0;
+    for slot in slots {
+        if n == limit {
+            break;
+        }
+        let mut client = slot.client.lock();
+        if client.is_none() {
+            *client = Some(Arc::new(Client::new(slot.config.clone())?));
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Runs `opts.scenario` and writes everything to `opts.out`; returns the data behind the
@@ -332,7 +364,6 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
             Ok(Arc::new(Slot {
                 config: c,
                 client: Mutex::new(Some(Arc::new(client))),
-                away: AtomicBool::new(false),
             }))
         })
         .collect::<Result<_, RunError>>()?;
@@ -620,51 +651,23 @@ async fn apply_fault(
             })?
         }
         FaultKind::KillListeners { region, count } => {
-            let mut n = 0;
-            for l in sc.listeners_of(*region) {
-                if n == *count {
-                    break;
-                }
-                let taken = slots[l].client.lock().take();
-                if let Some(c) = taken {
-                    slots[l].away.store(true, Ordering::Relaxed);
-                    tokio::spawn(async move { c.shutdown().await });
-                    n += 1;
-                }
-            }
+            let n = listeners_leave(&slots[sc.listeners_of(*region)], *count);
             format!("{n} listeners of {} left", sc.regions[*region].name)
         }
         FaultKind::RestartListeners { region, count } => {
-            let mut n = 0;
-            for l in sc.listeners_of(*region) {
-                if n == *count {
-                    break;
-                }
-                if slots[l].away.load(Ordering::Relaxed) && slots[l].client().is_none() {
-                    *slots[l].client.lock() = Some(Arc::new(Client::new(slots[l].config.clone())?));
-                    slots[l].away.store(false, Ordering::Relaxed);
-                    n += 1;
-                }
-            }
+            let n = listeners_return(&slots[sc.listeners_of(*region)], *count)?;
             format!("{n} listeners of {} came back", sc.regions[*region].name)
         }
         FaultKind::CutRegion { region } => {
             let name = &sc.regions[*region].name;
             if shaping.on() {
                 shaping.cut(name, true)?;
-                format!("{name} cut off from the other regions and the tracker")
+                format!("{name} cut off from the other regions (the tracker stays reachable)")
             } else {
                 for i in region_nodes(sc, *region) {
                     net.freeze_node(i, true)?;
                 }
-                let mut n = 0;
-                for l in sc.listeners_of(*region) {
-                    if let Some(c) = slots[l].client.lock().take() {
-                        slots[l].away.store(true, Ordering::Relaxed);
-                        tokio::spawn(async move { c.shutdown().await });
-                        n += 1;
-                    }
-                }
+                let n = listeners_leave(&slots[sc.listeners_of(*region)], usize::MAX);
                 format!(
                     "{name}: without shaping, its {} nodes frozen and its {n} listeners taken off",
                     sc.regions[*region].nodes
@@ -679,13 +682,7 @@ async fn apply_fault(
                 for i in region_nodes(sc, *region) {
                     net.freeze_node(i, false)?;
                 }
-                for l in sc.listeners_of(*region) {
-                    if slots[l].away.load(Ordering::Relaxed) && slots[l].client().is_none() {
-                        *slots[l].client.lock() =
-                            Some(Arc::new(Client::new(slots[l].config.clone())?));
-                        slots[l].away.store(false, Ordering::Relaxed);
-                    }
-                }
+                listeners_return(&slots[sc.listeners_of(*region)], usize::MAX)?;
             }
             format!("{name} joined again")
         }
