@@ -541,6 +541,11 @@ impl Fetcher {
         let hedge = tokio::time::sleep(self.opts.hedge_after);
         tokio::pin!(hedge);
         let mut can_hedge = true;
+        // Sources that failed on the network (a dropped connection, a dial that did not
+        // go through) are asked once more when nothing else is left: a connection lost
+        // under load is not a dead node.
+        let mut lost: Vec<usize> = Vec::new();
+        let mut retried = false;
         while have < k {
             tokio::select! {
                 next = in_flight.next() => {
@@ -561,9 +566,17 @@ impl Fetcher {
                             have += 1;
                         }
                         Err(e) => {
+                            if matches!(e, RequestError::Network { .. }) {
+                                lost.push(slot);
+                            }
                             reasons.push(format!("slot {slot} on {peer}: {e}"));
                             if let Some(next) = untried.next() {
                                 launch(next, &mut in_flight);
+                            } else if in_flight.is_empty() && !retried {
+                                retried = true;
+                                for slot in lost.drain(..) {
+                                    launch(slot, &mut in_flight);
+                                }
                             }
                         }
                     }
