@@ -58,6 +58,29 @@ impl Hash {
     }
 }
 
+/// Hashes bytes that arrive in parts, e.g. while they are read off the network, so the hash
+/// is ready when the last part is. Parts of whole KiB let BLAKE3 hash several chunks at once.
+#[derive(Debug, Clone, Default)]
+pub struct Hasher(blake3::Hasher);
+
+impl Hasher {
+    /// A hasher with nothing hashed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `bytes` to what is hashed.
+    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(bytes);
+        self
+    }
+
+    /// The hash of everything added so far.
+    pub fn finalize(&self) -> Hash {
+        Hash(*self.0.finalize().as_bytes())
+    }
+}
+
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; HASH_LEN * 2];
@@ -237,6 +260,19 @@ mod tests {
         let bin = postcard::to_stdvec(&id).unwrap();
         assert_eq!(bin, id.as_bytes().to_vec());
         assert_eq!(postcard::from_bytes::<SongId>(&bin).unwrap(), id);
+    }
+
+    #[test]
+    fn hasher_in_parts_equals_hash_of_whole() {
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for part in [1, 1000, 1024, 65_536, 300_000] {
+            let mut h = Hasher::new();
+            for chunk in bytes.chunks(part) {
+                h.update(chunk);
+            }
+            assert_eq!(h.finalize(), Hash::of(&bytes), "parts of {part}");
+        }
+        assert_ne!(Hasher::new().update(b"a").finalize(), Hash::of(b"b"));
     }
 
     #[test]

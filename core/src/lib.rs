@@ -85,7 +85,7 @@ pub use grant::{
     Grant, GrantError, GrantSignature, MAX_GRANT_ENCODED, MAX_GRANT_NODE_LEN, MAX_GRANT_SHARDS,
     TrackerId, TrackerKey, unix_now,
 };
-pub use hash::{HASH_LEN, Hash, ParseIdError, SegmentId, ShardId, SongId};
+pub use hash::{HASH_LEN, Hash, Hasher, ParseIdError, SegmentId, ShardId, SongId};
 pub use layout::{DEFAULT_PARTITIONS, Layout, LayoutError, Member, partition_of};
 pub use manifest::{
     MANIFEST_FORMAT_VERSION, MAX_MANIFEST_SIZE, MAX_TEXT_FIELD, Manifest, ManifestBody,

@@ -6,7 +6,8 @@
 //!
 //! Blob responses (shards, segments) are written and read in parts: header, then the bytes
 //! straight from or into their own buffer. The bytes on the wire are the same; two copies of
-//! every blob are saved.
+//! every blob are saved. A blob read is hashed part by part as it arrives ([`Reply::blob_hash`]),
+//! so its check against the id asked for costs no wait after the last byte.
 
 use std::io;
 
@@ -16,10 +17,33 @@ use libp2p::request_response;
 use medley_core::protocol::{
     MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError,
 };
+use medley_core::{Hash, Hasher};
 
 /// An inbound request as decoded from the wire: either a request, or why it was not one.
 /// A malformed request still gets an answer (an error code) rather than a dropped stream.
 pub type Inbound = Result<Request, WireError>;
+
+/// A response with, when it was read off the wire and carries a blob, the BLAKE3 of that
+/// blob, computed over exactly the bytes in it while they arrived.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response.
+    pub response: Response,
+    /// The blob's hash; `None` for responses without a blob and for responses to be sent.
+    pub blob_hash: Option<Hash>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            blob_hash: None,
+        }
+    }
+}
+
+/// Bytes of a blob read (and hashed) at a time: whole BLAKE3 chunks, several at once.
+const HASH_PART: usize = 64 * 1024;
 
 /// The request-response codec for `/medley/data/1`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,16 +94,17 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.close().await
 }
 
-/// Reads a response frame, reading a blob's bytes straight into their own buffer.
+/// Reads a response frame, reading a blob's bytes straight into their own buffer and
+/// hashing them as they come.
 async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
-) -> io::Result<Result<Response, WireError>> {
+) -> io::Result<Result<Reply, WireError>> {
     let len = match read_len(io).await? {
         Ok(len) => len,
         Err(e) => return Ok(Err(e)),
     };
     if len == 0 {
-        return Ok(Response::decode(&[]));
+        return Ok(Response::decode(&[]).map(Reply::from));
     }
     let mut tag = [0u8; 1];
     io.read_exact(&mut tag).await?;
@@ -87,7 +112,7 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
         let mut buf = vec![0u8; len];
         buf[0] = tag[0];
         io.read_exact(&mut buf[1..]).await?;
-        return Ok(Response::decode(&buf));
+        return Ok(Response::decode(&buf).map(Reply::from));
     }
     let mut varint = VarintReader::default();
     let blob_len = loop {
@@ -114,18 +139,26 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
         }));
     }
     let mut data = vec![0u8; len - header];
-    io.read_exact(&mut data).await?;
-    Ok(
-        Response::from_blob(tag[0], data).ok_or_else(|| WireError::Malformed {
+    let mut hasher = Hasher::new();
+    for part in data.chunks_mut(HASH_PART) {
+        io.read_exact(part).await?;
+        hasher.update(part);
+    }
+    let blob_hash = Some(hasher.finalize());
+    Ok(Response::from_blob(tag[0], data)
+        .map(|response| Reply {
+            response,
+            blob_hash,
+        })
+        .ok_or_else(|| WireError::Malformed {
             reason: "unknown blob tag".into(),
-        }),
-    )
+        }))
 }
 
 impl request_response::Codec for DataCodec {
     type Protocol = StreamProtocol;
     type Request = Inbound;
-    type Response = Response;
+    type Response = Reply;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Inbound>
     where
@@ -136,7 +169,7 @@ impl request_response::Codec for DataCodec {
             .and_then(|bytes| Request::decode(&bytes)))
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Reply>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -162,12 +195,12 @@ impl request_response::Codec for DataCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Response,
+        res: Reply,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let (header, payload) = res.encode_parts();
+        let (header, payload) = res.response.encode_parts();
         let Some(payload) = payload else {
             return write_frame(io, &header).await;
         };
@@ -238,7 +271,16 @@ mod tests {
             Response::error(medley_core::protocol::ErrorCode::BUSY, "busy"),
         ] {
             let mut rd = Cursor::new(framed(&r.encode()));
-            assert_eq!(read_response_frame(&mut rd).await.unwrap().unwrap(), r);
+            let reply = read_response_frame(&mut rd).await.unwrap().unwrap();
+            // A blob's hash is of exactly its bytes; other responses have none.
+            let expected = match &r {
+                Response::Segment { data } | Response::Shard { data } => {
+                    Some(medley_core::Hash::of(data))
+                }
+                _ => None,
+            };
+            assert_eq!(reply.blob_hash, expected);
+            assert_eq!(reply.response, r);
         }
         // A blob length that disagrees with the frame length.
         let mut lie = Response::Shard { data: vec![1; 10] }.encode();

@@ -20,7 +20,7 @@ mod identity;
 mod peer;
 pub mod signed;
 
-pub use codec::{DataCodec, Inbound};
+pub use codec::{DataCodec, Inbound, Reply};
 pub use identity::{IDENTITY_FILE, IdentityError, create_private_file, load_or_create_identity};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 pub use peer::{Handler, NoService, Peer, PeerConfig, PeerHandle, RequestError, StartError};

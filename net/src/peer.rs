@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::codec::{DataCodec, Inbound};
+use crate::codec::{DataCodec, Inbound, Reply};
 
 /// Serves inbound data-plane requests.
 pub trait Handler: Send + Sync + 'static {
@@ -162,7 +162,7 @@ enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         request: Request,
-        reply: oneshot::Sender<Result<Response, RequestError>>,
+        reply: oneshot::Sender<Result<Reply, RequestError>>,
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -344,6 +344,16 @@ impl PeerHandle {
         addrs: Vec<Multiaddr>,
         request: Request,
     ) -> Result<Response, RequestError> {
+        Ok(self.request_reply(peer, addrs, request).await?.response)
+    }
+
+    /// [`PeerHandle::request`], with the hash of a blob response taken as it arrived.
+    async fn request_reply(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    ) -> Result<Reply, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Request {
@@ -364,13 +374,15 @@ impl PeerHandle {
         addrs: Vec<Multiaddr>,
         id: ShardId,
     ) -> Result<Vec<u8>, RequestError> {
-        match self.request(peer, addrs, Request::GetShard { id }).await? {
-            Response::Shard { data } if id.matches(&data) => Ok(data),
-            Response::Shard { .. } => Err(RequestError::BadHash {
-                peer,
-                id: id.to_string(),
-            }),
-            other => Err(unexpected(peer, other)),
+        match self
+            .request_reply(peer, addrs, Request::GetShard { id })
+            .await?
+        {
+            Reply {
+                response: Response::Shard { data },
+                blob_hash,
+            } => checked(peer, id.0, data, blob_hash),
+            other => Err(unexpected(peer, other.response)),
         }
     }
 
@@ -382,15 +394,14 @@ impl PeerHandle {
         id: SegmentId,
     ) -> Result<Vec<u8>, RequestError> {
         match self
-            .request(peer, addrs, Request::GetSegment { id })
+            .request_reply(peer, addrs, Request::GetSegment { id })
             .await?
         {
-            Response::Segment { data } if id.matches(&data) => Ok(data),
-            Response::Segment { .. } => Err(RequestError::BadHash {
-                peer,
-                id: id.to_string(),
-            }),
-            other => Err(unexpected(peer, other)),
+            Reply {
+                response: Response::Segment { data },
+                blob_hash,
+            } => checked(peer, id.0, data, blob_hash),
+            other => Err(unexpected(peer, other.response)),
         }
     }
 
@@ -458,6 +469,27 @@ impl PeerHandle {
     }
 }
 
+/// `data` if it hashes to `id`. `blob_hash` is its hash if the codec took it on arrival.
+fn checked(
+    peer: PeerId,
+    id: medley_core::Hash,
+    data: Vec<u8>,
+    blob_hash: Option<medley_core::Hash>,
+) -> Result<Vec<u8>, RequestError> {
+    let ok = match blob_hash {
+        Some(hash) => hash == id,
+        None => id.matches(&data),
+    };
+    if ok {
+        Ok(data)
+    } else {
+        Err(RequestError::BadHash {
+            peer,
+            id: id.to_string(),
+        })
+    }
+}
+
 fn unexpected(peer: PeerId, response: Response) -> RequestError {
     match response {
         Response::Error { code, message } => RequestError::Remote {
@@ -487,17 +519,17 @@ struct Actor {
     swarm: Swarm<Behaviour>,
     handler: Arc<dyn Handler>,
     commands: mpsc::Receiver<Command>,
-    done_tx: mpsc::Sender<(PeerId, ResponseChannel<Response>, Response)>,
-    done_rx: mpsc::Receiver<(PeerId, ResponseChannel<Response>, Response)>,
+    done_tx: mpsc::Sender<(PeerId, ResponseChannel<Reply>, Response)>,
+    done_rx: mpsc::Receiver<(PeerId, ResponseChannel<Reply>, Response)>,
     /// `BUSY` answers to a peer over its own limit, sent after [`BUSY_DELAY`] so that a
     /// flooding peer cannot spin on them; at most [`MAX_DELAYED_BUSY`] held at once.
-    late_tx: mpsc::Sender<(ResponseChannel<Response>, Response)>,
-    late_rx: mpsc::Receiver<(ResponseChannel<Response>, Response)>,
+    late_tx: mpsc::Sender<(ResponseChannel<Reply>, Response)>,
+    late_rx: mpsc::Receiver<(ResponseChannel<Reply>, Response)>,
     delayed: Arc<std::sync::atomic::AtomicUsize>,
     /// Inbound requests in flight, by peer.
     per_peer: HashMap<PeerId, usize>,
     max_per_peer: usize,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Reply, RequestError>>>,
     in_flight: usize,
     max_in_flight: usize,
     /// Responses handed to the swarm and not yet sent or failed.
@@ -581,12 +613,12 @@ impl Actor {
     }
 
     /// Hands a response to the swarm, counting it until it is sent.
-    fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+    fn respond(&mut self, channel: ResponseChannel<Reply>, response: Response) {
         if self
             .swarm
             .behaviour_mut()
             .data
-            .send_response(channel, response)
+            .send_response(channel, response.into())
             .is_ok()
         {
             self.unsent += 1;
@@ -660,7 +692,7 @@ impl Actor {
         }
     }
 
-    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
+    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Reply>) {
         let request = match request {
             Ok(r) => r,
             Err(e) => {
