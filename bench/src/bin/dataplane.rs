@@ -14,6 +14,10 @@
 //! libp2p does. The first is the bar; Medley's patched libp2p-tls (`third_party/`) offers
 //! AES-128-GCM first too. The second shows what upstream's order would cost.
 //!
+//! Each row also gives the CPU cores the process kept busy (client and server together),
+//! and before the table: the node's read of one segment with its BLAKE3 check, BLAKE3 alone,
+//! and the round trip of a request answered without a blob, against quinn's.
+//!
 //! cargo run --release -p medley-bench --bin dataplane -- --total 1GiB
 
 use std::collections::HashMap;
@@ -42,6 +46,12 @@ struct Args {
     /// Repetitions of each measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Requests in flight to measure, e.g. `--in-flight 1,16`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    in_flight: Vec<usize>,
+    /// Measure Medley only, without the quinn baselines (for profiling).
+    #[arg(long)]
+    medley_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -75,10 +85,20 @@ async fn run(args: Args) -> Result<()> {
     for (id, s) in ids.iter().zip(&segments) {
         node.store().put(Tier::Hot, id.0, s)?;
     }
+    // What each fetch must do besides moving bytes, measured alone.
+    let t = Instant::now();
+    for id in &ids {
+        node.store().get(Tier::Hot, id.0)?;
+    }
+    let node_read = t.elapsed() / ids.len() as u32;
+    let t = Instant::now();
+    for s in &segments {
+        std::hint::black_box(SegmentId::of(s));
+    }
+    let hash = t.elapsed() / ids.len() as u32;
     let node_id = node.peer_id();
     let node_addrs = node.listen_addrs().await;
     let client = Peer::dial_only().await?;
-
     // Raw quinn server with the same segments in memory.
     let table: Arc<HashMap<[u8; 32], Vec<u8>>> = Arc::new(
         ids.iter()
@@ -88,41 +108,99 @@ async fn run(args: Args) -> Result<()> {
     );
     let (_, quinn_aes) = raw_quinn(table.clone(), false).await?;
     let (_, quinn_chacha) = raw_quinn(table, true).await?;
-
+    // A request with no blob in its answer (an unknown id): the fixed cost of a fetch.
+    let missing = SegmentId::of(b"not stored");
+    let rounds = 2000u32;
+    let _ = client
+        .get_segment(node_id, node_addrs.clone(), missing)
+        .await;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        if client
+            .get_segment(node_id, node_addrs.clone(), missing)
+            .await
+            .is_ok()
+        {
+            anyhow::bail!("an unknown segment was served");
+        }
+    }
+    let medley_empty = t.elapsed() / rounds;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        if fetch_quinn(&quinn_aes, missing).await? != 0 {
+            anyhow::bail!("quinn served an unknown segment");
+        }
+    }
+    let quinn_empty = t.elapsed() / rounds;
+    println!(
+        "per {} B segment: node read with its BLAKE3 check {node_read:.1?}, BLAKE3 alone {hash:.1?}",
+        args.segment
+    );
+    println!(
+        "round trip of a request answered without a blob: medley {medley_empty:.1?}, quinn AES {quinn_empty:.1?}"
+    );
     println!(
         "fetching {} ({} x {} B segments, {} distinct) per run, median of {}",
         args.total, fetches, args.segment, args.distinct, args.reps
     );
     println!(
-        "{:>9} | {:>12} | {:>16} | {:>19} | {:>9} | {:>12}",
-        "in flight", "medley MiB/s", "quinn AES MiB/s", "quinn ChaCha MiB/s", "vs AES", "vs ChaCha"
+        "{:>9} | {:>12} | {:>12} | {:>15} | {:>15} | {:>18} | {:>8} | {:>10}",
+        "in flight",
+        "medley MiB/s",
+        "medley cores",
+        "quinn AES MiB/s",
+        "quinn AES cores",
+        "quinn ChaCha MiB/s",
+        "vs AES",
+        "vs ChaCha"
     );
-    for in_flight in [1usize, 16] {
+    for &in_flight in &args.in_flight {
         let (mut m, mut qa, mut qc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut m_cores, mut qa_cores) = (Vec::new(), Vec::new());
         for _ in 0..args.reps {
             // Interleave so all three see the same machine load.
-            let start = Instant::now();
-            futures::stream::iter(0..fetches)
-                .map(|i| {
-                    let client = client.clone();
-                    let addrs = node_addrs.clone();
-                    let id = ids[i % ids.len()];
-                    async move { client.get_segment(node_id, addrs, id).await }
-                })
-                .buffer_unordered(in_flight)
-                .for_each(|r| async move {
-                    if let Err(e) = r {
-                        panic!("medley fetch failed: {e}");
-                    }
-                })
-                .await;
-            m.push(mib_per_s(total_bytes, start.elapsed()));
-            qa.push(quinn_run(&quinn_aes, &ids, fetches, in_flight, total_bytes).await);
-            qc.push(quinn_run(&quinn_chacha, &ids, fetches, in_flight, total_bytes).await);
+            let (rate, cores) = measured(total_bytes, async {
+                futures::stream::iter(0..fetches)
+                    .map(|i| {
+                        let client = client.clone();
+                        let addrs = node_addrs.clone();
+                        let id = ids[i % ids.len()];
+                        async move { client.get_segment(node_id, addrs, id).await }
+                    })
+                    .buffer_unordered(in_flight)
+                    .for_each(|r| async move {
+                        if let Err(e) = r {
+                            panic!("medley fetch failed: {e}");
+                        }
+                    })
+                    .await;
+            })
+            .await;
+            m.push(rate);
+            m_cores.push(cores);
+            if !args.medley_only {
+                let (rate, cores) =
+                    measured(total_bytes, quinn_run(&quinn_aes, &ids, fetches, in_flight)).await;
+                qa.push(rate);
+                qa_cores.push(cores);
+                qc.push(
+                    measured(
+                        total_bytes,
+                        quinn_run(&quinn_chacha, &ids, fetches, in_flight),
+                    )
+                    .await
+                    .0,
+                );
+            }
         }
-        let (m, qa, qc) = (median(&mut m), median(&mut qa), median(&mut qc));
+        let (m, m_cores) = (median(&mut m), median(&mut m_cores));
+        if args.medley_only {
+            println!("{in_flight:>9} | {m:>12.1} | {m_cores:>12.2} |");
+            continue;
+        }
+        let (qa, qc, qa_cores) = (median(&mut qa), median(&mut qc), median(&mut qa_cores));
         println!(
-            "{in_flight:>9} | {m:>12.1} | {qa:>16.1} | {qc:>19.1} | {:>8.2}x | {:>11.2}x",
+            "{in_flight:>9} | {m:>12.1} | {m_cores:>12.2} | {qa:>15.1} | {qa_cores:>15.2} | {qc:>18.1} | {:>7.2}x | {:>9.2}x",
             m / qa,
             m / qc
         );
@@ -131,14 +209,18 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn quinn_run(
-    conn: &quinn::Connection,
-    ids: &[SegmentId],
-    fetches: usize,
-    in_flight: usize,
-    total_bytes: u64,
-) -> f64 {
+/// Runs `work`, which moves `bytes`; returns MiB/s and the CPU cores this process kept busy
+/// meanwhile (client and server together: both live in this process).
+async fn measured(bytes: u64, work: impl std::future::Future<Output = ()>) -> (f64, f64) {
+    let cpu = medley_testnet::run::self_usage().0;
     let start = Instant::now();
+    work.await;
+    let elapsed = start.elapsed();
+    let cores = (medley_testnet::run::self_usage().0 - cpu) / elapsed.as_secs_f64();
+    (mib_per_s(bytes, elapsed), cores)
+}
+
+async fn quinn_run(conn: &quinn::Connection, ids: &[SegmentId], fetches: usize, in_flight: usize) {
     futures::stream::iter(0..fetches)
         .map(|i| {
             let conn = conn.clone();
@@ -153,7 +235,6 @@ async fn quinn_run(
             }
         })
         .await;
-    mib_per_s(total_bytes, start.elapsed())
 }
 
 /// aws-lc-rs with TLS 1.3 suites in upstream libp2p-tls's order (ChaCha20 first) or rustls's default
