@@ -7,7 +7,7 @@
 //! Blob responses (shards, segments) are written and read in parts: header, then the bytes
 //! straight from or into their own buffer. The bytes on the wire are the same; two copies of
 //! every blob are saved. A blob read is hashed part by part as it arrives ([`Reply::blob_hash`]),
-//! so its check against the id asked for costs no wait after the last byte.
+//! so after its last byte only the last part is left to hash, not the whole blob.
 
 use std::io;
 

@@ -485,11 +485,7 @@ fn checked(
     data: Vec<u8>,
     blob_hash: Option<medley_core::Hash>,
 ) -> Result<Vec<u8>, RequestError> {
-    let ok = match blob_hash {
-        Some(hash) => hash == id,
-        None => id.matches(&data),
-    };
-    if ok {
+    if blob_hash.unwrap_or_else(|| medley_core::Hash::of(&data)) == id {
         Ok(data)
     } else {
         Err(RequestError::BadHash {
