@@ -318,11 +318,19 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
             series.len(),
             mib(served),
             peak,
-            last.map_or("–".into(), |s| format!("{:.1}", mib(s.used))),
-            last.map_or(0, |s| s.shards),
-            last.map_or(0, |s| s.hot_segments),
-            series.iter().map(|s| s.repaired).max().unwrap_or(0),
-            series.iter().map(|s| s.scrub_bad).max().unwrap_or(0),
+            last.map_or("–".into(), |s| format!("{:.1}", mib(s.counters.used))),
+            last.map_or(0, |s| s.counters.shards),
+            last.map_or(0, |s| s.counters.hot_segments),
+            series
+                .iter()
+                .map(|s| s.counters.repaired)
+                .max()
+                .unwrap_or(0),
+            series
+                .iter()
+                .map(|s| s.counters.scrub_bad)
+                .max()
+                .unwrap_or(0),
         );
     }
 
@@ -382,18 +390,18 @@ fn rates(series: &[crate::run::NodeSample]) -> Vec<(f64, f64)> {
         .windows(2)
         .map(|w| {
             let dt = (w[1].t_secs - w[0].t_secs).max(0.001);
-            let delta = grew(w[1].bytes_served, w[0].bytes_served);
+            let delta = grew(w[1].counters.bytes_served, w[0].counters.bytes_served);
             (w[1].t_secs, mib(delta) / dt)
         })
         .collect()
 }
 
 fn served_total(series: &[crate::run::NodeSample]) -> u64 {
-    let first = series.first().map_or(0, |s| s.bytes_served);
+    let first = series.first().map_or(0, |s| s.counters.bytes_served);
     first
         + series
             .windows(2)
-            .map(|w| grew(w[1].bytes_served, w[0].bytes_served))
+            .map(|w| grew(w[1].counters.bytes_served, w[0].counters.bytes_served))
             .sum::<u64>()
 }
 
@@ -506,13 +514,13 @@ fn plots(out: &Path, d: &RunData) -> Result<(), RunError> {
         let e = times
             .entry((s.t_secs * 1000.0) as u64)
             .or_insert((s.t_secs, 0.0, 0.0, 0.0));
-        e.1 += s.repair_backlog as f64;
+        e.1 += s.counters.repair_backlog as f64;
         if s.up {
             let prev = last_repaired.entry(s.node).or_insert((0, 0));
             // Counters restart with a node: count what is new since its last sample.
-            done.0 += grew(s.repaired, prev.0);
-            done.1 += grew(s.scrub_bad, prev.1);
-            *prev = (s.repaired, s.scrub_bad);
+            done.0 += grew(s.counters.repaired, prev.0);
+            done.1 += grew(s.counters.scrub_bad, prev.1);
+            *prev = (s.counters.repaired, s.counters.scrub_bad);
         }
         e.2 = done.0 as f64;
         e.3 = done.1 as f64;

@@ -116,21 +116,37 @@ pub struct NodeSample {
     pub region: String,
     /// Answered its status endpoint.
     pub up: bool,
+    /// What its status endpoint said (zeros when it did not answer).
+    #[serde(flatten)]
+    pub counters: NodeCounters,
+}
+
+/// The counters of a node's `/status` that a sample keeps, under the same names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeCounters {
     /// Bytes of shards and segments sent since it started.
+    #[serde(default)]
     pub bytes_served: u64,
     /// Data-plane requests since it started.
+    #[serde(default)]
     pub requests: u64,
     /// Bytes stored.
+    #[serde(default)]
     pub used: u64,
     /// Durable shards held.
+    #[serde(default)]
     pub shards: u64,
     /// Whole segments in the hot tier.
+    #[serde(default)]
     pub hot_segments: u64,
     /// Shards its slots call for that it lacks.
+    #[serde(default)]
     pub repair_backlog: u64,
     /// Shards rebuilt or copied by repair since it started.
+    #[serde(default)]
     pub repaired: u64,
     /// Corrupt shards its scrubber found since it started.
+    #[serde(default)]
     pub scrub_bad: u64,
 }
 
@@ -757,26 +773,6 @@ fn corrupt_blobs(dir: &Path, fraction: f64) -> usize {
     flipped
 }
 
-#[derive(Debug, Deserialize)]
-struct StatusView {
-    #[serde(default)]
-    bytes_served: u64,
-    #[serde(default)]
-    requests: u64,
-    #[serde(default)]
-    used: u64,
-    #[serde(default)]
-    shards: u64,
-    #[serde(default)]
-    hot_segments: u64,
-    #[serde(default)]
-    repair_backlog: u64,
-    #[serde(default)]
-    repaired: u64,
-    #[serde(default)]
-    scrub_bad: u64,
-}
-
 async fn sample_node(
     http: &reqwest::Client,
     node: usize,
@@ -798,20 +794,13 @@ async fn sample_node(
             .send()
             .await?
             .error_for_status()?
-            .json::<StatusView>()
+            .json::<NodeCounters>()
             .await
     }
     .await;
-    if let Ok(v) = got {
+    if let Ok(counters) = got {
         s.up = true;
-        s.bytes_served = v.bytes_served;
-        s.requests = v.requests;
-        s.used = v.used;
-        s.shards = v.shards;
-        s.hot_segments = v.hot_segments;
-        s.repair_backlog = v.repair_backlog;
-        s.repaired = v.repaired;
-        s.scrub_bad = v.scrub_bad;
+        s.counters = counters;
     }
     s
 }
@@ -920,20 +909,21 @@ fn write_outputs(out: &Path, d: &RunData) -> Result<(), RunError> {
         &out.join("nodes.csv"),
         "t_secs,node,region,up,bytes_served,requests,used,shards,hot_segments,repair_backlog,repaired,scrub_bad",
         d.nodes.iter().map(|n| {
+            let c = &n.counters;
             format!(
                 "{:.3},{},{},{},{},{},{},{},{},{},{},{}",
                 n.t_secs,
                 n.node,
                 n.region,
                 n.up,
-                n.bytes_served,
-                n.requests,
-                n.used,
-                n.shards,
-                n.hot_segments,
-                n.repair_backlog,
-                n.repaired,
-                n.scrub_bad
+                c.bytes_served,
+                c.requests,
+                c.used,
+                c.shards,
+                c.hot_segments,
+                c.repair_backlog,
+                c.repaired,
+                c.scrub_bad
             )
         }),
     )?;

@@ -216,10 +216,12 @@ fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and
             .iter()
             .any(|s| s.node == 5 && s.up && s.t_secs > 16.0)
     );
-    assert!(samples.iter().any(|s| s.bytes_served > 0));
+    assert!(samples.iter().any(|s| s.counters.bytes_served > 0));
     // The damaged node's scrubber found corrupt shards.
     assert!(
-        samples.iter().any(|s| s.node == 1 && s.scrub_bad > 0),
+        samples
+            .iter()
+            .any(|s| s.node == 1 && s.counters.scrub_bad > 0),
         "no corrupt shard found on node 1"
     );
     let nodes_csv = std::fs::read_to_string(out.join("nodes.csv")).unwrap();
