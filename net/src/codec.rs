@@ -1,4 +1,4 @@
-//! Framing of data-plane messages on a libp2p stream.
+//! Framing of data-plane messages on a libp2p stream: one request, then its response.
 //!
 //! A message is a 4-byte big-endian length followed by that many bytes of its encoding
 //! ([`medley_core::protocol`]). The length is checked against [`MAX_MESSAGE_SIZE`] before
@@ -12,8 +12,6 @@
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::StreamProtocol;
-use libp2p::request_response;
 use medley_core::protocol::{
     MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError,
 };
@@ -21,12 +19,12 @@ use medley_core::{Hash, Hasher};
 
 /// An inbound request as decoded from the wire: either a request, or why it was not one.
 /// A malformed request still gets an answer (an error code) rather than a dropped stream.
-pub type Inbound = Result<Request, WireError>;
+pub(crate) type Inbound = Result<Request, WireError>;
 
 /// A response with, when it was read off the wire and carries a blob, the BLAKE3 of that
 /// blob, computed over exactly the bytes in it while they arrived.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// The response.
     pub response: Response,
     /// The blob's hash; `None` for responses without a blob and for responses to be sent.
@@ -44,10 +42,6 @@ impl From<Response> for Reply {
 
 /// Bytes of a blob read (and hashed) at a time: whole BLAKE3 chunks, several at once.
 const HASH_PART: usize = 64 * 1024;
-
-/// The request-response codec for `/medley/data/1`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DataCodec;
 
 /// Reads a frame's length and checks it against [`MAX_MESSAGE_SIZE`] before anything is
 /// allocated.
@@ -155,71 +149,53 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
         }))
 }
 
-impl request_response::Codec for DataCodec {
-    type Protocol = StreamProtocol;
-    type Request = Inbound;
-    type Response = Reply;
+/// Reads a request: a malformed or oversized one is `Ok(Err(_))`, to be answered with its
+/// error code; only a broken stream is an I/O error.
+pub(crate) async fn read_request<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Inbound> {
+    Ok(read_frame(io)
+        .await?
+        .and_then(|bytes| Request::decode(&bytes)))
+}
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Inbound>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        Ok(read_frame(io)
-            .await?
-            .and_then(|bytes| Request::decode(&bytes)))
-    }
+/// Reads a response, a blob hashed as it arrives. A malformed one is an I/O error.
+pub(crate) async fn read_response<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Reply> {
+    read_response_frame(io)
+        .await?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Reply>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_response_frame(io)
-            .await?
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
+/// Writes a request and closes the sending side.
+pub(crate) async fn write_request<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    request: &Request,
+) -> io::Result<()> {
+    write_frame(io, &request.encode()).await
+}
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Inbound,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        let req = req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_frame(io, &req.encode()).await
+/// Writes a response and closes the sending side; a blob goes straight from its buffer.
+pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    response: &Response,
+) -> io::Result<()> {
+    let (header, payload) = response.encode_parts();
+    let Some(payload) = payload else {
+        return write_frame(io, &header).await;
+    };
+    let total = header.len() + payload.len();
+    if total > MAX_MESSAGE_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            WireError::TooLarge {
+                size: total,
+                max: MAX_MESSAGE_SIZE,
+            },
+        ));
     }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Reply,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        let (header, payload) = res.response.encode_parts();
-        let Some(payload) = payload else {
-            return write_frame(io, &header).await;
-        };
-        let total = header.len() + payload.len();
-        if total > MAX_MESSAGE_SIZE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                WireError::TooLarge {
-                    size: total,
-                    max: MAX_MESSAGE_SIZE,
-                },
-            ));
-        }
-        // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
-        io.write_all(&(total as u32).to_be_bytes()).await?;
-        io.write_all(&header).await?;
-        io.write_all(payload).await?;
-        io.close().await
-    }
+    // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
+    io.write_all(&(total as u32).to_be_bytes()).await?;
+    io.write_all(&header).await?;
+    io.write_all(payload).await?;
+    io.close().await
 }
 
 #[cfg(test)]

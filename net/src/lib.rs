@@ -18,9 +18,10 @@
 mod codec;
 mod identity;
 mod peer;
+mod serve;
 pub mod signed;
+mod streams;
 
-pub use codec::{DataCodec, Inbound, Reply};
 pub use identity::{IDENTITY_FILE, IdentityError, create_private_file, load_or_create_identity};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 pub use peer::{Handler, NoService, Peer, PeerConfig, PeerHandle, RequestError, StartError};

@@ -1,29 +1,30 @@
-//! The data-plane peer: one libp2p swarm over QUIC, driven by an actor.
+//! The data-plane peer: one libp2p swarm over QUIC, one stream per request.
 //!
-//! Data flow: [`PeerHandle`] methods send a [`Command`] over a bounded channel to the actor,
-//! which owns the [`Swarm`]. Outbound requests go out through request-response and their
-//! replies come back on the command's oneshot. Inbound requests are counted against
-//! [`PeerConfig::max_concurrent_inbound`]: past it they are answered `BUSY` at once; below it
-//! each runs in its own task through the [`Handler`], and its response returns to the actor
-//! over a bounded channel to be sent.
+//! Data flow: a request opens a stream on the connection to its peer through that
+//! connection's handler ([`crate::streams`]), then writes the request and reads the answer in
+//! the requester's own task. Inbound streams are served each in its own task
+//! ([`crate::serve`]). An actor owns the [`Swarm`] and only dials, answers queries about it
+//! and drives connections; no request or answer passes through it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
-use medley_core::protocol::{ErrorCode, PROTOCOL_NAME, Request, Response};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, NetworkBehaviour, Stream, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_core::{SegmentId, ShardId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::codec::{DataCodec, Inbound, Reply};
+use crate::codec::{self, Reply};
+use crate::serve::{Limits, Server};
+use crate::streams::{self, Connections};
 
 /// Serves inbound data-plane requests.
 pub trait Handler: Send + Sync + 'static {
@@ -154,15 +155,15 @@ pub enum StartError {
 struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
-    data: request_response::Behaviour<DataCodec>,
+    data: streams::Behaviour,
 }
 
 enum Command {
-    Request {
+    /// Connect to a peer, unless connected already.
+    Dial {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
-        request: Request,
-        reply: oneshot::Sender<Result<Reply, RequestError>>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -180,6 +181,8 @@ enum Command {
 pub struct PeerHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    connections: Arc<Mutex<Connections>>,
+    request_timeout: Duration,
     cancel: CancellationToken,
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -213,6 +216,15 @@ impl Peer {
         let max_streams = config.max_concurrent_inbound * 2 + 64;
         let request_timeout = config.request_timeout;
         let agent = config.agent.clone();
+        let connections = Arc::new(Mutex::new(Connections::default()));
+        let server = Server::new(
+            handler,
+            Limits {
+                in_flight: config.max_concurrent_inbound,
+                per_peer: config.max_inbound_per_peer.max(1),
+                timeout: request_timeout,
+            },
+        );
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_quic_config(|mut q| {
@@ -229,12 +241,7 @@ impl Peer {
                     identify::Config::new("/medley/id/1".into(), key.public())
                         .with_agent_version(agent),
                 ),
-                data: request_response::Behaviour::new(
-                    [(StreamProtocol::new(PROTOCOL_NAME), ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(request_timeout)
-                        .with_max_concurrent_streams(max_streams),
-                ),
+                data: streams::Behaviour::new(connections.clone(), Arc::new(server.clone())),
             })
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_swarm_config(|c| {
@@ -281,23 +288,11 @@ impl Peer {
         info!(%peer_id, addrs = ?listen_addrs, "data plane listening");
 
         let (tx, rx) = mpsc::channel(256);
-        let (done_tx, done_rx) = mpsc::channel(config.max_concurrent_inbound.max(1));
-        let (late_tx, late_rx) = mpsc::channel(MAX_DELAYED_BUSY);
         let actor = Actor {
             swarm,
-            handler,
+            server,
             commands: rx,
-            done_tx,
-            done_rx,
-            late_tx,
-            late_rx,
-            delayed: Arc::default(),
-            pending: HashMap::new(),
-            in_flight: 0,
-            max_in_flight: config.max_concurrent_inbound,
-            per_peer: HashMap::new(),
-            max_per_peer: config.max_inbound_per_peer.max(1),
-            unsent: 0,
+            dialing: HashMap::new(),
             stopping: false,
             listen_addrs,
             cancel: cancel.clone(),
@@ -306,6 +301,8 @@ impl Peer {
         Ok(PeerHandle {
             peer_id,
             commands: tx,
+            connections,
+            request_timeout,
             cancel,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
         })
@@ -363,17 +360,67 @@ impl PeerHandle {
         addrs: Vec<Multiaddr>,
         request: Request,
     ) -> Result<Reply, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Request {
-                peer,
-                addrs,
-                request,
-                reply,
-            })
+        if self.cancel.is_cancelled() {
+            return Err(RequestError::Closed);
+        }
+        let network = |reason: String| RequestError::Network { peer, reason };
+        let exchange = async {
+            let mut stream = self.open_stream(peer, addrs).await?;
+            codec::write_request(&mut stream, &request)
+                .await
+                .map_err(|e| network(format!("sending the request: {}", chain(&e))))?;
+            codec::read_response(&mut stream)
+                .await
+                .map_err(|e| network(format!("reading the response: {}", chain(&e))))
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
             .await
-            .map_err(|_| RequestError::Closed)?;
-        rx.await.map_err(|_| RequestError::Closed)?
+            .unwrap_or_else(|_| {
+                Err(network(format!(
+                    "no response within {:?}",
+                    self.request_timeout
+                )))
+            })
+    }
+
+    /// A new stream to `peer`, dialing `addrs` first if not connected.
+    async fn open_stream(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<Stream, RequestError> {
+        let network = |reason: String| RequestError::Network { peer, reason };
+        let mut dialed = false;
+        // A connection can close between the dial and the stream; one redial covers it.
+        for _ in 0..3 {
+            if let Some(opened) = Connections::open(&self.connections, peer) {
+                match opened.await {
+                    Ok(Ok(stream)) => return Ok(stream),
+                    Ok(Err(reason)) => return Err(network(reason)),
+                    // The connection closed before it could open the stream.
+                    Err(_) => continue,
+                }
+            }
+            if dialed {
+                break;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.commands
+                .send(Command::Dial {
+                    peer,
+                    addrs: addrs.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| RequestError::Closed)?;
+            rx.await
+                .map_err(|_| RequestError::Closed)?
+                .map_err(network)?;
+            dialed = true;
+        }
+        Err(network(
+            "the connection closed before a stream could be opened".into(),
+        ))
     }
 
     /// Fetches a durable shard and checks it against `id`.
@@ -495,6 +542,18 @@ fn checked(
     }
 }
 
+/// An error with its sources, e.g. `connection lost: timed out`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
 fn unexpected(peer: PeerId, response: Response) -> RequestError {
     match response {
         Response::Error { code, message } => RequestError::Remote {
@@ -515,30 +574,12 @@ fn unexpected(peer: PeerId, response: Response) -> RequestError {
     }
 }
 
-/// How long a peer over its own in-flight limit waits for its `BUSY` answer.
-const BUSY_DELAY: Duration = Duration::from_millis(250);
-/// Most delayed `BUSY` answers held at once, over all peers.
-const MAX_DELAYED_BUSY: usize = 4096;
-
 struct Actor {
     swarm: Swarm<Behaviour>,
-    handler: Arc<dyn Handler>,
+    server: Server,
     commands: mpsc::Receiver<Command>,
-    done_tx: mpsc::Sender<(PeerId, ResponseChannel<Reply>, Response)>,
-    done_rx: mpsc::Receiver<(PeerId, ResponseChannel<Reply>, Response)>,
-    /// `BUSY` answers to a peer over its own limit, sent after [`BUSY_DELAY`] so that a
-    /// flooding peer cannot spin on them; at most [`MAX_DELAYED_BUSY`] held at once.
-    late_tx: mpsc::Sender<(ResponseChannel<Reply>, Response)>,
-    late_rx: mpsc::Receiver<(ResponseChannel<Reply>, Response)>,
-    delayed: Arc<std::sync::atomic::AtomicUsize>,
-    /// Inbound requests in flight, by peer.
-    per_peer: HashMap<PeerId, usize>,
-    max_per_peer: usize,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Reply, RequestError>>>,
-    in_flight: usize,
-    max_in_flight: usize,
-    /// Responses handed to the swarm and not yet sent or failed.
-    unsent: usize,
+    /// Requesters waiting for a connection to a peer being dialed.
+    dialing: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     /// A graceful stop was asked for.
     stopping: bool,
     listen_addrs: Vec<Multiaddr>,
@@ -547,54 +588,30 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
+        let server = self.server.clone();
         loop {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                Some((channel, response)) = self.late_rx.recv() => {
-                    self.respond(channel, response);
-                }
-                Some((peer, channel, response)) = self.done_rx.recv() => {
-                    self.in_flight -= 1;
-                    if let Some(n) = self.per_peer.get_mut(&peer) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.per_peer.remove(&peer);
-                        }
-                    }
-                    self.respond(channel, response);
-                }
+                () = server.idle(), if self.stopping => break,
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
-            if self.stopping && self.in_flight == 0 && self.unsent == 0 {
-                break;
-            }
         }
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(RequestError::Closed));
+        for (_, waiters) in self.dialing.drain() {
+            for reply in waiters {
+                let _ = reply.send(Err("the local peer has shut down".into()));
+            }
         }
         debug!("data plane stopped");
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Request {
-                peer,
-                addrs,
-                request,
-                reply,
-            } => {
-                let id = self.swarm.behaviour_mut().data.send_request_with_addresses(
-                    &peer,
-                    Ok(request),
-                    addrs,
-                );
-                self.pending.insert(id, reply);
-            }
+            Command::Dial { peer, addrs, reply } => self.dial(peer, addrs, reply),
             Command::ListenAddrs { reply } => {
                 let me = self.swarm.local_peer_id();
                 let addrs = self
@@ -609,77 +626,57 @@ impl Actor {
             }
             Command::Stop => {
                 debug!(
-                    in_flight = self.in_flight,
+                    in_flight = self.server.in_flight(),
                     "stopping: answering requests in flight"
                 );
+                self.server.stop();
                 self.stopping = true;
             }
         }
     }
 
-    /// Hands a response to the swarm, counting it until it is sent.
-    fn respond(&mut self, channel: ResponseChannel<Reply>, response: Response) {
-        if self
-            .swarm
-            .behaviour_mut()
-            .data
-            .send_response(channel, response.into())
-            .is_ok()
-        {
-            self.unsent += 1;
-        } else {
-            debug!("requester went away before the response was sent");
+    fn dial(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let waiters = self.dialing.entry(peer).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(reply);
+        if waiters.len() > 1 {
+            return; // A dial is under way; its outcome answers this one too.
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            // Dialing already, for another reason: that dial's outcome answers.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => self.dialed(peer, Err(e.to_string())),
+        }
+    }
+
+    /// Answers the requesters waiting for a connection to `peer`.
+    fn dialed(&mut self, peer: PeerId, outcome: Result<(), String>) {
+        for reply in self.dialing.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(outcome.clone());
         }
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        use request_response::{Event, Message};
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Data(event)) => match event {
-                Event::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    self.on_inbound(peer, request, channel);
-                }
-                Event::Message {
-                    peer: _,
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-                Event::OutboundFailure {
-                    peer,
-                    request_id,
-                    error,
-                    ..
-                } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Err(RequestError::Network {
-                            peer,
-                            reason: error.to_string(),
-                        }));
-                    }
-                }
-                Event::InboundFailure { peer, error, .. } => {
-                    debug!(%peer, %error, "inbound request failed");
-                    // Failures of requests never answered are counted too; the count only
-                    // decides when a graceful stop may end, and saturates at zero.
-                    self.unsent = self.unsent.saturating_sub(1);
-                }
-                Event::ResponseSent { .. } => self.unsent = self.unsent.saturating_sub(1),
-            },
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => self.dialed(peer_id, Ok(())),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => self.dialed(peer, Err(error.to_string())),
             SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
                 self.listen_addrs.push(address);
             }
@@ -695,57 +692,5 @@ impl Actor {
             }
             _ => {}
         }
-    }
-
-    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Reply>) {
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(%peer, error = %e, "malformed request");
-                self.respond(channel, Response::error(e.code(), e.to_string()));
-                return;
-            }
-        };
-        if self.stopping {
-            self.respond(
-                channel,
-                Response::error(ErrorCode::BUSY, "the node is stopping"),
-            );
-            return;
-        }
-        if self.in_flight >= self.max_in_flight {
-            let message = format!("{} requests in flight", self.in_flight);
-            self.respond(channel, Response::error(ErrorCode::BUSY, message));
-            return;
-        }
-        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if mine >= self.max_per_peer {
-            let message = format!("{mine} of your requests in flight, the most one peer may have");
-            let busy = Response::error(ErrorCode::BUSY, message);
-            // A peer past its own limit waits for the answer: asking again at once would
-            // only spin. Held answers are bounded; past the bound they go at once.
-            let delayed = self.delayed.clone();
-            if delayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < MAX_DELAYED_BUSY {
-                let late = self.late_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(BUSY_DELAY).await;
-                    delayed.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = late.send((channel, busy)).await;
-                });
-            } else {
-                delayed.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                self.respond(channel, busy);
-            }
-            return;
-        }
-        *self.per_peer.entry(peer).or_default() += 1;
-        self.in_flight += 1;
-        let fut = self.handler.handle(peer, request);
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let response = fut.await;
-            // Capacity equals the in-flight bound, so this never waits for long.
-            let _ = done.send((peer, channel, response)).await;
-        });
     }
 }

@@ -210,7 +210,8 @@ async fn wrong_hash_and_full_store_are_refused() {
     );
 }
 
-/// Sends raw frames under the data protocol, bypassing the typed codec.
+/// Sends raw frames under the data protocol, bypassing the typed codec, through libp2p's
+/// stock request-response behaviour: a node must answer it as it answers Medley's own peers.
 #[derive(Clone, Default)]
 struct RawCodec;
 

@@ -1,0 +1,217 @@
+//! Serving inbound data-plane streams: admission, the handler, the answer.
+//!
+//! Each inbound stream runs in its own task, spawned by the connection's handler the moment
+//! the stream is negotiated. The task reads the request, decides whether it may run, runs
+//! the [`Handler`] and writes the answer on the same stream. Requests past
+//! [`PeerConfig::max_concurrent_inbound`](crate::PeerConfig) are answered `BUSY` at once;
+//! those of a peer past its own limit after [`BUSY_DELAY`], so a flooding peer cannot spin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use libp2p::swarm::Stream;
+use medley_core::protocol::{ErrorCode, Response};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::codec;
+use crate::peer::Handler;
+use crate::streams::Inbound;
+
+/// How long a peer over its own in-flight limit waits for its `BUSY` answer.
+const BUSY_DELAY: Duration = Duration::from_millis(250);
+/// Most delayed `BUSY` answers held at once, over all peers; past it they go at once.
+const MAX_DELAYED_BUSY: usize = 4096;
+
+/// Limits of the inbound side.
+pub(crate) struct Limits {
+    /// Requests handled at once.
+    pub(crate) in_flight: usize,
+    /// Requests of one peer handled at once.
+    pub(crate) per_peer: usize,
+    /// How long a stream may take from its request's first byte to its answer's last.
+    pub(crate) timeout: Duration,
+}
+
+/// The inbound side of a peer. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Server(Arc<Inner>);
+
+struct Inner {
+    handler: Arc<dyn Handler>,
+    runtime: tokio::runtime::Handle,
+    limits: Limits,
+    state: Mutex<State>,
+    /// Signalled whenever the count of streams being answered drops to zero.
+    idle: Notify,
+    delayed: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests admitted and not yet answered, in all and by peer.
+    in_flight: usize,
+    per_peer: HashMap<PeerId, usize>,
+    /// Streams whose request has been read and whose answer is not yet written.
+    answering: usize,
+    /// A graceful stop was asked for: new requests are answered `BUSY`.
+    stopping: bool,
+}
+
+/// What a request read off a stream may do.
+enum Admission {
+    Run(Slot),
+    Busy(String),
+    /// `BUSY`, after [`BUSY_DELAY`].
+    BusyLater(String),
+}
+
+/// A request's place among those in flight; given back when dropped.
+struct Slot {
+    server: Server,
+    peer: PeerId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.server.state();
+        state.in_flight -= 1;
+        if let Some(n) = state.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                state.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A stream being answered; counted so a graceful stop waits for it.
+struct Answering(Server);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.answering -= 1;
+        if state.answering == 0 {
+            self.0.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Server {
+    pub(crate) fn new(handler: Arc<dyn Handler>, limits: Limits) -> Self {
+        Self(Arc::new(Inner {
+            handler,
+            runtime: tokio::runtime::Handle::current(),
+            limits,
+            state: Mutex::default(),
+            idle: Notify::new(),
+            delayed: AtomicUsize::new(0),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses new requests from now on; those already admitted still run.
+    pub(crate) fn stop(&self) {
+        self.state().stopping = true;
+    }
+
+    /// Requests admitted and not yet answered.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.state().in_flight
+    }
+
+    /// Waits until no stream is being answered.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            if self.state().answering == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn admit(&self, peer: PeerId) -> Admission {
+        let mut state = self.state();
+        if state.stopping {
+            return Admission::Busy("the node is stopping".into());
+        }
+        if state.in_flight >= self.0.limits.in_flight {
+            return Admission::Busy(format!("{} requests in flight", state.in_flight));
+        }
+        let mine = state.per_peer.get(&peer).copied().unwrap_or(0);
+        if mine >= self.0.limits.per_peer {
+            return Admission::BusyLater(format!(
+                "{mine} of your requests in flight, the most one peer may have"
+            ));
+        }
+        state.in_flight += 1;
+        *state.per_peer.entry(peer).or_default() += 1;
+        Admission::Run(Slot {
+            server: self.clone(),
+            peer,
+        })
+    }
+
+    async fn serve(self, peer: PeerId, mut stream: Stream) {
+        let inbound = match codec::read_request(&mut stream).await {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                debug!(%peer, %error, "inbound stream failed before its request was read");
+                return;
+            }
+        };
+        self.state().answering += 1;
+        let _answering = Answering(self.clone());
+        let request = match inbound {
+            Ok(request) => request,
+            Err(error) => {
+                debug!(%peer, %error, "malformed request");
+                let response = Response::error(error.code(), error.to_string());
+                return self.answer(peer, &mut stream, &response).await;
+            }
+        };
+        let (_slot, response) = match self.admit(peer) {
+            Admission::Run(slot) => (Some(slot), self.0.handler.handle(peer, request).await),
+            Admission::Busy(message) => (None, Response::error(ErrorCode::BUSY, message)),
+            Admission::BusyLater(message) => {
+                // A peer past its own limit waits for the answer: asking again at once would
+                // only spin. Held answers are bounded; past the bound they go at once.
+                if self.0.delayed.fetch_add(1, Ordering::Relaxed) < MAX_DELAYED_BUSY {
+                    tokio::time::sleep(BUSY_DELAY).await;
+                }
+                self.0.delayed.fetch_sub(1, Ordering::Relaxed);
+                (None, Response::error(ErrorCode::BUSY, message))
+            }
+        };
+        self.answer(peer, &mut stream, &response).await;
+    }
+
+    async fn answer(&self, peer: PeerId, stream: &mut Stream, response: &Response) {
+        if let Err(error) = codec::write_response(stream, response).await {
+            debug!(%peer, %error, "the answer could not be sent");
+        }
+    }
+}
+
+impl Inbound for Server {
+    fn accept(&self, peer: PeerId, stream: Stream) {
+        let server = self.clone();
+        let timeout = self.0.limits.timeout;
+        self.0.runtime.spawn(async move {
+            if tokio::time::timeout(timeout, server.serve(peer, stream))
+                .await
+                .is_err()
+            {
+                debug!(%peer, "inbound request timed out");
+            }
+        });
+    }
+}
