@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
+use medley_net::{
+    Answer, CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId,
+};
 
 /// The lying handler.
 #[derive(Debug, Default)]
@@ -31,7 +33,7 @@ impl Liar {
 }
 
 impl Handler for Liar {
-    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Response> {
+    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Answer> {
         let response = match request {
             Request::PutShard { id, data, .. } => {
                 self.shards.lock().insert(id, data);
@@ -61,7 +63,7 @@ impl Handler for Liar {
                 }
             }
         };
-        Box::pin(async move { response })
+        Box::pin(async move { response.into() })
     }
 }
 

@@ -721,3 +721,92 @@ async fn node_holding(
     }
     (node, ids)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_found_corrupt_while_sent_is_withdrawn_deleted_and_counted() {
+    use medley_node::{Node, NodeConfig, Tier};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::bind(NodeConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+        capacity: bytesize::ByteSize::mib(64),
+        // The scrubber would find the damage too: here only the requests may.
+        scrub_bytes_per_sec: bytesize::ByteSize::b(0),
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let store = node.store().clone();
+    // Shards of several 64 KiB parts: damage early in the first part (sent before the check
+    // ends) and in the last byte (held back until it ends), and an intact one beside them.
+    let len = 300_000;
+    let (good, early, late) = (bytes(1, len), bytes(2, len), bytes(3, len));
+    let hot = bytes(4, len);
+    for (tier, data) in [
+        (Tier::Durable, &good),
+        (Tier::Durable, &early),
+        (Tier::Durable, &late),
+        (Tier::Hot, &hot),
+    ] {
+        store.put(tier, ShardId::of(data).0, data).unwrap();
+    }
+    for (tier, data, at) in [
+        (Tier::Durable, &early, 10),
+        (Tier::Durable, &late, len - 1),
+        (Tier::Hot, &hot, len / 2),
+    ] {
+        let mut bad = data.clone();
+        bad[at] ^= 0x40;
+        store
+            .corrupt_for_test(tier, ShardId::of(data).0, &bad)
+            .unwrap();
+    }
+    let (id, addrs) = (node.peer_id(), node.listen_addrs().await);
+    let c = client().await;
+    for data in [&early, &late] {
+        let err = c
+            .get_shard(id, addrs.clone(), ShardId::of(data))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::INTERNAL), "{err}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+    let err = c
+        .get_segment(id, addrs.clone(), medley_core::SegmentId::of(&hot))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    // The damaged copies are deleted, the durable ones counted for repair; the intact one
+    // is untouched and still served.
+    let damaged = [
+        (Tier::Durable, &early),
+        (Tier::Durable, &late),
+        (Tier::Hot, &hot),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node
+        .maintenance()
+        .scrub_bad
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+        || damaged
+            .iter()
+            .any(|(tier, data)| !matches!(store.get(*tier, ShardId::of(data).0), Ok(None)))
+    {
+        assert!(std::time::Instant::now() < deadline, "corrupt copies kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        c.get_shard(id, addrs.clone(), ShardId::of(&good))
+            .await
+            .unwrap(),
+        good
+    );
+    assert_eq!(
+        node.maintenance()
+            .scrub_bad
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
