@@ -125,6 +125,31 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let medley_empty = t.elapsed() / rounds;
+    // The same through a peer that answers at once, without a store: the data plane alone.
+    let bare = Peer::spawn(
+        medley_net::Keypair::generate_ed25519(),
+        medley_net::PeerConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?],
+            ..Default::default()
+        },
+        Arc::new(medley_net::NoService),
+        Default::default(),
+    )
+    .await?;
+    let bare_addrs = bare.listen_addrs().await;
+    let _ = client.has(bare.peer_id(), bare_addrs.clone(), vec![]).await;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        if client
+            .has(bare.peer_id(), bare_addrs.clone(), vec![])
+            .await
+            .is_ok()
+        {
+            anyhow::bail!("a peer that serves nothing answered");
+        }
+    }
+    let bare_empty = t.elapsed() / rounds;
+    bare.shutdown(Duration::from_secs(1)).await;
     let t = Instant::now();
     for _ in 0..rounds {
         if fetch_quinn(&quinn_aes, missing).await? != 0 {
@@ -137,7 +162,7 @@ async fn run(args: Args) -> Result<()> {
         args.segment
     );
     println!(
-        "round trip of a request answered without a blob: medley {medley_empty:.1?}, quinn AES {quinn_empty:.1?}"
+        "round trip of a request answered without a blob: medley {medley_empty:.1?} (a peer without a store: {bare_empty:.1?}), quinn AES {quinn_empty:.1?}"
     );
     println!(
         "fetching {} ({} x {} B segments, {} distinct) per run, median of {}",
@@ -158,40 +183,32 @@ async fn run(args: Args) -> Result<()> {
         let (mut m, mut qa, mut qc) = (Vec::new(), Vec::new(), Vec::new());
         let (mut m_cores, mut qa_cores) = (Vec::new(), Vec::new());
         for _ in 0..args.reps {
-            // Interleave so all three see the same machine load.
-            let (rate, cores) = measured(total_bytes, async {
-                futures::stream::iter(0..fetches)
-                    .map(|i| {
-                        let client = client.clone();
-                        let addrs = node_addrs.clone();
-                        let id = ids[i % ids.len()];
-                        async move { client.get_segment(node_id, addrs, id).await }
-                    })
-                    .buffer_unordered(in_flight)
-                    .for_each(|r| async move {
-                        if let Err(e) = r {
-                            panic!("medley fetch failed: {e}");
-                        }
-                    })
-                    .await;
-            })
-            .await;
-            m.push(rate);
-            m_cores.push(cores);
-            if !args.medley_only {
-                let (rate, cores) =
-                    measured(total_bytes, quinn_run(&quinn_aes, &ids, fetches, in_flight)).await;
-                qa.push(rate);
-                qa_cores.push(cores);
-                qc.push(
-                    measured(
-                        total_bytes,
-                        quinn_run(&quinn_chacha, &ids, fetches, in_flight),
-                    )
-                    .await
-                    .0,
-                );
+            // Interleaved in rounds of a sixteenth of the bytes each, so that all three see
+            // the same machine load even when it changes within a run.
+            let mut spent = [Spent::default(); 3];
+            let per_round = fetches.div_ceil(ROUNDS);
+            for start in (0..fetches).step_by(per_round) {
+                let range = start..(start + per_round).min(fetches);
+                spent[0] += Spent::of(medley_run(
+                    &client,
+                    node_id,
+                    &node_addrs,
+                    &ids,
+                    range.clone(),
+                    in_flight,
+                ))
+                .await;
+                if !args.medley_only {
+                    spent[1] +=
+                        Spent::of(quinn_run(&quinn_aes, &ids, range.clone(), in_flight)).await;
+                    spent[2] += Spent::of(quinn_run(&quinn_chacha, &ids, range, in_flight)).await;
+                }
             }
+            m.push(spent[0].mib_per_s(total_bytes));
+            m_cores.push(spent[0].cores());
+            qa.push(spent[1].mib_per_s(total_bytes));
+            qa_cores.push(spent[1].cores());
+            qc.push(spent[2].mib_per_s(total_bytes));
         }
         let (m, m_cores) = (median(&mut m), median(&mut m_cores));
         if args.medley_only {
@@ -209,19 +226,74 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs `work`, which moves `bytes`; returns MiB/s and the CPU cores this process kept busy
-/// meanwhile (client and server together: both live in this process).
-async fn measured(bytes: u64, work: impl std::future::Future<Output = ()>) -> (f64, f64) {
-    let cpu = medley_testnet::run::self_usage().0;
-    let start = Instant::now();
-    work.await;
-    let elapsed = start.elapsed();
-    let cores = (medley_testnet::run::self_usage().0 - cpu) / elapsed.as_secs_f64();
-    (mib_per_s(bytes, elapsed), cores)
+/// Rounds each measurement is split into, interleaved with the others'.
+const ROUNDS: usize = 16;
+
+/// Wall time and CPU time spent on a measurement, added up over its rounds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    wall: Duration,
+    /// CPU seconds of this process (client and server together: both live in it).
+    cpu: f64,
 }
 
-async fn quinn_run(conn: &quinn::Connection, ids: &[SegmentId], fetches: usize, in_flight: usize) {
-    futures::stream::iter(0..fetches)
+impl Spent {
+    async fn of(work: impl std::future::Future<Output = ()>) -> Self {
+        let cpu = medley_testnet::run::self_usage().0;
+        let start = Instant::now();
+        work.await;
+        Self {
+            wall: start.elapsed(),
+            cpu: medley_testnet::run::self_usage().0 - cpu,
+        }
+    }
+
+    fn mib_per_s(&self, bytes: u64) -> f64 {
+        mib_per_s(bytes, self.wall)
+    }
+
+    /// The CPU cores kept busy meanwhile.
+    fn cores(&self) -> f64 {
+        self.cpu / self.wall.as_secs_f64()
+    }
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, other: Self) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
+async fn medley_run(
+    client: &medley_net::PeerHandle,
+    node: medley_net::PeerId,
+    addrs: &[medley_net::Multiaddr],
+    ids: &[SegmentId],
+    fetches: std::ops::Range<usize>,
+    in_flight: usize,
+) {
+    futures::stream::iter(fetches)
+        .map(|i| {
+            let (client, addrs, id) = (client.clone(), addrs.to_vec(), ids[i % ids.len()]);
+            async move { client.get_segment(node, addrs, id).await }
+        })
+        .buffer_unordered(in_flight)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                panic!("medley fetch failed: {e}");
+            }
+        })
+        .await;
+}
+
+async fn quinn_run(
+    conn: &quinn::Connection,
+    ids: &[SegmentId],
+    fetches: std::ops::Range<usize>,
+    in_flight: usize,
+) {
+    futures::stream::iter(fetches)
         .map(|i| {
             let conn = conn.clone();
             let id = ids[i % ids.len()];
