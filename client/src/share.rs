@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_daemon::RateLimiter;
-use medley_net::{Answer, CancellationToken, Handler, PeerHandle, PeerId};
+use medley_net::{CancellationToken, Handler, PeerHandle, PeerId};
 
 use crate::cache::SegmentStore;
 use crate::disk_cache::DiskCache;
@@ -41,39 +40,36 @@ pub(crate) struct CacheService {
 }
 
 impl Handler for CacheService {
-    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let (cache, limiter, stats) =
             (self.cache.clone(), self.limiter.clone(), self.stats.clone());
-        Box::pin(
-            async move {
-                let Request::GetSegment { id } = request else {
-                    return Response::error(
-                        ErrorCode::UNSUPPORTED,
-                        "a listener serves only whole segments of its cache",
-                    );
-                };
-                let found = tokio::task::spawn_blocking(move || cache.get(&id))
-                    .await
-                    .ok()
-                    .flatten();
-                match found {
-                    Some(data) => {
-                        limiter.acquire(data.len() as u64).await;
-                        stats.segments.fetch_add(1, Ordering::Relaxed);
-                        stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        tracing::debug!(%from, segment = %id, "served a segment to a listener");
-                        Response::Segment {
-                            data: data.to_vec(),
-                        }
-                    }
-                    None => {
-                        stats.missing.fetch_add(1, Ordering::Relaxed);
-                        Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}"))
+        Box::pin(async move {
+            let Request::GetSegment { id } = request else {
+                return Response::error(
+                    ErrorCode::UNSUPPORTED,
+                    "a listener serves only whole segments of its cache",
+                );
+            };
+            let found = tokio::task::spawn_blocking(move || cache.get(&id))
+                .await
+                .ok()
+                .flatten();
+            match found {
+                Some(data) => {
+                    limiter.acquire(data.len() as u64).await;
+                    stats.segments.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(%from, segment = %id, "served a segment to a listener");
+                    Response::Segment {
+                        data: data.to_vec(),
                     }
                 }
+                None => {
+                    stats.missing.fetch_add(1, Ordering::Relaxed);
+                    Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}"))
+                }
             }
-            .map(Answer::from),
-        )
+        })
     }
 }
 

@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use medley_client::{ClientError, FetchOptions, Fetcher, Holder, Report};
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_core::{Codec, Manifest, PublisherKey, ShardId, SongMeta};
-use medley_net::{
-    Answer, CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId,
-};
+use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -29,29 +26,24 @@ struct Memory {
 }
 
 impl Handler for Memory {
-    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let Request::GetShard { id } = request else {
-            return Box::pin(async {
-                Response::error(ErrorCode::UNSUPPORTED, "only shards").into()
-            });
+            return Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "only shards") });
         };
         let data = self.shards.get(&id).cloned();
         let mode = self.mode;
-        Box::pin(
-            async move {
-                let Some(mut data) = data else {
-                    return Response::error(ErrorCode::NOT_FOUND, "no such shard");
-                };
-                match mode {
-                    Mode::Honest => {}
-                    Mode::Liar => data[0] ^= 0xff,
-                    Mode::Slow(d) => tokio::time::sleep(d).await,
-                    Mode::Refuse => return Response::error(ErrorCode::INTERNAL, "disk on fire"),
-                }
-                Response::Shard { data }
+        Box::pin(async move {
+            let Some(mut data) = data else {
+                return Response::error(ErrorCode::NOT_FOUND, "no such shard");
+            };
+            match mode {
+                Mode::Honest => {}
+                Mode::Liar => data[0] ^= 0xff,
+                Mode::Slow(d) => tokio::time::sleep(d).await,
+                Mode::Refuse => return Response::error(ErrorCode::INTERNAL, "disk on fire"),
             }
-            .map(Answer::from),
-        )
+            Response::Shard { data }
+        })
     }
 }
 

@@ -29,16 +29,8 @@
 //! numeric [`ErrorCode`] and a short human-readable message, never as serialized Rust errors.
 //!
 //! **Encoding.** Each message is the postcard encoding of [`Request`] / [`Response`], at most
-//! [`MAX_MESSAGE_SIZE`] bytes, after its length as 4 big-endian bytes. A new, incompatible
-//! encoding gets a new protocol name, negotiated by multistream-select.
-//!
-//! **Blob status.** A `Shard` or `Segment` response is followed by one status byte:
-//! [`BLOB_INTACT`], or [`BLOB_WITHDRAWN`] and then an `Error` response, framed like any
-//! message, which is the answer instead (the blob's bytes are then zeros from where the
-//! sender stopped). A node can so send a blob it read from disk while checking it against its
-//! id, holding back only its last bytes until the check is done, and a blob that fails the
-//! check is never taken as an answer, as if it had never been sent. A peer that reads only
-//! the framed message (a stock request-response codec) ignores the status byte.
+//! [`MAX_MESSAGE_SIZE`] bytes; the stream's end delimits it. A new, incompatible encoding gets
+//! a new protocol name (`/medley/data/2`), negotiated by multistream-select.
 
 use std::fmt;
 
@@ -50,11 +42,7 @@ use crate::hash::{SegmentId, ShardId};
 use crate::segment::MAX_SEGMENT_SIZE;
 
 /// The protocol name negotiated on each stream.
-pub const PROTOCOL_NAME: &str = "/medley/data/3";
-/// The status byte after a blob whose bytes the sender vouches for.
-pub const BLOB_INTACT: u8 = 0;
-/// The status byte after a blob the sender takes back; an `Error` response follows.
-pub const BLOB_WITHDRAWN: u8 = 1;
+pub const PROTOCOL_NAME: &str = "/medley/data/2";
 /// Largest shard or segment a message may carry: a whole segment of the largest size (a
 /// `1+m` code's shard is as long as its segment), plus alignment padding.
 pub const MAX_BLOB_SIZE: usize = MAX_SEGMENT_SIZE as usize + SHARD_ALIGN;

@@ -13,8 +13,7 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use medley_core::protocol::{
-    BLOB_INTACT, BLOB_WITHDRAWN, ErrorCode, MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT,
-    TAG_SHARD, VarintReader, WireError,
+    MAX_MESSAGE_SIZE, Request, Response, TAG_SEGMENT, TAG_SHARD, VarintReader, WireError,
 };
 use medley_core::{Hash, Hasher};
 
@@ -140,28 +139,6 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
         hasher.update(part);
     }
     let blob_hash = Some(hasher.finalize());
-    // The status byte: the sender vouches for the blob, or takes it back with an error.
-    let mut status = [0u8; 1];
-    io.read_exact(&mut status).await?;
-    match status[0] {
-        BLOB_INTACT => {}
-        BLOB_WITHDRAWN => {
-            return Ok(read_frame(io)
-                .await?
-                .and_then(|bytes| Response::decode(&bytes))
-                .and_then(|r| match r {
-                    Response::Error { .. } => Ok(Reply::from(r)),
-                    _ => Err(WireError::Malformed {
-                        reason: "a withdrawn blob must be followed by an error".into(),
-                    }),
-                }));
-        }
-        other => {
-            return Ok(Err(WireError::Malformed {
-                reason: format!("unknown blob status {other}"),
-            }));
-        }
-    }
     Ok(Response::from_blob(tag[0], data)
         .map(|response| Reply {
             response,
@@ -196,17 +173,13 @@ pub(crate) async fn write_request<T: AsyncWrite + Unpin + Send>(
 }
 
 /// Writes a response and closes the sending side; a blob goes straight from its buffer.
-/// With `id`, the blob is checked against it while it is sent, and withdrawn
-/// with an error if it does not hash to it (see [`medley_core::protocol::BLOB_WITHDRAWN`]).
-/// Only the blob's last part waits for the check. Returns whether the blob was intact.
-pub(crate) async fn write_checked_response<T: AsyncWrite + Unpin + Send>(
+pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     response: &Response,
-    id: Option<Hash>,
-) -> io::Result<bool> {
+) -> io::Result<()> {
     let (header, payload) = response.encode_parts();
     let Some(payload) = payload else {
-        return write_frame(io, &header).await.map(|()| true);
+        return write_frame(io, &header).await;
     };
     let total = header.len() + payload.len();
     if total > MAX_MESSAGE_SIZE {
@@ -221,35 +194,8 @@ pub(crate) async fn write_checked_response<T: AsyncWrite + Unpin + Send>(
     // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
     io.write_all(&(total as u32).to_be_bytes()).await?;
     io.write_all(&header).await?;
-    match id {
-        None => io.write_all(payload).await?,
-        Some(id) => {
-            // Each part is hashed after it is handed to the transport, while the transport
-            // sends it; the last is held back until the whole blob is known good.
-            let last = payload.len().saturating_sub(1) / HASH_PART * HASH_PART;
-            let (sent, held) = payload.split_at(last);
-            let mut hasher = Hasher::new();
-            for part in sent.chunks(HASH_PART) {
-                io.write_all(part).await?;
-                hasher.update(part);
-            }
-            hasher.update(held);
-            let got = hasher.finalize();
-            if got != id {
-                io.write_all(&vec![0u8; held.len()]).await?;
-                io.write_all(&[BLOB_WITHDRAWN]).await?;
-                let error = Response::error(
-                    ErrorCode::INTERNAL,
-                    format!("the stored copy of {id} is corrupt: its bytes hash to {got}"),
-                );
-                write_frame(io, &error.encode()).await?;
-                return Ok(false);
-            }
-            io.write_all(held).await?;
-        }
-    }
-    io.write_all(&[BLOB_INTACT]).await?;
-    io.close().await.map(|()| true)
+    io.write_all(payload).await?;
+    io.close().await
 }
 
 #[cfg(test)]
@@ -300,17 +246,7 @@ mod tests {
             },
             Response::error(medley_core::protocol::ErrorCode::BUSY, "busy"),
         ] {
-            let mut wire = framed(&r.encode());
-            if matches!(r, Response::Segment { .. } | Response::Shard { .. }) {
-                wire.push(BLOB_INTACT);
-            }
-            // What the writer sends is exactly that: the frame, then a blob's status.
-            let mut written = Cursor::new(Vec::new());
-            write_checked_response(&mut written, &r, None)
-                .await
-                .unwrap();
-            assert_eq!(written.into_inner(), wire);
-            let mut rd = Cursor::new(wire);
+            let mut rd = Cursor::new(framed(&r.encode()));
             let reply = read_response_frame(&mut rd).await.unwrap().unwrap();
             // A blob's hash is of exactly its bytes; other responses have none.
             let expected = match &r {
@@ -322,24 +258,6 @@ mod tests {
             assert_eq!(reply.blob_hash, expected);
             assert_eq!(reply.response, r);
         }
-        // A blob without its status byte is cut short; an unknown status is malformed.
-        let blob = Response::Shard { data: vec![1; 10] };
-        let mut rd = Cursor::new(framed(&blob.encode()));
-        assert!(read_response_frame(&mut rd).await.is_err());
-        let mut wire = framed(&blob.encode());
-        wire.push(7);
-        assert!(matches!(
-            read_response_frame(&mut Cursor::new(wire)).await.unwrap(),
-            Err(WireError::Malformed { .. })
-        ));
-        // A withdrawn blob must be followed by an error, not by another answer.
-        let mut wire = framed(&blob.encode());
-        wire.push(BLOB_WITHDRAWN);
-        wire.extend(framed(&Response::Stored.encode()));
-        assert!(matches!(
-            read_response_frame(&mut Cursor::new(wire)).await.unwrap(),
-            Err(WireError::Malformed { .. })
-        ));
         // A blob length that disagrees with the frame length.
         let mut lie = Response::Shard { data: vec![1; 10] }.encode();
         lie[1] = 11;
@@ -354,69 +272,5 @@ mod tests {
             read_response_frame(&mut rd).await.unwrap(),
             Err(WireError::Malformed { .. })
         ));
-    }
-
-    #[tokio::test]
-    async fn a_blob_checked_while_sent_is_withdrawn_when_it_does_not_match() {
-        // Sizes around the part size: the held-back last part is never empty.
-        for len in [
-            1,
-            HASH_PART - 1,
-            HASH_PART,
-            HASH_PART + 1,
-            4 * HASH_PART,
-            300_000,
-        ] {
-            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-            let id = Hash::of(&data);
-            let r = Response::Segment { data: data.clone() };
-
-            // Matching: the same bytes as an unchecked write, and read back whole.
-            let mut checked = Cursor::new(Vec::new());
-            assert!(
-                write_checked_response(&mut checked, &r, Some(id))
-                    .await
-                    .unwrap()
-            );
-            let mut plain = Cursor::new(Vec::new());
-            write_checked_response(&mut plain, &r, None).await.unwrap();
-            assert_eq!(checked.get_ref(), plain.get_ref(), "len {len}");
-            let reply = read_response_frame(&mut Cursor::new(checked.into_inner()))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(reply.response, r);
-            assert_eq!(reply.blob_hash, Some(id));
-
-            // One flipped byte anywhere: the reader gets the error, never the blob.
-            for at in [0, len / 2, len - 1] {
-                let mut bad = data.clone();
-                bad[at] ^= 1;
-                let mut wire = Cursor::new(Vec::new());
-                let r = Response::Segment { data: bad };
-                assert!(
-                    !write_checked_response(&mut wire, &r, Some(id))
-                        .await
-                        .unwrap()
-                );
-                let wire = wire.into_inner();
-                // The last part never left: where it was, zeros.
-                let payload = plain.get_ref().len() - 1 - len;
-                let held = (len - 1) / HASH_PART * HASH_PART;
-                assert!(wire[payload + held..payload + len].iter().all(|&b| b == 0));
-                let reply = read_response_frame(&mut Cursor::new(wire))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                match reply.response {
-                    Response::Error { code, message } => {
-                        assert_eq!(code, ErrorCode::INTERNAL);
-                        assert!(message.contains("corrupt"), "{message}");
-                    }
-                    other => panic!("len {len}, flip at {at}: {other:?}"),
-                }
-                assert_eq!(reply.blob_hash, None);
-            }
-        }
     }
 }

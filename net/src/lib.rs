@@ -24,7 +24,5 @@ mod streams;
 
 pub use identity::{IDENTITY_FILE, IdentityError, create_private_file, load_or_create_identity};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
-pub use peer::{
-    Answer, Handler, NoService, Peer, PeerConfig, PeerHandle, RequestError, StartError,
-};
+pub use peer::{Handler, NoService, Peer, PeerConfig, PeerHandle, RequestError, StartError};
 pub use tokio_util::sync::CancellationToken;

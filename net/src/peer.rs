@@ -29,55 +29,7 @@ use crate::streams::{self, Connections};
 /// Serves inbound data-plane requests.
 pub trait Handler: Send + Sync + 'static {
     /// Answers `request` from `from`. Runs in its own task; may take its time.
-    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Answer>;
-}
-
-/// What a [`Handler`] answers: a response, sent as it is, or a shard or segment read from
-/// storage that is checked against its id while it is sent.
-pub struct Answer {
-    pub(crate) response: Response,
-    pub(crate) check: Option<(medley_core::Hash, Box<dyn FnOnce() + Send>)>,
-}
-
-impl Answer {
-    /// `response`, whose blob (a `Shard` or `Segment`) has not been checked against `id`.
-    /// It is hashed while it is sent and its last part held back until the hash is known:
-    /// if it does not match, the blob is withdrawn and the requester gets an `INTERNAL`
-    /// error instead (see [`medley_core::protocol::BLOB_WITHDRAWN`]), and `on_corrupt` runs.
-    /// The first bytes leave without waiting for the whole check.
-    pub fn unchecked(
-        response: Response,
-        id: medley_core::Hash,
-        on_corrupt: impl FnOnce() + Send + 'static,
-    ) -> Self {
-        Self {
-            response,
-            check: Some((id, Box::new(on_corrupt))),
-        }
-    }
-
-    /// The response.
-    pub fn response(&self) -> &Response {
-        &self.response
-    }
-}
-
-impl From<Response> for Answer {
-    fn from(response: Response) -> Self {
-        Self {
-            response,
-            check: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answer")
-            .field("response", &self.response)
-            .field("checked_while_sent", &self.check.as_ref().map(|(id, _)| id))
-            .finish()
-    }
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response>;
 }
 
 /// A handler that serves nothing: every request gets `UNSUPPORTED`. For peers that only ask.
@@ -85,10 +37,8 @@ impl std::fmt::Debug for Answer {
 pub struct NoService;
 
 impl Handler for NoService {
-    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Answer> {
-        Box::pin(async {
-            Response::error(ErrorCode::UNSUPPORTED, "this peer serves nothing").into()
-        })
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "this peer serves nothing") })
     }
 }
 

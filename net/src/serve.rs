@@ -15,10 +15,10 @@ use libp2p::PeerId;
 use libp2p::swarm::Stream;
 use medley_core::protocol::{ErrorCode, Response};
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::codec;
-use crate::peer::{Answer, Handler};
+use crate::peer::Handler;
 use crate::streams::Inbound;
 
 /// How long a peer over its own in-flight limit waits for its `BUSY` answer.
@@ -175,12 +175,12 @@ impl Server {
             Err(error) => {
                 debug!(%peer, %error, "malformed request");
                 let response = Response::error(error.code(), error.to_string());
-                return self.answer(peer, &mut stream, response.into()).await;
+                return self.answer(peer, &mut stream, &response).await;
             }
         };
-        let (_slot, answer) = match self.admit(peer) {
+        let (_slot, response) = match self.admit(peer) {
             Admission::Run(slot) => (Some(slot), self.0.handler.handle(peer, request).await),
-            Admission::Busy(message) => (None, Response::error(ErrorCode::BUSY, message).into()),
+            Admission::Busy(message) => (None, Response::error(ErrorCode::BUSY, message)),
             Admission::BusyLater(message) => {
                 // A peer past its own limit waits for the answer: asking again at once would
                 // only spin. Held answers are bounded; past the bound they go at once.
@@ -188,23 +188,15 @@ impl Server {
                     tokio::time::sleep(BUSY_DELAY).await;
                 }
                 self.0.delayed.fetch_sub(1, Ordering::Relaxed);
-                (None, Response::error(ErrorCode::BUSY, message).into())
+                (None, Response::error(ErrorCode::BUSY, message))
             }
         };
-        self.answer(peer, &mut stream, answer).await;
+        self.answer(peer, &mut stream, &response).await;
     }
 
-    async fn answer(&self, peer: PeerId, stream: &mut Stream, answer: Answer) {
-        let (id, on_corrupt) = answer.check.unzip();
-        match codec::write_checked_response(stream, &answer.response, id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                warn!(%peer, "a stored blob failed its check while sent: withdrawn");
-                if let Some(on_corrupt) = on_corrupt {
-                    on_corrupt();
-                }
-            }
-            Err(error) => debug!(%peer, %error, "the answer could not be sent"),
+    async fn answer(&self, peer: PeerId, stream: &mut Stream, response: &Response) {
+        if let Err(error) = codec::write_response(stream, response).await {
+            debug!(%peer, %error, "the answer could not be sent");
         }
     }
 }

@@ -9,7 +9,7 @@ use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_core::test_utils::test_grant;
 use medley_net::{
-    Answer, CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId, RequestError,
+    CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId, RequestError,
 };
 use tokio::sync::Semaphore;
 
@@ -21,7 +21,7 @@ struct MemService {
 }
 
 impl Handler for MemService {
-    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, _: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let response = match request {
             Request::PutShard { id, data, .. } => {
                 if id.matches(&data) {
@@ -43,7 +43,7 @@ impl Handler for MemService {
             },
             _ => Response::error(ErrorCode::UNSUPPORTED, "no"),
         };
-        Box::pin(async move { response.into() })
+        Box::pin(async move { response })
     }
 }
 
@@ -135,13 +135,13 @@ struct Gate {
 }
 
 impl Handler for Gate {
-    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
         let open = self.open.clone();
         let entered = self.entered.clone();
         Box::pin(async move {
             entered.add_permits(1);
             let _permit = open.acquire().await;
-            Response::Has { present: vec![] }.into()
+            Response::Has { present: vec![] }
         })
     }
 }

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use libp2p::PeerId;
 use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
 use medley_core::{GrantError, TrackerId, unix_now};
-use medley_net::{Answer, Handler};
+use medley_net::Handler;
 use tracing::{debug, warn};
 
 use tokio::sync::Notify;
@@ -137,14 +137,13 @@ impl StoreService {
 }
 
 impl Handler for StoreService {
-    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let store = self.store.clone();
         let stats = self.stats.clone();
         let maintenance = self.maintenance.clone();
         let repair = self.repair.clone();
         let (node, grant_key) = (self.node.clone(), self.grant_key.get());
         let rates = self.rates.clone();
-        let store2 = self.store.clone();
         Box::pin(async move {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +155,7 @@ impl Handler for StoreService {
                         .and_then(|key| grant.allows(&key, &node, id, unix_now()))
                 {
                     return (
-                        Response::error(ErrorCode::FORBIDDEN, format!("shard {id}: {e}")).into(),
+                        Response::error(ErrorCode::FORBIDDEN, format!("shard {id}: {e}")),
                         false,
                     );
                 }
@@ -169,15 +168,11 @@ impl Handler for StoreService {
                 .observe(started.elapsed().as_secs_f64());
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
-                Ok((served, corrupt_deleted)) => {
+                Ok((response, corrupt_deleted)) => {
                     if corrupt_deleted {
                         maintenance.scrub_bad.fetch_add(1, Ordering::Relaxed);
                         repair.notify_one();
                     }
-                    let (response, unverified) = match served {
-                        Served::Ready(response) => (response, None),
-                        Served::Unverified { response, id, tier } => (response, Some((id, tier))),
-                    };
                     if let Response::Shard { data } | Response::Segment { data } = &response {
                         rates.send(from, data.len() as u64).await;
                         stats
@@ -190,77 +185,24 @@ impl Handler for StoreService {
                     } else {
                         stats.count(kind, "ok");
                     }
-                    match unverified {
-                        None => response.into(),
-                        Some((id, tier)) => Answer::unchecked(response, id, move || {
-                            withdrawn(store2, stats, maintenance, repair, kind, tier, id)
-                        }),
-                    }
+                    response
                 }
                 Err(e) => {
                     stats.count(kind, "failed");
-                    Response::error(ErrorCode::INTERNAL, format!("handler failed: {e}")).into()
+                    Response::error(ErrorCode::INTERNAL, format!("handler failed: {e}"))
                 }
             }
         })
     }
 }
 
-/// A blob sent by a handler was found corrupt while it was sent, and withdrawn: the copy is
-/// deleted (a durable shard is then counted for repair to rebuild).
-fn withdrawn(
-    store: Arc<Store>,
-    stats: Arc<ServeStats>,
-    maintenance: Arc<MaintenanceStats>,
-    repair: Arc<Notify>,
-    kind: &'static str,
-    tier: Tier,
-    id: medley_core::Hash,
-) {
-    stats.count(kind, "withdrawn");
-    tokio::task::spawn_blocking(move || match store.remove_if_corrupt(tier, id) {
-        Ok(true) if tier == Tier::Durable => {
-            maintenance.scrub_bad.fetch_add(1, Ordering::Relaxed);
-            repair.notify_one();
-        }
-        Ok(_) => {}
-        Err(e) => warn!(%id, error = %e, "cannot delete a corrupt copy"),
-    });
-}
-
-/// What the blocking part of a request produced.
-enum Served {
-    /// A response to send as it is.
-    Ready(Response),
-    /// A shard or segment read from `tier` and not yet checked against `id`: checked while
-    /// it is sent.
-    Unverified {
-        response: Response,
-        id: medley_core::Hash,
-        tier: Tier,
-    },
-}
-
-impl From<Response> for Served {
-    fn from(response: Response) -> Self {
-        Self::Ready(response)
-    }
-}
-
 /// Answers a request; the flag tells whether a corrupt shard was found and deleted.
-fn serve(store: &Store, request: Request) -> (Served, bool) {
+fn serve(store: &Store, request: Request) -> (Response, bool) {
     match request {
-        Request::GetShard { id } => match store.get_unverified(Tier::Durable, id.0) {
-            Ok(Some(data)) => (
-                Served::Unverified {
-                    response: Response::Shard { data },
-                    id: id.0,
-                    tier: Tier::Durable,
-                },
-                false,
-            ),
+        Request::GetShard { id } => match store.get(Tier::Durable, id.0) {
+            Ok(Some(data)) => (Response::Shard { data }, false),
             Ok(None) => (
-                Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")).into(),
+                Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
                 false,
             ),
             Err(e @ StoreError::Corrupt { .. }) => {
@@ -268,34 +210,22 @@ fn serve(store: &Store, request: Request) -> (Served, bool) {
                 let deleted = store
                     .remove_if_corrupt(Tier::Durable, id.0)
                     .unwrap_or(false);
-                (store_error(e).into(), deleted)
+                (store_error(e), deleted)
             }
-            Err(e) => (store_error(e).into(), false),
+            Err(e) => (store_error(e), false),
         },
-        Request::GetSegment { id } => match store.get_unverified(Tier::Hot, id.0) {
-            Ok(Some(data)) => (
-                Served::Unverified {
-                    response: Response::Segment { data },
-                    id: id.0,
-                    tier: Tier::Hot,
-                },
-                false,
-            ),
-            Ok(None) => (
-                Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")).into(),
-                false,
-            ),
-            Err(e) => (store_error(e).into(), false),
-        },
-        other => (serve_other(store, other).into(), false),
+        other => (serve_other(store, other), false),
     }
 }
 
 fn serve_other(store: &Store, request: Request) -> Response {
     match request {
-        Request::GetShard { .. } | Request::GetSegment { .. } => {
-            Response::error(ErrorCode::INTERNAL, "misrouted request")
-        }
+        Request::GetShard { .. } => Response::error(ErrorCode::INTERNAL, "misrouted request"),
+        Request::GetSegment { id } => match store.get(Tier::Hot, id.0) {
+            Ok(Some(data)) => Response::Segment { data },
+            Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")),
+            Err(e) => store_error(e),
+        },
         Request::PutShard { id, data, .. } => {
             if data.len() > MAX_BLOB_SIZE {
                 return Response::error(ErrorCode::TOO_LARGE, format!("{} byte shard", data.len()));

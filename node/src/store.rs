@@ -408,20 +408,6 @@ impl Store {
     /// Reads the value under `key` in `tier`; `Ok(None)` if absent. Bytes that do not hash
     /// to `key` are [`StoreError::Corrupt`].
     pub fn get(&self, tier: Tier, key: Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.get_unverified(tier, key)? {
-            Some(v) if key.matches(&v) => Ok(Some(v)),
-            Some(v) => Err(StoreError::Corrupt {
-                key,
-                detail: format!("{} stored bytes hash to {}", v.len(), Hash::of(&v)),
-            }),
-            None => Ok(None),
-        }
-    }
-
-    /// The bytes stored under `key`, **not yet checked against it**: for a server that
-    /// checks them while it sends them and withdraws them if they do not match
-    /// (`medley_net::Answer::unchecked`). Anything else reads with [`Store::get`].
-    pub fn get_unverified(&self, tier: Tier, key: Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let cf = self.cf(tier.cf())?;
         // Every value is checked against its BLAKE3 key below, which catches anything a
         // CRC would; RocksDB's own CRC32C over the blob cost 10% of a node's CPU when serving.
@@ -437,7 +423,14 @@ impl Store {
             }
             Err(source) => return Err(StoreError::Db { op: "get", source }),
         };
-        Ok(value.map(|v| v.to_vec()))
+        match value {
+            None => Ok(None),
+            Some(v) if key.matches(&v) => Ok(Some(v.to_vec())),
+            Some(v) => Err(StoreError::Corrupt {
+                key,
+                detail: format!("{} stored bytes hash to {}", v.len(), Hash::of(&v)),
+            }),
+        }
     }
 
     /// Whether `key` is present in `tier` (from the index; not verified, use [`Store::get`]

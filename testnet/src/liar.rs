@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 use medley_core::ShardId;
 use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_net::{
-    Answer, CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId,
-};
+use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
 
 /// The lying handler.
 #[derive(Debug, Default)]
@@ -33,7 +31,7 @@ impl Liar {
 }
 
 impl Handler for Liar {
-    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         let response = match request {
             Request::PutShard { id, data, .. } => {
                 self.shards.lock().insert(id, data);
@@ -63,7 +61,7 @@ impl Handler for Liar {
                 }
             }
         };
-        Box::pin(async move { response.into() })
+        Box::pin(async move { response })
     }
 }
 

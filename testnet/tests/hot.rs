@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{eventually, play, publish, published, reference_wav};
 use futures::future::BoxFuture;
 use medley_core::protocol::{Request, Response};
-use medley_net::{Answer, CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerId};
+use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerId};
 use medley_testnet::Testnet;
 
 /// A listener that claims to hold songs and answers every segment request with bytes that
@@ -19,7 +19,7 @@ use medley_testnet::Testnet;
 struct Liar;
 
 impl Handler for Liar {
-    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Answer> {
+    fn handle(&self, _from: PeerId, request: Request) -> BoxFuture<'static, Response> {
         Box::pin(async move {
             match request {
                 Request::GetSegment { .. } => Response::Segment {
@@ -27,7 +27,6 @@ impl Handler for Liar {
                 },
                 _ => Response::error(medley_core::protocol::ErrorCode::NOT_FOUND, "no"),
             }
-            .into()
         })
     }
 }
