@@ -56,7 +56,9 @@ pub struct PeerConfig {
     pub max_inbound_per_peer: usize,
     /// Incoming connections kept at once; more are refused while the handshake completes.
     pub max_connections: u32,
-    /// Connections kept with any one peer (QUIC needs one; a few cover redials).
+    /// Connections kept with any one peer (QUIC needs one; a few cover redials). Past it the
+    /// oldest is closed: a peer that restarted, or lost its connection without a word, is
+    /// served on its new connection at once instead of refused until the old one times out.
     pub max_connections_per_peer: u32,
     /// How long a request may take end to end, including dialing. 30 s covers a 4 MiB
     /// blob at ~1 Mbit/s.
@@ -234,8 +236,7 @@ impl Peer {
             .with_behaviour(|key| Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(
                     libp2p::connection_limits::ConnectionLimits::default()
-                        .with_max_established_incoming(Some(config.max_connections))
-                        .with_max_established_per_peer(Some(config.max_connections_per_peer)),
+                        .with_max_established_incoming(Some(config.max_connections)),
                 ),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/medley/id/1".into(), key.public())
@@ -293,6 +294,8 @@ impl Peer {
             server,
             commands: rx,
             dialing: HashMap::new(),
+            connections: HashMap::new(),
+            max_per_peer: config.max_connections_per_peer.max(1) as usize,
             stopping: false,
             listen_addrs,
             cancel: cancel.clone(),
@@ -580,6 +583,9 @@ struct Actor {
     commands: mpsc::Receiver<Command>,
     /// Requesters waiting for a connection to a peer being dialed.
     dialing: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Open connections by peer, oldest first.
+    connections: HashMap<PeerId, std::collections::VecDeque<libp2p::swarm::ConnectionId>>,
+    max_per_peer: usize,
     /// A graceful stop was asked for.
     stopping: bool,
     listen_addrs: Vec<Multiaddr>,
@@ -671,7 +677,33 @@ impl Actor {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => self.dialed(peer_id, Ok(())),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                let open = self.connections.entry(peer_id).or_default();
+                open.push_back(connection_id);
+                while open.len() > self.max_per_peer {
+                    if let Some(oldest) = open.pop_front() {
+                        debug!(%peer_id, "closing the oldest connection of a peer past its limit");
+                        self.swarm.close_connection(oldest);
+                    }
+                }
+                self.dialed(peer_id, Ok(()));
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(open) = self.connections.get_mut(&peer_id) {
+                    open.retain(|c| *c != connection_id);
+                    if open.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+            }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,

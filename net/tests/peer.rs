@@ -284,3 +284,57 @@ async fn a_request_on_an_open_connection_takes_one_round_trip() {
         "a request took {fastest:?} on a {rtt:?} round trip: more than one round trip"
     );
 }
+
+/// A client process that exits, after [`PeerHandle::shutdown`] or without it as in a crash,
+/// and comes back at once with the same identity is served at once, even by a server that
+/// keeps one connection per peer: its new connection replaces the one left behind, which
+/// would otherwise count against the limit until it timed out.
+#[test]
+fn the_same_identity_is_served_again_right_after_it_restarts() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let (_s, id, addrs) = server_rt.block_on(server(
+        Arc::new(MemService::default()),
+        PeerConfig {
+            max_connections_per_peer: 1,
+            ..listen()
+        },
+    ));
+    let key = Keypair::generate_ed25519();
+    for round in 0..4 {
+        let started = std::time::Instant::now();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = Peer::spawn(
+                key.clone(),
+                PeerConfig::default(),
+                Arc::new(medley_net::NoService),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+            // Far less than the QUIC idle timeout (10 s) that would close a connection
+            // left behind.
+            // An answer (not found) means the server took the connection.
+            loop {
+                match c.get_shard(id, addrs.clone(), ShardId::of(b"none")).await {
+                    Err(e) if e.code() == Some(ErrorCode::NOT_FOUND) => break,
+                    Ok(_) => panic!("an unknown shard was served"),
+                    Err(_) if started.elapsed() < Duration::from_secs(3) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("round {round}: refused for {:?}: {e}", started.elapsed()),
+                }
+            }
+            // Odd rounds end as a crash would: no shutdown, nothing said to the server.
+            if round % 2 == 0 {
+                c.shutdown(Duration::from_secs(2)).await;
+            }
+        });
+        // As at a process's exit: nothing of the client runs after this.
+        rt.shutdown_background();
+    }
+}
