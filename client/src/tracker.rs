@@ -306,7 +306,7 @@ impl TrackerClient {
     ) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|e| ClientError::TrackerDown {
             url: self.base.clone(),
-            reason: error_chain(&e),
+            reason: medley_daemon::error_chain(&e),
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -680,15 +680,4 @@ pub(crate) fn holder(peer_id: &str, addrs: &[String]) -> Option<Holder> {
         addrs,
         alive: true,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

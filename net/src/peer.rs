@@ -371,10 +371,18 @@ impl PeerHandle {
             let mut stream = self.open_stream(peer, addrs).await?;
             codec::write_request(&mut stream, &request)
                 .await
-                .map_err(|e| network(format!("sending the request: {}", chain(&e))))?;
-            codec::read_response(&mut stream)
-                .await
-                .map_err(|e| network(format!("reading the response: {}", chain(&e))))
+                .map_err(|e| {
+                    network(format!(
+                        "sending the request: {}",
+                        medley_daemon::error_chain(&e)
+                    ))
+                })?;
+            codec::read_response(&mut stream).await.map_err(|e| {
+                network(format!(
+                    "reading the response: {}",
+                    medley_daemon::error_chain(&e)
+                ))
+            })
         };
         tokio::time::timeout(self.request_timeout, exchange)
             .await
@@ -543,18 +551,6 @@ fn checked(
             id: id.to_string(),
         })
     }
-}
-
-/// An error with its sources, e.g. `connection lost: timed out`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 fn unexpected(peer: PeerId, response: Response) -> RequestError {
