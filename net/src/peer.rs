@@ -242,7 +242,11 @@ impl Peer {
                     identify::Config::new("/medley/id/1".into(), key.public())
                         .with_agent_version(agent),
                 ),
-                data: streams::Behaviour::new(connections.clone(), Arc::new(server.clone())),
+                data: streams::Behaviour::new(
+                    connections.clone(),
+                    Arc::new(server.clone()),
+                    config.max_connections_per_peer.max(1) as usize,
+                ),
             })
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_swarm_config(|c| {
@@ -294,9 +298,6 @@ impl Peer {
             server,
             commands: rx,
             dialing: HashMap::new(),
-            connections: HashMap::new(),
-            max_per_peer: config.max_connections_per_peer.max(1) as usize,
-            stopping: false,
             listen_addrs,
             cancel: cancel.clone(),
         };
@@ -579,11 +580,6 @@ struct Actor {
     commands: mpsc::Receiver<Command>,
     /// Requesters waiting for a connection to a peer being dialed.
     dialing: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
-    /// Open connections by peer, oldest first.
-    connections: HashMap<PeerId, std::collections::VecDeque<libp2p::swarm::ConnectionId>>,
-    max_per_peer: usize,
-    /// A graceful stop was asked for.
-    stopping: bool,
     listen_addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
 }
@@ -595,7 +591,7 @@ impl Actor {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                () = server.idle(), if self.stopping => break,
+                () = server.idle(), if server.stopping() => break,
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -632,7 +628,6 @@ impl Actor {
                     "stopping: answering requests in flight"
                 );
                 self.server.stop();
-                self.stopping = true;
             }
         }
     }
@@ -673,33 +668,7 @@ impl Actor {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                ..
-            } => {
-                let open = self.connections.entry(peer_id).or_default();
-                open.push_back(connection_id);
-                while open.len() > self.max_per_peer {
-                    if let Some(oldest) = open.pop_front() {
-                        debug!(%peer_id, "closing the oldest connection of a peer past its limit");
-                        self.swarm.close_connection(oldest);
-                    }
-                }
-                self.dialed(peer_id, Ok(()));
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                ..
-            } => {
-                if let Some(open) = self.connections.get_mut(&peer_id) {
-                    open.retain(|c| *c != connection_id);
-                    if open.is_empty() {
-                        self.connections.remove(&peer_id);
-                    }
-                }
-            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => self.dialed(peer_id, Ok(())),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,

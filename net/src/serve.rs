@@ -122,6 +122,11 @@ impl Server {
         self.state().stopping = true;
     }
 
+    /// Whether a graceful stop was asked for.
+    pub(crate) fn stopping(&self) -> bool {
+        self.state().stopping
+    }
+
     /// Requests admitted and not yet answered.
     pub(crate) fn in_flight(&self) -> usize {
         self.state().in_flight

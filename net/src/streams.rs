@@ -13,10 +13,10 @@
 //! more than one arrives before its accept loop runs (its channel holds one), which several
 //! requests in flight on one connection do all the time, and it dials without addresses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::ReadyUpgrade;
@@ -25,9 +25,9 @@ use libp2p::swarm::handler::{
     ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
 };
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
-    FromSwarm, NetworkBehaviour, Stream, StreamUpgradeError, SubstreamProtocol, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent,
+    ConnectionId, FromSwarm, NetworkBehaviour, Stream, StreamUpgradeError, SubstreamProtocol,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{PeerId, StreamProtocol};
 use medley_core::protocol::PROTOCOL_NAME;
@@ -42,7 +42,8 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 /// Where a newly opened outbound stream, or why it could not be opened, goes.
 type Opened = oneshot::Sender<Result<Stream, String>>;
 
-/// The open connections, each with the channel its handler takes stream requests from.
+/// The open connections, each with the channel its handler takes stream requests from; a
+/// peer's oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     by_peer: HashMap<PeerId, Vec<(ConnectionId, mpsc::UnboundedSender<Opened>)>>,
@@ -73,29 +74,53 @@ impl Connections {
     }
 }
 
-/// The data-plane behaviour: adds a [`Handler`] to every connection.
+/// The data-plane behaviour: adds a [`Handler`] to every connection, and keeps at most
+/// `max_per_peer` connections with any one peer by closing the oldest. A peer that restarted,
+/// or lost its connection without a word, is so served on its new connection at once instead
+/// of refused until the old one times out.
 pub(crate) struct Behaviour {
     connections: Arc<Mutex<Connections>>,
     inbound: Arc<dyn Inbound>,
     protocol: StreamProtocol,
+    max_per_peer: usize,
+    /// Connections past a peer's limit, to close.
+    to_close: VecDeque<(PeerId, ConnectionId)>,
+    waker: Option<Waker>,
 }
 
 impl Behaviour {
-    pub(crate) fn new(connections: Arc<Mutex<Connections>>, inbound: Arc<dyn Inbound>) -> Self {
+    pub(crate) fn new(
+        connections: Arc<Mutex<Connections>>,
+        inbound: Arc<dyn Inbound>,
+        max_per_peer: usize,
+    ) -> Self {
         Self {
             connections,
             inbound,
             protocol: StreamProtocol::new(PROTOCOL_NAME),
+            max_per_peer,
+            to_close: VecDeque::new(),
+            waker: None,
         }
     }
 
-    fn handler(&self, connection: ConnectionId, peer: PeerId) -> Handler {
+    fn handler(&mut self, connection: ConnectionId, peer: PeerId) -> Handler {
         let (tx, requests) = mpsc::unbounded_channel();
-        Connections::lock(&self.connections)
-            .by_peer
-            .entry(peer)
-            .or_default()
-            .push((connection, tx));
+        let mut conns = Connections::lock(&self.connections);
+        let list = conns.by_peer.entry(peer).or_default();
+        list.push((connection, tx));
+        // No requester picks these any more; they are closed at the next poll.
+        while list.len() > self.max_per_peer {
+            let (oldest, _) = list.remove(0);
+            tracing::debug!(%peer, "closing the oldest connection of a peer past its limit");
+            self.to_close.push_back((peer, oldest));
+        }
+        drop(conns);
+        if !self.to_close.is_empty()
+            && let Some(waker) = self.waker.take()
+        {
+            waker.wake();
+        }
         Handler {
             peer,
             requests,
@@ -156,7 +181,14 @@ impl NetworkBehaviour for Behaviour {
         match event {}
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        if let Some((peer_id, connection)) = self.to_close.pop_front() {
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(connection),
+            });
+        }
+        self.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }

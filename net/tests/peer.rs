@@ -337,4 +337,44 @@ fn the_same_identity_is_served_again_right_after_it_restarts() {
         // As at a process's exit: nothing of the client runs after this.
         rt.shutdown_background();
     }
+    // The limit holds: two live peers with that identity, and the older loses its connection
+    // to the newer.
+    server_rt.block_on(async {
+        let missing = ShardId::of(b"none");
+        let older = Peer::spawn(
+            key.clone(),
+            PeerConfig::default(),
+            Arc::new(medley_net::NoService),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let err = older
+            .get_shard(id, addrs.clone(), missing)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+        assert_eq!(older.connected_peers().await, 1);
+        let newer = Peer::spawn(
+            key,
+            PeerConfig::default(),
+            Arc::new(medley_net::NoService),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let err = newer
+            .get_shard(id, addrs.clone(), missing)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while older.connected_peers().await != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server kept both connections of one peer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 }
