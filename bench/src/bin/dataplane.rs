@@ -110,21 +110,11 @@ async fn run(args: Args) -> Result<()> {
     let (_, quinn_chacha) = raw_quinn(table, true).await?;
     // A request with no blob in its answer (an unknown id): the fixed cost of a fetch.
     let missing = SegmentId::of(b"not stored");
-    let rounds = 2000u32;
-    let _ = client
-        .get_segment(node_id, node_addrs.clone(), missing)
-        .await;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        if client
-            .get_segment(node_id, node_addrs.clone(), missing)
-            .await
-            .is_ok()
-        {
-            anyhow::bail!("an unknown segment was served");
-        }
-    }
-    let medley_empty = t.elapsed() / rounds;
+    let medley_empty = round_trip("the node", || {
+        let (client, addrs) = (client.clone(), node_addrs.clone());
+        async move { Ok(client.get_segment(node_id, addrs, missing).await.is_ok()) }
+    })
+    .await?;
     // The same through a peer that answers at once, without a store: the data plane alone.
     let bare = Peer::spawn(
         medley_net::Keypair::generate_ed25519(),
@@ -136,27 +126,18 @@ async fn run(args: Args) -> Result<()> {
         Default::default(),
     )
     .await?;
-    let bare_addrs = bare.listen_addrs().await;
-    let _ = client.has(bare.peer_id(), bare_addrs.clone(), vec![]).await;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        if client
-            .has(bare.peer_id(), bare_addrs.clone(), vec![])
-            .await
-            .is_ok()
-        {
-            anyhow::bail!("a peer that serves nothing answered");
-        }
-    }
-    let bare_empty = t.elapsed() / rounds;
+    let (bare_id, bare_addrs) = (bare.peer_id(), bare.listen_addrs().await);
+    let bare_empty = round_trip("a peer that serves nothing", || {
+        let (client, addrs) = (client.clone(), bare_addrs.clone());
+        async move { Ok(client.has(bare_id, addrs, vec![]).await.is_ok()) }
+    })
+    .await?;
     bare.shutdown(Duration::from_secs(1)).await;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        if fetch_quinn(&quinn_aes, missing).await? != 0 {
-            anyhow::bail!("quinn served an unknown segment");
-        }
-    }
-    let quinn_empty = t.elapsed() / rounds;
+    let quinn_empty = round_trip("quinn", || {
+        let conn = quinn_aes.clone();
+        async move { Ok(fetch_quinn(&conn, missing).await? != 0) }
+    })
+    .await?;
     println!(
         "per {} B segment: node read with its BLAKE3 check {node_read:.1?}, BLAKE3 alone {hash:.1?}",
         args.segment
@@ -224,6 +205,23 @@ async fn run(args: Args) -> Result<()> {
     }
     node.shutdown(Duration::from_secs(5)).await?;
     Ok(())
+}
+
+/// The mean time of a request that must be refused, over 2,000 after one to connect: `ask`
+/// makes one and tells whether it was (wrongly) answered.
+async fn round_trip<F: std::future::Future<Output = Result<bool>>>(
+    what: &str,
+    mut ask: impl FnMut() -> F,
+) -> Result<Duration> {
+    const ROUNDS: u32 = 2000;
+    ask().await?;
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        if ask().await? {
+            anyhow::bail!("{what} answered a request it should have refused");
+        }
+    }
+    Ok(t.elapsed() / ROUNDS)
 }
 
 /// Rounds each measurement is split into, interleaved with the others'.
