@@ -340,34 +340,29 @@ fn the_same_identity_is_served_again_right_after_it_restarts() {
     // The limit holds: two live peers with that identity, and the older loses its connection
     // to the newer.
     server_rt.block_on(async {
-        let missing = ShardId::of(b"none");
-        let older = Peer::spawn(
-            key.clone(),
-            PeerConfig::default(),
-            Arc::new(medley_net::NoService),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        let err = older
-            .get_shard(id, addrs.clone(), missing)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+        // A peer with that identity, once the server has answered it.
+        let served = |key: Keypair| {
+            let addrs = addrs.clone();
+            async move {
+                let p = Peer::spawn(
+                    key,
+                    PeerConfig::default(),
+                    Arc::new(medley_net::NoService),
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+                let err = p
+                    .get_shard(id, addrs, ShardId::of(b"none"))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+                p
+            }
+        };
+        let older = served(key.clone()).await;
         assert_eq!(older.connected_peers().await, 1);
-        let newer = Peer::spawn(
-            key,
-            PeerConfig::default(),
-            Arc::new(medley_net::NoService),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        let err = newer
-            .get_shard(id, addrs.clone(), missing)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND), "{err}");
+        let _newer = served(key).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while older.connected_peers().await != 0 {
             assert!(
