@@ -11,7 +11,7 @@
 //! **Non-goals.** Discovery, layout, authorisation of publishers and popularity: those are the
 //! tracker's (HTTP control plane). Streaming parts of a blob: blobs are at most a segment.
 //!
-//! **Message flow.** One request-response pair per QUIC stream:
+//! **Message flow.** Request-response pairs, one after another on a QUIC stream:
 //!
 //! ```text
 //! client                                   node
@@ -28,9 +28,20 @@
 //! `Error{MALFORMED}` or `Error{TOO_LARGE}` when it cannot be decoded. Errors travel as a
 //! numeric [`ErrorCode`] and a short human-readable message, never as serialized Rust errors.
 //!
-//! **Encoding.** Each message is the postcard encoding of [`Request`] / [`Response`], at most
-//! [`MAX_MESSAGE_SIZE`] bytes; the stream's end delimits it. A new, incompatible encoding gets
-//! a new protocol name (`/medley/data/2`), negotiated by multistream-select.
+//! **Streams.** Under [`PROTOCOL_NAME`] a stream carries any number of exchanges, one at a
+//! time: the requester sends a request, reads its response, and may send the next request on
+//! the same stream, so a request on a stream already open costs no stream opening or protocol
+//! negotiation. The requester ends a stream by closing its sending side; a node closes a
+//! stream that has carried no request for a while, or after answering a request it could not
+//! decode (the stream may then be out of step). A requester whose request on a kept stream
+//! finds it closed asks again on a new stream: every request is safe to repeat (blobs are
+//! content-addressed, a repeated put stores nothing twice). Under [`ONE_SHOT_PROTOCOL_NAME`]
+//! a stream carries one exchange and the node closes it after its answer, for requesters
+//! that open a stream per request, such as libp2p's stock request-response behaviour.
+//!
+//! **Encoding.** Each message is a 4-byte big-endian length, then that many bytes: the
+//! postcard encoding of [`Request`] / [`Response`], at most [`MAX_MESSAGE_SIZE`] bytes. A new,
+//! incompatible encoding gets a new protocol name, negotiated by multistream-select.
 
 use std::fmt;
 
@@ -41,8 +52,10 @@ use crate::grant::{Grant, MAX_GRANT_ENCODED};
 use crate::hash::{SegmentId, ShardId};
 use crate::segment::MAX_SEGMENT_SIZE;
 
-/// The protocol name negotiated on each stream.
-pub const PROTOCOL_NAME: &str = "/medley/data/2";
+/// The protocol name negotiated on each stream: exchanges one after another.
+pub const PROTOCOL_NAME: &str = "/medley/data/3";
+/// The same messages, one exchange per stream. Served, never asked for.
+pub const ONE_SHOT_PROTOCOL_NAME: &str = "/medley/data/2";
 /// Largest shard or segment a message may carry: a whole segment of the largest size (a
 /// `1+m` code's shard is as long as its segment), plus alignment padding.
 pub const MAX_BLOB_SIZE: usize = MAX_SEGMENT_SIZE as usize + SHARD_ALIGN;

@@ -1,4 +1,5 @@
-//! Framing of data-plane messages on a libp2p stream: one request, then its response.
+//! Framing of data-plane messages on a libp2p stream: a request, then its response, and
+//! again. Nothing here closes a stream: whoever owns it decides whether it carries more.
 //!
 //! A message is a 4-byte big-endian length followed by that many bytes of its encoding
 //! ([`medley_core::protocol`]). The length is checked against [`MAX_MESSAGE_SIZE`] before
@@ -85,7 +86,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     let len = (bytes.len() as u32).to_be_bytes();
     io.write_all(&len).await?;
     io.write_all(bytes).await?;
-    io.close().await
+    io.flush().await
 }
 
 /// Reads a response frame, reading a blob's bytes straight into their own buffer and
@@ -164,7 +165,7 @@ pub(crate) async fn read_response<T: AsyncRead + Unpin + Send>(io: &mut T) -> io
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Writes a request and closes the sending side.
+/// Writes a request.
 pub(crate) async fn write_request<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     request: &Request,
@@ -172,7 +173,7 @@ pub(crate) async fn write_request<T: AsyncWrite + Unpin + Send>(
     write_frame(io, &request.encode()).await
 }
 
-/// Writes a response and closes the sending side; a blob goes straight from its buffer.
+/// Writes a response; a blob goes straight from its buffer.
 pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     response: &Response,
@@ -195,7 +196,7 @@ pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
     io.write_all(&(total as u32).to_be_bytes()).await?;
     io.write_all(&header).await?;
     io.write_all(payload).await?;
-    io.close().await
+    io.flush().await
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Medley's data plane: a libp2p peer over QUIC that speaks `/medley/data/1`
+//! Medley's data plane: a libp2p peer over QUIC that speaks `/medley/data/3`
 //! ([`medley_core::protocol`]). Storage nodes serve their store through it; clients fetch
 //! and upload through it. Every blob received through the typed helpers
 //! ([`PeerHandle::get_shard`], [`PeerHandle::get_segment`]) has been checked against its id.

@@ -1,12 +1,14 @@
-//! The data-plane peer: one libp2p swarm over QUIC, one stream per request.
+//! The data-plane peer: one libp2p swarm over QUIC, streams kept for request after request.
 //!
-//! Data flow: a request opens a stream on the connection to its peer through that
-//! connection's handler ([`crate::streams`]), then writes the request and reads the answer in
-//! the requester's own task. Inbound streams are served each in its own task
+//! Data flow: a request takes a stream on the connection to its peer, one kept from an
+//! earlier request or a new one opened through that connection's handler
+//! ([`crate::streams`]), then writes the request and reads the answer in the requester's own
+//! task, and keeps the stream for the next. Inbound streams are served each in its own task
 //! ([`crate::serve`]). An actor owns the [`Swarm`] and only dials, answers queries about it
 //! and drives connections; no request or answer passes through it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use libp2p::identity::Keypair;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, NetworkBehaviour, Stream, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, Stream, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_core::{SegmentId, ShardId};
@@ -24,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{self, Reply};
 use crate::serve::{Limits, Server};
-use crate::streams::{self, Connections};
+use crate::streams::{self, Connections, Opening};
 
 /// Serves inbound data-plane requests.
 pub trait Handler: Send + Sync + 'static {
@@ -66,6 +68,10 @@ pub struct PeerConfig {
     /// How long an idle connection is kept open. Clients fetch in bursts; 60 s keeps the
     /// connection across a song.
     pub idle_timeout: Duration,
+    /// How long an inbound stream is kept open without a request on it. Requesters keep a
+    /// stream for their next request for 10 s; longer here, so the stream they take is
+    /// seldom one being closed.
+    pub stream_idle_timeout: Duration,
     /// The agent string sent by identify, e.g. `medley-node/0.1.0`.
     pub agent: String,
 }
@@ -80,6 +86,7 @@ impl Default for PeerConfig {
             max_connections_per_peer: 4,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(20),
             agent: format!("medley/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -187,6 +194,8 @@ pub struct PeerHandle {
     request_timeout: Duration,
     cancel: CancellationToken,
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Streams opened to other peers so far.
+    opened: Arc<AtomicU64>,
 }
 
 /// Starts data-plane peers.
@@ -225,6 +234,7 @@ impl Peer {
                 in_flight: config.max_concurrent_inbound,
                 per_peer: config.max_inbound_per_peer.max(1),
                 timeout: request_timeout,
+                stream_idle: config.stream_idle_timeout,
             },
         );
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -309,6 +319,7 @@ impl Peer {
             request_timeout,
             cancel,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+            opened: Arc::default(),
         })
     }
 }
@@ -317,6 +328,13 @@ impl PeerHandle {
     /// This peer's id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Streams this peer has opened to others so far. A request takes a stream kept from an
+    /// earlier one when it can, so this grows with the requests in flight at once, not with
+    /// the requests made.
+    pub fn streams_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     /// The addresses this peer listens on, each ending in `/p2p/<peer id>`.
@@ -369,21 +387,23 @@ impl PeerHandle {
         }
         let network = |reason: String| RequestError::Network { peer, reason };
         let exchange = async {
-            let mut stream = self.open_stream(peer, addrs).await?;
-            codec::write_request(&mut stream, &request)
-                .await
-                .map_err(|e| {
-                    network(format!(
-                        "sending the request: {}",
-                        medley_daemon::error_chain(&e)
-                    ))
-                })?;
-            codec::read_response(&mut stream).await.map_err(|e| {
-                network(format!(
-                    "reading the response: {}",
-                    medley_daemon::error_chain(&e)
-                ))
-            })
+            let (mut stream, connection, kept) = self.stream_to(peer, &addrs, false).await?;
+            let reply = match exchange(&mut stream, &request).await {
+                Err(error) if kept => {
+                    // The peer may have closed the kept stream just as it was taken: every
+                    // request is safe to repeat, so ask again on a new one.
+                    debug!(%peer, %error, "a kept stream failed; asking again on a new one");
+                    let (new, connection, _) = self.stream_to(peer, &addrs, true).await?;
+                    stream = new;
+                    exchange(&mut stream, &request)
+                        .await
+                        .map(|reply| (reply, connection))
+                }
+                result => result.map(|reply| (reply, connection)),
+            };
+            let (reply, connection) = reply.map_err(network)?;
+            Connections::give_back(&self.connections, peer, connection, stream);
+            Ok(reply)
         };
         tokio::time::timeout(self.request_timeout, exchange)
             .await
@@ -395,23 +415,30 @@ impl PeerHandle {
             })
     }
 
-    /// A new stream to `peer`, dialing `addrs` first if not connected.
-    async fn open_stream(
+    /// A stream to `peer`, dialing `addrs` first if not connected: a kept one unless `new`.
+    /// With it, its connection and whether it was kept.
+    async fn stream_to(
         &self,
         peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    ) -> Result<Stream, RequestError> {
+        addrs: &[Multiaddr],
+        new: bool,
+    ) -> Result<(Stream, ConnectionId, bool), RequestError> {
         let network = |reason: String| RequestError::Network { peer, reason };
         let mut dialed = false;
         // A connection can close between the dial and the stream; one redial covers it.
         for _ in 0..3 {
-            if let Some(opened) = Connections::open(&self.connections, peer) {
-                match opened.await {
-                    Ok(Ok(stream)) => return Ok(stream),
+            match Connections::open(&self.connections, peer, new) {
+                Some(Opening::Kept(stream, connection)) => return Ok((stream, connection, true)),
+                Some(Opening::New(connection, opened)) => match opened.await {
+                    Ok(Ok(stream)) => {
+                        self.opened.fetch_add(1, Ordering::Relaxed);
+                        return Ok((stream, connection, false));
+                    }
                     Ok(Err(reason)) => return Err(network(reason)),
                     // The connection closed before it could open the stream.
                     Err(_) => continue,
-                }
+                },
+                None => {}
             }
             if dialed {
                 break;
@@ -420,7 +447,7 @@ impl PeerHandle {
             self.commands
                 .send(Command::Dial {
                     peer,
-                    addrs: addrs.clone(),
+                    addrs: addrs.to_vec(),
                     reply,
                 })
                 .await
@@ -538,6 +565,16 @@ impl PeerHandle {
 }
 
 /// `data` if it hashes to `id`. `blob_hash` is its hash if the codec took it on arrival.
+/// Sends `request` on `stream` and reads its answer; a failure as text.
+async fn exchange(stream: &mut Stream, request: &Request) -> Result<Reply, String> {
+    codec::write_request(stream, request)
+        .await
+        .map_err(|e| format!("sending the request: {}", medley_daemon::error_chain(&e)))?;
+    codec::read_response(stream)
+        .await
+        .map_err(|e| format!("reading the response: {}", medley_daemon::error_chain(&e)))
+}
+
 fn checked(
     peer: PeerId,
     id: medley_core::Hash,

@@ -1,8 +1,10 @@
 //! Serving inbound data-plane streams: admission, the handler, the answer.
 //!
 //! Each inbound stream runs in its own task, spawned by the connection's handler the moment
-//! the stream is negotiated. The task reads the request, decides whether it may run, runs
-//! the [`Handler`] and writes the answer on the same stream. Requests past
+//! the stream is negotiated. The task reads a request, decides whether it may run, runs
+//! the [`Handler`] and writes the answer on the same stream, then waits for the stream's
+//! next request: until the requester closes it, or [`Limits::stream_idle`] passes without
+//! one. Requests past
 //! [`PeerConfig::max_concurrent_inbound`](crate::PeerConfig) are answered `BUSY` at once;
 //! those of a peer past its own limit after [`BUSY_DELAY`], so a flooding peer cannot spin.
 
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::PeerId;
 use libp2p::swarm::Stream;
 use medley_core::protocol::{ErrorCode, Response};
@@ -32,8 +35,10 @@ pub(crate) struct Limits {
     pub(crate) in_flight: usize,
     /// Requests of one peer handled at once.
     pub(crate) per_peer: usize,
-    /// How long a stream may take from its request's first byte to its answer's last.
+    /// How long an exchange may take from its request's first byte to its answer's last.
     pub(crate) timeout: Duration,
+    /// How long a stream is kept waiting for its next request.
+    pub(crate) stream_idle: Duration,
 }
 
 /// The inbound side of a peer. Cheap to clone.
@@ -165,12 +170,48 @@ impl Server {
         })
     }
 
-    async fn serve(self, peer: PeerId, mut stream: Stream) {
-        let inbound = match codec::read_request(&mut stream).await {
+    /// Serves `stream`'s exchanges one after another, then closes it.
+    async fn serve(self, peer: PeerId, mut stream: Stream, one_shot: bool) {
+        loop {
+            // The next request's first byte, or the requester's end of the stream.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(self.0.limits.stream_idle, stream.read(&mut first)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    debug!(%peer, %error, "inbound stream failed between requests");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "closing a stream without requests");
+                    break;
+                }
+            }
+            let exchange = self.exchange(peer, &mut stream, first[0]);
+            match tokio::time::timeout(self.0.limits.timeout, exchange).await {
+                Ok(true) if !one_shot => {}
+                Ok(_) => break,
+                Err(_) => {
+                    debug!(%peer, "inbound request timed out");
+                    return;
+                }
+            }
+        }
+        if let Err(error) = stream.close().await {
+            debug!(%peer, %error, "closing an inbound stream failed");
+        }
+    }
+
+    /// Reads the request that starts with `first`, runs it and answers it. Whether the stream
+    /// may carry another: not after a request that could not be decoded, which may have left
+    /// the stream inside a frame, nor after a failed answer.
+    async fn exchange(&self, peer: PeerId, stream: &mut Stream, first: u8) -> bool {
+        let first = [first];
+        let inbound = match codec::read_request(&mut (&first[..]).chain(&mut *stream)).await {
             Ok(inbound) => inbound,
             Err(error) => {
                 debug!(%peer, %error, "inbound stream failed before its request was read");
-                return;
+                return false;
             }
         };
         self.state().answering += 1;
@@ -180,7 +221,8 @@ impl Server {
             Err(error) => {
                 debug!(%peer, %error, "malformed request");
                 let response = Response::error(error.code(), error.to_string());
-                return self.answer(peer, &mut stream, &response).await;
+                self.answer(peer, stream, &response).await;
+                return false;
             }
         };
         let (_slot, response) = match self.admit(peer) {
@@ -196,27 +238,25 @@ impl Server {
                 (None, Response::error(ErrorCode::BUSY, message))
             }
         };
-        self.answer(peer, &mut stream, &response).await;
+        self.answer(peer, stream, &response).await
     }
 
-    async fn answer(&self, peer: PeerId, stream: &mut Stream, response: &Response) {
-        if let Err(error) = codec::write_response(stream, response).await {
-            debug!(%peer, %error, "the answer could not be sent");
+    /// Writes `response`; whether it went.
+    async fn answer(&self, peer: PeerId, stream: &mut Stream, response: &Response) -> bool {
+        match codec::write_response(stream, response).await {
+            Ok(()) => true,
+            Err(error) => {
+                debug!(%peer, %error, "the answer could not be sent");
+                false
+            }
         }
     }
 }
 
 impl Inbound for Server {
-    fn accept(&self, peer: PeerId, stream: Stream) {
-        let server = self.clone();
-        let timeout = self.0.limits.timeout;
-        self.0.runtime.spawn(async move {
-            if tokio::time::timeout(timeout, server.serve(peer, stream))
-                .await
-                .is_err()
-            {
-                debug!(%peer, "inbound request timed out");
-            }
-        });
+    fn accept(&self, peer: PeerId, stream: Stream, one_shot: bool) {
+        self.0
+            .runtime
+            .spawn(self.clone().serve(peer, stream, one_shot));
     }
 }

@@ -1,13 +1,16 @@
-//! One libp2p stream per data-plane request, opened and served outside the swarm's task.
+//! Data-plane streams, opened, kept and served outside the swarm's task.
 //!
 //! Request-response moves every request and every answer through the swarm's task: a stream
 //! is read in the connection's task, handed to the swarm, then to whoever asked or serves,
-//! and the answer back the same way. Here a requester asks the connection's own handler for
-//! a new stream over a channel that handler polls, gets the stream back, and writes and
-//! reads it in its own task; an inbound stream is handed by the connection's handler
-//! straight to [`Inbound::accept`], which spawns the task that serves it. The swarm's task
-//! only dials. The bytes on the wire are those of request-response with our codec, so stock
-//! request-response peers still talk to us.
+//! and the answer back the same way. Here a requester takes a stream of the connection
+//! itself: one it kept from an earlier exchange ([`Connections::give_back`]), or a new one
+//! it asks the connection's handler for over a channel that handler polls. It writes and
+//! reads the stream in its own task. An inbound stream is handed by the connection's handler
+//! straight to [`Inbound::accept`], which spawns the task that serves it.
+//!
+//! Keeping streams matters: opening one costs a wait for the handler, a protocol negotiation
+//! and two timers (libp2p's upgrade timeout and its idle-connection timer, each a wake-up of
+//! a timer thread), more than the rest of a small request's round trip together.
 //!
 //! `libp2p-stream` (0.5.0-alpha) does the same hand-off but drops inbound streams whenever
 //! more than one arrives before its accept loop runs (its channel holds one), which several
@@ -17,9 +20,11 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
+use futures::future::Either;
 use libp2p::core::transport::PortUse;
-use libp2p::core::upgrade::ReadyUpgrade;
+use libp2p::core::upgrade::{ReadyUpgrade, SelectUpgrade};
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::swarm::handler::{
     ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
@@ -30,23 +35,48 @@ use libp2p::swarm::{
     THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{PeerId, StreamProtocol};
-use medley_core::protocol::PROTOCOL_NAME;
+use medley_core::protocol::{ONE_SHOT_PROTOCOL_NAME, PROTOCOL_NAME};
 use tokio::sync::{mpsc, oneshot};
 
 /// Receives every inbound data-plane stream, in the connection's task: must not block.
 pub(crate) trait Inbound: Send + Sync + 'static {
-    /// Takes a new stream from `peer`.
-    fn accept(&self, peer: PeerId, stream: Stream);
+    /// Takes a new stream from `peer`, which carries one exchange if `one_shot`, else any
+    /// number one after another.
+    fn accept(&self, peer: PeerId, stream: Stream, one_shot: bool);
 }
 
 /// Where a newly opened outbound stream, or why it could not be opened, goes.
 type Opened = oneshot::Sender<Result<Stream, String>>;
 
-/// The open connections, each with the channel its handler takes stream requests from; a
-/// peer's oldest first.
+/// How long a requester keeps a stream it is not using. Shorter than a node keeps a stream
+/// without requests (`PeerConfig::stream_idle_timeout`, 20 s by default), so a kept stream
+/// is seldom found closed when taken.
+const KEEP_IDLE: Duration = Duration::from_secs(10);
+/// Most streams kept unused on one connection; more are closed. Sixteen requests in flight
+/// leave sixteen.
+const MAX_KEPT: usize = 32;
+
+/// An open connection: the channel its handler takes stream requests from, and the streams
+/// kept for reuse, least recently used first.
+#[derive(Debug)]
+struct Connection {
+    id: ConnectionId,
+    requests: mpsc::UnboundedSender<Opened>,
+    kept: VecDeque<(Stream, Instant)>,
+}
+
+/// A stream to a peer, from a connection's [`Connections::open`].
+pub(crate) enum Opening {
+    /// A stream kept from an earlier exchange: it may have been closed by the other side.
+    Kept(Stream, ConnectionId),
+    /// A new stream, once the connection's handler has opened it.
+    New(ConnectionId, oneshot::Receiver<Result<Stream, String>>),
+}
+
+/// The open connections, a peer's oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
-    by_peer: HashMap<PeerId, Vec<(ConnectionId, mpsc::UnboundedSender<Opened>)>>,
+    by_peer: HashMap<PeerId, Vec<Connection>>,
 }
 
 impl Connections {
@@ -54,23 +84,47 @@ impl Connections {
         this.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks a connection to `peer` for a new stream. `None`: no open connection to it.
-    pub(crate) fn open(
-        this: &Mutex<Self>,
-        peer: PeerId,
-    ) -> Option<oneshot::Receiver<Result<Stream, String>>> {
+    /// A stream to `peer` on its newest connection: a kept one unless `new`, else a new one.
+    /// `None`: no open connection to it.
+    pub(crate) fn open(this: &Mutex<Self>, peer: PeerId, new: bool) -> Option<Opening> {
         let mut me = Self::lock(this);
         let conns = me.by_peer.get_mut(&peer)?;
         // The newest connection first: an older one may be on its way out.
-        while let Some((_, tx)) = conns.last() {
+        while let Some(conn) = conns.last_mut() {
+            if !new {
+                let now = Instant::now();
+                while conn
+                    .kept
+                    .front()
+                    .is_some_and(|(_, since)| now.duration_since(*since) > KEEP_IDLE)
+                {
+                    conn.kept.pop_front();
+                }
+                if let Some((stream, _)) = conn.kept.pop_back() {
+                    return Some(Opening::Kept(stream, conn.id));
+                }
+            }
             let (opened, rx) = oneshot::channel();
-            if tx.send(opened).is_ok() {
-                return Some(rx);
+            if conn.requests.send(opened).is_ok() {
+                return Some(Opening::New(conn.id, rx));
             }
             conns.pop();
         }
         me.by_peer.remove(&peer);
         None
+    }
+
+    /// Keeps `stream`, just done with an exchange, for the next request to `peer`: if its
+    /// connection is still the peer's newest and does not keep too many already. Otherwise
+    /// the stream is dropped, which closes it.
+    pub(crate) fn give_back(this: &Mutex<Self>, peer: PeerId, id: ConnectionId, stream: Stream) {
+        let mut me = Self::lock(this);
+        if let Some(conn) = me.by_peer.get_mut(&peer).and_then(|c| c.last_mut())
+            && conn.id == id
+            && conn.kept.len() < MAX_KEPT
+        {
+            conn.kept.push_back((stream, Instant::now()));
+        }
     }
 }
 
@@ -81,7 +135,6 @@ impl Connections {
 pub(crate) struct Behaviour {
     connections: Arc<Mutex<Connections>>,
     inbound: Arc<dyn Inbound>,
-    protocol: StreamProtocol,
     max_per_peer: usize,
     /// Connections past a peer's limit, to close.
     to_close: VecDeque<(PeerId, ConnectionId)>,
@@ -97,7 +150,6 @@ impl Behaviour {
         Self {
             connections,
             inbound,
-            protocol: StreamProtocol::new(PROTOCOL_NAME),
             max_per_peer,
             to_close: VecDeque::new(),
             waker: None,
@@ -108,10 +160,14 @@ impl Behaviour {
         let (tx, requests) = mpsc::unbounded_channel();
         let mut conns = Connections::lock(&self.connections);
         let list = conns.by_peer.entry(peer).or_default();
-        list.push((connection, tx));
+        list.push(Connection {
+            id: connection,
+            requests: tx,
+            kept: VecDeque::new(),
+        });
         // No requester picks these any more; they are closed at the next poll.
         while list.len() > self.max_per_peer {
-            let (oldest, _) = list.remove(0);
+            let oldest = list.remove(0).id;
             tracing::debug!(%peer, "closing the oldest connection of a peer past its limit");
             self.to_close.push_back((peer, oldest));
         }
@@ -125,7 +181,6 @@ impl Behaviour {
             peer,
             requests,
             inbound: self.inbound.clone(),
-            protocol: self.protocol.clone(),
         }
     }
 }
@@ -164,7 +219,7 @@ impl NetworkBehaviour for Behaviour {
         {
             let mut conns = Connections::lock(&self.connections);
             if let Some(list) = conns.by_peer.get_mut(&peer_id) {
-                list.retain(|(c, _)| *c != connection_id);
+                list.retain(|c| c.id != connection_id);
                 if list.is_empty() {
                     conns.by_peer.remove(&peer_id);
                 }
@@ -199,19 +254,25 @@ pub(crate) struct Handler {
     peer: PeerId,
     requests: mpsc::UnboundedReceiver<Opened>,
     inbound: Arc<dyn Inbound>,
-    protocol: StreamProtocol,
 }
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = Infallible;
     type ToBehaviour = Infallible;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol =
+        SelectUpgrade<ReadyUpgrade<StreamProtocol>, ReadyUpgrade<StreamProtocol>>;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = Opened;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+        SubstreamProtocol::new(
+            SelectUpgrade::new(
+                ReadyUpgrade::new(StreamProtocol::new(PROTOCOL_NAME)),
+                ReadyUpgrade::new(StreamProtocol::new(ONE_SHOT_PROTOCOL_NAME)),
+            ),
+            (),
+        )
     }
 
     fn poll(
@@ -222,7 +283,7 @@ impl ConnectionHandler for Handler {
             Poll::Ready(Some(opened)) => {
                 Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                     protocol: SubstreamProtocol::new(
-                        ReadyUpgrade::new(self.protocol.clone()),
+                        ReadyUpgrade::new(StreamProtocol::new(PROTOCOL_NAME)),
                         opened,
                     ),
                 })
@@ -243,7 +304,10 @@ impl ConnectionHandler for Handler {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: stream,
                 ..
-            }) => self.inbound.accept(self.peer, stream),
+            }) => match stream {
+                Either::Left(stream) => self.inbound.accept(self.peer, stream, false),
+                Either::Right(stream) => self.inbound.accept(self.peer, stream, true),
+            },
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
                 info: opened,
@@ -255,7 +319,7 @@ impl ConnectionHandler for Handler {
                 let reason = match error {
                     StreamUpgradeError::Timeout => "opening a stream timed out".to_string(),
                     StreamUpgradeError::NegotiationFailed => {
-                        format!("the peer does not speak {}", self.protocol)
+                        format!("the peer does not speak {PROTOCOL_NAME}")
                     }
                     StreamUpgradeError::Io(e) => format!("opening a stream failed: {e}"),
                     StreamUpgradeError::Apply(never) => match never {},

@@ -112,6 +112,49 @@ async fn put_get_and_not_found() {
     ));
 }
 
+/// Requests one after another share one stream; requests in flight together take one each
+/// and leave them for the next. A stream the server closed for want of requests is replaced
+/// without the requester seeing a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_kept_for_later_requests_and_replaced_when_closed() {
+    let service = Arc::new(MemService::default());
+    let data = vec![7u8; 10_000];
+    let sid = ShardId::of(&data);
+    service.shards.lock().unwrap().insert(sid, data.clone());
+    let idle = Duration::from_millis(300);
+    let (_s, id, addrs) = server(
+        service,
+        PeerConfig {
+            stream_idle_timeout: idle,
+            ..listen()
+        },
+    )
+    .await;
+    let c = client().await;
+    for _ in 0..20 {
+        assert_eq!(c.get_shard(id, addrs.clone(), sid).await.unwrap(), data);
+    }
+    assert_eq!(c.streams_opened(), 1, "20 requests one after another");
+
+    let eight_at_once =
+        || futures::future::join_all((0..8).map(|_| c.get_shard(id, addrs.clone(), sid)));
+    for r in eight_at_once().await {
+        assert_eq!(r.unwrap(), data);
+    }
+    let opened = c.streams_opened();
+    assert!((2..=8).contains(&opened), "{opened} streams for 8 at once");
+    for r in eight_at_once().await {
+        assert_eq!(r.unwrap(), data);
+    }
+    assert_eq!(c.streams_opened(), opened, "8 more at once reuse them");
+
+    // The server has closed every stream by now; the request finds its kept one closed and
+    // asks again on a new one.
+    tokio::time::sleep(idle * 3).await;
+    assert_eq!(c.get_shard(id, addrs.clone(), sid).await.unwrap(), data);
+    assert_eq!(c.streams_opened(), opened + 1);
+}
+
 #[tokio::test]
 async fn lying_peer_is_caught() {
     let honest = Arc::new(MemService::default());

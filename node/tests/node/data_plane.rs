@@ -5,7 +5,9 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{StreamProtocol, Swarm};
 use medley_core::ShardId;
-use medley_core::protocol::{ErrorCode, MAX_MESSAGE_SIZE, PROTOCOL_NAME, Request, Response};
+use medley_core::protocol::{
+    ErrorCode, MAX_MESSAGE_SIZE, ONE_SHOT_PROTOCOL_NAME, PROTOCOL_NAME, Request, Response,
+};
 
 use crate::support::{NodeProcess, bytes, client, grant, put};
 use medley_core::test_utils::{test_grant, test_tracker_key};
@@ -406,6 +408,10 @@ async fn malformed_and_oversized_requests_get_errors_and_the_node_keeps_serving(
     // The node still serves, both to the raw client and to a well-behaved one.
     assert!(a.alive());
     let r = send_raw(&mut raw, &a, frame(&Request::GetShard { id }.encode())).await;
+    assert_eq!(r, Ok(Response::Shard { data: good.clone() }));
+    // Also under the one-exchange-per-stream name, which it serves but never asks for.
+    let mut one_shot = raw_swarm_speaking(ONE_SHOT_PROTOCOL_NAME);
+    let r = send_raw(&mut one_shot, &a, frame(&Request::GetShard { id }.encode())).await;
     assert_eq!(r, Ok(Response::Shard { data: good.clone() }));
     assert_eq!(
         c.get_shard(a.peer_id, a.addrs.clone(), id).await.unwrap(),
