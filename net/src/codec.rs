@@ -41,8 +41,9 @@ impl From<Response> for Reply {
     }
 }
 
-/// Bytes of a blob read (and hashed) at a time: whole BLAKE3 chunks, several at once.
-const HASH_PART: usize = 64 * 1024;
+/// Bytes of a blob read (and hashed) at a time: whole BLAKE3 chunks, enough of them for its
+/// widest SIMD, and few enough that little is left to hash after the last byte.
+const HASH_PART: usize = 16 * 1024;
 
 /// Reads a frame's length and checks it against [`MAX_MESSAGE_SIZE`] before anything is
 /// allocated.
@@ -192,9 +193,12 @@ pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
             },
         ));
     }
-    // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
-    io.write_all(&(total as u32).to_be_bytes()).await?;
-    io.write_all(&header).await?;
+    // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB. Length and header go in one
+    // write, not two.
+    let mut prefix = Vec::with_capacity(4 + header.len());
+    prefix.extend_from_slice(&(total as u32).to_be_bytes());
+    prefix.extend_from_slice(&header);
+    io.write_all(&prefix).await?;
     io.write_all(payload).await?;
     io.flush().await
 }

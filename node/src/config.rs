@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 19] = [
+pub const FIELDS: [FieldDoc; 20] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -126,6 +126,14 @@ pub const FIELDS: [FieldDoc; 19] = [
         example: None,
     },
     FieldDoc {
+        name: "hot_cache",
+        doc: "Memory for the hot segments served most recently, kept as they were when read\n\
+              from disk and checked against their hash, so a popular song is served without\n\
+              reading the disk or hashing it again. Durable shards are read from disk and\n\
+              checked every time, so the scrubber sees what is on it. 0: none.",
+        example: None,
+    },
+    FieldDoc {
         name: "admin_listen",
         doc: "Address of the admin endpoint: GET /status (what `medley-node status` shows) and\n\
               GET /metrics (Prometheus). Port 0 picks a free port, written to node.json; set a\n\
@@ -175,6 +183,8 @@ pub struct NodeConfig {
     pub scrub_interval_secs: u64,
     /// Most bytes of whole hot songs kept (part of `capacity`).
     pub hot_capacity: ByteSize,
+    /// Memory for the hot segments served most recently.
+    pub hot_cache: ByteSize,
     /// Address of the admin endpoint (`/status`, `/metrics`); port 0 picks a free one,
     /// written to `node.json`.
     pub admin_listen: std::net::SocketAddr,
@@ -201,6 +211,7 @@ impl Default for NodeConfig {
             scrub_bytes_per_sec: ByteSize::mib(8),
             scrub_interval_secs: 86_400,
             hot_capacity: ByteSize::gib(1),
+            hot_cache: ByteSize::b(StoreConfig::default().hot_cache as u64),
             admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -314,6 +325,7 @@ impl NodeConfig {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             capacity: self.capacity.as_u64(),
+            hot_cache: usize::try_from(self.hot_cache.as_u64()).unwrap_or(usize::MAX),
             ..StoreConfig::default()
         }
     }

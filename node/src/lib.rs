@@ -22,6 +22,7 @@
 
 mod admin;
 mod announce;
+mod cache;
 pub mod cli;
 mod config;
 mod hot;

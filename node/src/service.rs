@@ -148,20 +148,31 @@ impl Handler for StoreService {
             let kind = request.kind();
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || {
-                if let Request::PutShard { id, grant, .. } = &request
-                    && let Err(e) = grant_key
-                        .ok_or(GrantError::NoKey)
-                        .and_then(|key| grant.allows(&key, &node, id, unix_now()))
-                {
-                    return (
-                        Response::error(ErrorCode::FORBIDDEN, format!("shard {id}: {e}")),
-                        false,
-                    );
+            // A hot segment in memory (checked when it was read from disk) is served right
+            // here: the hop to the blocking pool and back (≈ 50 µs on loopback) is saved.
+            let in_memory = match &request {
+                Request::GetSegment { id } => store.get_in_memory(Tier::Hot, id.0),
+                _ => None,
+            };
+            let result = match in_memory {
+                Some(data) => Ok((Response::Segment { data }, false)),
+                None => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Request::PutShard { id, grant, .. } = &request
+                            && let Err(e) = grant_key
+                                .ok_or(GrantError::NoKey)
+                                .and_then(|key| grant.allows(&key, &node, id, unix_now()))
+                        {
+                            return (
+                                Response::error(ErrorCode::FORBIDDEN, format!("shard {id}: {e}")),
+                                false,
+                            );
+                        }
+                        serve(&store, request)
+                    })
+                    .await
                 }
-                serve(&store, request)
-            })
-            .await;
+            };
             stats
                 .latency
                 .get_or_create(&[("kind", kind)])

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use medley_core::Hash;
 use medley_core::protocol::MAX_BLOB_SIZE;
+
+use crate::cache::HotCache;
 use parking_lot::Mutex;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, MergeOperands, Options,
@@ -84,6 +86,10 @@ pub struct StoreConfig {
     pub min_blob_size: u64,
     /// RocksDB block cache for keys and index blocks. 32 MiB is plenty for ~10^6 keys.
     pub block_cache: usize,
+    /// Bytes of hot segments kept in memory once read and checked ([`HotCache`]), so a
+    /// popular segment is served without a disk read or a second check. Durable shards are
+    /// not kept: each read of one is from disk, so the scrubber sees what is there. 0: none.
+    pub hot_cache: usize,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +98,7 @@ impl Default for StoreConfig {
             capacity: 10 * 1024 * 1024 * 1024,
             min_blob_size: 1024,
             block_cache: 32 * 1024 * 1024,
+            hot_cache: 256 * 1024 * 1024,
         }
     }
 }
@@ -175,6 +182,8 @@ pub struct Store {
     /// Hot segments stored, likewise.
     hot: AtomicU64,
     stripes: Vec<Mutex<()>>,
+    /// Hot segments read and checked most recently.
+    hot_cache: HotCache,
     /// Set while the store is nearly full, so the warning is logged once per crossing.
     warned_full: std::sync::atomic::AtomicBool,
 }
@@ -258,6 +267,7 @@ impl Store {
             shards: AtomicU64::new(0),
             hot: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hot_cache: HotCache::new(config.hot_cache),
             warned_full: std::sync::atomic::AtomicBool::new(false),
         };
         store.check_format()?;
@@ -405,15 +415,44 @@ impl Store {
             })
     }
 
-    /// Reads the value under `key` in `tier`; `Ok(None)` if absent. Bytes that do not hash
-    /// to `key` are [`StoreError::Corrupt`].
+    /// Reads the value under `key` in `tier`; `Ok(None)` if absent. Bytes read from disk
+    /// that do not hash to `key` are [`StoreError::Corrupt`]. A hot segment read and checked
+    /// recently comes from memory ([`HotCache`]).
     pub fn get(&self, tier: Tier, key: Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.get_in_memory(tier, key) {
+            return Ok(Some(value));
+        }
+        let value = self.read(tier, key)?;
+        if tier == Tier::Hot
+            && let Some(value) = &value
+        {
+            // Under the key's lock and only if still stored: a delete that ran meanwhile
+            // must not be undone in memory.
+            let _guard = self.stripe(&key).lock();
+            if self.size_of(tier, key)?.is_some() {
+                self.hot_cache.insert(key, value);
+            }
+        }
+        Ok(value)
+    }
+
+    /// The value under `key` in `tier` if it is in memory (a hot segment read and checked
+    /// recently), without waiting for the disk, so it may run where blocking must not.
+    /// `None` otherwise, whether or not it is stored.
+    pub fn get_in_memory(&self, tier: Tier, key: Hash) -> Option<Vec<u8>> {
+        match tier {
+            Tier::Hot => self.hot_cache.get(&key).map(|v| v.to_vec()),
+            Tier::Durable => None,
+        }
+    }
+
+    /// Reads `key` from disk and checks it.
+    fn read(&self, tier: Tier, key: Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let cf = self.cf(tier.cf())?;
-        // Every value is checked against its BLAKE3 key below, which catches anything a
-        // CRC would; RocksDB's own CRC32C over the blob cost 10% of a node's CPU when serving.
-        let mut opts = ReadOptions::default();
-        opts.set_verify_checksums(false);
-        let value = match self.db.get_pinned_cf_opt(cf, key.as_bytes(), &opts) {
+        let value = match self
+            .db
+            .get_pinned_cf_opt(cf, key.as_bytes(), &read_options())
+        {
             Ok(v) => v,
             Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
                 return Err(StoreError::Corrupt {
@@ -471,6 +510,9 @@ impl Store {
     }
 
     fn delete_locked(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
+        if tier == Tier::Hot {
+            self.hot_cache.remove(&key);
+        }
         let cf = self.cf(tier.cf())?;
         let Some(size) = self.size_of(tier, key)? else {
             return Ok(false);
@@ -602,6 +644,8 @@ impl Store {
     /// tests. The index and usage are left as they were.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn corrupt_for_test(&self, tier: Tier, key: Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        // What was read before the rot is no longer what the disk holds.
+        self.hot_cache.remove(&key);
         let cf = self.cf(tier.cf())?;
         self.db
             .put_cf_opt(cf, key.as_bytes(), bytes, &sync_writes())
@@ -614,6 +658,14 @@ fn meta_key(key: &str) -> Vec<u8> {
     let mut k = b"state/".to_vec();
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+fn read_options() -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    // Every value is checked against its BLAKE3 key, which catches anything a CRC would;
+    // RocksDB's own CRC32C over the blob cost 10% of a node's CPU when serving.
+    opts.set_verify_checksums(false);
+    opts
 }
 
 fn sync_writes() -> WriteOptions {
@@ -784,8 +836,23 @@ mod tests {
             s.flush().unwrap();
         }
         // Flip bytes in the middle of every blob file, inside the shard payloads.
+        rot_blob_files(dir.path());
+        let s = open(dir.path(), 1 << 30);
+        let mut corrupt = 0;
+        for (k, v) in &items {
+            match s.get(Tier::Durable, *k) {
+                Ok(Some(got)) => assert_eq!(&got, v, "wrong bytes returned as data"),
+                Err(StoreError::Corrupt { .. }) => corrupt += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(corrupt > 0, "no corruption was detected");
+    }
+
+    /// Flips bytes every 4 KiB in the middle of every blob file under `dir`.
+    fn rot_blob_files(dir: &Path) {
         let mut flipped = 0;
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "blob") {
                 let mut bytes = std::fs::read(&path).unwrap();
@@ -798,16 +865,52 @@ mod tests {
             }
         }
         assert!(flipped > 0, "no blob files were written");
+    }
+
+    #[test]
+    fn hot_segments_are_served_from_memory_and_durable_shards_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path(), 1 << 30);
+        let durable: Vec<_> = (1..=4).map(|n| shard(n, 64 * 1024)).collect();
+        let hot: Vec<_> = (5..=8).map(|n| shard(n, 64 * 1024)).collect();
+        for (k, v) in &durable {
+            s.put(Tier::Durable, *k, v).unwrap();
+        }
+        for (k, v) in &hot {
+            s.put(Tier::Hot, *k, v).unwrap();
+        }
+        s.flush().unwrap();
+        for (tier, items) in [(Tier::Durable, &durable), (Tier::Hot, &hot)] {
+            for (k, v) in items {
+                assert_eq!(s.get(tier, *k).unwrap().as_ref(), Some(v));
+            }
+        }
+        // The disk rots under the open store.
+        rot_blob_files(dir.path());
+        // Hot segments just read come from the cache, still checked and still right, and
+        // can be read without the disk; durable shards cannot.
+        for (k, v) in &hot {
+            assert_eq!(s.get(Tier::Hot, *k).unwrap().as_ref(), Some(v));
+            assert_eq!(s.get_in_memory(Tier::Hot, *k).as_ref(), Some(v));
+        }
+        for (k, _) in &durable {
+            assert_eq!(s.get_in_memory(Tier::Durable, *k), None);
+        }
+        // Durable shards are read from disk every time, so the rot is seen at once.
         let mut corrupt = 0;
-        for (k, v) in &items {
+        for (k, v) in &durable {
             match s.get(Tier::Durable, *k) {
                 Ok(Some(got)) => assert_eq!(&got, v, "wrong bytes returned as data"),
                 Err(StoreError::Corrupt { .. }) => corrupt += 1,
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert!(corrupt > 0, "no corruption was detected");
+        assert!(corrupt > 0, "rot in durable shards was not seen");
+        // A deleted hot segment is gone from memory too.
+        let (k, _) = &hot[0];
+        assert!(s.delete(Tier::Hot, *k).unwrap());
+        assert_eq!(s.get_in_memory(Tier::Hot, *k), None);
+        assert_eq!(s.get(Tier::Hot, *k).unwrap(), None);
     }
 
     #[test]
