@@ -38,10 +38,15 @@ impl HotCache {
         self.inner.lock().entries.get(key).cloned()
     }
 
+    /// Whether a value of `len` bytes would be held: not if larger than the whole budget.
+    pub(crate) fn would_hold(&self, len: usize) -> bool {
+        len <= self.budget && self.budget > 0
+    }
+
     /// Holds `value`, which must be the checked bytes of `key`, pushing out the least
-    /// recently used past the budget. A value larger than the whole budget is not held.
+    /// recently used past the budget. A value it [would not hold](Self::would_hold) is not.
     pub(crate) fn insert(&self, key: Hash, value: &[u8]) {
-        if value.len() > self.budget {
+        if !self.would_hold(value.len()) {
             return;
         }
         let value: Arc<[u8]> = Arc::from(value);
@@ -118,7 +123,9 @@ mod tests {
     #[test]
     fn a_zero_budget_holds_nothing() {
         let cache = HotCache::new(0);
+        assert!(!cache.would_hold(0));
         cache.insert(key(1), &[1; 10]);
-        assert!(cache.get(&key(1)).is_none());
+        cache.insert(key(2), &[]);
+        assert!(cache.get(&key(1)).is_none() && cache.get(&key(2)).is_none());
     }
 }

@@ -2,13 +2,13 @@
 //! loopback, with 1 and with 16 requests in flight, and compare with raw quinn moving the
 //! same segments over loopback in the same run.
 //!
-//! Medley's path: a `medley-node` (RocksDB hot tier on disk, libp2p over QUIC, request-
-//! response, postcard framing) serves `GetSegment`; the client checks each segment's BLAKE3
-//! on receipt. The node serves from its hot cache, segments held in memory as they were
-//! when read from disk and checked (by default it holds all `--distinct` segments, as a
-//! node holds a popular song); with `--hot-cache 0` every fetch reads the disk and checks
-//! what it read. The baseline: a quinn server holding
-//! the same segments in memory answers a 32-byte id on a bidirectional stream with the
+//! Medley's path: a `medley-node` (RocksDB hot tier on disk, libp2p over QUIC, streams
+//! kept across requests, postcard framing) serves `GetSegment`; the client checks each
+//! segment's BLAKE3 on receipt. The node serves from its hot cache, segments held in memory
+//! as they were when read from disk and checked (by default it holds all `--distinct`
+//! segments, as a node holds a popular song); with `--hot-cache 0` every fetch reads the
+//! disk and checks what it read. The baseline: a quinn server holding the same segments in
+//! memory answers a 32-byte id on a bidirectional stream with the
 //! bytes, no hashing. Both use the same QUIC windows (libp2p-quic's: 10 MB per stream,
 //! 15 MB per connection) and the same crypto provider (aws-lc-rs).
 //!
