@@ -564,7 +564,6 @@ impl PeerHandle {
     }
 }
 
-/// `data` if it hashes to `id`. `blob_hash` is its hash if the codec took it on arrival.
 /// Sends `request` on `stream` and reads its answer; a failure as text.
 async fn exchange(stream: &mut Stream, request: &Request) -> Result<Reply, String> {
     codec::write_request(stream, request)
@@ -575,6 +574,7 @@ async fn exchange(stream: &mut Stream, request: &Request) -> Result<Reply, Strin
         .map_err(|e| format!("reading the response: {}", medley_daemon::error_chain(&e)))
 }
 
+/// `data` if it hashes to `id`. `blob_hash` is its hash if the codec took it on arrival.
 fn checked(
     peer: PeerId,
     id: medley_core::Hash,
