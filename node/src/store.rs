@@ -348,9 +348,10 @@ impl Store {
         }
         let cf = self.cf(tier.cf())?;
         let _guard = self.stripe(&key).lock();
-        // Present according to the index: read it back, so a damaged copy gets replaced.
+        // Present according to the index: read it back from disk, so a damaged copy gets
+        // replaced (not from memory, which holds what the disk held when it was read).
         let existing = match self.size_of(tier, key)? {
-            Some(_) => self.get(tier, key),
+            Some(_) => self.read(tier, key),
             None => Ok(None),
         };
         match existing {
@@ -503,7 +504,9 @@ impl Store {
     /// key's lock, so a good copy written meanwhile is kept). Returns whether it deleted.
     pub fn remove_if_corrupt(&self, tier: Tier, key: Hash) -> Result<bool, StoreError> {
         let _guard = self.stripe(&key).lock();
-        match self.get(tier, key) {
+        // From disk, not memory: the question is what the disk holds (and `get` may take
+        // the key's lock, held here).
+        match self.read(tier, key) {
             Err(StoreError::Corrupt { .. }) => self.delete_locked(tier, key),
             Ok(_) => Ok(false),
             Err(e) => Err(e),
@@ -913,6 +916,33 @@ mod tests {
         assert!(s.delete(Tier::Hot, *k).unwrap());
         assert_eq!(s.get_in_memory(Tier::Hot, *k), None);
         assert_eq!(s.get(Tier::Hot, *k).unwrap(), None);
+    }
+
+    #[test]
+    fn a_hot_segment_put_again_is_already_present_and_a_rotten_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, v) = shard(3, 64 * 1024);
+        {
+            let s = open(dir.path(), 1 << 30);
+            s.put(Tier::Hot, k, &v).unwrap();
+        }
+        // Reopened: on disk, not in memory.
+        let s = open(dir.path(), 1 << 30);
+        assert_eq!(s.get_in_memory(Tier::Hot, k), None);
+        assert!(matches!(
+            s.put(Tier::Hot, k, &v).unwrap(),
+            PutOutcome::AlreadyPresent
+        ));
+        assert_eq!(s.get(Tier::Hot, k).unwrap(), Some(v.clone()));
+        // The disk copy rots (and memory forgets it): a get reports the rot, and a put sees
+        // it and writes the good bytes.
+        s.corrupt_for_test(Tier::Hot, k, b"rot").unwrap();
+        s.get(Tier::Hot, k).unwrap_err();
+        assert!(matches!(
+            s.put(Tier::Hot, k, &v).unwrap(),
+            PutOutcome::Stored
+        ));
+        assert_eq!(s.get(Tier::Hot, k).unwrap(), Some(v));
     }
 
     #[test]
