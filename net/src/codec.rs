@@ -73,20 +73,32 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
     Ok(Ok(buf))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
-    if bytes.len() > MAX_MESSAGE_SIZE {
+/// Writes a frame of `head` then `body`. The length and `head` go in one write, so a small
+/// head is copied rather than written alone; `body`, which may be a whole blob, straight from
+/// its buffer.
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let size = head.len() + body.len();
+    if size > MAX_MESSAGE_SIZE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             WireError::TooLarge {
-                size: bytes.len(),
+                size,
                 max: MAX_MESSAGE_SIZE,
             },
         ));
     }
     // The length fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB.
-    let len = (bytes.len() as u32).to_be_bytes();
-    io.write_all(&len).await?;
-    io.write_all(bytes).await?;
+    let mut prefix = Vec::with_capacity(4 + head.len());
+    prefix.extend_from_slice(&(size as u32).to_be_bytes());
+    prefix.extend_from_slice(head);
+    io.write_all(&prefix).await?;
+    if !body.is_empty() {
+        io.write_all(body).await?;
+    }
     io.flush().await
 }
 
@@ -171,7 +183,7 @@ pub(crate) async fn write_request<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     request: &Request,
 ) -> io::Result<()> {
-    write_frame(io, &request.encode()).await
+    write_frame(io, &[], &request.encode()).await
 }
 
 /// Writes a response; a blob goes straight from its buffer.
@@ -180,27 +192,7 @@ pub(crate) async fn write_response<T: AsyncWrite + Unpin + Send>(
     response: &Response,
 ) -> io::Result<()> {
     let (header, payload) = response.encode_parts();
-    let Some(payload) = payload else {
-        return write_frame(io, &header).await;
-    };
-    let total = header.len() + payload.len();
-    if total > MAX_MESSAGE_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            WireError::TooLarge {
-                size: total,
-                max: MAX_MESSAGE_SIZE,
-            },
-        ));
-    }
-    // total fits in u32: MAX_MESSAGE_SIZE is far below 4 GiB. Length and header go in one
-    // write, not two.
-    let mut prefix = Vec::with_capacity(4 + header.len());
-    prefix.extend_from_slice(&(total as u32).to_be_bytes());
-    prefix.extend_from_slice(&header);
-    io.write_all(&prefix).await?;
-    io.write_all(payload).await?;
-    io.flush().await
+    write_frame(io, &header, payload.unwrap_or_default()).await
 }
 
 #[cfg(test)]
@@ -215,7 +207,7 @@ mod tests {
             id: ShardId::of(b"x"),
         };
         let mut buf = Cursor::new(Vec::new());
-        write_frame(&mut buf, &req.encode()).await.unwrap();
+        write_frame(&mut buf, &[], &req.encode()).await.unwrap();
         let mut rd = Cursor::new(buf.into_inner());
         let bytes = read_frame(&mut rd).await.unwrap().unwrap();
         assert_eq!(Request::decode(&bytes).unwrap(), req);
@@ -262,6 +254,19 @@ mod tests {
             };
             assert_eq!(reply.blob_hash, expected);
             assert_eq!(reply.response, r);
+            // Written by write_response, twice on one stream: each read takes exactly its
+            // own frame, as kept streams need.
+            let mut buf = Cursor::new(Vec::new());
+            write_response(&mut buf, &r).await.unwrap();
+            write_response(&mut buf, &r).await.unwrap();
+            assert_eq!(
+                buf.get_ref()[..],
+                [framed(&r.encode()), framed(&r.encode())].concat()[..]
+            );
+            let mut rd = Cursor::new(buf.into_inner());
+            for _ in 0..2 {
+                assert_eq!(read_response(&mut rd).await.unwrap().response, r);
+            }
         }
         // A blob length that disagrees with the frame length.
         let mut lie = Response::Shard { data: vec![1; 10] }.encode();
