@@ -387,21 +387,18 @@ impl PeerHandle {
         }
         let network = |reason: String| RequestError::Network { peer, reason };
         let exchange = async {
-            let (mut stream, connection, kept) = self.stream_to(peer, &addrs, false).await?;
-            let reply = match exchange(&mut stream, &request).await {
-                Err(error) if kept => {
-                    // The peer may have closed the kept stream just as it was taken: every
-                    // request is safe to repeat, so ask again on a new one.
-                    debug!(%peer, %error, "a kept stream failed; asking again on a new one");
-                    let (new, connection, _) = self.stream_to(peer, &addrs, true).await?;
-                    stream = new;
-                    exchange(&mut stream, &request)
-                        .await
-                        .map(|reply| (reply, connection))
-                }
-                result => result.map(|reply| (reply, connection)),
-            };
-            let (reply, connection) = reply.map_err(network)?;
+            let (mut stream, mut connection, kept) = self.stream_to(peer, &addrs, false).await?;
+            let mut reply = exchange(&mut stream, &request).await;
+            if let Err(error) = &reply
+                && kept
+            {
+                // The peer may have closed the kept stream just as it was taken: every
+                // request is safe to repeat, so ask again on a new one.
+                debug!(%peer, %error, "a kept stream failed; asking again on a new one");
+                (stream, connection, _) = self.stream_to(peer, &addrs, true).await?;
+                reply = exchange(&mut stream, &request).await;
+            }
+            let reply = reply.map_err(network)?;
             Connections::give_back(&self.connections, peer, connection, stream);
             Ok(reply)
         };

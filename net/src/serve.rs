@@ -60,7 +60,7 @@ struct State {
     /// Requests admitted and not yet answered, in all and by peer.
     in_flight: usize,
     per_peer: HashMap<PeerId, usize>,
-    /// Streams whose request has been read and whose answer is not yet written.
+    /// Exchanges whose request has been read and whose answer is not yet written.
     answering: usize,
     /// A graceful stop was asked for: new requests are answered `BUSY`.
     stopping: bool,
@@ -93,7 +93,7 @@ impl Drop for Slot {
     }
 }
 
-/// A stream being answered; counted so a graceful stop waits for it.
+/// An exchange being answered; counted so a graceful stop waits for it.
 struct Answering(Server);
 
 impl Drop for Answering {
@@ -137,7 +137,7 @@ impl Server {
         self.state().in_flight
     }
 
-    /// Waits until no stream is being answered.
+    /// Waits until no exchange is being answered.
     pub(crate) async fn idle(&self) {
         loop {
             let notified = self.0.idle.notified();

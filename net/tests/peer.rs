@@ -76,6 +76,18 @@ async fn client() -> PeerHandle {
     Peer::dial_only().await.unwrap()
 }
 
+/// A peer that only asks, with identity `key`.
+async fn client_with(key: Keypair) -> PeerHandle {
+    Peer::spawn(
+        key,
+        PeerConfig::default(),
+        Arc::new(medley_net::NoService),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn put_get_and_not_found() {
     let (_s, id, addrs) = server(Arc::new(MemService::default()), listen()).await;
@@ -351,21 +363,14 @@ fn the_same_identity_is_served_again_right_after_it_restarts() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let c = Peer::spawn(
-                key.clone(),
-                PeerConfig::default(),
-                Arc::new(medley_net::NoService),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap();
-            // Far less than the QUIC idle timeout (10 s) that would close a connection
-            // left behind.
+            let c = client_with(key.clone()).await;
             // An answer (not found) means the server took the connection.
             loop {
                 match c.get_shard(id, addrs.clone(), ShardId::of(b"none")).await {
                     Err(e) if e.code() == Some(ErrorCode::NOT_FOUND) => break,
                     Ok(_) => panic!("an unknown shard was served"),
+                    // Far less than the QUIC idle timeout (10 s) that would close a
+                    // connection left behind.
                     Err(_) if started.elapsed() < Duration::from_secs(3) => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -387,14 +392,7 @@ fn the_same_identity_is_served_again_right_after_it_restarts() {
         let served = |key: Keypair| {
             let addrs = addrs.clone();
             async move {
-                let p = Peer::spawn(
-                    key,
-                    PeerConfig::default(),
-                    Arc::new(medley_net::NoService),
-                    CancellationToken::new(),
-                )
-                .await
-                .unwrap();
+                let p = client_with(key).await;
                 let err = p
                     .get_shard(id, addrs, ShardId::of(b"none"))
                     .await
