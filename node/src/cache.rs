@@ -72,17 +72,6 @@ impl HotCache {
     }
 }
 
-impl std::fmt::Debug for HotCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.inner.lock();
-        f.debug_struct("HotCache")
-            .field("budget", &self.budget)
-            .field("entries", &inner.entries.len())
-            .field("bytes", &inner.bytes)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
