@@ -16,26 +16,9 @@ pub enum ClientError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The tracker could not be reached.
-    #[error("cannot reach the tracker at {url}: {reason}")]
-    TrackerDown {
-        /// The URL tried.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The tracker refused a request.
-    #[error("the tracker refused {what}: {message} ({code}, HTTP {status})")]
-    Tracker {
-        /// What was asked.
-        what: String,
-        /// HTTP status.
-        status: u16,
-        /// The API's error code.
-        code: String,
-        /// The API's message.
-        message: String,
-    },
+    /// The tracker could not be reached, refused, or sent something unusable.
+    #[error(transparent)]
+    Tracker(#[from] medley_api::TrackerError),
     /// No song has this id.
     #[error("no song with id {0}")]
     UnknownSong(String),

@@ -1,26 +1,30 @@
-//! Fetching a song's segments from its shard holders.
+//! Fetching a song's segments: the listener's schedule, cache and bookkeeping around the
+//! data plane's retrieval engine ([`medley_net::retrieve`]).
 //!
-//! For each segment the fetcher asks `k + extra` slot holders at once, takes the first `k`
-//! shards whose hashes check out, rebuilds the segment and checks it against its
-//! [`SegmentId`](medley_core::SegmentId). A source that fails is replaced by the next untried
-//! slot; when a segment is still short after the hedge delay, one more source is asked.
-//! Sources that failed earlier in the session are asked last. Segments are fetched in
-//! playback order with a window of `read_ahead` segments in flight.
+//! For each segment: the local cache; else whole copies (fastest measured first, those that
+//! failed this session last, liars never), hedged; else `k + extra` shard holders at once
+//! (data slots first, stopped or failed holders last), the first `k` verified shards
+//! decoded and the segment checked against its [`SegmentId`](medley_core::SegmentId).
+//! Segments are fetched in playback order with a window of `read_ahead` segments in flight.
+//! What each source did is kept in the session's [`Report`]; a source that lies is
+//! reported to the tracker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use futures::{Stream, stream};
 use medley_core::{Codec, Manifest, SegmentEntry};
+use medley_net::retrieve::{self, Origin, Piece, RetrieveError};
 use medley_net::{PeerHandle, PeerId, RequestError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::SegmentStore;
 use crate::error::ClientError;
-use crate::tracker::{Holder, SourceKind, TrackerClient, WholeCopy};
+use crate::tracker::{Holder, WholeCopy};
+use medley_api::{ReportReason, SourceKind, SourceReport, TrackerClient};
 use bytes::Bytes;
 use medley_core::SongId;
 
@@ -89,6 +93,16 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The bytes by source, as a play report carries them.
+    pub fn report(&self) -> medley_api::DeliveryReport {
+        medley_api::DeliveryReport {
+            cache_bytes: self.cache_bytes,
+            peer_bytes: self.peer_bytes,
+            hot_bytes: self.hot_bytes,
+            rebuilt_bytes: self.rebuilt_bytes,
+        }
+    }
+
     /// All bytes delivered.
     pub fn total_bytes(&self) -> u64 {
         self.cache_bytes + self.rebuilt_bytes + self.peer_bytes + self.hot_bytes
@@ -245,20 +259,6 @@ impl Fetcher {
         let _ = tokio::time::timeout(timeout, futures::future::join_all(pending)).await;
     }
 
-    /// Keeps the requests of `in_flight` running after their segment is complete.
-    fn keep_stragglers<T: Send + 'static>(
-        &self,
-        in_flight: FuturesUnordered<tokio::task::JoinHandle<T>>,
-    ) {
-        if in_flight.is_empty() {
-            return;
-        }
-        let rest = tokio::spawn(async move {
-            in_flight.for_each(|_| async {}).await;
-        });
-        self.stragglers.lock().push(rest);
-    }
-
     /// Number of segments.
     pub fn len(&self) -> usize {
         self.segments.len()
@@ -327,64 +327,87 @@ impl Fetcher {
     /// Segment `index`, verified: from the cache when it holds it, else whole from the best
     /// copy that answers, else rebuilt from shards (and then cached).
     pub async fn segment(&self, index: usize) -> Result<Bytes, ClientError> {
-        let cached = self
+        let entry = self
             .segments
             .get(index)
-            .and_then(|e| self.cache.as_ref().and_then(|c| c.get(&e.id)));
-        if let Some(data) = cached {
+            .ok_or_else(|| ClientError::Rebuild {
+                index,
+                reason: "no such segment".into(),
+            })?;
+        if let Some(data) = self.cache.as_ref().and_then(|c| c.get(&entry.id)) {
             let mut d = self.report.delivery.lock();
             d.cache_segments += 1;
             d.cache_bytes += data.len() as u64;
             return Ok(data);
         }
-        let data = match self.from_whole(index).await {
-            Some((data, kind)) => {
-                let data = Bytes::from(data);
-                let mut d = self.report.delivery.lock();
-                match kind {
-                    SourceKind::Peer => {
-                        d.peer_segments += 1;
-                        d.peer_bytes += data.len() as u64;
-                    }
-                    SourceKind::Hot => {
-                        d.hot_segments += 1;
-                        d.hot_bytes += data.len() as u64;
-                    }
-                }
-                data
-            }
-            None => {
-                let data = Bytes::from(self.rebuild(index).await?);
-                let mut d = self.report.delivery.lock();
-                d.rebuilt_segments += 1;
-                d.rebuilt_bytes += data.len() as u64;
-                data
-            }
+        let whole = self.whole_order();
+        let seg = retrieve::Segment {
+            entry: entry.clone(),
+            whole: whole.iter().map(|w| (w.peer, w.addrs.clone())).collect(),
+            slots: self.slot_order(index),
         };
-        if let (Some(cache), Some(entry)) = (&self.cache, self.segments.get(index)) {
+        let policy = retrieve::Policy {
+            extra: self.opts.extra_sources,
+            hedge_after: Some(self.opts.hedge_after),
+            retry_lost: true,
+            pace: None,
+        };
+        let events: Arc<dyn retrieve::Events> = Arc::new(Sink {
+            report: self.report.clone(),
+            reporter: self.reporter.clone(),
+            index,
+        });
+        let got = retrieve::retrieve(&self.peer, &self.codec, &seg, &policy, &events)
+            .await
+            .map_err(|e| match e {
+                RetrieveError::Unavailable {
+                    have,
+                    need,
+                    reasons,
+                } => ClientError::Unavailable {
+                    index,
+                    have,
+                    needed: need,
+                    reasons,
+                },
+                RetrieveError::Rebuild(reason) => ClientError::Rebuild { index, reason },
+            })?;
+        self.stragglers.lock().extend(got.stragglers);
+        let data = Bytes::from(got.data);
+        {
+            let mut d = self.report.delivery.lock();
+            let len = data.len() as u64;
+            match got.origin {
+                Origin::Whole(i) if whole.get(i).is_some_and(|w| w.kind == SourceKind::Hot) => {
+                    d.hot_segments += 1;
+                    d.hot_bytes += len;
+                }
+                Origin::Whole(_) => {
+                    d.peer_segments += 1;
+                    d.peer_bytes += len;
+                }
+                Origin::Rebuilt => {
+                    d.rebuilt_segments += 1;
+                    d.rebuilt_bytes += len;
+                }
+            }
+        }
+        if let Some(cache) = &self.cache {
             cache.insert(entry.id, data.clone());
         }
         Ok(data)
     }
 
-    /// Segment `index` whole from the holders of whole copies: the best first (fastest
-    /// measured, those that failed this session last, liars never), the next one too when
-    /// no answer came within the hedge delay. `None` when none delivered.
-    async fn from_whole(&self, index: usize) -> Option<(Vec<u8>, SourceKind)> {
-        let entry = self.segments.get(index)?;
-        let order: Vec<&WholeCopy> = self
-            .whole
-            .iter()
-            .filter(|w| !self.report.lied(&w.peer))
-            .collect();
-        if order.is_empty() {
-            return None;
-        }
+    /// The whole copies to ask, best first: the fastest measured, those that failed this
+    /// session last, liars never.
+    fn whole_order(&self) -> Vec<WholeCopy> {
         // Stable: untried sources keep the tracker's order and come before measured ones
         // only when those are slower. The keys are read once: other fetches update the
         // report while this one sorts, and a key that changes mid-sort is no order at all.
-        let mut keyed: Vec<((bool, f64), &WholeCopy)> = order
-            .into_iter()
+        let mut keyed: Vec<((bool, f64), &WholeCopy)> = self
+            .whole
+            .iter()
+            .filter(|w| !self.report.lied(&w.peer))
             .map(|w| {
                 let key = (
                     self.report.failed_before(&w.peer),
@@ -394,226 +417,90 @@ impl Fetcher {
             })
             .collect();
         keyed.sort_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let order: Vec<&WholeCopy> = keyed.into_iter().map(|(_, w)| w).collect();
-        let mut untried = order.into_iter();
-        let mut in_flight = FuturesUnordered::new();
-        let launch = |w: &WholeCopy, in_flight: &mut FuturesUnordered<_>| {
-            let (peer, w) = (self.peer.clone(), w.clone());
-            let (report, id) = (self.report.clone(), entry.id);
-            let reporter = self.reporter.clone();
-            in_flight.push(tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let r = peer.get_segment(w.peer, w.addrs.clone(), id).await;
-                match &r {
-                    Ok(data) => report.record(w.peer, |s| {
-                        s.segments += 1;
-                        s.bytes += data.len() as u64;
-                        s.measured(started.elapsed());
-                    }),
-                    Err(e) => {
-                        let bad_hash = matches!(e, RequestError::BadHash { .. });
-                        tracing::debug!(peer = %w.peer, segment = index, error = %e, "whole copy failed");
-                        report.record(w.peer, |s| {
-                            if bad_hash {
-                                s.bad_hashes += 1;
-                            } else {
-                                s.failures += 1;
-                            }
-                            s.last_error = Some(e.to_string());
-                        });
-                        if bad_hash {
-                            tracing::warn!(peer = %w.peer, segment = index, "a source sent bytes that do not match their hash: dropped for this song");
-                            if let Some((tracker, song)) = reporter {
-                                if let Err(e) = tracker.report_source(&w.peer, song, "bad_hash").await {
-                                    tracing::debug!(error = %e, "cannot report the source");
-                                }
-                            }
-                        }
-                    }
-                }
-                (w.kind, r.ok())
-            }));
-        };
-        launch(untried.next()?, &mut in_flight);
-        let hedge = tokio::time::sleep(self.opts.hedge_after);
-        tokio::pin!(hedge);
-        loop {
-            tokio::select! {
-                next = in_flight.next() => {
-                    match next {
-                        Some(Ok((kind, Some(data)))) => {
-                            self.keep_stragglers(in_flight);
-                            return Some((data, kind));
-                        }
-                        Some(_) => match untried.next() {
-                            Some(w) => launch(w, &mut in_flight),
-                            None if in_flight.is_empty() => return None,
-                            None => {}
-                        },
-                        None => return None,
-                    }
-                }
-                () = &mut hedge => {
-                    if let Some(w) = untried.next() {
-                        launch(w, &mut in_flight);
-                    }
-                    hedge.as_mut().reset(tokio::time::Instant::now() + self.opts.hedge_after);
-                }
-            }
-        }
+        keyed.into_iter().map(|(_, w)| w.clone()).collect()
     }
 
-    /// Fetches, rebuilds and verifies segment `index`.
-    async fn rebuild(&self, index: usize) -> Result<Vec<u8>, ClientError> {
-        let entry = self
-            .segments
-            .get(index)
-            .ok_or_else(|| ClientError::Rebuild {
-                index,
-                reason: "no such segment".into(),
-            })?;
+    /// Segment `index`'s slots with a holder, in the order to ask: data slots first (no
+    /// decoding needed when they all arrive); sources that failed earlier this session or
+    /// that the tracker knows are stopped last.
+    fn slot_order(&self, index: usize) -> Vec<(usize, Vec<retrieve::Source>)> {
         let k = usize::from(self.codec.k());
-        let total = self.codec.total();
-        let row = self.holders.get(index);
-        // Slots with a holder, data slots first (no decoding needed when they all arrive),
-        // sources that failed earlier this session or that the tracker knows are stopped
-        // last.
-        let mut order: Vec<usize> = (0..total)
-            .filter(|&s| row.and_then(|r| r.get(s)).is_some_and(Option::is_some))
+        let Some(row) = self.holders.get(index) else {
+            return Vec::new();
+        };
+        let mut slots: Vec<(usize, &Holder)> = row
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, h)| Some((slot, h.as_ref()?)))
             .collect();
-        // Each key read once (sort_by_cached_key): the report changes under concurrent fetches.
-        order.sort_by_cached_key(|&s| {
-            let h = row.and_then(|r| r[s].as_ref());
+        // Each key read once (sort_by_cached_key): the report changes under concurrent
+        // fetches.
+        slots.sort_by_cached_key(|&(slot, h)| {
             (
-                h.is_some_and(|h| !h.alive || self.report.failed_before(&h.peer)),
-                s >= k,
-                s,
+                !h.alive || self.report.failed_before(&h.peer),
+                slot >= k,
+                slot,
             )
         });
-        let mut untried = order.into_iter();
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        let mut have = 0;
-        let mut reasons = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        // Each request runs in its own task, so that one still in flight when the segment is
-        // complete finishes and is recorded in the report (a slow or lying source is still
-        // found out) instead of being dropped.
-        let launch = |slot: usize, in_flight: &mut FuturesUnordered<_>| {
-            let Some(h) = row.and_then(|r| r[slot].clone()) else {
-                return;
-            };
-            let id = entry.shards[slot];
-            let peer = self.peer.clone();
-            let report = self.report.clone();
-            let reporter = self.reporter.clone();
-            in_flight.push(tokio::spawn(async move {
-                let r = peer.get_shard(h.peer, h.addrs, id).await;
-                if let (Err(RequestError::BadHash { .. }), Some((tracker, song))) = (&r, &reporter) {
-                    tracing::warn!(peer = %h.peer, slot, segment = index, "a node sent a shard that does not match its hash");
-                    if let Err(e) = tracker.report_source(&h.peer, *song, "bad_hash").await {
-                        tracing::debug!(error = %e, "cannot report the source");
-                    }
-                }
-                match &r {
-                    Ok(data) => report.record(h.peer, |s| {
-                        s.shards += 1;
-                        s.bytes += data.len() as u64;
-                    }),
-                    Err(e) => {
-                        tracing::debug!(peer = %h.peer, slot, segment = index, error = %e, "shard source failed");
-                        let bad_hash = matches!(e, RequestError::BadHash { .. });
-                        report.record(h.peer, |s| {
-                            if bad_hash {
-                                s.bad_hashes += 1;
-                            } else {
-                                s.failures += 1;
-                            }
-                            s.last_error = Some(e.to_string());
-                        });
-                    }
-                }
-                (slot, h.peer, r)
-            }));
-        };
-        for slot in untried.by_ref().take(k + self.opts.extra_sources) {
-            launch(slot, &mut in_flight);
-        }
-        let hedge = tokio::time::sleep(self.opts.hedge_after);
-        tokio::pin!(hedge);
-        let mut can_hedge = true;
-        // Sources that failed on the network (a dropped connection, a dial that did not
-        // go through) are asked once more when nothing else is left: a connection lost
-        // under load is not a dead node.
-        let mut lost: Vec<usize> = Vec::new();
-        let mut retried = false;
-        while have < k {
-            tokio::select! {
-                next = in_flight.next() => {
-                    let Some(joined) = next else { break };
-                    let (slot, peer, result) = match joined {
-                        Ok(t) => t,
-                        Err(e) => {
-                            reasons.push(format!("a request task failed: {e}"));
-                            if let Some(next) = untried.next() {
-                                launch(next, &mut in_flight);
-                            }
-                            continue;
-                        }
-                    };
-                    match result {
-                        Ok(data) => {
-                            shards[slot] = Some(data);
-                            have += 1;
-                        }
-                        Err(e) => {
-                            if matches!(e, RequestError::Network { .. }) {
-                                lost.push(slot);
-                            }
-                            reasons.push(format!("slot {slot} on {peer}: {e}"));
-                            if let Some(next) = untried.next() {
-                                launch(next, &mut in_flight);
-                            } else if in_flight.is_empty() && !retried {
-                                retried = true;
-                                for slot in lost.drain(..) {
-                                    launch(slot, &mut in_flight);
-                                }
-                            }
-                        }
-                    }
-                }
-                () = &mut hedge, if can_hedge => {
-                    match untried.next() {
-                        Some(next) => {
-                            launch(next, &mut in_flight);
-                            hedge.as_mut().reset(tokio::time::Instant::now() + self.opts.hedge_after);
-                        }
-                        None => can_hedge = false,
-                    }
-                }
-            }
-        }
-        if have < k {
-            let missing = total - order_len(row);
-            if missing > 0 {
-                reasons.push(format!("{missing} slots have no node"));
-            }
-            return Err(ClientError::Unavailable {
-                index,
-                have,
-                needed: k,
-                reasons: reasons.join("; "),
-            });
-        }
-        self.keep_stragglers(in_flight);
-        self.codec
-            .reconstruct_verified(&shards, entry.len as usize, entry.id)
-            .map_err(|e| ClientError::Rebuild {
-                index,
-                reason: e.to_string(),
-            })
+        slots
+            .into_iter()
+            .map(|(slot, h)| (slot, vec![(h.peer, h.addrs.clone())]))
+            .collect()
     }
 }
 
-fn order_len(row: Option<&Vec<Option<Holder>>>) -> usize {
-    row.map_or(0, |r| r.iter().filter(|h| h.is_some()).count())
+/// Records what each source of a segment did in the session's [`Report`], and reports
+/// sources that lie to the tracker.
+struct Sink {
+    report: Arc<Report>,
+    reporter: Option<(TrackerClient, SongId)>,
+    index: usize,
+}
+
+impl retrieve::Events for Sink {
+    fn delivered(&self, peer: PeerId, piece: Piece, bytes: usize, took: Duration) {
+        self.report.record(peer, |s| {
+            s.bytes += bytes as u64;
+            match piece {
+                Piece::Whole => {
+                    s.segments += 1;
+                    s.measured(took);
+                }
+                Piece::Shard(_) => s.shards += 1,
+            }
+        });
+    }
+
+    fn failed(&self, peer: PeerId, piece: Piece, e: &RequestError) {
+        let index = self.index;
+        tracing::debug!(%peer, ?piece, segment = index, error = %e, "source failed");
+        let lied = matches!(e, RequestError::BadHash { .. });
+        self.report.record(peer, |s| {
+            if lied {
+                s.bad_hashes += 1;
+            } else {
+                s.failures += 1;
+            }
+            s.last_error = Some(e.to_string());
+        });
+        if lied {
+            tracing::warn!(%peer, ?piece, segment = index, "a source sent bytes that do not match their hash: dropped for this song");
+            if let Some((tracker, song)) = self.reporter.clone() {
+                tokio::spawn(async move {
+                    if let Err(e) = tracker.report_source(&bad_hash(&peer, song)).await {
+                        tracing::debug!(error = %e, "cannot report the source");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A report that `peer` sent bytes of `song` that do not match their hash.
+fn bad_hash(peer: &PeerId, song: SongId) -> SourceReport {
+    SourceReport {
+        peer_id: peer.to_string(),
+        song: song.to_string(),
+        reason: ReportReason::BadHash,
+    }
 }

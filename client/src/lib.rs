@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cache;
+pub mod cli;
 mod config;
 mod device;
 mod disk_cache;
@@ -25,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medley_core::{PublisherKey, SongId};
-use medley_net::{NoService, Peer, PeerConfig, PeerHandle, load_or_create_identity};
+use medley_daemon::identity::load_or_create_identity;
+use medley_net::{NoService, Peer, PeerConfig, PeerHandle};
 use tokio::sync::OnceCell;
 
 pub use cache::{CacheStats, SegmentCache, SegmentStore};
@@ -39,10 +41,11 @@ pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
 pub use probe::probe;
 pub use publish::{FileOutcome, PublishSummary, Published};
 pub use share::ShareStats;
-pub use tracker::{
-    Artist, Committed, Hit, Holder, HotView, LayoutView, NodeEntry, SearchPage, SearchParams,
-    SongInfo, SongSources, SourceKind, TrackerClient, TrackerStats, WholeCopy,
+pub use medley_api::{
+    Artist, Committed, Hit, HotSong, NodeEntry, SearchQuery, SearchResults, Song, SourceKind,
+    Stats, TrackerClient, TrackerError,
 };
+pub use tracker::{Holder, SongSources, WholeCopy, has_song, song_sources};
 
 /// A client session: configuration, the tracker, and (started on first use) a data-plane
 /// peer with the persistent identity from the data directory.
@@ -50,6 +53,8 @@ pub use tracker::{
 pub struct Client {
     config: ClientConfig,
     tracker: TrackerClient,
+    /// The tracker client that signs with this listener's identity, once the peer started.
+    signed: std::sync::OnceLock<TrackerClient>,
     peer: OnceCell<PeerHandle>,
     /// The persistent cache of played segments, if on.
     /// Opened on first use: commands that play nothing never scan it.
@@ -67,10 +72,14 @@ impl Client {
     /// A client with `config` (validated here).
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
-        let tracker = TrackerClient::new(&config.tracker)?;
+        let tracker = TrackerClient::builder(&config.tracker)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
         Ok(Self {
             config,
             tracker,
+            signed: std::sync::OnceLock::new(),
             peer: OnceCell::new(),
             disk: std::sync::OnceLock::new(),
             share: Arc::new(ShareStats::default()),
@@ -118,9 +127,10 @@ impl Client {
         &self.config
     }
 
-    /// The tracker.
+    /// The tracker; signing announcements and reports once the data-plane peer (and so
+    /// the identity) is up.
     pub fn tracker(&self) -> &TrackerClient {
-        &self.tracker
+        self.signed.get().unwrap_or(&self.tracker)
     }
 
     /// The data-plane peer, started on first use.
@@ -130,7 +140,7 @@ impl Client {
                 let dir = &self.config.data_dir;
                 let key = load_or_create_identity(dir)
                     .map_err(|e| ClientError::DataPlane(e.to_string()))?;
-                self.tracker.set_signer(key.clone());
+                let _ = self.signed.set(self.tracker.with_signer(key.clone()));
                 let mut config = PeerConfig {
                     request_timeout: Duration::from_secs(self.config.request_timeout_secs),
                     agent: format!("medley-client/{}", env!("CARGO_PKG_VERSION")),
@@ -165,7 +175,7 @@ impl Client {
                     .map_err(|e| ClientError::DataPlane(e.to_string()))?;
                 if let Some(cache) = serving {
                     *self.announcer.lock() = Some(tokio::spawn(share::announce(
-                        self.tracker.clone(),
+                        self.tracker().clone(),
                         peer.clone(),
                         cache,
                         self.config.region.clone(),
@@ -207,17 +217,20 @@ impl Client {
         id: SongId,
         cache: Option<Arc<dyn SegmentStore>>,
     ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
-        let manifest = self.tracker.manifest(id).await?;
+        let manifest = self
+            .tracker()
+            .manifest(id)
+            .await
+            .map_err(tracker::unknown_song(id))?;
         let body = manifest.body();
-        let sources = self
-            .tracker
-            .song_sources(
-                id,
-                body.segments.len(),
-                manifest.codec().total(),
-                Some(&self.config.region),
-            )
-            .await?;
+        let sources = song_sources(
+            self.tracker(),
+            id,
+            body.segments.len(),
+            manifest.codec().total(),
+            Some(&self.config.region),
+        )
+        .await?;
         let peer = self.peer().await?.clone();
         let me = peer.peer_id();
         let mut fetcher = Fetcher::new(
@@ -229,7 +242,7 @@ impl Client {
         )
         // Never itself: it would only find what its cache already missed.
         .with_whole(sources.whole.into_iter().filter(|w| w.peer != me).collect())
-        .with_reporter(self.tracker.clone(), id);
+        .with_reporter(self.tracker().clone(), id);
         if let Some(c) = cache.or_else(|| {
             self.disk_cache()
                 .map(|d| d.clone() as Arc<dyn SegmentStore>)

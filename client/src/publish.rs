@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::ProgressBar;
+use medley_api::PublishGrants;
 use medley_core::{
     Codec, DEFAULT_SEGMENT_SIZE, Grant, Manifest, ManifestBody, PublisherKey, SegmentEntry,
-    Segmenter, ShardId, SongMeta, partition_of,
+    Segmenter, ShardId, SongMeta,
 };
 use medley_net::{PeerHandle, RequestError};
 use serde::{Deserialize, Serialize};
@@ -90,43 +91,12 @@ impl PublishSummary {
 struct Session {
     key: PublisherKey,
     codec: Codec,
-    placement: OnceCell<Placement>,
-}
-
-/// Where each partition's slots live, from the tracker's layout and node registry.
-struct Placement {
-    /// The layout version.
-    version: u64,
-    partitions: Vec<Vec<Option<Holder>>>,
     /// Nodes an upload gave up on in this run: later files fail at once instead of waiting
     /// out the retries again.
     failed: std::sync::Mutex<HashMap<medley_net::PeerId, String>>,
 }
 
-impl Placement {
-    async fn fetch(client: &Client) -> Result<Self, ClientError> {
-        let layout = client.tracker().layout().await?;
-        let nodes = client.tracker().nodes().await?;
-        let addrs: HashMap<String, Vec<String>> = nodes
-            .into_iter()
-            .map(|n| (n.node.peer_id, n.node.addrs))
-            .collect();
-        let partitions = layout
-            .partitions
-            .iter()
-            .map(|p| {
-                p.iter()
-                    .map(|peer| holder(peer, addrs.get(peer).map_or(&[][..], |a| &a[..])))
-                    .collect()
-            })
-            .collect();
-        Ok(Self {
-            version: layout.version,
-            partitions,
-            failed: std::sync::Mutex::new(HashMap::new()),
-        })
-    }
-
+impl Session {
     fn failed_before(&self, peer: &medley_net::PeerId) -> Option<String> {
         self.failed
             .lock()
@@ -142,11 +112,63 @@ impl Placement {
             .entry(peer)
             .or_insert(reason);
     }
+}
 
-    fn holder(&self, segment: &medley_core::SegmentId, slot: usize) -> Option<&Holder> {
-        let n = u16::try_from(self.partitions.len()).ok()?;
-        let p = partition_of(segment, n);
-        self.partitions.get(usize::from(p))?.get(slot)?.as_ref()
+/// Where one song's shards go and the grants to put them there: one answer of the tracker
+/// (`POST /v1/publish/grants`) names, per segment and slot, the node and its addresses.
+struct Plan {
+    /// Per segment, per slot, the node to upload to.
+    holders: Vec<Vec<Option<Holder>>>,
+    /// Grant index by (node, shard).
+    index: HashMap<(String, ShardId), usize>,
+    grants: Vec<Grant>,
+}
+
+impl Plan {
+    fn new(g: PublishGrants, manifest: &Manifest) -> Result<Self, ClientError> {
+        let segments = manifest.body().segments.len();
+        if g.placement.len() != segments {
+            return Err(ClientError::BadTrackerData {
+                what: "publish grants",
+                reason: format!(
+                    "they place {} segments, the manifest has {segments}",
+                    g.placement.len()
+                ),
+            });
+        }
+        let holders = g
+            .placement
+            .iter()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .map(|node| {
+                        let node = node.as_ref()?;
+                        holder(node, g.addrs.get(node).map_or(&[][..], |a| &a[..]))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut index = HashMap::new();
+        for (i, grant) in g.grants.iter().enumerate() {
+            for s in &grant.shards {
+                index.insert((grant.node.clone(), *s), i);
+            }
+        }
+        Ok(Self {
+            holders,
+            index,
+            grants: g.grants,
+        })
+    }
+
+    fn holder(&self, segment: usize, slot: usize) -> Option<&Holder> {
+        self.holders.get(segment)?.get(slot)?.as_ref()
+    }
+
+    fn grant(&self, node: &medley_net::PeerId, shard: &ShardId) -> Option<&Grant> {
+        let i = *self.index.get(&(node.to_string(), *shard))?;
+        self.grants.get(i)
     }
 }
 
@@ -203,7 +225,7 @@ impl Client {
             Ok(Session {
                 key: self.publisher_key()?,
                 codec,
-                placement: OnceCell::new(),
+                failed: std::sync::Mutex::new(HashMap::new()),
             })
         })
         .await
@@ -229,7 +251,7 @@ impl Client {
                 .map_err(|e| ClientError::Decode(e.to_string()))??
         };
         let id = manifest.id();
-        if self.tracker().has_song(id).await? {
+        if crate::tracker::has_song(self.tracker(), id).await? {
             return Ok(Published {
                 path: path.to_path_buf(),
                 id: id.to_string(),
@@ -239,18 +261,7 @@ impl Client {
                 bytes: 0,
             });
         }
-        let grants = self.tracker().publish_grants(&manifest).await?;
-        let mut placement = session
-            .placement
-            .get_or_try_init(|| Placement::fetch(self))
-            .await?;
-        let newer;
-        if placement.version != grants.layout_version {
-            // The layout changed since this run began: place by the one the grants follow.
-            newer = Placement::fetch(self).await?;
-            placement = &newer;
-        }
-        let grants = Grants::new(grants);
+        let plan = Plan::new(self.tracker().publish_grants(&manifest).await?, &manifest)?;
         let peer = self.peer().await?.clone();
         let total_bytes =
             manifest.body().total_size * u64::from(codec.total() as u32) / u64::from(codec.k());
@@ -259,8 +270,8 @@ impl Client {
             path,
             &manifest,
             codec,
-            placement,
-            &grants,
+            session,
+            &plan,
             &peer,
             self.config().upload_parallelism,
             &bar,
@@ -271,7 +282,7 @@ impl Client {
         let committed = self.tracker().publish(&manifest).await?;
         Ok(Published {
             path: path.to_path_buf(),
-            id: committed.id,
+            id: committed.id.to_string(),
             meta,
             created: committed.created,
             shards,
@@ -373,15 +384,16 @@ fn build_manifest(
     })
 }
 
-type ShardJob = (medley_core::SegmentId, usize, Vec<u8>);
+/// A shard to upload: its segment's index, its slot and its bytes.
+type ShardJob = (usize, usize, Vec<u8>);
 
 /// Second pass: uploads every shard; returns (shards, bytes) uploaded.
 async fn upload(
     path: &Path,
     manifest: &Manifest,
     codec: &Codec,
-    placement: &Placement,
-    grants: &Grants,
+    session: &Session,
+    plan: &Plan,
     peer: &PeerHandle,
     parallelism: usize,
     bar: &ProgressBar,
@@ -398,7 +410,10 @@ async fn upload(
                 return;
             }
         };
-        for (s, want) in Segmenter::new(file, DEFAULT_SEGMENT_SIZE).zip(expected) {
+        for (index, (s, want)) in Segmenter::new(file, DEFAULT_SEGMENT_SIZE)
+            .zip(expected)
+            .enumerate()
+        {
             let job = s
                 .map_err(|e| ClientError::Io {
                     path: p.clone(),
@@ -417,7 +432,7 @@ async fn upload(
                     Ok(shards
                         .into_iter()
                         .enumerate()
-                        .map(|(slot, d)| (s.id, slot, d))
+                        .map(|(slot, d)| (index, slot, d))
                         .collect())
                 });
             let failed = job.is_err();
@@ -433,14 +448,14 @@ async fn upload(
     let result = jobs
         .map(|job| async move {
             let (segment, slot, data) = job?;
-            let holder = placement
-                .holder(&segment, slot)
+            let holder = plan
+                .holder(segment, slot)
                 .ok_or_else(|| ClientError::Upload {
                     shard: ShardId::of(&data).to_string(),
                     node: "(none)".into(),
                     reason: format!("the layout has no reachable node for slot {slot}"),
                 })?;
-            if let Some(reason) = placement.failed_before(&holder.peer) {
+            if let Some(reason) = session.failed_before(&holder.peer) {
                 return Err(ClientError::Upload {
                     shard: ShardId::of(&data).to_string(),
                     node: holder.peer.to_string(),
@@ -448,8 +463,8 @@ async fn upload(
                 });
             }
             let shard = ShardId::of(&data);
-            let grant = grants
-                .get(&holder.peer, &shard)
+            let grant = plan
+                .grant(&holder.peer, &shard)
                 .ok_or_else(|| ClientError::Upload {
                     shard: shard.to_string(),
                     node: holder.peer.to_string(),
@@ -459,7 +474,7 @@ async fn upload(
                 })?;
             let r = put_with_retries(peer, holder, data, grant).await;
             if let Err(ClientError::Upload { reason, .. }) = &r {
-                placement.mark_failed(holder.peer, reason.clone());
+                session.mark_failed(holder.peer, reason.clone());
             }
             r
         })
@@ -472,26 +487,6 @@ async fn upload(
         .await;
     let _ = reader.await;
     (result, bytes)
-}
-
-/// The grants of one song, by node and shard.
-struct Grants(HashMap<(String, ShardId), usize>, Vec<Grant>);
-
-impl Grants {
-    fn new(g: medley_core::api::PublishGrants) -> Self {
-        let mut index = HashMap::new();
-        for (i, grant) in g.grants.iter().enumerate() {
-            for s in &grant.shards {
-                index.insert((grant.node.clone(), *s), i);
-            }
-        }
-        Self(index, g.grants)
-    }
-
-    fn get(&self, node: &medley_net::PeerId, shard: &ShardId) -> Option<&Grant> {
-        let i = *self.0.get(&(node.to_string(), *shard))?;
-        self.1.get(i)
-    }
 }
 
 async fn put_with_retries(

@@ -18,7 +18,7 @@ use medley_net::{CancellationToken, Handler, PeerHandle, PeerId};
 
 use crate::cache::SegmentStore;
 use crate::disk_cache::DiskCache;
-use crate::tracker::TrackerClient;
+use medley_api::{PeerAnnouncement, TrackerClient};
 
 /// Counters of what a listener served.
 #[derive(Debug, Default)]
@@ -93,10 +93,13 @@ pub(crate) async fn announce(
             if addrs.is_empty() {
                 tracing::debug!("no listen address yet: not announcing");
             } else {
-                match tracker
-                    .announce(&peer.peer_id(), &addrs, &region, &songs)
-                    .await
-                {
+                let a = PeerAnnouncement {
+                    peer_id: peer.peer_id().to_string(),
+                    addrs,
+                    region: region.clone(),
+                    songs: songs.clone(),
+                };
+                match tracker.announce(&a).await {
                     Ok(()) => last = Some(songs),
                     Err(e) => tracing::debug!(error = %e, "cannot announce the cache"),
                 }
@@ -111,9 +114,13 @@ pub(crate) async fn announce(
     if last.as_ref().is_some_and(|s| !s.is_empty()) {
         let addrs = addresses(&peer).await;
         if !addrs.is_empty() {
-            let _ = tracker
-                .announce(&peer.peer_id(), &addrs, &region, &[])
-                .await;
+            let a = PeerAnnouncement {
+                peer_id: peer.peer_id().to_string(),
+                addrs,
+                region,
+                songs: Vec::new(),
+            };
+            let _ = tracker.announce(&a).await;
         }
     }
 }

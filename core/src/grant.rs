@@ -227,12 +227,6 @@ impl Grant {
     }
 }
 
-/// Unix seconds now (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 #[cfg(test)]
 mod tests {

@@ -68,7 +68,6 @@ macro_rules! key_id_impls {
     };
 }
 
-pub mod api;
 mod erasure;
 mod grant;
 mod hash;
@@ -76,6 +75,7 @@ mod layout;
 mod manifest;
 pub mod protocol;
 mod segment;
+mod util;
 #[cfg(any(test, feature = "test-utils"))]
 #[allow(clippy::expect_used)]
 pub mod test_utils;
@@ -83,7 +83,7 @@ pub mod test_utils;
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
 pub use grant::{
     Grant, GrantError, GrantSignature, MAX_GRANT_ENCODED, MAX_GRANT_NODE_LEN, MAX_GRANT_SHARDS,
-    TrackerId, TrackerKey, unix_now,
+    TrackerId, TrackerKey,
 };
 pub use hash::{HASH_LEN, Hash, Hasher, ParseIdError, SegmentId, ShardId, SongId};
 pub use layout::{DEFAULT_PARTITIONS, Layout, LayoutError, Member, partition_of};
@@ -92,6 +92,7 @@ pub use manifest::{
     ManifestError, PublisherId, PublisherKey, SegmentEntry, SongMeta,
 };
 pub use segment::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, Segment, Segmenter, segment_count};
+pub use util::{error_chain, unix_now, unix_now_ms};
 
 /// Default coding for small networks: 4 data + 2 parity shards.
 pub const DEFAULT_K: u8 = 4;

@@ -3,6 +3,7 @@
 //! (`node.json`, `tracker.json`) through which a running daemon tells local tools, tests and
 //! the testnet where it listens.
 
+pub mod identity;
 pub mod keyfile;
 pub mod metrics;
 pub mod settings;
@@ -154,40 +155,11 @@ pub fn wait_for_json_file<T: DeserializeOwned>(path: &Path, timeout: Duration) -
     }
 }
 
-/// An error with its sources, each after a colon: `connection lost: closed by peer: 0`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+pub use medley_core::error_chain;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_chain_lists_every_source() {
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl std::fmt::Display for Outer {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("reading failed")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e = Outer(std::io::Error::other("closed by peer"));
-        assert_eq!(error_chain(&e), "reading failed: closed by peer");
-        assert_eq!(error_chain(&e.0), "closed by peer");
-    }
 
     #[test]
     fn json_file_round_trip_and_timeout() {

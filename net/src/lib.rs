@@ -16,13 +16,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod codec;
-mod identity;
 mod peer;
+pub mod retrieve;
 mod serve;
-pub mod signed;
 mod streams;
 
-pub use identity::{IDENTITY_FILE, IdentityError, create_private_file, load_or_create_identity};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
-pub use peer::{Handler, NoService, Peer, PeerConfig, PeerHandle, RequestError, StartError};
+pub use peer::{Peer, PeerConfig, PeerHandle, RequestError, StartError};
+pub use serve::{Handler, NoService};
 pub use tokio_util::sync::CancellationToken;

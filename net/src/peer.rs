@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use libp2p::identity::Keypair;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, Stream, SwarmEvent};
@@ -25,24 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, Reply};
-use crate::serve::{Limits, Server};
+use crate::serve::{Handler, Limits, NoService, Server};
 use crate::streams::{self, Connections, Opening};
-
-/// Serves inbound data-plane requests.
-pub trait Handler: Send + Sync + 'static {
-    /// Answers `request` from `from`. Runs in its own task; may take its time.
-    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response>;
-}
-
-/// A handler that serves nothing: every request gets `UNSUPPORTED`. For peers that only ask.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoService;
-
-impl Handler for NoService {
-    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
-        Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "this peer serves nothing") })
-    }
-}
 
 /// Settings of a data-plane peer.
 #[derive(Debug, Clone)]
@@ -565,10 +548,10 @@ impl PeerHandle {
 async fn exchange(stream: &mut Stream, request: &Request) -> Result<Reply, String> {
     codec::write_request(stream, request)
         .await
-        .map_err(|e| format!("sending the request: {}", medley_daemon::error_chain(&e)))?;
+        .map_err(|e| format!("sending the request: {}", medley_core::error_chain(&e)))?;
     codec::read_response(stream)
         .await
-        .map_err(|e| format!("reading the response: {}", medley_daemon::error_chain(&e)))
+        .map_err(|e| format!("reading the response: {}", medley_core::error_chain(&e)))
 }
 
 /// `data` if it hashes to `id`. `blob_hash` is its hash if the codec took it on arrival.

@@ -13,16 +13,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::PeerId;
 use libp2p::swarm::Stream;
-use medley_core::protocol::{ErrorCode, Response};
+use medley_core::protocol::{ErrorCode, Request, Response};
 use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::codec;
-use crate::peer::Handler;
 use crate::streams::Inbound;
+
+/// Serves inbound data-plane requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `request` from `from`. Runs in its own task; may take its time.
+    fn handle(&self, from: PeerId, request: Request) -> BoxFuture<'static, Response>;
+}
+
+/// A handler that serves nothing: every request gets `UNSUPPORTED`. For peers that only ask.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoService;
+
+impl Handler for NoService {
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "this peer serves nothing") })
+    }
+}
+
 
 /// How long a peer over its own in-flight limit waits for its `BUSY` answer.
 const BUSY_DELAY: Duration = Duration::from_millis(250);

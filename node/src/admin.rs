@@ -14,8 +14,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::announce::{ServeStats, TrackerHealth};
-use crate::repair::MaintenanceStats;
+use crate::stats::{MaintenanceStats, ServeStats, TrackerHealth};
 use crate::store::Store;
 
 /// What `GET /status` answers and `medley-node status` shows.
@@ -64,6 +63,10 @@ pub struct NodeStatus {
     pub tracker_last_ok_secs: Option<u64>,
     /// Failed registrations and heartbeats since start.
     pub tracker_failures: u64,
+    /// Background workers that panicked (`worker: message`); the node runs on without them
+    /// and should be restarted.
+    #[serde(default)]
+    pub worker_panics: Vec<String>,
 }
 
 /// What the admin endpoint reads.
@@ -79,6 +82,7 @@ pub(crate) struct Admin {
     pub(crate) health: Arc<TrackerHealth>,
     pub(crate) peer: medley_net::PeerHandle,
     pub(crate) hot: Option<Arc<crate::hot::HotTier>>,
+    pub(crate) workers: Arc<crate::workers::WorkerHealth>,
     pub(crate) started: Instant,
 }
 
@@ -86,9 +90,7 @@ impl Admin {
     async fn status(&self) -> NodeStatus {
         let m = &self.maintenance;
         let last_ok = self.health.last_ok_ms.load(Ordering::Relaxed);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = medley_core::unix_now_ms();
         NodeStatus {
             peer_id: self.peer_id.clone(),
             listen: self.listen.clone(),
@@ -110,6 +112,12 @@ impl Admin {
             tracker: self.tracker.clone(),
             tracker_last_ok_secs: (last_ok > 0).then(|| now_ms.saturating_sub(last_ok) / 1000),
             tracker_failures: self.health.failures.load(Ordering::Relaxed),
+            worker_panics: self
+                .workers
+                .panics()
+                .into_iter()
+                .map(|(worker, message)| format!("{worker}: {message}"))
+                .collect(),
         }
     }
 
@@ -206,6 +214,11 @@ impl Admin {
             s.scrub_bad,
         );
         m.counter(
+            "medley_node_worker_panics_total",
+            "Background workers (repair, hot tier, heartbeats, scrubber) that panicked; the node should be restarted.",
+            s.worker_panics.len() as u64,
+        );
+        m.counter(
             "medley_node_tracker_failures_total",
             "Failed registrations and heartbeats.",
             s.tracker_failures,
@@ -228,12 +241,13 @@ impl Admin {
     }
 }
 
-/// Serves the admin endpoint on `listen` until `cancel`; returns the bound address.
-pub(crate) async fn serve(
+/// Binds the admin endpoint on `listen`; returns the bound address and the server, which
+/// runs until `cancel`.
+pub(crate) async fn bind(
     admin: Arc<Admin>,
     listen: SocketAddr,
     cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
@@ -252,7 +266,7 @@ pub(crate) async fn serve(
             }),
         )
         .with_state(admin);
-    tokio::spawn(async move {
+    let server = async move {
         let stop = async move { cancel.cancelled().await };
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
@@ -260,6 +274,6 @@ pub(crate) async fn serve(
         {
             tracing::warn!(error = %e, "admin endpoint failed");
         }
-    });
-    Ok(addr)
+    };
+    Ok((addr, server))
 }

@@ -128,7 +128,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         &FIELDS,
         args.force,
     )?;
-    let key = medley_net::load_or_create_identity(&dir)
+    let key = medley_daemon::identity::load_or_create_identity(&dir)
         .with_context(|| format!("cannot create the node's identity in {}", dir.display()))?;
     println!("node identity: {}", key.public().to_peer_id());
     println!("config:        {}", path.display());
@@ -308,23 +308,24 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
         .clone()
         .or(config.tracker.clone())
         .context("no tracker: pass --tracker or set `tracker` in the config")?;
-    let key_file = config.data_dir.join(medley_net::IDENTITY_FILE);
+    let key_file = config.data_dir.join(medley_daemon::identity::IDENTITY_FILE);
     anyhow::ensure!(
         key_file.exists(),
         "{} has no node identity ({}): is it a node's data directory?",
         config.data_dir.display(),
         key_file.display()
     );
-    let peer_id = medley_net::load_or_create_identity(&config.data_dir)
+    let peer_id = medley_daemon::identity::load_or_create_identity(&config.data_dir)
         .context("cannot read the node's identity")?
         .public()
         .to_peer_id()
         .to_string();
-    let api = crate::TrackerApi::new(&tracker)?;
+    let api = medley_api::TrackerClient::new(&tracker)?;
     let version = api
         .set_draining(&peer_id, !args.cancel, args.admin_token.as_deref())
         .await
-        .with_context(|| format!("the tracker refused to change the drain of {peer_id}"))?;
+        .with_context(|| format!("the tracker refused to change the drain of {peer_id}"))?
+        .layout_version;
     if args.cancel {
         println!("drain of {peer_id} cancelled; layout version {version:?}");
         return Ok(());
@@ -340,16 +341,17 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
         let nodes = api.nodes().await.context("cannot list the nodes")?;
         let me = nodes
             .iter()
-            .find(|n| n.peer_id == peer_id)
+            .find(|n| n.node.peer_id == peer_id)
             .with_context(|| format!("the tracker no longer lists {peer_id}"))?;
         anyhow::ensure!(
             me.alive,
             "the node is down: it must keep running until its shards are handed over"
         );
-        let initial = *first.get_or_insert(me.shards);
-        bar.set_length(initial.max(me.shards));
-        bar.set_position(initial.saturating_sub(me.shards));
-        if me.shards == 0 {
+        let shards = me.node.load.shards;
+        let initial = *first.get_or_insert(shards);
+        bar.set_length(initial.max(shards));
+        bar.set_position(initial.saturating_sub(shards));
+        if shards == 0 {
             bar.finish_and_clear();
             println!(
                 "{peer_id} holds no shards: drained in {:.1} s; it can be stopped",
@@ -359,8 +361,7 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             start.elapsed().as_secs() < args.timeout_secs,
-            "still {} shards on the node after {} s; the drain goes on",
-            me.shards,
+            "still {shards} shards on the node after {} s; the drain goes on",
             args.timeout_secs
         );
         tokio::time::sleep(Duration::from_secs(1)).await;

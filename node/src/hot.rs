@@ -15,12 +15,13 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 use medley_core::{Codec, SegmentEntry, SegmentId, SongId};
 use medley_daemon::RateLimiter;
-use medley_net::{CancellationToken, PeerHandle};
+use medley_net::{CancellationToken, PeerHandle, retrieve};
 use tracing::{debug, info, warn};
 
-use crate::repair::gather_shards;
 use crate::store::{Store, StoreError, Tier};
-use crate::tracker_api::{TrackerApi, TrackerCallError, parse_source};
+use crate::stats::HotStats;
+use crate::tracker::{TrackerLink, parse_source};
+use medley_api::TrackerError;
 
 /// A peer to ask, with its addresses.
 type Source = (PeerId, Vec<Multiaddr>);
@@ -28,26 +29,11 @@ type Source = (PeerId, Vec<Multiaddr>);
 /// Node-state key of the songs held whole, with their segments.
 const HOT_KEY: &str = "hot_songs";
 
-/// Counters of the hot tier.
-#[derive(Debug, Default)]
-pub struct HotStats {
-    /// Songs filled since start.
-    pub filled: AtomicU64,
-    /// Songs dropped since start.
-    pub dropped: AtomicU64,
-    /// Segments copied whole from another copy.
-    pub copied_segments: AtomicU64,
-    /// Segments rebuilt from shards.
-    pub rebuilt_segments: AtomicU64,
-    /// Fills that failed.
-    pub failures: AtomicU64,
-}
-
 /// Why a fill failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HotError {
     #[error(transparent)]
-    Tracker(#[from] TrackerCallError),
+    Tracker(#[from] TrackerError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("segment {0}: no whole copy and too few shards answered")]
@@ -66,8 +52,8 @@ pub struct HotTier {
     pub(crate) me: String,
     pub(crate) store: Arc<Store>,
     pub(crate) peer: PeerHandle,
-    pub(crate) api: TrackerApi,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) tracker: TrackerLink,
+    pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) poll: Duration,
     pub(crate) stats: HotStats,
     /// Most bytes of hot segments kept.
@@ -90,7 +76,7 @@ impl HotTier {
         me: String,
         store: Arc<Store>,
         peer: PeerHandle,
-        api: TrackerApi,
+        tracker: TrackerLink,
         limiter: RateLimiter,
         poll: Duration,
         capacity: u64,
@@ -116,8 +102,8 @@ impl HotTier {
             me,
             store,
             peer,
-            api,
-            limiter,
+            tracker,
+            limiter: Arc::new(limiter),
             poll,
             stats: HotStats::default(),
             capacity,
@@ -153,7 +139,7 @@ impl HotTier {
 
     /// One round: drop what is no longer ordered, fill what is missing.
     async fn follow_orders(&self) {
-        let orders: BTreeSet<SongId> = match self.api.hot_orders(&self.me).await {
+        let orders: BTreeSet<SongId> = match self.tracker.hot_orders(&self.me).await {
             Ok(o) => o.into_iter().collect(),
             Err(e) => {
                 debug!(error = %e, "cannot read hot orders");
@@ -203,8 +189,8 @@ impl HotTier {
     /// Fetches every segment of `song` it lacks, checked, into the hot tier. On failure the
     /// segments stored by this attempt are removed again.
     async fn fill(&self, song: SongId) -> Result<usize, HotError> {
-        let manifest = self.api.manifest(song).await?;
-        let sources = self.api.sources(song).await?;
+        let manifest = self.tracker.client.manifest(song).await?;
+        let sources = self.tracker.client.sources(song, None).await?;
         let whole: Vec<Source> = sources
             .whole
             .iter()
@@ -265,8 +251,8 @@ impl HotTier {
         Ok(n)
     }
 
-    /// One segment, verified: from the first whole copy that has it, else rebuilt from `k`
-    /// shards of `holders` (per slot).
+    /// One segment, verified: from the first whole copy that has it (tried in turn), else
+    /// rebuilt from `k` shards of `holders` (per slot); every request paced by the fill rate.
     async fn segment(
         &self,
         entry: &SegmentEntry,
@@ -274,44 +260,38 @@ impl HotTier {
         whole: &[Source],
         holders: &[Option<Source>],
     ) -> Result<Vec<u8>, HotError> {
-        let (id, len) = (entry.id, entry.len as usize);
-        for (peer, addrs) in whole {
-            self.limiter.acquire(len as u64).await;
-            match self.peer.get_segment(*peer, addrs.clone(), id).await {
-                Ok(d) => {
-                    self.stats.copied_segments.fetch_add(1, Ordering::Relaxed);
-                    return Ok(d);
-                }
-                Err(e) => debug!(%peer, segment = %id, error = %e, "whole copy failed"),
+        let seg = retrieve::Segment {
+            entry: entry.clone(),
+            whole: whole.to_vec(),
+            slots: holders
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, h)| Some((slot, vec![h.clone()?])))
+                .collect(),
+        };
+        let policy = retrieve::Policy {
+            pace: Some(crate::repair::pace(&self.limiter)),
+            ..retrieve::Policy::default()
+        };
+        let events: Arc<dyn retrieve::Events> = Arc::new(retrieve::NoEvents);
+        match retrieve::retrieve(&self.peer, codec, &seg, &policy, &events).await {
+            Ok(got) => {
+                let counter = match got.origin {
+                    retrieve::Origin::Whole(_) => &self.stats.copied_segments,
+                    retrieve::Origin::Rebuilt => &self.stats.rebuilt_segments,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(got.data)
             }
-        }
-        let shard_len = codec.shard_len(len);
-        let k = usize::from(codec.k());
-        let candidates =
-            (0..entry.shards.len()).filter(|&j| holders.get(j).is_some_and(Option::is_some));
-        let (shards, have) = gather_shards(entry.shards.len(), k, candidates, |j| {
-            let holder = holders.get(j).cloned().flatten();
-            let sid = entry.shards[j];
-            async move {
-                let (peer, addrs) = holder?;
-                self.limiter.acquire(shard_len as u64).await;
-                self.peer.get_shard(peer, addrs, sid).await.ok()
+            Err(retrieve::RetrieveError::Unavailable { reasons, .. }) => {
+                debug!(segment = %entry.id, reasons, "no source delivered");
+                Err(HotError::Unavailable(entry.id))
             }
-        })
-        .await;
-        if have < k {
-            return Err(HotError::Unavailable(id));
+            Err(retrieve::RetrieveError::Rebuild(reason)) => Err(HotError::Rebuild {
+                segment: entry.id,
+                reason,
+            }),
         }
-        let codec = codec.clone();
-        let rebuilt =
-            tokio::task::spawn_blocking(move || codec.reconstruct_verified(&shards, len, id))
-                .await?
-                .map_err(|e| HotError::Rebuild {
-                    segment: id,
-                    reason: e.to_string(),
-                })?;
-        self.stats.rebuilt_segments.fetch_add(1, Ordering::Relaxed);
-        Ok(rebuilt)
     }
 
     /// Deletes hot segments, counting the bytes freed.

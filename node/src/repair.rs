@@ -20,20 +20,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use libp2p::{Multiaddr, PeerId};
 use medley_core::{Codec, Layout, SegmentEntry, ShardId};
 use medley_daemon::RateLimiter;
-use medley_net::{CancellationToken, PeerHandle};
+use medley_net::{CancellationToken, PeerHandle, retrieve};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::store::{Store, StoreError, Tier};
-use crate::tracker_api::{TrackerApi, TrackerCallError, live_addresses};
+use crate::stats::MaintenanceStats;
+use crate::tracker::{TrackerLink, live_addresses};
+use medley_api::TrackerError;
 
 /// Node-state key of the (partition, slot) pairs this node holds or held.
 const HELD_KEY: &str = "held_slots";
@@ -42,37 +43,11 @@ const HISTORY: u64 = 2;
 /// Longest wait between retries after a failed pass.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Counters of the node's maintenance work, reported in heartbeats.
-#[derive(Debug, Default)]
-pub struct MaintenanceStats {
-    /// Shards the slots call for that are missing here, as of the last pass.
-    pub backlog: AtomicU64,
-    /// Shards rebuilt from `k` others since start.
-    pub rebuilt: AtomicU64,
-    /// Shards copied whole from an earlier holder since start.
-    pub copied: AtomicU64,
-    /// Failed repair attempts since start.
-    pub failed: AtomicU64,
-    /// Shard bytes read from other nodes by repair and handover since start.
-    pub bytes_read: AtomicU64,
-    /// Shards deleted after their new holder confirmed it has them.
-    pub handed_over: AtomicU64,
-    /// Corrupt shards found (by the scrubber or when serving) and deleted.
-    pub scrub_bad: AtomicU64,
-}
-
-impl MaintenanceStats {
-    /// Shards rebuilt or copied since start.
-    pub fn done(&self) -> u64 {
-        self.rebuilt.load(Ordering::Relaxed) + self.copied.load(Ordering::Relaxed)
-    }
-}
-
 /// Why a repair pass or a shard's repair failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RepairError {
     #[error(transparent)]
-    Tracker(#[from] TrackerCallError),
+    Tracker(#[from] TrackerError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the tracker's k/m ({k}+{m}) do not fit its layout of {slots} slots")]
@@ -114,9 +89,9 @@ pub(crate) struct Repairer {
     pub(crate) me: String,
     pub(crate) store: Arc<Store>,
     pub(crate) peer: PeerHandle,
-    pub(crate) api: TrackerApi,
+    pub(crate) tracker: TrackerLink,
     pub(crate) stats: Arc<MaintenanceStats>,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) concurrency: usize,
     pub(crate) interval: Duration,
     pub(crate) poll: Duration,
@@ -140,8 +115,8 @@ impl Repairer {
         let mut backoff = Duration::from_secs(1);
         let mut woken = false;
         loop {
-            let version = match self.api.layout_version().await {
-                Ok(v) => v,
+            let version = match self.tracker.client.stats().await {
+                Ok(s) => s.layout_version,
                 Err(e) => {
                     debug!(error = %e, "cannot read the layout version");
                     None
@@ -193,7 +168,7 @@ impl Repairer {
     }
 
     async fn layouts(&self) -> Result<(Arc<Layout>, Vec<Arc<Layout>>), RepairError> {
-        let current = Arc::new(self.api.layout(None).await?);
+        let current = Arc::new(self.tracker.layout(None).await?);
         let mut history = Vec::new();
         for back in 1..=HISTORY {
             let Some(v) = current.version.checked_sub(back).filter(|v| *v > 0) else {
@@ -203,7 +178,7 @@ impl Repairer {
             let cached = self.past_layouts.lock().get(&v).cloned();
             let layout = match cached {
                 Some(l) => l,
-                None => match self.api.layout(Some(v)).await {
+                None => match self.tracker.layout(Some(v)).await {
                     Ok(l) => {
                         let l = Arc::new(l);
                         let mut cache = self.past_layouts.lock();
@@ -222,7 +197,7 @@ impl Repairer {
 
     async fn pass(&self) -> Result<PassOutcome, RepairError> {
         let (layout, history) = self.layouts().await?;
-        let coding = self.api.stats().await?;
+        let coding = self.tracker.client.stats().await?;
         let codec = Codec::new(coding.k, coding.m)
             .ok()
             .filter(|c| c.total() == usize::from(layout.slots))
@@ -231,7 +206,7 @@ impl Repairer {
                 m: coding.m,
                 slots: layout.slots,
             })?;
-        let live = live_addresses(&self.api.nodes().await?);
+        let live = live_addresses(&self.tracker.client.nodes().await?);
 
         let mine = |l: &Layout| -> BTreeSet<(u16, u8)> {
             let mut s = BTreeSet::new();
@@ -362,7 +337,7 @@ impl Repairer {
         slot: u8,
         held: bool,
     ) -> Result<Vec<SegmentEntry>, RepairError> {
-        let entries = self.api.partition_segments(partition).await?;
+        let entries = self.tracker.partition_segments(partition).await?;
         let store = self.store.clone();
         let slot = usize::from(slot);
         blocking(move || {
@@ -476,30 +451,40 @@ impl Repairer {
             blocking(move || store.put(Tier::Durable, id.0, &data)).await?;
             return Ok(true);
         }
-        // Rebuild from k other slots, data slots first (then the rebuild is a copy).
-        let k = usize::from(codec.k());
-        let candidates = (0..entry.shards.len()).filter(|&j| j != slot && !sources[j].is_empty());
-        let (shards, have) = gather_shards(entry.shards.len(), k, candidates, |j| {
-            let srcs = &sources[j];
-            let sid = entry.shards[j];
-            async move { self.fetch(srcs, sid, shard_len).await }
-        })
-        .await;
+        // Rebuild from k other slots, data slots first (then the rebuild is a copy), each
+        // slot's current holder before its earlier ones; another slot only when one fails.
+        let seg = retrieve::Segment {
+            entry: entry.clone(),
+            whole: Vec::new(),
+            slots: (0..entry.shards.len())
+                .filter(|&j| j != slot)
+                .map(|j| (j, sources[j].clone()))
+                .collect(),
+        };
+        let policy = retrieve::Policy {
+            pace: Some(pace(&self.limiter)),
+            ..retrieve::Policy::default()
+        };
+        let events: Arc<dyn retrieve::Events> = Arc::new(BytesRead(self.stats.clone()));
         let segment = entry.id.to_string();
-        if have < k {
-            return Err(RepairError::TooFewShards {
-                segment,
-                have,
-                need: k,
-            });
-        }
+        let data = retrieve::retrieve(&self.peer, codec, &seg, &policy, &events)
+            .await
+            .map_err(|e| match e {
+                retrieve::RetrieveError::Unavailable { have, need, .. } => {
+                    RepairError::TooFewShards {
+                        segment: segment.clone(),
+                        have,
+                        need,
+                    }
+                }
+                retrieve::RetrieveError::Rebuild(reason) => RepairError::Rebuild {
+                    segment: segment.clone(),
+                    reason,
+                },
+            })?
+            .data;
         let codec = codec.clone();
-        let seg_len = entry.len as usize;
-        let seg_id = entry.id;
         let rebuilt = tokio::task::spawn_blocking(move || {
-            let data = codec
-                .reconstruct_verified(&shards, seg_len, seg_id)
-                .map_err(|e| e.to_string())?;
             let mut all = codec.encode(&data).map_err(|e| e.to_string())?;
             if slot >= all.len() {
                 return Err("slot out of range".to_string());
@@ -523,47 +508,22 @@ impl Repairer {
     }
 }
 
-/// Fetches the shards of the slots `candidates` (in order of preference) until `k` are in:
-/// `k` asked at once, another only when one fails, so that a rebuild reads `k` shards when
-/// every source answers. Returns the shards by slot (of `total`) and how many arrived.
-pub(crate) async fn gather_shards<F, Fut>(
-    total: usize,
-    k: usize,
-    candidates: impl IntoIterator<Item = usize>,
-    fetch: F,
-) -> (Vec<Option<Vec<u8>>>, usize)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Option<Vec<u8>>>,
-{
-    let mut candidates = candidates.into_iter();
-    let fetch_slot = |j: usize| {
-        let f = fetch(j);
-        async move { (j, f.await) }
-    };
-    let mut pending = FuturesUnordered::new();
-    for j in candidates.by_ref().take(k) {
-        pending.push(fetch_slot(j));
+/// Counts the bytes repair reads from other nodes.
+struct BytesRead(Arc<MaintenanceStats>);
+
+impl retrieve::Events for BytesRead {
+    fn delivered(&self, _: PeerId, _: retrieve::Piece, bytes: usize, _: Duration) {
+        self.0.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
     }
-    let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-    let mut have = 0;
-    while have < k {
-        match pending.next().await {
-            Some((j, Some(data))) => {
-                if let Some(cell) = shards.get_mut(j) {
-                    *cell = Some(data);
-                    have += 1;
-                }
-            }
-            Some((_, None)) => {
-                if let Some(j) = candidates.next() {
-                    pending.push(fetch_slot(j));
-                }
-            }
-            None => break,
-        }
-    }
-    (shards, have)
+}
+
+/// Paces requests by `limiter`.
+pub(crate) fn pace(limiter: &Arc<RateLimiter>) -> retrieve::Pace {
+    let limiter = limiter.clone();
+    Arc::new(move |bytes| {
+        let limiter = limiter.clone();
+        Box::pin(async move { limiter.acquire(bytes).await })
+    })
 }
 
 fn load_held_from(store: &Store) -> Result<BTreeSet<(u16, u8)>, StoreError> {

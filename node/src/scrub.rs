@@ -12,7 +12,7 @@ use medley_net::CancellationToken;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::repair::MaintenanceStats;
+use crate::stats::MaintenanceStats;
 use crate::store::{Store, StoreError, Tier};
 
 /// Keys read from the index at a time.

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use medley_net::{
-    CancellationToken, IdentityError, Peer, PeerHandle, StartError, load_or_create_identity,
-};
+use medley_daemon::identity::{IdentityError, load_or_create_identity};
+use medley_net::{CancellationToken, Peer, PeerHandle, StartError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -15,14 +14,17 @@ use medley_daemon::RateLimiter;
 use tokio::sync::Notify;
 
 use crate::admin::{self, Admin};
-use crate::announce::{self, Announcement, ServeStats, TrackerHealth};
+use crate::announce::{self, Announcer};
 use crate::config::{ConfigError, NodeConfig};
 use crate::hot::HotTier;
-use crate::repair::{MaintenanceStats, Repairer};
+use crate::repair::Repairer;
 use crate::scrub::Scrubber;
-use crate::service::{GrantKey, PeerRates, StoreService};
+use crate::service::{PeerRates, StoreService};
+use crate::stats::{MaintenanceStats, ServeStats, TrackerHealth};
 use crate::store::{Store, StoreError};
-use crate::tracker_api::TrackerApi;
+use crate::tracker::{TrackerKeyCell, TrackerLink};
+use crate::workers::{Supervisor, WorkerHealth, Workers};
+use medley_api::TrackerClient;
 
 /// File in the data directory where a running node writes its id and addresses, for local
 /// tools and the testnet.
@@ -78,12 +80,17 @@ pub struct Node {
     cancel: CancellationToken,
     maintenance: Arc<MaintenanceStats>,
     admin: Option<std::net::SocketAddr>,
-    /// The identity, which signs what the node tells the tracker.
-    key: medley_net::Keypair,
+    /// The tracker, when the node reports to one.
+    tracker: Option<TrackerLink>,
+    /// The background workers, stopped by `shutdown`.
+    workers: Option<Supervisor>,
+    worker_health: Arc<WorkerHealth>,
 }
 
 impl Node {
-    /// Opens the store, loads the identity and starts serving the data plane.
+    /// Opens the store, loads the identity, starts serving the data plane, and starts the
+    /// background workers (with a tracker: registration and heartbeats, repair, the hot
+    /// tier; with a scrub rate: the scrubber).
     pub async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
         let peer_config = config.peer_config()?;
         let dir = config.data_dir.clone();
@@ -105,20 +112,22 @@ impl Node {
             })??;
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
-        let stats = Arc::new(ServeStats::default());
+        let worker_health = Arc::new(WorkerHealth::default());
+        let mut workers = Workers::new(cancel.clone(), worker_health.clone());
+        let serve = Arc::new(ServeStats::default());
         let maintenance = Arc::new(MaintenanceStats::default());
         let wake_repair = Arc::new(Notify::new());
-        let grant_key = Arc::new(GrantKey::new(config.tracker_key));
+        let tracker_key = Arc::new(TrackerKeyCell::new(config.tracker_key));
         let me = keypair.public().to_peer_id();
         let peer = Peer::spawn(
             keypair.clone(),
             peer_config,
             Arc::new(StoreService::new(
                 &me,
-                grant_key.clone(),
+                tracker_key.clone(),
                 Arc::new(PeerRates::new(config.peer_bytes_per_sec.as_u64())),
                 store.clone(),
-                stats.clone(),
+                serve.clone(),
                 maintenance.clone(),
                 wake_repair.clone(),
             )),
@@ -126,66 +135,111 @@ impl Node {
             CancellationToken::new(),
         )
         .await?;
-        let mut node = Self {
-            config,
-            store,
-            peer,
-            cancel,
-            maintenance: maintenance.clone(),
-            admin: None,
-            key: keypair,
-        };
-        let health = Arc::new(TrackerHealth::default());
-        let api = match &node.config.tracker {
-            Some(t) => Some(
-                TrackerApi::new(t)
-                    .map(|a| a.with_key(grant_key.clone()))
+        let tracker = match &config.tracker {
+            Some(url) => Some(TrackerLink {
+                client: TrackerClient::builder(url)
+                    .timeout(Duration::from_secs(10))
+                    .signer(keypair.clone())
+                    .build()
                     .map_err(|e| NodeError::Io {
                         path: dir.clone(),
                         source: std::io::Error::other(e),
                     })?,
-            ),
+                key: tracker_key,
+            }),
             None => None,
         };
-        let hot = api.as_ref().map(|api| {
+        let heartbeat = Duration::from_secs(config.heartbeat_secs);
+        let hot = tracker.as_ref().map(|tracker| {
             Arc::new(HotTier::new(
-                node.peer_id().to_string(),
-                node.store.clone(),
-                node.peer.clone(),
-                api.clone(),
-                RateLimiter::new(node.config.repair_bytes_per_sec.as_u64()),
-                Duration::from_secs(node.config.heartbeat_secs),
-                node.config.hot_capacity.as_u64(),
+                me.to_string(),
+                store.clone(),
+                peer.clone(),
+                tracker.clone(),
+                RateLimiter::new(config.repair_bytes_per_sec.as_u64()),
+                heartbeat,
+                config.hot_capacity.as_u64(),
             ))
         });
-        let listen: Vec<String> = node
+        let listen: Vec<String> = peer
             .listen_addrs()
             .await
             .iter()
             .map(ToString::to_string)
             .collect();
+        let health = Arc::new(TrackerHealth::default());
         let admin = Arc::new(Admin {
-            peer_id: node.peer_id().to_string(),
-            listen,
-            region: node.config.region.clone(),
-            tracker: node.config.tracker.clone(),
-            store: node.store.clone(),
-            serve: stats.clone(),
+            peer_id: me.to_string(),
+            listen: listen.clone(),
+            region: config.region.clone(),
+            tracker: config.tracker.clone(),
+            store: store.clone(),
+            serve: serve.clone(),
             maintenance: maintenance.clone(),
             health: health.clone(),
-            peer: node.peer.clone(),
+            peer: peer.clone(),
             hot: hot.clone(),
+            workers: worker_health.clone(),
             started: std::time::Instant::now(),
         });
-        let admin_listen = node.config.admin_listen;
-        node.admin = Some(
-            admin::serve(admin, admin_listen, node.cancel.child_token())
-                .await
-                .map_err(|source| NodeError::Io {
-                    path: PathBuf::from(format!("admin endpoint {admin_listen}")),
-                    source,
-                })?,
-        );
+        let (admin_addr, admin_server) = admin::bind(admin, config.admin_listen, workers.token())
+            .await
+            .map_err(|source| NodeError::Io {
+                path: PathBuf::from(format!("admin endpoint {}", config.admin_listen)),
+                source,
+            })?;
+        workers.spawn("admin endpoint", admin_server);
+        if let (Some(tracker), Some(hot)) = (&tracker, hot) {
+            workers.spawn("hot tier", hot.clone().run(workers.token()));
+            let announcer = Announcer {
+                tracker: tracker.clone(),
+                peer_id: me.to_string(),
+                addrs: listen,
+                region: config.region.clone(),
+                interval: heartbeat,
+                store: store.clone(),
+                serve,
+                maintenance: maintenance.clone(),
+                health,
+                hot: Some(hot),
+            };
+            workers.spawn("heartbeats", announcer.run(workers.token()));
+            let repairer = Arc::new(Repairer {
+                me: me.to_string(),
+                store: store.clone(),
+                peer: peer.clone(),
+                tracker: tracker.clone(),
+                stats: maintenance.clone(),
+                limiter: Arc::new(RateLimiter::new(config.repair_bytes_per_sec.as_u64())),
+                concurrency: config.repair_concurrency,
+                interval: Duration::from_secs(config.repair_interval_secs),
+                poll: heartbeat,
+                wake: wake_repair.clone(),
+                past_layouts: parking_lot::Mutex::default(),
+            });
+            workers.spawn("repair", repairer.run(workers.token()));
+        }
+        if config.scrub_bytes_per_sec.as_u64() > 0 {
+            let scrubber = Scrubber {
+                store: store.clone(),
+                stats: maintenance.clone(),
+                limiter: RateLimiter::new(config.scrub_bytes_per_sec.as_u64()),
+                interval: Duration::from_secs(config.scrub_interval_secs),
+                repair: wake_repair,
+            };
+            workers.spawn("scrubber", scrubber.run(workers.token()));
+        }
+        let node = Self {
+            config,
+            store,
+            peer,
+            cancel,
+            maintenance,
+            admin: Some(admin_addr),
+            tracker,
+            workers: Some(workers.supervise()),
+            worker_health,
+        };
         let info = node.info().await;
         medley_daemon::write_json_file(&info_path, &info).map_err(|source| NodeError::Io {
             path: info_path,
@@ -199,51 +253,6 @@ impl Node {
             listen = ?info.listen,
             "node running"
         );
-        if let (Some(tracker), Some(api), Some(hot)) = (node.config.tracker.clone(), api, hot) {
-            tokio::spawn(hot.clone().run(node.cancel.child_token()));
-            let announcement = Announcement {
-                tracker: tracker.clone(),
-                peer_id: info.peer_id.clone(),
-                addrs: info.listen.clone(),
-                region: node.config.region.clone(),
-                interval: Duration::from_secs(node.config.heartbeat_secs),
-                grant_key: grant_key.clone(),
-                key: node.key.clone(),
-            };
-            tokio::spawn(announce::run(
-                announcement,
-                node.store.clone(),
-                stats,
-                maintenance.clone(),
-                health,
-                Some(hot),
-                node.cancel.child_token(),
-            ));
-            let repairer = Arc::new(Repairer {
-                me: info.peer_id.clone(),
-                store: node.store.clone(),
-                peer: node.peer.clone(),
-                api,
-                stats: maintenance.clone(),
-                limiter: RateLimiter::new(node.config.repair_bytes_per_sec.as_u64()),
-                concurrency: node.config.repair_concurrency,
-                interval: Duration::from_secs(node.config.repair_interval_secs),
-                poll: Duration::from_secs(node.config.heartbeat_secs),
-                wake: wake_repair.clone(),
-                past_layouts: parking_lot::Mutex::default(),
-            });
-            tokio::spawn(repairer.run(node.cancel.child_token()));
-        }
-        if node.config.scrub_bytes_per_sec.as_u64() > 0 {
-            let scrubber = Scrubber {
-                store: node.store.clone(),
-                stats: maintenance,
-                limiter: RateLimiter::new(node.config.scrub_bytes_per_sec.as_u64()),
-                interval: Duration::from_secs(node.config.scrub_interval_secs),
-                repair: wake_repair,
-            };
-            tokio::spawn(scrubber.run(node.cancel.child_token()));
-        }
         Ok(node)
     }
 
@@ -293,14 +302,24 @@ impl Node {
         &self.config
     }
 
+    /// Workers that panicked, with their messages.
+    pub fn worker_panics(&self) -> Vec<(&'static str, String)> {
+        self.worker_health.panics()
+    }
+
     /// Tells the tracker the node is stopping (so listeners are sent elsewhere at once),
-    /// stops serving, waits up to `timeout` for in-flight requests, and flushes the store.
-    /// Acknowledged writes were already durable; the flush shortens the next start.
-    pub async fn shutdown(self, timeout: Duration) -> Result<(), NodeError> {
+    /// stops the workers and serving, waits up to `timeout` for in-flight requests, and
+    /// flushes the store. Acknowledged writes were already durable; the flush shortens the
+    /// next start.
+    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), NodeError> {
         // Stop the heartbeats first: one sent after the notice would undo it.
         self.cancel.cancel();
-        if let Some(tracker) = &self.config.tracker {
-            announce::leave(tracker, &self.key, timeout.min(Duration::from_secs(2))).await;
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown(timeout).await;
+        }
+        if let Some(tracker) = &self.tracker {
+            let me = self.peer_id().to_string();
+            announce::leave(tracker, &me, timeout.min(Duration::from_secs(2))).await;
         }
         self.peer.shutdown(timeout).await;
         let _ = std::fs::remove_file(self.config.data_dir.join(NODE_INFO_FILE));

@@ -9,45 +9,15 @@ use medley_daemon::RateLimiter;
 use futures::future::BoxFuture;
 use libp2p::PeerId;
 use medley_core::protocol::{ErrorCode, MAX_BLOB_SIZE, Request, Response};
-use medley_core::{GrantError, TrackerId, unix_now};
+use medley_core::{GrantError, unix_now};
 use medley_net::Handler;
 use tracing::{debug, warn};
 
 use tokio::sync::Notify;
 
-use crate::announce::ServeStats;
-use crate::repair::MaintenanceStats;
+use crate::stats::{MaintenanceStats, ServeStats};
+use crate::tracker::TrackerKeyCell;
 use crate::store::{Store, StoreError, Tier};
-
-/// The key that signs the grants this node accepts: from its configuration, or learnt from
-/// its tracker at registration.
-#[derive(Debug, Default)]
-pub(crate) struct GrantKey(parking_lot::RwLock<Option<TrackerId>>);
-
-impl GrantKey {
-    /// A key known from the start (configured), or none yet.
-    pub(crate) fn new(key: Option<TrackerId>) -> Self {
-        Self(parking_lot::RwLock::new(key))
-    }
-
-    /// The key, if known.
-    pub(crate) fn get(&self) -> Option<TrackerId> {
-        *self.0.read()
-    }
-
-    /// Sets the key the tracker gave. A key already known (configured, or from an earlier
-    /// registration) is never replaced: a different one is refused and returned.
-    pub(crate) fn learn(&self, key: TrackerId) -> Result<(), TrackerId> {
-        let mut known = self.0.write();
-        match *known {
-            Some(k) if k != key => Err(k),
-            _ => {
-                *known = Some(key);
-                Ok(())
-            }
-        }
-    }
-}
 
 /// A byte rate per peer for what the node sends (`peer_bytes_per_sec`), so one peer that
 /// asks without pause cannot take the node's bandwidth and CPU from the others. Peers idle
@@ -105,7 +75,7 @@ impl PeerRates {
 pub(crate) struct StoreService {
     /// This node's peer id, as grants name it.
     node: Arc<str>,
-    grant_key: Arc<GrantKey>,
+    grant_key: Arc<TrackerKeyCell>,
     rates: Arc<PeerRates>,
     store: Arc<Store>,
     stats: Arc<ServeStats>,
@@ -117,7 +87,7 @@ pub(crate) struct StoreService {
 impl StoreService {
     pub(crate) fn new(
         node: &PeerId,
-        grant_key: Arc<GrantKey>,
+        grant_key: Arc<TrackerKeyCell>,
         rates: Arc<PeerRates>,
         store: Arc<Store>,
         stats: Arc<ServeStats>,

@@ -15,9 +15,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod demo;
+mod faults;
 pub mod liar;
 pub mod library;
 pub mod listener;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -73,6 +75,12 @@ pub enum TestnetError {
     /// A client operation failed.
     #[error(transparent)]
     Client(#[from] medley_client::ClientError),
+}
+
+impl From<medley_api::TrackerError> for TestnetError {
+    fn from(e: medley_api::TrackerError) -> Self {
+        Self::Client(e.into())
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestnetError {
@@ -719,7 +727,10 @@ impl Testnet {
             let manifest = tracker.manifest(song).await?;
             let body = manifest.body();
             let slots = usize::from(body.k) + usize::from(body.m);
-            let sources = tracker.sources(song, body.segments.len(), slots).await?;
+            let sources =
+                medley_client::song_sources(&tracker, song, body.segments.len(), slots, None)
+                    .await?
+                    .holders;
             for (s, (seg, holders)) in body.segments.iter().zip(&sources).enumerate() {
                 audit.segments += 1;
                 let mut distinct = std::collections::HashSet::new();

@@ -199,7 +199,11 @@ pub async fn play(
         }
         if let Err(e) = client
             .tracker()
-            .report_play(plan.song, &client.config().region, Some(&stats.delivery))
+            .report_play(&medley_api::PlayReport::new(
+                plan.song,
+                &client.config().region,
+                Some(stats.delivery.report()),
+            ))
             .await
         {
             tracing::warn!(song = %plan.song, error = %e, "cannot report the play");

@@ -11,7 +11,7 @@ use std::path::Path;
 use medley_client::Delivery;
 use plotters::prelude::*;
 
-use crate::run::{PlayRecord, RunData, RunError};
+use crate::record::{PlayRecord, RunData, RunError};
 
 /// The plots every report has, by file name.
 pub const PLOTS: [&str; 4] = [
@@ -371,8 +371,8 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
 }
 
 /// Each node's samples, in time order.
-fn node_series(d: &RunData) -> BTreeMap<usize, Vec<crate::run::NodeSample>> {
-    let mut m: BTreeMap<usize, Vec<crate::run::NodeSample>> = BTreeMap::new();
+fn node_series(d: &RunData) -> BTreeMap<usize, Vec<crate::record::NodeSample>> {
+    let mut m: BTreeMap<usize, Vec<crate::record::NodeSample>> = BTreeMap::new();
     for s in &d.nodes {
         m.entry(s.node).or_default().push(s.clone());
     }
@@ -385,7 +385,7 @@ fn grew(now: u64, before: u64) -> u64 {
 }
 
 /// MiB/s served between consecutive samples.
-fn rates(series: &[crate::run::NodeSample]) -> Vec<(f64, f64)> {
+fn rates(series: &[crate::record::NodeSample]) -> Vec<(f64, f64)> {
     series
         .windows(2)
         .map(|w| {
@@ -396,7 +396,7 @@ fn rates(series: &[crate::run::NodeSample]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn served_total(series: &[crate::run::NodeSample]) -> u64 {
+fn served_total(series: &[crate::record::NodeSample]) -> u64 {
     let first = series.first().map_or(0, |s| s.counters.bytes_served);
     first
         + series

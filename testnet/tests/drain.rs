@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{eight_nodes_and_library, eventually, publish, published};
-use medley_client::SearchParams;
+use medley_client::SearchQuery;
 use medley_core::{SongId, partition_of};
 use medley_node::{Store, StoreConfig, Tier};
 
@@ -90,11 +90,11 @@ async fn crash_during_publish_restart_and_drain_lose_nothing() {
     let mut committed: Vec<SongId> = Vec::new();
     for s in &library {
         let page = tracker
-            .search(&SearchParams {
+            .search(&SearchQuery {
                 q: s.song.title.clone(),
                 artist: Some(s.song.artist.clone()),
                 limit: Some(100),
-                ..SearchParams::default()
+                ..SearchQuery::default()
             })
             .await
             .unwrap();

@@ -383,7 +383,10 @@ async fn bad_input_gets_clear_errors_never_wrong_audio() {
     let song_id = id.parse().unwrap();
     let manifest = tracker.manifest(song_id).await.unwrap();
     let segs = manifest.body().segments.clone();
-    let holders = tracker.sources(song_id, segs.len(), 6).await.unwrap();
+    let holders = medley_client::song_sources(&tracker, song_id, segs.len(), 6, None)
+        .await
+        .unwrap()
+        .holders;
     let victim_peer = holders[0][0].as_ref().unwrap().peer.to_string();
     let victim = net
         .nodes()

@@ -95,7 +95,7 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
         60,
         "a node of the region to hold the song whole",
         || async {
-            let hot = tracker.hot().await.ok()?;
+            let hot = tracker.popularity().await.ok()?;
             let h = hot.iter().find(|h| h.song == song && h.region == region)?;
             h.held_by.first().cloned()
         },
@@ -151,7 +151,12 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
         .collect();
     tracker
         .with_signer(liar_key)
-        .announce(&liar.peer_id(), &liar_addrs, region, &[song])
+        .announce(&medley_api::PeerAnnouncement {
+            peer_id: liar.peer_id().to_string(),
+            addrs: liar_addrs,
+            region: region.into(),
+            songs: vec![song],
+        })
         .await
         .unwrap();
     let wav = dir.path().join("lied-to.wav");
@@ -177,7 +182,7 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
     // Cooling: without plays the counter halves every 10 s; below 1 the copy is released
     // and the node drops its segments.
     eventually(90, "the song to cool and its copy to go", || async {
-        let hot = tracker.hot().await.ok()?;
+        let hot = tracker.popularity().await.ok()?;
         let still = hot.iter().any(|h| h.song == song);
         (!still && node_hot_segments(&net, held_at).await == 0).then_some(())
     })
@@ -265,8 +270,7 @@ async fn listeners_serve_what_they_played_and_keep_it_across_restarts() {
     let manifest = tracker.manifest(song).await.unwrap();
     let (segments, slots) = (manifest.body().segments.len(), manifest.codec().total());
     let alice_id = eventually(30, "alice's announcement", || async {
-        let s = tracker
-            .song_sources(song, segments, slots, Some(region))
+        let s = medley_client::song_sources(&tracker, song, segments, slots, Some(region))
             .await
             .ok()?;
         let w = s.whole.first()?;
@@ -326,8 +330,7 @@ async fn listeners_serve_what_they_played_and_keep_it_across_restarts() {
 
     // Alice stops: she withdraws her announcement.
     assert!(alice.terminate().success());
-    let s = tracker
-        .song_sources(song, segments, slots, Some(region))
+    let s = medley_client::song_sources(&tracker, song, segments, slots, Some(region))
         .await
         .unwrap();
     assert!(

@@ -46,31 +46,31 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
     // A lying storage node joins (signed, as any node) and keeps sending heartbeats.
     let (node_key, _node_peer, node, node_addrs) = spawn_liar().await;
     let node_id = node_key.public().to_peer_id().to_string();
-    let reg = json!({"peer_id": node_id, "addrs": node_addrs, "region": "eu-west", "capacity": 1u64 << 34});
-    let r =
-        medley_net::signed::post_json(&http, &format!("{url}/v1/nodes/register"), &node_key, &reg)
-            .send()
-            .await
-            .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let beat = {
-        let (http, url, key, id) = (http.clone(), url.clone(), node_key.clone(), node_id.clone());
-        tokio::spawn(async move {
-            loop {
-                let hb =
-                    json!({"peer_id": id, "free": 1u64 << 34, "bytes_per_sec": 0, "transfers": 0});
-                let _ = medley_net::signed::post_json(
-                    &http,
-                    &format!("{url}/v1/nodes/heartbeat"),
-                    &key,
-                    &hb,
-                )
-                .send()
-                .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+    let as_node = net.tracker().unwrap().with_signer(node_key.clone());
+    as_node
+        .register(&medley_api::Registration {
+            peer_id: node_id.clone(),
+            addrs: node_addrs,
+            region: "eu-west".into(),
+            capacity: 1 << 34,
         })
-    };
+        .await
+        .unwrap();
+    let beat_id = node_id.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            let hb = medley_api::Heartbeat {
+                peer_id: beat_id.clone(),
+                load: medley_api::Load {
+                    free: 1 << 34,
+                    ..medley_api::Load::default()
+                },
+                hot: None,
+            };
+            let _ = as_node.heartbeat(&hb).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("lib");
@@ -89,12 +89,12 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
     let (peer_key, _liar_peer, peer, peer_addrs) = spawn_liar().await;
     let tracker = net.tracker().unwrap().with_signer(peer_key.clone());
     tracker
-        .announce(
-            &peer_key.public().to_peer_id(),
-            &peer_addrs,
-            "eu-west",
-            &[song],
-        )
+        .announce(&medley_api::PeerAnnouncement {
+            peer_id: peer_key.public().to_peer_id().to_string(),
+            addrs: peer_addrs,
+            region: "eu-west".into(),
+            songs: vec![song],
+        })
         .await
         .unwrap();
 

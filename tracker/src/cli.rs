@@ -14,6 +14,7 @@ use tracing::info;
 use crate::config::{CONFIG_FILE, ENV_PREFIX, FIELDS, TrackerConfig};
 use crate::server::Tracker;
 use crate::state::State;
+use medley_api::{LayoutPreview, NodeEntry, TrackerClient};
 
 /// Medley tracker: catalogue, node registry, layout and publish commit.
 #[derive(Debug, Parser)]
@@ -134,7 +135,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
                 break;
             }
             let n = batch.len();
-            let done = state.import(&batch).context("import failed")?;
+            let done = state.catalog().import(&batch).context("import failed")?;
             for (i, why) in &done.rejected {
                 eprintln!("{}: manifest {}: {why}", file.display(), offset + i);
             }
@@ -281,42 +282,33 @@ pub struct StatusArgs {
 /// Asks the running tracker for its counters and prints them.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let (url, pid, who) = running(&config)?;
-    let s: serde_json::Value =
-        medley_daemon::get_local_json(&format!("{url}/v1/stats"), &who).await?;
+    let (tracker, pid, who) = running(&config)?;
+    let s = tracker.stats().await.with_context(|| who.clone())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    println!("tracker   {url} (pid {pid})");
-    println!("key       {}", s["tracker_key"].as_str().unwrap_or("?"));
-    println!("songs     {}", n(&s["songs"]));
+    println!("tracker   {} (pid {pid})", tracker.url());
+    println!("key       {}", s.tracker_key);
+    println!("songs     {}", s.songs);
     println!(
         "nodes     {} alive of {}, {} draining",
-        n(&s["nodes_alive"]),
-        n(&s["nodes"]),
-        n(&s["nodes_draining"])
+        s.nodes_alive, s.nodes, s.nodes_draining
     );
-    match s["layout_version"].as_u64() {
+    match s.layout_version {
         Some(v) => println!(
             "layout    version {v}, {} partitions, {}+{} coding",
-            n(&s["partitions"]),
-            n(&s["k"]),
-            n(&s["m"])
+            s.partitions, s.k, s.m
         ),
         None => println!(
             "layout    none yet: fewer than {} nodes",
-            n(&s["k"]) + n(&s["m"])
+            u16::from(s.k) + u16::from(s.m)
         ),
     }
-    let r = &s["repair"];
+    let r = &s.repair;
     println!(
         "repair    backlog {}, done {}, failed {}; corrupt shards found {}",
-        n(&r["backlog"]),
-        n(&r["done"]),
-        n(&r["failed"]),
-        n(&r["scrub_bad"])
+        r.backlog, r.done, r.failed, r.scrub_bad
     );
     Ok(())
 }
@@ -339,48 +331,42 @@ pub struct LayoutArgs {
     pub json: bool,
 }
 
-/// The running tracker's URL, its process id and a name for it in errors.
-fn running(config: &TrackerConfig) -> anyhow::Result<(String, u32, String)> {
+/// A client of the running tracker, its process id and a name for it in errors.
+fn running(config: &TrackerConfig) -> anyhow::Result<(TrackerClient, u32, String)> {
     let info: crate::TrackerInfo =
         medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
-    let who = format!("the tracker (pid {})", info.pid);
-    Ok((info.url, info.pid, who))
+    let who = format!("asking the tracker (pid {}) at {}", info.pid, info.url);
+    Ok((TrackerClient::new(&info.url)?, info.pid, who))
 }
 
 /// Lists the nodes the running tracker knows.
 pub async fn nodes(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let (url, _, who) = running(&config)?;
-    let v: serde_json::Value =
-        medley_daemon::get_local_json(&format!("{url}/v1/nodes"), &who).await?;
+    let (tracker, _, who) = running(&config)?;
+    let nodes = tracker.nodes().await.with_context(|| who.clone())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&medley_api::NodeList { nodes })?
+        );
         return Ok(());
     }
-    let list: Vec<(crate::NodeRecord, bool)> = v["nodes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| {
-                    let rec = serde_json::from_value(n["node"].clone()).ok()?;
-                    Some((rec, n["alive"].as_bool().unwrap_or(false)))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    print!("{}", node_table(&list, crate::state::now_ms()));
+    print!("{}", node_table(&nodes, medley_core::unix_now_ms()));
     Ok(())
 }
 
 /// The node list as a table, one row per node, for a terminal.
-fn node_table(nodes: &[(crate::NodeRecord, bool)], now_ms: u64) -> String {
+fn node_table(nodes: &[NodeEntry], now_ms: u64) -> String {
     use std::fmt::Write as _;
     let size = |b: u64| ByteSize::b(b).to_string();
     let mut out = format!(
         "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}\n",
         "NODE", "REGION", "STATE", "USED / CAPACITY", "SHARDS", "SERVING", "BACKLOG", "SEEN"
     );
-    for (rec, alive) in nodes {
+    for NodeEntry {
+        node: rec, alive, ..
+    } in nodes
+    {
         let state = match (rec.draining, rec.stopped, alive) {
             (true, _, true) => "draining",
             (_, true, _) => "stopped",
@@ -391,13 +377,13 @@ fn node_table(nodes: &[(crate::NodeRecord, bool)], now_ms: u64) -> String {
         let _ = writeln!(
             out,
             "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}",
-            rec.registration.peer_id,
-            rec.registration.region,
+            rec.peer_id,
+            rec.region,
             state,
             format!(
                 "{} / {}",
                 size(rec.load.used),
-                size(rec.registration.capacity)
+                size(rec.capacity)
             ),
             rec.load.shards,
             format!("{}/s", size(rec.load.bytes_per_sec)),
@@ -411,20 +397,11 @@ fn node_table(nodes: &[(crate::NodeRecord, bool)], now_ms: u64) -> String {
 /// Shows the layout in force and a preview of a change.
 pub async fn layout(args: LayoutArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let (url, _, who) = running(&config)?;
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (key, ids) in [("drain", &args.drain), ("undrain", &args.undrain)] {
-        if !ids.is_empty() {
-            query.append_pair(key, &ids.join(","));
-        }
-    }
-    let query = query.finish();
-    let p: crate::LayoutPreview = medley_daemon::get_local_json_as(
-        &format!("{url}/v1/layout/preview?{query}"),
-        &who,
-        config.admin_token.as_deref(),
-    )
-    .await?;
+    let (tracker, _, who) = running(&config)?;
+    let p = tracker
+        .layout_preview(&args.drain, &args.undrain, config.admin_token.as_deref())
+        .await
+        .with_context(|| who.clone())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());
@@ -438,7 +415,7 @@ pub async fn layout(args: LayoutArgs) -> anyhow::Result<()> {
 
 /// A preview for a terminal; `unchanged_input`: no change was asked for, so a difference
 /// is one the tracker would make by itself (a node came or went).
-fn preview_text(p: &crate::LayoutPreview, unchanged_input: bool) -> String {
+fn preview_text(p: &LayoutPreview, unchanged_input: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     match p.current_version {
@@ -509,16 +486,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Load, NodeRecord, Registration};
+    use medley_api::{Load, NodeRecord, NodeSlots};
+
+    fn entry(node: NodeRecord, alive: bool) -> NodeEntry {
+        NodeEntry {
+            node,
+            alive,
+            banned: false,
+        }
+    }
 
     fn record(id: &str, draining: bool, stopped: bool, last_seen_ms: u64) -> NodeRecord {
         NodeRecord {
-            registration: Registration {
-                peer_id: id.into(),
-                addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
-                region: "eu".into(),
-                capacity: 10 << 30,
-            },
+            peer_id: id.into(),
+            addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+            region: "eu".into(),
+            capacity: 10 << 30,
             load: Load {
                 used: 3 << 30,
                 shards: 1234,
@@ -536,10 +519,10 @@ mod tests {
         let now = 100_000;
         let table = node_table(
             &[
-                (record("a", false, false, now - 2_000), true),
-                (record("b", false, true, now - 5_000), false),
-                (record("c", false, false, now - 90_000), false),
-                (record("d", true, false, now), true),
+                entry(record("a", false, false, now - 2_000), true),
+                entry(record("b", false, true, now - 5_000), false),
+                entry(record("c", false, false, now - 90_000), false),
+                entry(record("d", true, false, now), true),
             ],
             now,
         );
@@ -561,20 +544,20 @@ mod tests {
 
     #[test]
     fn preview_text_marks_changed_nodes_and_sums_what_moves() {
-        let p = crate::LayoutPreview {
+        let p = LayoutPreview {
             current_version: Some(7),
             changes: true,
             moved_slots: 12,
             moved_shards: 340,
             moved_bytes: 340 << 16,
             nodes: vec![
-                crate::NodeSlots {
+                NodeSlots {
                     peer_id: "a".into(),
                     region: "eu".into(),
                     before: 12,
                     after: 0,
                 },
-                crate::NodeSlots {
+                NodeSlots {
                     peer_id: "b".into(),
                     region: "us".into(),
                     before: 10,
@@ -598,7 +581,7 @@ mod tests {
             text.contains("this change would move: 12 slots, 340 shards"),
             "{text}"
         );
-        let idle = crate::LayoutPreview {
+        let idle = LayoutPreview {
             changes: false,
             moved_slots: 0,
             moved_shards: 0,

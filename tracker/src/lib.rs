@@ -18,21 +18,26 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
+mod catalog;
 pub mod cli;
 mod config;
 mod db;
+mod demand;
+mod error;
+mod layouts;
 mod popularity;
+mod registry;
 mod search;
 mod server;
 mod state;
 
-pub use api::{ApiError, SongView};
+pub use api::ApiError;
 pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
 pub use db::DbError;
-pub use popularity::{HotSong, PeerAnnouncement};
-pub use search::{Hit, MAX_LIMIT, MAX_QUERY, SearchError, SearchQuery, SearchResults};
+pub use search::{MAX_LIMIT, MAX_QUERY, SearchError};
 pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
-pub use state::{
-    Committed, Heartbeat, Imported, LayoutPreview, Load, MAX_ANNOUNCED_SONGS, NodeRecord,
-    NodeSlots, Registration, SourceKind, State, StateError, TRACKER_KEY_FILE, WholeSource,
-};
+pub use catalog::Imported;
+pub use demand::MAX_ANNOUNCED_SONGS;
+pub use error::StateError;
+pub use registry::NodeTotals;
+pub use state::{State, TRACKER_KEY_FILE};

@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use medley_api::{HotSong, PeerAnnouncement};
 use medley_core::SongId;
-use serde::{Deserialize, Serialize};
 
 /// A decaying counter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,34 +26,6 @@ impl Heat {
         let dt = now_ms.saturating_sub(self.at_ms) as f64;
         self.value * (-dt / half_life_ms * std::f64::consts::LN_2).exp()
     }
-}
-
-/// A listener peer that announced songs it holds whole in its cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerAnnouncement {
-    /// Its libp2p peer id.
-    pub peer_id: String,
-    /// Its data-plane addresses.
-    pub addrs: Vec<String>,
-    /// Its region.
-    pub region: String,
-    /// Songs it holds whole and serves.
-    pub songs: Vec<SongId>,
-}
-
-/// A song that is hot in a region, for `GET /v1/popularity`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HotSong {
-    /// The song.
-    pub song: SongId,
-    /// The region.
-    pub region: String,
-    /// Its decayed play count there now.
-    pub heat: f64,
-    /// Nodes ordered to hold it whole.
-    pub ordered: Vec<String>,
-    /// Nodes of that region that report holding it whole.
-    pub held_by: Vec<String>,
 }
 
 /// Hot-tier settings.

@@ -21,7 +21,6 @@ use std::path::Path;
 
 use medley_core::{SongId, SongMeta};
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
     BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
@@ -40,32 +39,7 @@ const MAX_ARTIST_SONGS: usize = 1000;
 /// Most words of a query that are used.
 const MAX_WORDS: usize = 8;
 
-/// A search request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchQuery {
-    /// Free text; may be empty when filters are given.
-    #[serde(default)]
-    pub q: String,
-    /// Only this artist (case-insensitive, whole name).
-    pub artist: Option<String>,
-    /// Only this album (case-insensitive, whole name).
-    pub album: Option<String>,
-    /// Only this genre (case-insensitive).
-    pub genre: Option<String>,
-    /// Only songs from this year on.
-    pub year_from: Option<u16>,
-    /// Only songs up to this year.
-    pub year_to: Option<u16>,
-    /// Results to skip.
-    #[serde(default)]
-    pub offset: usize,
-    /// Results to return, at most [`MAX_LIMIT`]; 20 by default.
-    pub limit: Option<usize>,
-}
-
-pub(crate) use medley_core::api::Artist;
-pub use medley_core::api::{Hit, SearchResults};
+pub(crate) use medley_api::{Artist, Hit, SearchQuery, SearchResults};
 
 /// Search failures.
 #[derive(Debug, thiserror::Error)]

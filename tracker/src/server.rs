@@ -11,7 +11,8 @@ use tracing::info;
 
 use crate::api::{App, router};
 use crate::config::{ConfigError, TrackerConfig};
-use crate::state::{State, StateError};
+use crate::error::StateError;
+use crate::state::State;
 
 /// File in the data directory where a running tracker writes its address.
 pub const TRACKER_INFO_FILE: &str = "tracker.json";

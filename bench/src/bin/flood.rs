@@ -75,9 +75,15 @@ async fn main() -> anyhow::Result<()> {
         for (id, _) in &songs {
             let manifest = tracker.manifest(*id).await?;
             let body = manifest.body();
-            let holders = tracker
-                .sources(*id, body.segments.len(), manifest.codec().total())
-                .await?;
+            let holders = medley_client::song_sources(
+                &tracker,
+                *id,
+                body.segments.len(),
+                manifest.codec().total(),
+                None,
+            )
+            .await?
+            .holders;
             let Some(Some(target)) = holders.first().and_then(|r| r.first()).cloned() else {
                 anyhow::bail!("no holder of the first shard of {id}");
             };

@@ -321,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64()
     );
     totals.lock().print("steady workload");
-    let hot = net.tracker()?.hot().await?;
+    let hot = net.tracker()?.popularity().await?;
     println!("songs hot somewhere at the end: {}", hot.len());
 
     if let Some(song) = flash_song {

@@ -37,7 +37,6 @@ use serde_json::json;
 use crate::cache::{SegmentCache, SegmentStore};
 use crate::error::ClientError;
 use crate::fetch::Fetcher;
-use crate::tracker::SearchParams;
 use crate::{Client, SourceStats};
 
 pub use subsonic::SubsonicUser;
@@ -190,8 +189,12 @@ fn api_error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
 fn failure(e: &ClientError) -> (StatusCode, &'static str) {
     match e {
         ClientError::UnknownSong(_) => (StatusCode::NOT_FOUND, "unknown_song"),
-        ClientError::Tracker { status: 400, .. } => (StatusCode::BAD_REQUEST, "bad_query"),
-        ClientError::TrackerDown { .. } => (StatusCode::BAD_GATEWAY, "tracker_down"),
+        ClientError::Tracker(e) if e.status() == Some(400) => {
+            (StatusCode::BAD_REQUEST, "bad_query")
+        }
+        ClientError::Tracker(medley_api::TrackerError::Unreachable { .. }) => {
+            (StatusCode::BAD_GATEWAY, "tracker_down")
+        }
         _ => (StatusCode::BAD_GATEWAY, "upstream"),
     }
 }
@@ -403,15 +406,15 @@ async fn api_search(State(gw): State<Shared>, Query(q): Query<SearchQuery>) -> R
     if q.q.trim().is_empty() {
         return axum::Json(json!({ "total": 0, "offset": 0, "results": [] })).into_response();
     }
-    let params = SearchParams {
+    let params = medley_api::SearchQuery {
         q: q.q,
         limit: Some(q.limit.unwrap_or(25).clamp(1, 100)),
-        offset: q.offset,
-        ..SearchParams::default()
+        offset: q.offset.unwrap_or(0),
+        ..medley_api::SearchQuery::default()
     };
     match gw.client.tracker().search(&params).await {
         Ok(page) => axum::Json(page).into_response(),
-        Err(e) => client_error(&e),
+        Err(e) => client_error(&e.into()),
     }
 }
 
@@ -458,13 +461,15 @@ async fn api_played(State(gw): State<Shared>, Path(id): Path<String>) -> Respons
         gw.client.note_played(id, &s.fetcher.segment_ids());
     }
     let region = gw.client.config().region.clone();
+    let report = medley_api::PlayReport::new(id, &region, delivery.map(|d| d.report()));
     match gw
         .client
         .tracker()
-        .report_play(id, &region, delivery.as_ref())
+        .report_play(&report)
         .await
+        .map_err(crate::tracker::unknown_song(id))
     {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => client_error(&e),
     }
 }

@@ -27,7 +27,7 @@ use medley_core::SongId;
 use serde_json::{Map, Value, json};
 
 use super::Shared;
-use crate::tracker::{Hit, SearchParams};
+use medley_api::{Hit, SearchQuery};
 
 const API_VERSION: &str = "1.16.1";
 const XMLNS: &str = "http://subsonic.org/restapi";
@@ -236,7 +236,10 @@ async fn dispatch(
         "getAlbum" => get_album(gw, p.need("id")?).await?,
         "getSong" => {
             let id = song_id(p.need("id")?)?;
-            let info = tracker.song(id).await.map_err(|e| upstream(&e))?;
+            let info = tracker
+                .song(id)
+                .await
+                .map_err(|e| upstream(&crate::tracker::unknown_song(id)(e)))?;
             let mut song = child_of_hit(&Hit::of(&id, &info.meta));
             song["size"] = json!(info.size);
             json!({ "song": song })
@@ -247,7 +250,7 @@ async fn dispatch(
             let songs = tracker
                 .random_songs(size, p.get("genre").filter(|g| !g.is_empty()))
                 .await
-                .map_err(|e| upstream(&e))?;
+                .map_err(|e| upstream(&e.into()))?;
             json!({ "randomSongs": { "song": songs.iter().map(child_of_hit).collect::<Vec<_>>() } })
         }
         "stream" | "download" => {
@@ -282,9 +285,9 @@ async fn dispatch(
                 let region = gw.client.config().region.clone();
                 for id in ids {
                     tracker
-                        .report_play(id, &region, None)
+                        .report_play(&medley_api::PlayReport::new(id, &region, None))
                         .await
-                        .map_err(|e| upstream(&e))?;
+                        .map_err(|e| upstream(&crate::tracker::unknown_song(id)(e)))?;
                 }
             }
             json!({})
@@ -393,17 +396,17 @@ fn child_of_hit(h: &Hit) -> Value {
 }
 
 /// Every song matching `params`, page by page, up to `max`.
-async fn all_hits(gw: &Shared, mut params: SearchParams, max: usize) -> Result<Vec<Hit>, Failure> {
+async fn all_hits(gw: &Shared, mut params: SearchQuery, max: usize) -> Result<Vec<Hit>, Failure> {
     let mut out = Vec::new();
     loop {
-        params.offset = Some(out.len());
+        params.offset = out.len();
         params.limit = Some(100);
         let page = gw
             .client
             .tracker()
             .search(&params)
             .await
-            .map_err(|e| upstream(&e))?;
+            .map_err(|e| upstream(&e.into()))?;
         let n = page.results.len();
         out.extend(page.results);
         if n < 100 || out.len() >= max || out.len() >= page.total {
@@ -480,14 +483,14 @@ async fn get_artists(gw: &Shared) -> Result<Value, Failure> {
     let mut artists = Vec::new();
     let mut after = String::new();
     loop {
-        let (page, next) = gw
+        let page = gw
             .client
             .tracker()
             .artists(&after, 500)
             .await
-            .map_err(|e| upstream(&e))?;
-        artists.extend(page);
-        match next {
+            .map_err(|e| upstream(&e.into()))?;
+        artists.extend(page.artists);
+        match page.next {
             Some(n) if artists.len() < MAX_ARTISTS => after = n,
             _ => break,
         }
@@ -512,9 +515,9 @@ async fn get_artist(gw: &Shared, id: &str) -> Result<Value, Failure> {
     let name = parse_artist_id(id)?;
     let hits = all_hits(
         gw,
-        SearchParams {
+        SearchQuery {
             artist: Some(name.clone()),
-            ..SearchParams::default()
+            ..SearchQuery::default()
         },
         MAX_ARTIST_SONGS,
     )
@@ -539,10 +542,10 @@ async fn get_album(gw: &Shared, id: &str) -> Result<Value, Failure> {
     let (artist, album) = parse_album_id(id)?;
     let mut hits = all_hits(
         gw,
-        SearchParams {
+        SearchQuery {
             artist: Some(artist.clone()),
             album: Some(album.clone()),
-            ..SearchParams::default()
+            ..SearchQuery::default()
         },
         MAX_ARTIST_SONGS,
     )
@@ -618,8 +621,8 @@ async fn search3(gw: &Shared, p: &Params) -> Result<Value, Failure> {
             tracker
                 .songs_page(song_offset, song_count.min(500))
                 .await
-                .map_err(|e| upstream(&e))?
-                .0
+                .map_err(|e| upstream(&e.into()))?
+                .songs
         };
         let wanted = (artist_offset + artist_count).min(500);
         let artists = if artist_count == 0 || artist_offset >= 500 {
@@ -628,8 +631,8 @@ async fn search3(gw: &Shared, p: &Params) -> Result<Value, Failure> {
             tracker
                 .artists("", wanted)
                 .await
-                .map_err(|e| upstream(&e))?
-                .0
+                .map_err(|e| upstream(&e.into()))?
+                .artists
         };
         let artists: Vec<Value> = artists
             .iter()
@@ -652,25 +655,25 @@ async fn search3(gw: &Shared, p: &Params) -> Result<Value, Failure> {
         Vec::new()
     } else {
         tracker
-            .search(&SearchParams {
+            .search(&SearchQuery {
                 q: q.clone(),
                 limit: Some(song_count.min(100)),
-                offset: Some(song_offset.min(10_000)),
-                ..SearchParams::default()
+                offset: song_offset.min(10_000),
+                ..SearchQuery::default()
             })
             .await
-            .map_err(|e| upstream(&e))?
+            .map_err(|e| upstream(&e.into()))?
             .results
     };
     // Artists and albums: those of the best matches.
     let top = tracker
-        .search(&SearchParams {
+        .search(&SearchQuery {
             q,
             limit: Some(100),
-            ..SearchParams::default()
+            ..SearchQuery::default()
         })
         .await
-        .map_err(|e| upstream(&e))?
+        .map_err(|e| upstream(&e.into()))?
         .results;
     let mut seen = std::collections::HashSet::new();
     let artists: Vec<Value> = top

@@ -63,7 +63,7 @@ fn init_then_config_precedence_then_run() {
         text.contains("# tracker = \"http://127.0.0.1:4700\""),
         "{text}"
     );
-    assert!(dir.join(medley_net::IDENTITY_FILE).exists());
+    assert!(dir.join(medley_daemon::identity::IDENTITY_FILE).exists());
 
     // A second init refuses and changes nothing; --force replaces the file.
     let again = node(&["init", "--data-dir", d, "--region", "other"], &[]);
@@ -295,7 +295,7 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
         serde_json::from_str(include_str!("../../../deploy/grafana/medley.json")).unwrap();
     let sources = [
         include_str!("../../src/admin.rs"),
-        include_str!("../../../tracker/src/api.rs"),
+        include_str!("../../../tracker/src/api/metrics.rs"),
         include_str!("../../../client/src/gateway/mod.rs"),
     ]
     .concat();

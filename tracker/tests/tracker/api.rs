@@ -274,7 +274,7 @@ async fn nodes_register_and_layout_follows() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let grants: medley_core::api::PublishGrants = r.json().await.unwrap();
+    let grants: medley_api::PublishGrants = r.json().await.unwrap();
     assert_eq!((grants.song, grants.layout_version), (m.id(), 2));
     let now = medley_core::unix_now();
     assert!(grants.expires > now + 60 && grants.expires <= now + 1800 + 5);

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use medley_tracker::{TRACKER_INFO_FILE, TrackerInfo};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{get_bytes, get_json, manifest, post_body, publisher};
 
@@ -50,16 +50,18 @@ async fn state_survives_kill_9() {
     let r = post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
     for _ in 0..6 {
-        let key = medley_net::Keypair::generate_ed25519();
-        let reg = json!({"peer_id": key.public().to_peer_id().to_string(), "addrs": ["/ip4/127.0.0.1/udp/1/quic-v1"], "region": "r", "capacity": 1u64 << 40});
-        assert!(
-            medley_net::signed::post_json(&http, &format!("{url}/v1/nodes/register"), &key, &reg)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .is_success()
-        );
+        let key = libp2p_identity::Keypair::generate_ed25519();
+        let reg = medley_api::Registration {
+            peer_id: key.public().to_peer_id().to_string(),
+            addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+            region: "r".into(),
+            capacity: 1 << 40,
+        };
+        let node = medley_api::TrackerClient::builder(&url)
+            .signer(key)
+            .build()
+            .unwrap();
+        node.register(&reg).await.unwrap();
     }
     let layout: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     // SIGKILL right after the acknowledgements: no shutdown, no flush.

@@ -1,8 +1,8 @@
 //! Node and listener requests signed with their peer keys; liars banned by distinct
 //! reporters.
 
-use medley_net::Keypair;
-use medley_net::signed::{PEER_HEADER, SIGNATURE_HEADER, TIME_HEADER, sign_request};
+use libp2p_identity::Keypair;
+use medley_api::signed::{PEER_HEADER, SIGNATURE_HEADER, TIME_HEADER, sign_request};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -214,18 +214,18 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
     ] {
         let r = http.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        let time: u64 = r.headers()[medley_core::api::ANSWER_TIME_HEADER]
+        let time: u64 = r.headers()[medley_api::signed::ANSWER_TIME_HEADER]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
         assert!(time.abs_diff(now_ms()) < 60_000);
         let sig =
-            hex::decode(r.headers()[medley_core::api::ANSWER_SIGNATURE_HEADER].as_bytes()).unwrap();
+            hex::decode(r.headers()[medley_api::signed::ANSWER_SIGNATURE_HEADER].as_bytes()).unwrap();
         let body = r.bytes().await.unwrap();
-        let signed = medley_core::api::signed_answer(&path, time, &body);
+        let signed = medley_api::signed::signed_answer(&path, time, &body);
         assert_eq!(key.verify_statement(&signed, &sig), Ok(()), "{path}");
-        let elsewhere = medley_core::api::signed_answer("/v1/layout?version=2", time, &body);
+        let elsewhere = medley_api::signed::signed_answer("/v1/layout?version=2", time, &body);
         assert!(
             key.verify_statement(&elsewhere, &sig).is_err(),
             "{path}: bound to its path"

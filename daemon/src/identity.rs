@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use libp2p::identity::Keypair;
-pub use medley_daemon::keyfile::create_private_file;
+use libp2p_identity::Keypair;
+
+use crate::keyfile::create_private_file;
 
 /// File name of the identity key inside a data directory.
 pub const IDENTITY_FILE: &str = "identity.key";

@@ -1,14 +1,22 @@
-//! Requests signed with a peer's identity key, so that the tracker knows that a heartbeat,
-//! a leave notice, an announcement or a report comes from the peer it names.
+//! The control plane's two signature schemes.
+//!
+//! **Signed requests**: signed with a peer's identity key, so that the tracker knows that a
+//! registration, a heartbeat, a leave notice, an announcement or a report comes from the
+//! peer it names.
 //!
 //! Three headers carry the proof: [`PEER_HEADER`] (the signer's peer id, which embeds its
 //! ed25519 public key), [`TIME_HEADER`] (Unix milliseconds) and [`SIGNATURE_HEADER`] (hex).
 //! The signature covers a domain prefix, the method, the path (with its query), the time and
 //! the body. The receiver refuses a time further than [`MAX_SKEW_MS`] from its clock, and
 //! remembers the signatures it saw within that window to refuse replays.
+//!
+//! **Signed answers**: what nodes act on (layouts, partition listings, hot orders) comes
+//! signed by the tracker's key, over the path asked, the time and the body
+//! ([`signed_answer`]), in [`ANSWER_TIME_HEADER`] and [`ANSWER_SIGNATURE_HEADER`]; a node
+//! checks it with [`verify_answer`] against the key it pinned.
 
-use libp2p::PeerId;
-use libp2p::identity::{Keypair, PublicKey};
+use libp2p_identity::{Keypair, PeerId, PublicKey};
+use medley_core::TrackerId;
 
 /// The signer's peer id.
 pub const PEER_HEADER: &str = "x-medley-peer";
@@ -91,34 +99,6 @@ pub fn sign_request(
     }
 }
 
-/// A `POST` of `body` as JSON to `url`, signed with `key` now.
-pub fn post_json<T: serde::Serialize + ?Sized>(
-    http: &reqwest::Client,
-    url: &str,
-    key: &Keypair,
-    body: &T,
-) -> reqwest::RequestBuilder {
-    // Serializing our plain request types cannot fail.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let path = reqwest::Url::parse(url).map_or_else(
-        |_| "/".to_string(),
-        |u| match u.query() {
-            Some(q) => format!("{}?{q}", u.path()),
-            None => u.path().to_string(),
-        },
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let sig = sign_request(key, "POST", &path, &bytes, now);
-    http.post(url)
-        .header(PEER_HEADER, sig.peer)
-        .header(TIME_HEADER, sig.time_ms.to_string())
-        .header(SIGNATURE_HEADER, sig.signature)
-        .header("content-type", "application/json")
-        .body(bytes)
-}
-
 /// Checks a signed request; returns the signer.
 pub fn verify_request(
     sig: &RequestSignature,
@@ -147,13 +127,16 @@ pub fn verify_request(
     }
 }
 
-/// The public key a peer id embeds (ed25519 ids are the identity hash of their key).
+/// The public key a peer id embeds: an ed25519 peer id is the identity multihash (code 0,
+/// then the length, then the digest) of the key's protobuf encoding.
 fn public_key(peer: &PeerId) -> Option<PublicKey> {
-    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
-    if mh.code() != 0 {
-        return None;
+    let bytes = peer.to_bytes();
+    match bytes.as_slice() {
+        [0, len, digest @ ..] if usize::from(*len) == digest.len() => {
+            PublicKey::try_decode_protobuf(digest).ok()
+        }
+        _ => None,
     }
-    PublicKey::try_decode_protobuf(mh.digest()).ok()
 }
 
 /// Remembers recent signatures to refuse replays; forgets them once they are too old to
@@ -186,12 +169,80 @@ impl ReplayGuard {
                 self.seen.retain(|_, &mut t| t > cut);
             }
         }
-        let key = *medley_core::Hash::of(sig.signature.as_bytes()).as_bytes();
+        // Keyed on the signature's bytes, not its text: the same signature written in other
+        // letters (upper-case hex) is the same request.
+        let bytes = hex::decode(&sig.signature).map_err(|_| SignatureError::BadSignature(sig.peer.clone()))?;
+        let key = *medley_core::Hash::of(&bytes).as_bytes();
         match self.seen.insert(key, sig.time_ms) {
             Some(_) => Err(SignatureError::Replayed),
             None => Ok(()),
         }
     }
+}
+
+/// Header of a tracker answer that nodes act on: when it was signed (Unix milliseconds).
+pub const ANSWER_TIME_HEADER: &str = "x-medley-tracker-time";
+/// Header of a tracker answer that nodes act on: the tracker's signature (hex), by
+/// [`medley_core::TrackerKey::sign_statement`] over [`signed_answer`].
+pub const ANSWER_SIGNATURE_HEADER: &str = "x-medley-tracker-signature";
+/// Largest difference accepted between a signed answer's time and the node's clock.
+pub const MAX_ANSWER_AGE_MS: u64 = 5 * 60 * 1000;
+
+/// What the tracker signs of an answer: the path asked (with its query), the time and the
+/// body, so an answer cannot be passed off for another request or replayed much later.
+pub fn signed_answer(path: &str, time_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(path.len() + body.len() + 24);
+    m.extend_from_slice(path.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(time_ms.to_string().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(body);
+    m
+}
+
+/// Why a signed answer is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The answer carries no signature headers.
+    #[error("the answer is not signed")]
+    Unsigned,
+    /// The signing time is not a number, or too far from the node's clock.
+    #[error("the answer was signed at {time}, now is {now_ms}")]
+    Stale {
+        /// The time header as sent.
+        time: String,
+        /// The node's clock.
+        now_ms: u64,
+    },
+    /// The signature is not hex or does not verify under the known key.
+    #[error("the answer's signature does not verify under the tracker key {0}")]
+    BadSignature(TrackerId),
+}
+
+/// Checks an answer to `path` carrying `time` and `signature` (the two header values) and
+/// `body` against the tracker key `key`, at `now_ms`.
+pub fn verify_answer(
+    key: &TrackerId,
+    path: &str,
+    time: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<(), AnswerError> {
+    let (Some(time), Some(signature)) = (time, signature) else {
+        return Err(AnswerError::Unsigned);
+    };
+    let stale = || AnswerError::Stale {
+        time: time.chars().take(32).collect(),
+        now_ms,
+    };
+    let t: u64 = time.parse().map_err(|_| stale())?;
+    if t.abs_diff(now_ms) > MAX_ANSWER_AGE_MS {
+        return Err(stale());
+    }
+    let signature = hex::decode(signature).map_err(|_| AnswerError::BadSignature(*key))?;
+    key.verify_statement(&signed_answer(path, t, body), &signature)
+        .map_err(|_| AnswerError::BadSignature(*key))
 }
 
 #[cfg(test)]
@@ -251,5 +302,52 @@ mod tests {
             assert_eq!(guard.check(&s, 10 + i), Ok(()));
         }
         assert!(guard.seen.len() <= 100);
+    }
+
+    #[test]
+    fn a_replay_in_other_letters_is_still_a_replay() {
+        let key = Keypair::generate_ed25519();
+        let mut guard = ReplayGuard::new(100);
+        let s = sign_request(&key, "POST", "/v1/x", b"1", 5);
+        let mut upper = s.clone();
+        upper.signature = s.signature.to_uppercase();
+        // The upper-case signature verifies: hex is read case-insensitively.
+        assert_eq!(
+            verify_request(&upper, "POST", "/v1/x", b"1", 5),
+            Ok(key.public().to_peer_id())
+        );
+        assert_eq!(guard.check(&s, 5), Ok(()));
+        assert_eq!(guard.check(&upper, 5), Err(SignatureError::Replayed));
+    }
+
+    #[test]
+    fn answers_verify_only_signed_recent_and_unchanged() {
+        let tracker = medley_core::TrackerKey::from_seed([5; 32]);
+        let id = tracker.id();
+        let now = 10_000_000;
+        let sig = hex::encode(tracker.sign_statement(&signed_answer("/v1/layout", now, b"{}")));
+        let t = now.to_string();
+        let check = |path: &str, time: Option<&str>, sig: Option<&str>, body: &[u8], at: u64| {
+            verify_answer(&id, path, time, sig, body, at)
+        };
+        assert_eq!(check("/v1/layout", Some(&t), Some(&sig), b"{}", now), Ok(()));
+        assert_eq!(check("/v1/layout", None, None, b"{}", now), Err(AnswerError::Unsigned));
+        assert!(matches!(
+            check("/v1/layout", Some(&t), Some(&sig), b"{}", now + MAX_ANSWER_AGE_MS + 1),
+            Err(AnswerError::Stale { .. })
+        ));
+        for (path, body) in [("/v1/layout?version=1", &b"{}"[..]), ("/v1/layout", b"[]")] {
+            assert_eq!(
+                check(path, Some(&t), Some(&sig), body, now),
+                Err(AnswerError::BadSignature(id))
+            );
+        }
+        let other = medley_core::TrackerKey::from_seed([6; 32]).id();
+        assert_eq!(
+            verify_answer(&other, "/v1/layout", Some(&t), Some(&sig), b"{}", now),
+            Err(AnswerError::BadSignature(other))
+        );
+        assert!(check("/v1/layout", Some("soon"), Some(&sig), b"{}", now).is_err());
+        assert!(check("/v1/layout", Some(&t), Some("zz"), b"{}", now).is_err());
     }
 }

@@ -1,0 +1,691 @@
+//! One typed client of the tracker's API, shared by nodes, listeners, the testnet and tools.
+//!
+//! What it checks: every answer parses as the type the endpoint promises; a manifest matches
+//! the id it was asked for (hash, encoding, signature); answers a node acts on verify under
+//! the tracker key it passes in ([`crate::signed::verify_answer`]). What it signs: with a
+//! signer set, registrations, heartbeats, leave notices, announcements and reports carry the
+//! signer's identity ([`crate::signed`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p_identity::Keypair;
+use medley_core::{Layout, Manifest, SegmentEntry, SegmentId, SongId, TrackerId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::signed::{
+    ANSWER_SIGNATURE_HEADER, ANSWER_TIME_HEADER, AnswerError, PEER_HEADER, SIGNATURE_HEADER,
+    TIME_HEADER, sign_request, verify_answer,
+};
+use crate::{
+    ArtistPage, ArtistsQuery, Committed, DrainState, ErrorBody, ErrorCode, Heartbeat, Hit,
+    HotOrders, HotSong, LayoutPreview, Leaving, NewPublisher, NodeEntry, NodeList,
+    PartitionSegments, PeerAnnouncement, PlayRecorded, PlayReport, Popularity, PreviewQuery,
+    PublishGrants, PublisherChange, PublisherList, RandomQuery, RandomSongs, Registered,
+    Registration, SearchQuery, SearchResults, Song, SongPage, SongSources, SongsQuery,
+    SourceReport, SourcesQuery, Stats,
+};
+
+/// Why a tracker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// No answer: the tracker is down, unreachable, or the connection broke.
+    #[error("cannot reach the tracker at {url}: {reason}")]
+    Unreachable {
+        /// The tracker's base URL.
+        url: String,
+        /// Why, with its causes.
+        reason: String,
+    },
+    /// The tracker answered with an error.
+    #[error("the tracker refused {what}: {message} ({code}, HTTP {status})")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The API's error code.
+        code: ErrorCode,
+        /// The API's message.
+        message: String,
+    },
+    /// The answer does not parse or does not check out.
+    #[error("the tracker at {url} sent an invalid {what}: {reason}")]
+    BadAnswer {
+        /// The tracker's base URL.
+        url: String,
+        /// What was asked.
+        what: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An answer the caller acts on is not signed by the tracker key it trusts.
+    #[error("the tracker at {url} sent {what} that does not verify: {source}")]
+    Unsigned {
+        /// The tracker's base URL.
+        url: String,
+        /// What was asked.
+        what: String,
+        /// Why.
+        source: AnswerError,
+    },
+    /// The client could not be set up.
+    #[error("tracker client: {0}")]
+    Config(String),
+}
+
+impl TrackerError {
+    /// The HTTP status, if the tracker answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The API's error code, if the tracker answered with an error.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of a [`TrackerClient`].
+#[derive(Debug, Clone)]
+pub struct TrackerClientBuilder {
+    base: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    signer: Option<Keypair>,
+}
+
+impl TrackerClientBuilder {
+    /// Longest a whole call may take (30 s by default: a large page or a slow tracker).
+    #[must_use]
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Longest a connection may take to open (5 s by default).
+    #[must_use]
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Signs registrations, heartbeats, announcements and reports with `key`.
+    #[must_use]
+    pub fn signer(mut self, key: Keypair) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<TrackerClient, TrackerError> {
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(|e| TrackerError::Config(medley_core::error_chain(&e)))?;
+        Ok(TrackerClient {
+            base: self.base.trim_end_matches('/').into(),
+            http,
+            signer: self.signer.map(Arc::new),
+        })
+    }
+}
+
+/// A client of one tracker. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    base: Arc<str>,
+    http: reqwest::Client,
+    signer: Option<Arc<Keypair>>,
+}
+
+/// A request body.
+enum Body<'a> {
+    None,
+    Json(Vec<u8>),
+    Manifest(&'a [u8]),
+}
+
+impl TrackerClient {
+    /// Settings for a client of the tracker at `base` (e.g. `http://127.0.0.1:4700`).
+    pub fn builder(base: &str) -> TrackerClientBuilder {
+        TrackerClientBuilder {
+            base: base.to_string(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            signer: None,
+        }
+    }
+
+    /// A client of the tracker at `base` with the default settings and no signer.
+    pub fn new(base: &str) -> Result<Self, TrackerError> {
+        Self::builder(base).build()
+    }
+
+    /// The same client, signing with `key`.
+    #[must_use]
+    pub fn with_signer(&self, key: Keypair) -> Self {
+        Self {
+            signer: Some(Arc::new(key)),
+            ..self.clone()
+        }
+    }
+
+    /// The tracker's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> TrackerError {
+        TrackerError::Unreachable {
+            url: self.base.to_string(),
+            reason: medley_core::error_chain(e),
+        }
+    }
+
+    fn bad(&self, what: &str, reason: impl std::fmt::Display) -> TrackerError {
+        TrackerError::BadAnswer {
+            url: self.base.to_string(),
+            what: what.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends a request to `path` (with its query) and returns the successful answer.
+    async fn call(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Body<'_>,
+        signed: bool,
+        admin: Option<&str>,
+    ) -> Result<reqwest::Response, TrackerError> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(token) = admin {
+            req = req.bearer_auth(token);
+        }
+        let bytes: &[u8] = match &body {
+            Body::None => &[],
+            Body::Json(b) => b,
+            Body::Manifest(b) => b,
+        };
+        if let (true, Some(key)) = (signed, &self.signer) {
+            let now = medley_core::unix_now_ms();
+            let sig = sign_request(key, method.as_str(), path, bytes, now);
+            req = req
+                .header(PEER_HEADER, sig.peer)
+                .header(TIME_HEADER, sig.time_ms.to_string())
+                .header(SIGNATURE_HEADER, sig.signature);
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(b) => req.header("content-type", "application/json").body(b),
+            Body::Manifest(b) => req
+                .header("content-type", "application/octet-stream")
+                .body(b.to_vec()),
+        };
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (
+                ErrorCode::Other("unknown".into()),
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            ),
+        };
+        Err(TrackerError::Refused {
+            what: what.to_string(),
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    async fn parse<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        resp: reqwest::Response,
+    ) -> Result<T, TrackerError> {
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.bad(what, e))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, TrackerError> {
+        let resp = self
+            .call(what, reqwest::Method::GET, path, Body::None, false, None)
+            .await?;
+        self.parse(what, resp).await
+    }
+
+    /// A GET whose answer must be signed by `key` and recent.
+    async fn get_signed<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        key: &TrackerId,
+    ) -> Result<T, TrackerError> {
+        let resp = self
+            .call(what, reqwest::Method::GET, path, Body::None, false, None)
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (time, signature) = (header(ANSWER_TIME_HEADER), header(ANSWER_SIGNATURE_HEADER));
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        verify_answer(
+            key,
+            path,
+            time.as_deref(),
+            signature.as_deref(),
+            &bytes,
+            medley_core::unix_now_ms(),
+        )
+        .map_err(|source| TrackerError::Unsigned {
+            url: self.base.to_string(),
+            what: what.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| self.bad(what, e))
+    }
+
+    /// A JSON POST, signed when `signed` and a signer is set, with the admin token if given.
+    async fn post<B: Serialize + ?Sized>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+        signed: bool,
+        admin: Option<&str>,
+    ) -> Result<reqwest::Response, TrackerError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| TrackerError::Config(e.to_string()))?;
+        self.call(
+            what,
+            reqwest::Method::POST,
+            path,
+            Body::Json(bytes),
+            signed,
+            admin,
+        )
+        .await
+    }
+
+    // The catalogue.
+
+    /// Searches the catalogue.
+    pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults, TrackerError> {
+        self.get("the search", &with_query("/v1/search", q)).await
+    }
+
+    /// A song's metadata and plays.
+    pub async fn song(&self, id: SongId) -> Result<Song, TrackerError> {
+        self.get(&format!("song {id}"), &format!("/v1/songs/{id}"))
+            .await
+    }
+
+    /// A song's signed manifest, checked against `id` (hash, encoding, signature).
+    pub async fn manifest(&self, id: SongId) -> Result<Manifest, TrackerError> {
+        let what = format!("the manifest of song {id}");
+        let path = format!("/v1/songs/{id}/manifest");
+        let resp = self
+            .call(&what, reqwest::Method::GET, &path, Body::None, false, None)
+            .await?;
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Manifest::decode_expecting(&bytes, id).map_err(|e| self.bad(&what, e))
+    }
+
+    /// Who holds song `id` whole (best first for `region`) and who holds each shard slot.
+    pub async fn sources(
+        &self,
+        id: SongId,
+        region: Option<&str>,
+    ) -> Result<SongSources, TrackerError> {
+        let q = SourcesQuery {
+            region: region.map(str::to_string),
+        };
+        let path = with_query(&format!("/v1/songs/{id}/sources"), &q);
+        let s: SongSources = self.get(&format!("sources of song {id}"), &path).await?;
+        if s.song != id {
+            return Err(self.bad("source list", format!("it lists song {}", s.song)));
+        }
+        Ok(s)
+    }
+
+    /// A page of the catalogue's artists, after `after` (a name, case-insensitive).
+    pub async fn artists(&self, after: &str, limit: usize) -> Result<ArtistPage, TrackerError> {
+        let q = ArtistsQuery {
+            after: after.to_string(),
+            limit: Some(limit),
+        };
+        self.get("the artist list", &with_query("/v1/browse/artists", &q))
+            .await
+    }
+
+    /// Every song in id order: `limit` (1 to 500) after the first `offset`.
+    pub async fn songs_page(&self, offset: usize, limit: usize) -> Result<SongPage, TrackerError> {
+        let q = SongsQuery {
+            offset,
+            limit: Some(limit),
+        };
+        self.get("the song list", &with_query("/v1/browse/songs", &q))
+            .await
+    }
+
+    /// Up to `size` songs at random, optionally of one genre.
+    pub async fn random_songs(
+        &self,
+        size: usize,
+        genre: Option<&str>,
+    ) -> Result<Vec<Hit>, TrackerError> {
+        let q = RandomQuery {
+            size: Some(size),
+            genre: genre.map(str::to_string),
+        };
+        let r: RandomSongs = self
+            .get("random songs", &with_query("/v1/browse/random", &q))
+            .await?;
+        Ok(r.songs)
+    }
+
+    /// Grants to upload `manifest`'s shards, with where each shard goes.
+    pub async fn publish_grants(&self, manifest: &Manifest) -> Result<PublishGrants, TrackerError> {
+        let what = "publish grants";
+        let g: PublishGrants = self
+            .post_manifest(what, "/v1/publish/grants", manifest)
+            .await?;
+        if g.song != manifest.id() {
+            return Err(self.bad(what, format!("they are for song {}", g.song)));
+        }
+        Ok(g)
+    }
+
+    /// Commits a signed manifest.
+    pub async fn publish(&self, manifest: &Manifest) -> Result<Committed, TrackerError> {
+        self.post_manifest("the publish", "/v1/publish", manifest)
+            .await
+    }
+
+    /// POSTs `manifest`'s encoding to `path` and reads the answer.
+    async fn post_manifest<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        manifest: &Manifest,
+    ) -> Result<T, TrackerError> {
+        let body = Body::Manifest(manifest.encoded());
+        let resp = self
+            .call(what, reqwest::Method::POST, path, body, false, None)
+            .await?;
+        self.parse(what, resp).await
+    }
+
+    /// Reports a play.
+    pub async fn report_play(&self, report: &PlayReport) -> Result<PlayRecorded, TrackerError> {
+        let what = "the play report";
+        let resp = self.post(what, "/v1/plays", report, false, None).await?;
+        self.parse(what, resp).await
+    }
+
+    /// Tells the tracker which songs this listener holds whole and serves (signed).
+    pub async fn announce(&self, a: &PeerAnnouncement) -> Result<(), TrackerError> {
+        self.post("the peer announcement", "/v1/peers/announce", a, true, None)
+            .await
+            .map(drop)
+    }
+
+    /// Reports a source that failed this client (signed when a signer is set).
+    pub async fn report_source(&self, r: &SourceReport) -> Result<(), TrackerError> {
+        self.post("the source report", "/v1/reports", r, true, None)
+            .await
+            .map(drop)
+    }
+
+    /// The songs hot in some region, hottest first.
+    pub async fn popularity(&self) -> Result<Vec<HotSong>, TrackerError> {
+        let p: Popularity = self.get("the popular songs", "/v1/popularity").await?;
+        Ok(p.hot)
+    }
+
+    // Nodes and the layout.
+
+    /// Counters, coding parameters and the tracker key.
+    pub async fn stats(&self) -> Result<Stats, TrackerError> {
+        self.get("the stats", "/v1/stats").await
+    }
+
+    /// The node registry.
+    pub async fn nodes(&self) -> Result<Vec<NodeEntry>, TrackerError> {
+        let l: NodeList = self.get("the node list", "/v1/nodes").await?;
+        Ok(l.nodes)
+    }
+
+    /// Registers a node (signed).
+    pub async fn register(&self, r: &Registration) -> Result<Registered, TrackerError> {
+        let what = "the registration";
+        let resp = self
+            .post(what, "/v1/nodes/register", r, true, None)
+            .await?;
+        self.parse(what, resp).await
+    }
+
+    /// Sends a heartbeat (signed).
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), TrackerError> {
+        self.post("the heartbeat", "/v1/nodes/heartbeat", hb, true, None)
+            .await
+            .map(drop)
+    }
+
+    /// Tells the tracker that node `peer_id` is stopping (signed).
+    pub async fn leave(&self, peer_id: &str) -> Result<(), TrackerError> {
+        let l = Leaving {
+            peer_id: peer_id.to_string(),
+        };
+        self.post("the leave notice", "/v1/nodes/leave", &l, true, None)
+            .await
+            .map(drop)
+    }
+
+    /// The current layout, unsigned: for display and tools, not for acting on.
+    pub async fn layout(&self) -> Result<Layout, TrackerError> {
+        self.get("the layout", "/v1/layout").await
+    }
+
+    /// Layout `version` (or the current one), signed by `key`.
+    pub async fn layout_signed(
+        &self,
+        version: Option<u64>,
+        key: &TrackerId,
+    ) -> Result<Layout, TrackerError> {
+        let path = match version {
+            Some(v) => format!("/v1/layout?version={v}"),
+            None => "/v1/layout".to_string(),
+        };
+        self.get_signed("the layout", &path, key).await
+    }
+
+    /// Every segment placed in `partition`, paging through the placement index; each page
+    /// signed by `key`.
+    pub async fn partition_segments(
+        &self,
+        partition: u16,
+        key: &TrackerId,
+    ) -> Result<Vec<SegmentEntry>, TrackerError> {
+        let mut out = Vec::new();
+        let mut after: Option<SegmentId> = None;
+        loop {
+            let path = match after {
+                Some(a) => format!("/v1/partitions/{partition}/segments?limit=2000&after={a}"),
+                None => format!("/v1/partitions/{partition}/segments?limit=2000"),
+            };
+            let page: PartitionSegments = self
+                .get_signed("a partition's segments", &path, key)
+                .await?;
+            if page.partition != partition {
+                return Err(self.bad(
+                    "partition listing",
+                    format!("asked for {partition}, got {}", page.partition),
+                ));
+            }
+            out.extend(page.segments);
+            match page.next {
+                Some(n) if Some(n) != after => after = Some(n),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The songs node `peer_id` is ordered to hold whole, signed by `key`.
+    pub async fn hot_orders(
+        &self,
+        peer_id: &str,
+        key: &TrackerId,
+    ) -> Result<Vec<SongId>, TrackerError> {
+        let o: HotOrders = self
+            .get_signed("hot orders", &format!("/v1/nodes/{peer_id}/hot"), key)
+            .await?;
+        Ok(o.songs)
+    }
+
+    // Admin.
+
+    /// Starts (`true`) or cancels (`false`) the drain of node `peer_id`.
+    pub async fn set_draining(
+        &self,
+        peer_id: &str,
+        draining: bool,
+        admin_token: Option<&str>,
+    ) -> Result<DrainState, TrackerError> {
+        let verb = if draining { "drain" } else { "undrain" };
+        let path = format!("/v1/nodes/{peer_id}/{verb}");
+        self.admin(
+            &format!("the {verb} of {peer_id}"),
+            reqwest::Method::POST,
+            &path,
+            admin_token,
+        )
+        .await
+    }
+
+    /// What draining `drain` and undraining `undrain` would move.
+    pub async fn layout_preview(
+        &self,
+        drain: &[String],
+        undrain: &[String],
+        admin_token: Option<&str>,
+    ) -> Result<LayoutPreview, TrackerError> {
+        let q = PreviewQuery {
+            drain: drain.join(","),
+            undrain: undrain.join(","),
+        };
+        let path = with_query("/v1/layout/preview", &q);
+        self.admin("the layout preview", reqwest::Method::GET, &path, admin_token)
+            .await
+    }
+
+    /// The authorised publisher keys.
+    pub async fn publishers(&self, admin_token: Option<&str>) -> Result<Vec<String>, TrackerError> {
+        let l: PublisherList = self
+            .admin(
+                "the publisher list",
+                reqwest::Method::GET,
+                "/v1/publishers",
+                admin_token,
+            )
+            .await?;
+        Ok(l.publishers)
+    }
+
+    /// Authorises a publisher key (hex).
+    pub async fn add_publisher(
+        &self,
+        key: &str,
+        admin_token: Option<&str>,
+    ) -> Result<PublisherChange, TrackerError> {
+        let what = "the new publisher";
+        let body = NewPublisher {
+            key: key.to_string(),
+        };
+        let resp = self
+            .post(what, "/v1/publishers", &body, false, admin_token)
+            .await?;
+        self.parse(what, resp).await
+    }
+
+    /// Revokes a publisher key (hex).
+    pub async fn remove_publisher(
+        &self,
+        key: &str,
+        admin_token: Option<&str>,
+    ) -> Result<PublisherChange, TrackerError> {
+        let path = format!("/v1/publishers/{key}");
+        self.admin(
+            "the publisher revocation",
+            reqwest::Method::DELETE,
+            &path,
+            admin_token,
+        )
+        .await
+    }
+
+    /// An admin request without a body, and its answer.
+    async fn admin<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        admin_token: Option<&str>,
+    ) -> Result<T, TrackerError> {
+        let resp = self
+            .call(what, method, path, Body::None, false, admin_token)
+            .await?;
+        self.parse(what, resp).await
+    }
+}
+
+/// `path` with `q` as its query string (nothing when `q` has no fields set).
+fn with_query<Q: Serialize>(path: &str, q: &Q) -> String {
+    // Our query types are flat structs of strings and numbers: they always encode.
+    let query = serde_urlencoded::to_string(q).unwrap_or_default();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_carry_only_the_fields_set() {
+        assert_eq!(with_query("/v1/search", &SearchQuery::default()), "/v1/search");
+        let q = SearchQuery {
+            q: "velvet fox & co".into(),
+            year_from: Some(1990),
+            offset: 20,
+            ..SearchQuery::default()
+        };
+        assert_eq!(
+            with_query("/v1/search", &q),
+            "/v1/search?q=velvet+fox+%26+co&year_from=1990&offset=20"
+        );
+    }
+}

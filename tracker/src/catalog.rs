@@ -1,0 +1,562 @@
+//! The catalogue: signed manifests, the publishers allowed to add them, the journal of
+//! commits that feeds the search index, the placement index (which segments each partition
+//! holds) and play counts.
+//!
+//! Laws: a manifest is committed only if it decodes canonically, is consistent, is signed by
+//! an authorised publisher and uses the network's code; its manifest, journal entry and
+//! placement records are written in one synced batch; the search index is derived and
+//! catches up from the journal at start; a committed song is never removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use medley_api::{Committed, PublishGrants};
+use medley_core::{
+    Layout, MAX_GRANT_SHARDS, Manifest, PublisherId, SegmentEntry, SegmentId, ShardId, SongId,
+    TrackerKey, partition_of,
+};
+use parking_lot::{Mutex, RwLock};
+use tracing::info;
+
+use crate::db::{CF_JOURNAL, CF_MANIFESTS, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS, Db};
+use crate::error::{StateError, corrupt};
+use crate::search::{Artist, Hit, Search, SearchError, SearchQuery, SearchResults};
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// Songs new to the catalogue.
+    pub created: usize,
+    /// Songs it had already (or repeated in the input).
+    pub existing: usize,
+    /// Manifests refused: their position in the input and why.
+    pub rejected: Vec<(usize, String)>,
+}
+
+fn grant_error(e: &medley_core::GrantError) -> &'static str {
+    match e {
+        medley_core::GrantError::TooLarge(what) => what,
+        _ => "a grant could not be signed",
+    }
+}
+
+/// Every node named in a placement, once.
+fn layout_nodes(placement: &[Vec<Option<String>>]) -> impl Iterator<Item = &str> {
+    let mut seen = HashSet::new();
+    placement
+        .iter()
+        .flatten()
+        .flatten()
+        .map(String::as_str)
+        .filter(move |id| seen.insert(*id))
+}
+
+fn play_count(v: &[u8]) -> u64 {
+    v.try_into().map_or(0, u64::from_le_bytes)
+}
+
+/// The catalogue.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    db: Arc<Db>,
+    search: Search,
+    publishers: RwLock<HashSet<PublisherId>>,
+    /// Serialises publishes, so the journal and the index advance in the same order; holds
+    /// the last journal position.
+    publishing: Mutex<u64>,
+    /// Serialises play counter updates (read, add one, write).
+    counting: Mutex<()>,
+    partitions: u16,
+    k: u8,
+    m: u8,
+}
+
+impl Catalog {
+    /// The catalogue in `db`, with the search index in `index_dir` caught up, and the
+    /// configured `publishers` authorised.
+    pub(crate) fn open(
+        db: Arc<Db>,
+        index_dir: &std::path::Path,
+        publishers: &[PublisherId],
+        partitions: u16,
+        (k, m): (u8, u8),
+    ) -> Result<Self, StateError> {
+        for p in publishers {
+            db.put(CF_PUBLISHERS, &p.0, b"")?;
+        }
+        let mut keys = HashSet::new();
+        for (key, _) in db.scan(CF_PUBLISHERS)? {
+            let bytes: [u8; 32] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
+            keys.insert(PublisherId(bytes));
+        }
+        let (search, fresh) = Search::open(index_dir)?;
+        let last_seq = match db.last(CF_JOURNAL)? {
+            Some((key, _)) => u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        let catalog = Self {
+            db,
+            search,
+            publishers: RwLock::new(keys),
+            publishing: Mutex::new(last_seq),
+            counting: Mutex::new(()),
+            partitions,
+            k,
+            m,
+        };
+        catalog.catch_up_index(fresh)?;
+        catalog.backfill_placement()?;
+        Ok(catalog)
+    }
+
+    /// Counts one play of song `id` in `region`; returns the song's plays there so far.
+    pub(crate) fn count_play(&self, id: SongId, region: &str) -> Result<u64, StateError> {
+        if region.is_empty() || region.len() > 64 {
+            return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
+        }
+        let mut key = id.as_bytes().to_vec();
+        key.extend_from_slice(region.as_bytes());
+        let _guard = self.counting.lock();
+        let plays = self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)) + 1;
+        self.db.put(CF_PLAYS, &key, &plays.to_le_bytes())?;
+        Ok(plays)
+    }
+
+    /// Builds the placement index from the catalogue when it is empty but songs exist (a
+    /// database written before the index existed).
+    fn backfill_placement(&self) -> Result<(), StateError> {
+        if !self.db.is_empty(CF_PLACEMENT)? || self.db.is_empty(CF_MANIFESTS)? {
+            return Ok(());
+        }
+        info!("building the placement index from the catalogue");
+        let partitions = self.partitions;
+        for chunk in self.db.scan(CF_MANIFESTS)?.chunks(10_000) {
+            let mut owned = Vec::new();
+            for (k, v) in chunk {
+                let id = SongId::from_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("manifest key", "not 32 bytes"))?,
+                );
+                let m = Manifest::decode_expecting(v, id)?;
+                owned.extend(placement_records(&m, partitions));
+            }
+            let records: Vec<(&'static str, &[u8], &[u8])> = owned
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice()))
+                .collect();
+            self.db.put_all(&records)?;
+        }
+        Ok(())
+    }
+
+
+    /// Segments of partition `partition` in id order, after `after`, at most `limit`: what
+    /// the nodes on its slots must hold.
+    pub(crate) fn partition_segments(
+        &self,
+        partition: u16,
+        after: Option<SegmentId>,
+        limit: usize,
+    ) -> Result<Vec<SegmentEntry>, StateError> {
+        let partitions = self.partitions;
+        if partition >= partitions {
+            return Err(StateError::UnknownPartition {
+                partition,
+                partitions,
+            });
+        }
+        let prefix = partition.to_be_bytes();
+        let mut start = prefix.to_vec();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            // The first key after `after`: append a zero byte.
+            start.push(0);
+        }
+        let slots = usize::from(self.k + self.m);
+        self.db
+            .scan_prefix(CF_PLACEMENT, &prefix, &start, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id: [u8; 32] = k
+                    .get(2..)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("placement key", "not 34 bytes"))?;
+                if v.len() != 4 + 32 * slots {
+                    return Err(corrupt("placement record", "wrong length").into());
+                }
+                let len = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                let shards = v[4..]
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut b = [0u8; 32];
+                        b.copy_from_slice(c);
+                        ShardId::from_bytes(b)
+                    })
+                    .collect();
+                Ok(SegmentEntry {
+                    id: SegmentId::from_bytes(id),
+                    len,
+                    shards,
+                })
+            })
+            .collect()
+    }
+
+
+    /// Indexes every journal entry the search index has not reached yet.
+    fn catch_up_index(&self, fresh: bool) -> Result<(), StateError> {
+        let from = if fresh { 0 } else { self.search.position()? };
+        let entries = self.db.scan_from(CF_JOURNAL, &(from + 1).to_be_bytes())?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        info!(from, entries = entries.len(), "search index catching up");
+        for chunk in entries.chunks(10_000) {
+            let mut songs = Vec::with_capacity(chunk.len());
+            let mut last = from;
+            for (k, v) in chunk {
+                last = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
+                );
+                let id = SongId::from_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("journal entry", "not 32 bytes"))?,
+                );
+                songs.push((id, self.manifest(id)?.meta().clone()));
+            }
+            self.search.add(&songs, last)?;
+        }
+        Ok(())
+    }
+
+
+    /// Searches the catalogue's metadata.
+    pub(crate) fn search(&self, query: &SearchQuery) -> Result<SearchResults, StateError> {
+        Ok(self.search.search(query)?)
+    }
+
+    /// A page of the catalogue's artists (see [`crate::search`]).
+    pub(crate) fn artists(&self, after: &str, limit: usize) -> Result<Vec<Artist>, StateError> {
+        Ok(self.search.artists(after, limit)?)
+    }
+
+    /// Up to `size` songs at random, optionally of one genre.
+    pub(crate) fn random_songs(&self, size: usize, genre: Option<&str>) -> Result<Vec<Hit>, StateError> {
+        Ok(self.search.random(size, genre)?)
+    }
+
+    /// Every song of the catalogue in id order, `limit` (1 to 500) after the first `offset`.
+    pub(crate) fn songs_page(&self, offset: usize, limit: usize) -> Result<Vec<Hit>, StateError> {
+        if limit == 0 || limit > 500 {
+            return Err(SearchError::BadQuery("limit must be 1 to 500".into()).into());
+        }
+        let mut out = Vec::new();
+        for (k, v) in self.db.page(CF_MANIFESTS, offset, limit)? {
+            let id = SongId::from_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("manifest key", "not 32 bytes"))?,
+            );
+            let m = Manifest::decode_expecting(&v, id)?;
+            out.push(Hit::of(&id, m.meta()));
+        }
+        Ok(out)
+    }
+
+
+    /// Plays of song `id` per region.
+    pub(crate) fn plays(&self, id: SongId) -> Result<BTreeMap<String, u64>, StateError> {
+        let prefix = id.as_bytes();
+        Ok(self
+            .db
+            .scan_prefix(CF_PLAYS, prefix, prefix, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    play_count(&v),
+                )
+            })
+            .collect())
+    }
+
+
+    /// Authorises a publisher key.
+    pub(crate) fn add_publisher(&self, key: PublisherId) -> Result<(), StateError> {
+        self.db.put(CF_PUBLISHERS, &key.0, b"")?;
+        self.publishers.write().insert(key);
+        Ok(())
+    }
+
+    /// Revokes a publisher key: manifests it signs are refused from now on (songs it
+    /// published stay). Returns whether it was authorised.
+    pub(crate) fn remove_publisher(&self, key: PublisherId) -> Result<bool, StateError> {
+        self.db.delete(CF_PUBLISHERS, &key.0)?;
+        Ok(self.publishers.write().remove(&key))
+    }
+
+    /// The authorised publisher keys.
+    pub(crate) fn publishers(&self) -> Vec<PublisherId> {
+        let mut v: Vec<_> = self.publishers.read().iter().copied().collect();
+        v.sort();
+        v
+    }
+
+
+    /// Commits a signed manifest: it must decode, be consistent, carry a valid signature of
+    /// an authorised publisher, and use the network's code. Idempotent.
+    pub(crate) fn publish(&self, bytes: &[u8]) -> Result<Committed, StateError> {
+        let manifest = self.check(bytes)?;
+        let id = manifest.id();
+        let mut seq = self.publishing.lock();
+        if self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
+            return Ok(Committed { id, created: false });
+        }
+        let next = *seq + 1;
+        let placement = placement_records(&manifest, self.partitions);
+        let key = next.to_be_bytes();
+        let mut records: Vec<(&'static str, &[u8], &[u8])> = vec![
+            (CF_MANIFESTS, id.as_bytes(), manifest.encoded()),
+            (CF_JOURNAL, &key, id.as_bytes()),
+        ];
+        records.extend(
+            placement
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
+        );
+        self.db.put_all(&records)?;
+        *seq = next;
+        // The commit is durable; the index is derived. If indexing fails, the song is found
+        // once the index catches up at the next start.
+        if let Err(e) = self.search.add(&[(id, manifest.meta().clone())], next) {
+            tracing::error!(song = %id, error = %e, "indexing failed; will catch up at restart");
+        }
+        info!(song = %id, title = %manifest.meta().title, "song published");
+        Ok(Committed { id, created: true })
+    }
+
+
+    /// Publish grants for a signed manifest of an authorised publisher (checked as by
+    /// [`Catalog::publish`]): for each node of `layout`, the ids of the song's shards placed
+    /// on it, at most [`MAX_GRANT_SHARDS`] per grant, signed by `key`, valid until `expires`
+    /// (Unix seconds); with each segment's placement and the nodes' addresses (`addrs`).
+    pub(crate) fn grants(
+        &self,
+        bytes: &[u8],
+        layout: &Layout,
+        addrs: &HashMap<String, (Vec<String>, bool)>,
+        key: &TrackerKey,
+        expires: u64,
+    ) -> Result<PublishGrants, StateError> {
+        let manifest = self.check(bytes)?;
+        let partitions = u16::try_from(layout.partitions.len()).unwrap_or(u16::MAX);
+        let mut by_node: BTreeMap<&str, Vec<ShardId>> = BTreeMap::new();
+        for seg in &manifest.body().segments {
+            let Some(slots) = layout
+                .partitions
+                .get(usize::from(partition_of(&seg.id, partitions)))
+            else {
+                continue;
+            };
+            for (shard, node) in seg.shards.iter().zip(slots) {
+                let ids = by_node.entry(node.as_str()).or_default();
+                if !ids.contains(shard) {
+                    ids.push(*shard);
+                }
+            }
+        }
+        let mut grants = Vec::new();
+        for (node, ids) in by_node {
+            for chunk in ids.chunks(MAX_GRANT_SHARDS) {
+                grants.push(
+                    key
+                        .grant(node, chunk.to_vec(), expires)
+                        .map_err(|e| StateError::BadRegistration(grant_error(&e)))?,
+                );
+            }
+        }
+        let placement: Vec<Vec<Option<String>>> = manifest
+            .body()
+            .segments
+            .iter()
+            .map(|seg| {
+                let holders = layout.holders(&seg.id);
+                (0..seg.shards.len())
+                    .map(|slot| holders.get(slot).cloned())
+                    .collect()
+            })
+            .collect();
+        let addrs = layout_nodes(&placement)
+            .filter_map(|id| addrs.get(id).map(|(a, _)| (id.to_string(), a.clone())))
+            .collect();
+        Ok(PublishGrants {
+            song: manifest.id(),
+            layout_version: layout.version,
+            expires,
+            grants,
+            placement,
+            addrs,
+        })
+    }
+
+    /// Checks a manifest as [`Catalog::publish`] does, without committing it.
+    fn check(&self, bytes: &[u8]) -> Result<Manifest, StateError> {
+        let manifest = Manifest::decode(bytes)?;
+        let body = manifest.body();
+        if !self.publishers.read().contains(&body.publisher) {
+            return Err(StateError::UnknownPublisher(body.publisher));
+        }
+        if (body.k, body.m) != (self.k, self.m) {
+            return Err(StateError::Coding {
+                k: body.k,
+                m: body.m,
+                net_k: self.k,
+                net_m: self.m,
+            });
+        }
+        Ok(manifest)
+    }
+
+
+    /// Commits many signed manifests at once, for bulk loads: each is checked as by
+    /// [`Catalog::publish`] (on all cores), the new ones are written in one synced batch and
+    /// indexed in one index commit. A rejected manifest is reported and skipped; the others
+    /// are committed.
+    pub(crate) fn import(&self, manifests: &[Vec<u8>]) -> Result<Imported, StateError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = manifests.len().div_ceil(threads).max(1);
+        let checked: Vec<Result<Manifest, StateError>> = std::thread::scope(|s| {
+            let parts: Vec<_> = manifests
+                .chunks(per)
+                .map(|c| s.spawn(move || c.iter().map(|b| self.check(b)).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(StateError::Db(corrupt(
+                            "import",
+                            "a checking thread panicked",
+                        )))]
+                    })
+                })
+                .collect()
+        });
+        let mut out = Imported::default();
+        let mut seq = self.publishing.lock();
+        let mut next = *seq;
+        let mut fresh = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, r) in checked.into_iter().enumerate() {
+            match r {
+                Ok(m) => {
+                    let id = m.id();
+                    if !seen.insert(id) || self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
+                        out.existing += 1;
+                    } else {
+                        next += 1;
+                        fresh.push((next, m));
+                    }
+                }
+                Err(e) => out.rejected.push((i, e.to_string())),
+            }
+        }
+        let seqs: Vec<[u8; 8]> = fresh.iter().map(|(n, _)| n.to_be_bytes()).collect();
+        let ids: Vec<SongId> = fresh.iter().map(|(_, m)| m.id()).collect();
+        let placement: Vec<(Vec<u8>, Vec<u8>)> = fresh
+            .iter()
+            .flat_map(|(_, m)| placement_records(m, self.partitions))
+            .collect();
+        let mut records: Vec<(&'static str, &[u8], &[u8])> =
+            Vec::with_capacity(fresh.len() * 2 + placement.len());
+        for (((_, m), key), id) in fresh.iter().zip(&seqs).zip(&ids) {
+            records.push((CF_MANIFESTS, id.as_bytes(), m.encoded()));
+            records.push((CF_JOURNAL, key, id.as_bytes()));
+        }
+        records.extend(
+            placement
+                .iter()
+                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
+        );
+        if records.is_empty() {
+            return Ok(out);
+        }
+        self.db.put_all(&records)?;
+        *seq = next;
+        out.created = fresh.len();
+        let songs: Vec<_> = fresh
+            .iter()
+            .map(|(_, m)| (m.id(), m.meta().clone()))
+            .collect();
+        if let Err(e) = self.search.add(&songs, next) {
+            tracing::error!(error = %e, "indexing an import failed; will catch up at restart");
+        }
+        Ok(out)
+    }
+
+
+    /// A committed manifest.
+    pub(crate) fn manifest(&self, id: SongId) -> Result<Manifest, StateError> {
+        let bytes = self
+            .db
+            .get(CF_MANIFESTS, id.as_bytes())?
+            .ok_or(StateError::UnknownSong(id))?;
+        // Stored manifests were verified on commit; check again, the disk may have rotted.
+        Ok(Manifest::decode_expecting(&bytes, id)?)
+    }
+
+    /// Number of committed songs: the journal gains one entry per new song.
+    pub(crate) fn song_count(&self) -> u64 {
+        *self.publishing.lock()
+    }
+
+
+    /// Segments placed in `partition` and the bytes of one slot's shards of them.
+    pub(crate) fn partition_size(
+        &self,
+        partition: u16,
+        codec: &medley_core::Codec,
+    ) -> Result<(u64, u64), StateError> {
+        let (mut segments, mut bytes) = (0u64, 0u64);
+        self.db
+            .for_each_prefix(CF_PLACEMENT, &partition.to_be_bytes(), |_, v| {
+                if let Some(len) = v.get(..4) {
+                    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+                    segments += 1;
+                    bytes += codec.shard_len(len as usize) as u64;
+                }
+            })?;
+        Ok((segments, bytes))
+    }
+
+}
+
+/// The placement index records of a manifest's segments.
+fn placement_records(m: &Manifest, partitions: u16) -> Vec<(Vec<u8>, Vec<u8>)> {
+    m.body()
+        .segments
+        .iter()
+        .map(|seg| {
+            let mut key = Vec::with_capacity(34);
+            key.extend_from_slice(&partition_of(&seg.id, partitions).to_be_bytes());
+            key.extend_from_slice(seg.id.as_bytes());
+            let mut value = Vec::with_capacity(4 + 32 * seg.shards.len());
+            value.extend_from_slice(&seg.len.to_le_bytes());
+            for s in &seg.shards {
+                value.extend_from_slice(s.as_bytes());
+            }
+            (key, value)
+        })
+        .collect()
+}
