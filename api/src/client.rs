@@ -100,6 +100,7 @@ pub struct TrackerClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     signer: Option<Keypair>,
+    ca: Option<std::path::PathBuf>,
 }
 
 impl TrackerClientBuilder {
@@ -124,16 +125,33 @@ impl TrackerClientBuilder {
         self
     }
 
-    /// The client.
+    /// Trusts the certificate authorities in this PEM file for an `https://` tracker, besides
+    /// the system's (a private CA, or a self-signed tracker certificate).
+    #[must_use]
+    pub fn ca_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.ca = path;
+        self
+    }
+
+    /// The client. A base of `unix:<path>` talks to the tracker's local admin socket.
     pub fn build(self) -> Result<TrackerClient, TrackerError> {
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .build()
-            .map_err(|e| TrackerError::Config(medley_core::error_chain(&e)))?;
+        let transport = match self.base.strip_prefix("unix:") {
+            Some(path) => Transport::Unix {
+                path: path.into(),
+                timeout: self.timeout,
+            },
+            None => Transport::Http(
+                reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .use_preconfigured_tls(tls_config(self.ca.as_deref())?)
+                    .build()
+                    .map_err(|e| TrackerError::Config(medley_core::error_chain(&e)))?,
+            ),
+        };
         Ok(TrackerClient {
             base: self.base.trim_end_matches('/').into(),
-            http,
+            transport,
             signer: self.signer.map(Arc::new),
         })
     }
@@ -143,8 +161,37 @@ impl TrackerClientBuilder {
 #[derive(Debug, Clone)]
 pub struct TrackerClient {
     base: Arc<str>,
-    http: reqwest::Client,
+    transport: Transport,
     signer: Option<Arc<Keypair>>,
+}
+
+/// How requests reach the tracker.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// HTTP or HTTPS.
+    Http(reqwest::Client),
+    /// The tracker's local admin socket (`unix:/path/admin.sock`): HTTP/1.1 over a Unix
+    /// socket, one connection per request, within `timeout`.
+    Unix {
+        path: std::path::PathBuf,
+        timeout: Duration,
+    },
+}
+
+/// A whole answer.
+struct Answer {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
 }
 
 /// A request body.
@@ -162,6 +209,7 @@ impl TrackerClient {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             signer: None,
+            ca: None,
         }
     }
 
@@ -184,10 +232,17 @@ impl TrackerClient {
         &self.base
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> TrackerError {
+    fn unreachable(&self, e: &dyn std::error::Error) -> TrackerError {
+        let mut reason = medley_core::error_chain(e);
+        if reason.contains("certificate") {
+            reason.push_str(
+                " (for a tracker with a private or self-signed certificate, pass its CA with \
+                 --tracker-ca FILE or tracker_ca in the config)",
+            );
+        }
         TrackerError::Unreachable {
             url: self.base.to_string(),
-            reason: medley_core::error_chain(e),
+            reason,
         }
     }
 
@@ -208,40 +263,64 @@ impl TrackerClient {
         body: Body<'_>,
         signed: bool,
         admin: Option<&str>,
-    ) -> Result<reqwest::Response, TrackerError> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(token) = admin {
-            req = req.bearer_auth(token);
-        }
-        let bytes: &[u8] = match &body {
-            Body::None => &[],
-            Body::Json(b) => b,
-            Body::Manifest(b) => b,
+    ) -> Result<Answer, TrackerError> {
+        let mut headers = hyper::HeaderMap::new();
+        let mut header = |name: &'static str, value: String| {
+            if let Ok(v) = hyper::header::HeaderValue::try_from(value) {
+                headers.insert(name, v);
+            }
         };
+        if let Some(token) = admin {
+            header("authorization", format!("Bearer {token}"));
+        }
+        let (bytes, content_type): (Vec<u8>, Option<&str>) = match body {
+            Body::None => (Vec::new(), None),
+            Body::Json(b) => (b, Some("application/json")),
+            Body::Manifest(b) => (b.to_vec(), Some("application/octet-stream")),
+        };
+        if let Some(t) = content_type {
+            header("content-type", t.to_string());
+        }
         if let (true, Some(key)) = (signed, &self.signer) {
             let now = medley_core::unix_now_ms();
-            let sig = sign_request(key, method.as_str(), path, bytes, now);
-            req = req
-                .header(PEER_HEADER, sig.peer)
-                .header(TIME_HEADER, sig.time_ms.to_string())
-                .header(SIGNATURE_HEADER, sig.signature);
+            let sig = sign_request(key, method.as_str(), path, &bytes, now);
+            header(PEER_HEADER, sig.peer);
+            header(TIME_HEADER, sig.time_ms.to_string());
+            header(SIGNATURE_HEADER, sig.signature);
         }
-        req = match body {
-            Body::None => req,
-            Body::Json(b) => req.header("content-type", "application/json").body(b),
-            Body::Manifest(b) => req
-                .header("content-type", "application/octet-stream")
-                .body(b.to_vec()),
+        let answer = match &self.transport {
+            Transport::Http(http) => {
+                let resp = http
+                    .request(method, format!("{}{path}", self.base))
+                    .headers(headers)
+                    .body(bytes)
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(&e))?;
+                let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+                let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+                Answer {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            Transport::Unix {
+                path: sock,
+                timeout,
+            } => tokio::time::timeout(*timeout, unix_call(sock, method, path, headers, bytes))
+                .await
+                .map_err(|_| TrackerError::Unreachable {
+                    url: self.base.to_string(),
+                    reason: format!("no answer within {} s", timeout.as_secs()),
+                })?
+                .map_err(|e| self.unreachable(e.as_ref()))?,
         };
-        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
+        if (200..300).contains(&answer.status) {
+            return Ok(answer);
         }
-        let body = resp.bytes().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+        let body = &answer.body;
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(b) => (b.error.code, b.error.message),
             Err(_) => (
                 ErrorCode::Other("unknown".into()),
@@ -250,26 +329,21 @@ impl TrackerClient {
         };
         Err(TrackerError::Refused {
             what: what.to_string(),
-            status: status.as_u16(),
+            status: answer.status,
             code,
             message,
         })
     }
 
-    async fn parse<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        resp: reqwest::Response,
-    ) -> Result<T, TrackerError> {
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| self.bad(what, e))
+    fn parse<T: DeserializeOwned>(&self, what: &str, answer: Answer) -> Result<T, TrackerError> {
+        serde_json::from_slice(&answer.body).map_err(|e| self.bad(what, e))
     }
 
     async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, TrackerError> {
         let resp = self
             .call(what, reqwest::Method::GET, path, Body::None, false, None)
             .await?;
-        self.parse(what, resp).await
+        self.parse(what, resp)
     }
 
     /// A GET whose answer must be signed by `key` and recent.
@@ -282,14 +356,11 @@ impl TrackerClient {
         let resp = self
             .call(what, reqwest::Method::GET, path, Body::None, false, None)
             .await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let (time, signature) = (header(ANSWER_TIME_HEADER), header(ANSWER_SIGNATURE_HEADER));
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let (time, signature) = (
+            resp.header(ANSWER_TIME_HEADER),
+            resp.header(ANSWER_SIGNATURE_HEADER),
+        );
+        let bytes = resp.body;
         verify_answer(
             key,
             path,
@@ -314,7 +385,7 @@ impl TrackerClient {
         body: &B,
         signed: bool,
         admin: Option<&str>,
-    ) -> Result<reqwest::Response, TrackerError> {
+    ) -> Result<Answer, TrackerError> {
         let bytes = serde_json::to_vec(body).map_err(|e| TrackerError::Config(e.to_string()))?;
         self.call(
             what,
@@ -347,8 +418,7 @@ impl TrackerClient {
         let resp = self
             .call(&what, reqwest::Method::GET, &path, Body::None, false, None)
             .await?;
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
-        Manifest::decode_expecting(&bytes, id).map_err(|e| self.bad(&what, e))
+        Manifest::decode_expecting(&resp.body, id).map_err(|e| self.bad(&what, e))
     }
 
     /// Who holds song `id` whole (best first for `region`) and who holds each shard slot.
@@ -433,14 +503,14 @@ impl TrackerClient {
         let resp = self
             .call(what, reqwest::Method::POST, path, body, false, None)
             .await?;
-        self.parse(what, resp).await
+        self.parse(what, resp)
     }
 
     /// Reports a play.
     pub async fn report_play(&self, report: &PlayReport) -> Result<PlayRecorded, TrackerError> {
         let what = "the play report";
         let resp = self.post(what, "/v1/plays", report, false, None).await?;
-        self.parse(what, resp).await
+        self.parse(what, resp)
     }
 
     /// Tells the tracker which songs this listener holds whole and serves (signed).
@@ -479,10 +549,8 @@ impl TrackerClient {
     /// Registers a node (signed).
     pub async fn register(&self, r: &Registration) -> Result<Registered, TrackerError> {
         let what = "the registration";
-        let resp = self
-            .post(what, "/v1/nodes/register", r, true, None)
-            .await?;
-        self.parse(what, resp).await
+        let resp = self.post(what, "/v1/nodes/register", r, true, None).await?;
+        self.parse(what, resp)
     }
 
     /// Sends a heartbeat (signed).
@@ -595,8 +663,13 @@ impl TrackerClient {
             undrain: undrain.join(","),
         };
         let path = with_query("/v1/layout/preview", &q);
-        self.admin("the layout preview", reqwest::Method::GET, &path, admin_token)
-            .await
+        self.admin(
+            "the layout preview",
+            reqwest::Method::GET,
+            &path,
+            admin_token,
+        )
+        .await
     }
 
     /// The authorised publisher keys.
@@ -625,7 +698,7 @@ impl TrackerClient {
         let resp = self
             .post(what, "/v1/publishers", &body, false, admin_token)
             .await?;
-        self.parse(what, resp).await
+        self.parse(what, resp)
     }
 
     /// Revokes a publisher key (hex).
@@ -644,7 +717,9 @@ impl TrackerClient {
         .await
     }
 
-    /// An admin request without a body, and its answer.
+    /// An admin request and its answer. A POST carries an empty JSON object: the tracker
+    /// takes state-changing requests only with a JSON body, which a cross-site form cannot
+    /// send.
     async fn admin<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -652,11 +727,76 @@ impl TrackerClient {
         path: &str,
         admin_token: Option<&str>,
     ) -> Result<T, TrackerError> {
+        let body = if method == reqwest::Method::POST {
+            Body::Json(b"{}".to_vec())
+        } else {
+            Body::None
+        };
         let resp = self
-            .call(what, method, path, Body::None, false, admin_token)
+            .call(what, method, path, body, false, admin_token)
             .await?;
-        self.parse(what, resp).await
+        self.parse(what, resp)
     }
+}
+
+/// One request over the Unix socket at `sock`.
+async fn unix_call(
+    sock: &std::path::Path,
+    method: reqwest::Method,
+    path: &str,
+    mut headers: hyper::HeaderMap,
+    body: Vec<u8>,
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(sock).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    headers.insert("host", hyper::header::HeaderValue::from_static("localhost"));
+    let mut req = hyper::Request::builder()
+        .method(method.as_str())
+        .uri(path)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    *req.headers_mut() = headers;
+    let resp = sender.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await?.to_bytes(),
+    })
+}
+
+/// The TLS settings of every tracker client: rustls with aws-lc-rs (the provider the data
+/// plane's QUIC uses), trusting the system's certificate authorities and those of `ca`.
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, TrackerError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // A machine without a CA bundle can still reach a tracker under a private CA.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca {
+        let bad = |reason: String| {
+            TrackerError::Config(format!("tracker CA file {}: {reason}", path.display()))
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TrackerError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// `path` with `q` as its query string (nothing when `q` has no fields set).
@@ -676,7 +816,10 @@ mod tests {
 
     #[test]
     fn queries_carry_only_the_fields_set() {
-        assert_eq!(with_query("/v1/search", &SearchQuery::default()), "/v1/search");
+        assert_eq!(
+            with_query("/v1/search", &SearchQuery::default()),
+            "/v1/search"
+        );
         let q = SearchQuery {
             q: "velvet fox & co".into(),
             year_from: Some(1990),

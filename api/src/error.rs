@@ -36,6 +36,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Admin requests are disabled on this tracker (403).
     AdminDisabled,
+    /// An admin request's `Host` is not a name of the tracker (403).
+    BadHost,
     /// A play report is invalid (400).
     BadPlay,
     /// No song has that id (404).
@@ -66,6 +68,8 @@ pub enum ErrorCode {
     CannotDrain,
     /// Too few nodes for a layout yet (503).
     NoLayout,
+    /// The tracker holds as much as it may of what was sent; try later (503).
+    Busy,
     /// Storage or index failure (500).
     Internal,
     /// A code this build does not know.
@@ -88,6 +92,7 @@ const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::BadKey, "bad_key"),
     (ErrorCode::Unauthorized, "unauthorized"),
     (ErrorCode::AdminDisabled, "admin_disabled"),
+    (ErrorCode::BadHost, "bad_host"),
     (ErrorCode::BadPlay, "bad_play"),
     (ErrorCode::UnknownSong, "unknown_song"),
     (ErrorCode::UnknownNode, "unknown_node"),
@@ -103,6 +108,7 @@ const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::UnknownPartition, "unknown_partition"),
     (ErrorCode::CannotDrain, "cannot_drain"),
     (ErrorCode::NoLayout, "no_layout"),
+    (ErrorCode::Busy, "busy"),
     (ErrorCode::Internal, "internal"),
 ];
 

@@ -76,6 +76,6 @@ pub use nodes::{
     RepairLoad, SegmentsQuery, Stats,
 };
 pub use sources::{
-    HotSong, PeerAnnouncement, Popularity, ReportReason, SegmentSources, SlotSource,
-    SongSources, SourceKind, SourceReport, SourcesQuery, WholeSource,
+    HotSong, PeerAnnouncement, Popularity, ReportReason, SegmentSources, SlotSource, SongSources,
+    SourceKind, SourceReport, SourcesQuery, WholeSource,
 };

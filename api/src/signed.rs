@@ -171,7 +171,8 @@ impl ReplayGuard {
         }
         // Keyed on the signature's bytes, not its text: the same signature written in other
         // letters (upper-case hex) is the same request.
-        let bytes = hex::decode(&sig.signature).map_err(|_| SignatureError::BadSignature(sig.peer.clone()))?;
+        let bytes = hex::decode(&sig.signature)
+            .map_err(|_| SignatureError::BadSignature(sig.peer.clone()))?;
         let key = *medley_core::Hash::of(&bytes).as_bytes();
         match self.seen.insert(key, sig.time_ms) {
             Some(_) => Err(SignatureError::Replayed),
@@ -330,10 +331,22 @@ mod tests {
         let check = |path: &str, time: Option<&str>, sig: Option<&str>, body: &[u8], at: u64| {
             verify_answer(&id, path, time, sig, body, at)
         };
-        assert_eq!(check("/v1/layout", Some(&t), Some(&sig), b"{}", now), Ok(()));
-        assert_eq!(check("/v1/layout", None, None, b"{}", now), Err(AnswerError::Unsigned));
+        assert_eq!(
+            check("/v1/layout", Some(&t), Some(&sig), b"{}", now),
+            Ok(())
+        );
+        assert_eq!(
+            check("/v1/layout", None, None, b"{}", now),
+            Err(AnswerError::Unsigned)
+        );
         assert!(matches!(
-            check("/v1/layout", Some(&t), Some(&sig), b"{}", now + MAX_ANSWER_AGE_MS + 1),
+            check(
+                "/v1/layout",
+                Some(&t),
+                Some(&sig),
+                b"{}",
+                now + MAX_ANSWER_AGE_MS + 1
+            ),
             Err(AnswerError::Stale { .. })
         ));
         for (path, body) in [("/v1/layout?version=1", &b"{}"[..]), ("/v1/layout", b"[]")] {

@@ -109,6 +109,10 @@ pub enum ReportReason {
     BadHash,
     /// It did not deliver.
     Failed,
+    /// It did not answer in time.
+    Timeout,
+    /// It delivered a verified segment (confirms a listener's announcement).
+    Served,
     /// A reason this build does not know (the tracker refuses it as `bad_report`).
     #[serde(other)]
     Unknown,
@@ -120,6 +124,8 @@ impl ReportReason {
         match self {
             Self::BadHash => "bad_hash",
             Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Served => "served",
             Self::Unknown => "unknown",
         }
     }

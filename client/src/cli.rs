@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
 use crate::gateway::{self, GatewayOptions, SubsonicUser};
 use crate::{
     CONFIG_FILE, Client, ClientConfig, FileOutcome, Output, SearchQuery, default_data_dir,
 };
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
 
 /// Medley: a peer-assisted network that stores and streams music.
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ struct Global {
     /// Tracker URL, e.g. http://127.0.0.1:4700.
     #[arg(long, global = true, env = "MEDLEY_TRACKER")]
     tracker: Option<String>,
+    /// CA (PEM) of an https:// tracker the system does not trust.
+    #[arg(long, global = true, env = "MEDLEY_TRACKER_CA")]
+    tracker_ca: Option<PathBuf>,
     /// This listener's region.
     #[arg(long, global = true, env = "MEDLEY_REGION")]
     region: Option<String>,
@@ -141,6 +144,9 @@ fn config(g: &Global) -> anyhow::Result<ClientConfig> {
     }
     if let Some(t) = &g.tracker {
         c.tracker = t.clone();
+    }
+    if let Some(ca) = &g.tracker_ca {
+        c.tracker_ca = Some(ca.clone());
     }
     if let Some(r) = &g.region {
         c.region = r.clone();
@@ -418,6 +424,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = GatewayOptions {
                 cache_bytes: c.gateway_cache_bytes.as_u64(),
                 subsonic,
+                hosts: c.gateway_hosts.clone(),
             };
             let client = std::sync::Arc::new(client);
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -439,7 +446,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut task = running.task;
             tokio::select! {
                 r = &mut task => {
-                    r.context("the gateway stopped")?.context("the gateway failed")?;
+                    r.context("the gateway stopped")?;
                 }
                 () = medley_daemon::shutdown_signal() => {
                     // Finish the requests in flight, but a paused player may hold a stream

@@ -19,6 +19,8 @@ pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
 pub struct ClientConfig {
     /// Tracker base URL.
     pub tracker: String,
+    /// CA (PEM) of an `https://` tracker the system does not trust.
+    pub tracker_ca: Option<PathBuf>,
     /// Region this listener is in.
     pub region: String,
     /// Directory holding the identity, the publisher key and this file.
@@ -37,6 +39,9 @@ pub struct ClientConfig {
     pub gateway_listen: std::net::SocketAddr,
     /// Bytes of verified segments `medley serve` keeps in memory.
     pub gateway_cache_bytes: bytesize::ByteSize,
+    /// Names `medley serve` is reached by, besides IP addresses and localhost (requests
+    /// with another `Host` are refused).
+    pub gateway_hosts: Vec<String>,
     /// User name of the gateway's Subsonic API (off while `subsonic_password` is empty).
     pub subsonic_user: String,
     /// Password of the gateway's Subsonic API.
@@ -59,6 +64,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             tracker: "http://127.0.0.1:4700".into(),
+            tracker_ca: None,
             region: "default".into(),
             data_dir: default_data_dir(),
             upload_parallelism: 24,
@@ -68,6 +74,7 @@ impl Default for ClientConfig {
             request_timeout_secs: 10,
             gateway_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 4800)),
             gateway_cache_bytes: bytesize::ByteSize::mib(256),
+            gateway_hosts: Vec::new(),
             subsonic_user: "medley".into(),
             subsonic_password: String::new(),
             cache_bytes: bytesize::ByteSize::gib(2),

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache::SegmentStore;
 use crate::error::ClientError;
 use crate::tracker::{Holder, WholeCopy};
-use medley_api::{ReportReason, SourceKind, SourceReport, TrackerClient};
 use bytes::Bytes;
+use medley_api::{ReportReason, SourceKind, SourceReport, TrackerClient};
 use medley_core::SongId;
 
 /// How the fetcher behaves.
@@ -50,6 +50,9 @@ pub struct SourceStats {
     pub failures: u64,
     /// Shards or segments whose bytes did not match their hash.
     pub bad_hashes: u64,
+    /// Requests it did not answer in time (counted in `failures` too).
+    #[serde(default)]
+    pub timeouts: u64,
     /// Whole segments it delivered that checked out.
     #[serde(default)]
     pub segments: u64,
@@ -126,6 +129,14 @@ impl Delivery {
 pub struct Report {
     sources: Mutex<HashMap<PeerId, SourceStats>>,
     delivery: Mutex<Delivery>,
+    /// What was reported to the tracker about which source.
+    reported: Mutex<std::collections::HashSet<(PeerId, ReportReason)>>,
+    /// Whole-copy sources that have not delivered yet this session and have a request
+    /// pending: each gets one at a time, so that a liar or a stall is found out by one
+    /// request, not by every segment in flight.
+    probing: Mutex<std::collections::HashSet<PeerId>>,
+    /// Woken when a probe ends: fetches that waited on it look again.
+    probe_ended: tokio::sync::Notify,
 }
 
 impl Report {
@@ -140,11 +151,37 @@ impl Report {
             .is_some_and(|s| s.failures + s.bad_hashes > 0)
     }
 
-    fn lied(&self, peer: &PeerId) -> bool {
+    /// Whether `peer` lied or let a request time out this session: not asked for whole
+    /// copies again.
+    fn unfit_for_whole(&self, peer: &PeerId) -> bool {
         self.sources
             .lock()
             .get(peer)
-            .is_some_and(|s| s.bad_hashes > 0)
+            .is_some_and(|s| s.bad_hashes + s.timeouts > 0)
+    }
+
+    /// Whether `peer` delivered a whole segment this session.
+    fn proven(&self, peer: &PeerId) -> bool {
+        self.sources
+            .lock()
+            .get(peer)
+            .is_some_and(|s| s.segments > 0)
+    }
+
+    /// Takes `peer`'s one pending probe; false when it has one already.
+    fn start_probe(&self, peer: PeerId) -> bool {
+        self.probing.lock().insert(peer)
+    }
+
+    fn end_probe(&self, peer: &PeerId) {
+        self.probing.lock().remove(peer);
+        self.probe_ended.notify_waiters();
+    }
+
+    /// Whether this is the first time `reason` is to be reported about `peer` this
+    /// session (each is reported once).
+    fn first_report(&self, peer: PeerId, reason: ReportReason) -> bool {
+        self.reported.lock().insert((peer, reason))
     }
 
     fn rtt_ms(&self, peer: &PeerId) -> Option<f64> {
@@ -311,7 +348,7 @@ impl Fetcher {
                 let first_done = first_done.clone();
                 async move {
                     if i == from {
-                        let r = me.segment(i).await;
+                        let r = me.segment_now(i).await;
                         let _ = first_done.send(true);
                         r
                     } else {
@@ -327,6 +364,17 @@ impl Fetcher {
     /// Segment `index`, verified: from the cache when it holds it, else whole from the best
     /// copy that answers, else rebuilt from shards (and then cached).
     pub async fn segment(&self, index: usize) -> Result<Bytes, ClientError> {
+        self.fetch_segment(index, false).await
+    }
+
+    /// Segment `index` for a listener waiting on it now (the first of a play or a seek): a
+    /// whole copy and the shards are asked at once, the first verified wins, so that a slow
+    /// copy costs no time to first audio.
+    pub async fn segment_now(&self, index: usize) -> Result<Bytes, ClientError> {
+        self.fetch_segment(index, true).await
+    }
+
+    async fn fetch_segment(&self, index: usize, urgent: bool) -> Result<Bytes, ClientError> {
         let entry = self
             .segments
             .get(index)
@@ -340,7 +388,11 @@ impl Fetcher {
             d.cache_bytes += data.len() as u64;
             return Ok(data);
         }
-        let whole = self.whole_order();
+        let whole = if urgent {
+            self.whole_order().0
+        } else {
+            self.whole_order_after_probe().await
+        };
         let seg = retrieve::Segment {
             entry: entry.clone(),
             whole: whole.iter().map(|w| (w.peer, w.addrs.clone())).collect(),
@@ -349,6 +401,7 @@ impl Fetcher {
         let policy = retrieve::Policy {
             extra: self.opts.extra_sources,
             hedge_after: Some(self.opts.hedge_after),
+            whole_patience: urgent.then_some(Duration::ZERO),
             retry_lost: true,
             pace: None,
         };
@@ -356,6 +409,11 @@ impl Fetcher {
             report: self.report.clone(),
             reporter: self.reporter.clone(),
             index,
+            listeners: whole
+                .iter()
+                .filter(|w| w.kind == SourceKind::Peer)
+                .map(|w| w.peer)
+                .collect(),
         });
         let got = retrieve::retrieve(&self.peer, &self.codec, &seg, &policy, &events)
             .await
@@ -398,16 +456,44 @@ impl Fetcher {
         Ok(data)
     }
 
+    /// [`Fetcher::whole_order`], once the pending probe of the source first in line has
+    /// ended: a segment that would go to shards only because a whole copy's first answer
+    /// is still on its way waits for it instead (for at most four hedge delays a probe;
+    /// such a segment is ahead of playback), so a copy that answers is used for the rest
+    /// of the song.
+    async fn whole_order_after_probe(&self) -> Vec<WholeCopy> {
+        // Each wake-up is a probe that ended, and each source is probed once at a time.
+        for _ in 0..=self.whole.len() {
+            // Registered before looking, so that a probe ending in between is not missed.
+            let ended = self.report.probe_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let (order, waiting) = self.whole_order();
+            if !order.is_empty() || !waiting {
+                return order;
+            }
+            if tokio::time::timeout(self.opts.hedge_after * 4, ended)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        self.whole_order().0
+    }
+
     /// The whole copies to ask, best first: the fastest measured, those that failed this
-    /// session last, liars never.
-    fn whole_order(&self) -> Vec<WholeCopy> {
+    /// session last, those that lied or timed out never, one not yet proven only first and
+    /// one request at a time. With it, whether the list is empty only because the source
+    /// first in line has a probe pending.
+    fn whole_order(&self) -> (Vec<WholeCopy>, bool) {
         // Stable: untried sources keep the tracker's order and come before measured ones
         // only when those are slower. The keys are read once: other fetches update the
         // report while this one sorts, and a key that changes mid-sort is no order at all.
         let mut keyed: Vec<((bool, f64), &WholeCopy)> = self
             .whole
             .iter()
-            .filter(|w| !self.report.lied(&w.peer))
+            .filter(|w| !self.report.unfit_for_whole(&w.peer))
             .map(|w| {
                 let key = (
                     self.report.failed_before(&w.peer),
@@ -417,7 +503,23 @@ impl Fetcher {
             })
             .collect();
         keyed.sort_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        keyed.into_iter().map(|(_, w)| w.clone()).collect()
+        // A source not yet proven this session is asked only first in line (so the request
+        // surely goes) and only when no other request to it is pending.
+        let mut out = Vec::new();
+        let mut waiting = false;
+        for (_, w) in keyed {
+            if self.report.proven(&w.peer) {
+                out.push(w.clone());
+            } else if out.is_empty() {
+                if self.report.start_probe(w.peer) {
+                    out.push(w.clone());
+                } else {
+                    waiting = true;
+                }
+            }
+        }
+        let waiting = waiting && out.is_empty();
+        (out, waiting)
     }
 
     /// Segment `index`'s slots with a holder, in the order to ask: data slots first (no
@@ -449,12 +551,36 @@ impl Fetcher {
     }
 }
 
-/// Records what each source of a segment did in the session's [`Report`], and reports
-/// sources that lie to the tracker.
+/// Records what each source of a segment did in the session's [`Report`], and tells the
+/// tracker (once per source and reason): sources that lie or time out, and listeners that
+/// served a verified segment (which confirms their announcement).
 struct Sink {
     report: Arc<Report>,
     reporter: Option<(TrackerClient, SongId)>,
     index: usize,
+    /// The whole-copy sources that are listeners, not nodes.
+    listeners: Vec<PeerId>,
+}
+
+impl Sink {
+    fn tell(&self, peer: PeerId, reason: ReportReason) {
+        let Some((tracker, song)) = self.reporter.clone() else {
+            return;
+        };
+        if !self.report.first_report(peer, reason) {
+            return;
+        }
+        tokio::spawn(async move {
+            let r = SourceReport {
+                peer_id: peer.to_string(),
+                song: song.to_string(),
+                reason,
+            };
+            if let Err(e) = tracker.report_source(&r).await {
+                tracing::debug!(error = %e, "cannot report the source");
+            }
+        });
+    }
 }
 
 impl retrieve::Events for Sink {
@@ -469,38 +595,39 @@ impl retrieve::Events for Sink {
                 Piece::Shard(_) => s.shards += 1,
             }
         });
+        // Proven now: the probe ends after the record says so.
+        if piece == Piece::Whole {
+            self.report.end_probe(&peer);
+        }
+        if piece == Piece::Whole && self.listeners.contains(&peer) {
+            self.tell(peer, ReportReason::Served);
+        }
     }
 
     fn failed(&self, peer: PeerId, piece: Piece, e: &RequestError) {
         let index = self.index;
         tracing::debug!(%peer, ?piece, segment = index, error = %e, "source failed");
         let lied = matches!(e, RequestError::BadHash { .. });
+        let late = matches!(e, RequestError::Timeout { .. });
         self.report.record(peer, |s| {
             if lied {
                 s.bad_hashes += 1;
             } else {
                 s.failures += 1;
             }
+            if late {
+                s.timeouts += 1;
+            }
             s.last_error = Some(e.to_string());
         });
+        if piece == Piece::Whole {
+            self.report.end_probe(&peer);
+        }
         if lied {
             tracing::warn!(%peer, ?piece, segment = index, "a source sent bytes that do not match their hash: dropped for this song");
-            if let Some((tracker, song)) = self.reporter.clone() {
-                tokio::spawn(async move {
-                    if let Err(e) = tracker.report_source(&bad_hash(&peer, song)).await {
-                        tracing::debug!(error = %e, "cannot report the source");
-                    }
-                });
-            }
+            self.tell(peer, ReportReason::BadHash);
+        } else if late {
+            self.tell(peer, ReportReason::Timeout);
         }
-    }
-}
-
-/// A report that `peer` sent bytes of `song` that do not match their hash.
-fn bad_hash(peer: &PeerId, song: SongId) -> SourceReport {
-    SourceReport {
-        peer_id: peer.to_string(),
-        song: song.to_string(),
-        reason: ReportReason::BadHash,
     }
 }

@@ -37,14 +37,14 @@ pub use config::{
 pub use disk_cache::DiskCache;
 pub use error::ClientError;
 pub use fetch::{Delivery, FetchOptions, Fetcher, Report, SourceStats};
-pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
-pub use probe::probe;
-pub use publish::{FileOutcome, PublishSummary, Published};
-pub use share::ShareStats;
 pub use medley_api::{
     Artist, Committed, Hit, HotSong, NodeEntry, SearchQuery, SearchResults, Song, SourceKind,
     Stats, TrackerClient, TrackerError,
 };
+pub use play::{Downloaded, Output, PlayOutcome, decode_reader, decode_to_wav};
+pub use probe::probe;
+pub use publish::{FileOutcome, PublishSummary, Published};
+pub use share::ShareStats;
 pub use tracker::{Holder, SongSources, WholeCopy, has_song, song_sources};
 
 /// A client session: configuration, the tracker, and (started on first use) a data-plane
@@ -75,6 +75,7 @@ impl Client {
         let tracker = TrackerClient::builder(&config.tracker)
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
+            .ca_file(config.tracker_ca.clone())
             .build()?;
         Ok(Self {
             config,

@@ -615,7 +615,8 @@ impl Client {
             self.note_played(id, &fetcher.segment_ids());
             // The tracker counts plays per region: what runs hot gets whole copies nearby.
             let delivery = report.delivery();
-            let play = medley_api::PlayReport::new(id, &self.config.region, Some(delivery.report()));
+            let play =
+                medley_api::PlayReport::new(id, &self.config.region, Some(delivery.report()));
             if let Err(e) = self.tracker().report_play(&play).await {
                 tracing::warn!(song = %id, error = %e, "cannot report the play");
             }

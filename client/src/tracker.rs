@@ -33,8 +33,8 @@ pub struct WholeCopy {
 /// A song's sources, ready to dial.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SongSources {
-    /// Per segment, per slot, the shard holder (`None` where the layout has no node, the
-    /// node is banned, or its id or every address is unusable).
+    /// Per segment, per slot, the shard holder (`None` where the layout has no node or its
+    /// id or every address is unusable; a banned or stopped holder is not `alive`).
     pub holders: Vec<Vec<Option<Holder>>>,
     /// Whole copies, best first.
     pub whole: Vec<WholeCopy>,
@@ -72,12 +72,13 @@ pub async fn song_sources(
             let Some(cell) = row.get_mut(s.slot) else {
                 return Err(bad(format!("slot {} out of range", s.slot)));
             };
+            // A banned holder is asked last, not never: when bans are wrong (reports by
+            // identities made to lie), the segment can still be rebuilt.
             *cell = s
                 .peer_id
-                .filter(|_| !s.banned)
                 .and_then(|p| holder(&p, &s.addrs))
                 .map(|h| Holder {
-                    alive: s.alive,
+                    alive: s.alive && !s.banned,
                     ..h
                 });
         }

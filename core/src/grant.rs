@@ -227,7 +227,6 @@ impl Grant {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

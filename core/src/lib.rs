@@ -75,10 +75,10 @@ mod layout;
 mod manifest;
 pub mod protocol;
 mod segment;
-mod util;
 #[cfg(any(test, feature = "test-utils"))]
 #[allow(clippy::expect_used)]
 pub mod test_utils;
+mod util;
 
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
 pub use grant::{

@@ -3,6 +3,7 @@
 //! (`node.json`, `tracker.json`) through which a running daemon tells local tools, tests and
 //! the testnet where it listens.
 
+pub mod http;
 pub mod identity;
 pub mod keyfile;
 pub mod metrics;
@@ -35,14 +36,26 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let result = runtime.block_on(main);
+    // Tasks still running (a shutdown cut short) are dropped with the runtime, and with
+    // them what they hold open (a node's database is closed, not torn down by `exit`);
+    // blocking work gets a moment to end.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// A daemon's graceful stop was cut short by a second signal: [`run_main`] exits with 130
+/// once the runtime is down.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("stopped at once by a second signal")]
+pub struct Interrupted;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

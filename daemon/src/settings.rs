@@ -202,7 +202,28 @@ pub fn reference_table<T: Serialize>(
     Ok(out)
 }
 
-/// The text of `doc` between `<!-- {marker}:start -->` and `<!-- {marker}:end -->`.
+/// Rewrites the section of the document at `path` between the markers `marker` to
+/// `expected`, when the environment variable `MEDLEY_BLESS_DOCS` is set (a test helper: run
+/// the doc tests with it after changing a setting's documentation, then review the diff).
+/// Returns whether it wrote.
+pub fn bless_doc_section(path: &Path, marker: &str, expected: &str) -> bool {
+    if std::env::var_os("MEDLEY_BLESS_DOCS").is_none() {
+        return false;
+    }
+    let Ok(doc) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let start = format!("<!-- {marker}:start -->\n");
+    let end = format!("<!-- {marker}:end -->");
+    let (Some(a), Some(b)) = (doc.find(&start), doc.find(&end)) else {
+        return false;
+    };
+    let a = a + start.len();
+    let text = format!("{}{expected}{}", &doc[..a], &doc[b..]);
+    std::fs::write(path, text).is_ok()
+}
+
+/// The text of `doc` between the lines `<!-- marker:start -->` and `<!-- marker:end -->`.
 pub fn doc_section<'a>(doc: &'a str, marker: &str) -> Option<&'a str> {
     let start = format!("<!-- {marker}:start -->\n");
     let end = format!("<!-- {marker}:end -->");

@@ -47,7 +47,9 @@ const HASH_PART: usize = 16 * 1024;
 
 /// Reads a frame's length and checks it against [`MAX_MESSAGE_SIZE`] before anything is
 /// allocated.
-async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<usize, WireError>> {
+pub(crate) async fn read_len<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<Result<usize, WireError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -61,6 +63,7 @@ async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<
     })
 }
 
+#[cfg(test)]
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Vec<u8>, WireError>> {
@@ -163,12 +166,14 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
         }))
 }
 
-/// Reads a request: a malformed or oversized one is `Ok(Err(_))`, to be answered with its
-/// error code; only a broken stream is an I/O error.
-pub(crate) async fn read_request<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Inbound> {
-    Ok(read_frame(io)
-        .await?
-        .and_then(|bytes| Request::decode(&bytes)))
+/// Reads the `len` bytes of a request whose length was read, and decodes it.
+pub(crate) async fn read_request_body<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    len: usize,
+) -> io::Result<Inbound> {
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(Request::decode(&buf))
 }
 
 /// Reads a response, a blob hashed as it arrives. A malformed one is an I/O error.

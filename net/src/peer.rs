@@ -86,6 +86,14 @@ pub enum RequestError {
         /// What libp2p reported.
         reason: String,
     },
+    /// The peer did not answer in time.
+    #[error("{peer} did not answer within {after:?}")]
+    Timeout {
+        /// The peer asked.
+        peer: PeerId,
+        /// How long it was given.
+        after: Duration,
+    },
     /// The peer answered with an error code.
     #[error("{peer} answered {code}: {message}")]
     Remote {
@@ -118,6 +126,12 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Whether the request failed on the way (a dial, the connection, a timeout) rather
+    /// than with an answer: asking again may work.
+    pub fn on_the_way(&self) -> bool {
+        matches!(self, Self::Network { .. } | Self::Timeout { .. })
+    }
+
     /// The remote error code, if the peer answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -151,10 +165,12 @@ struct Behaviour {
 }
 
 enum Command {
-    /// Connect to a peer, unless connected already.
+    /// Connect to a peer, unless connected already; `fresh`: even if the swarm still counts
+    /// a connection, which was found closed.
     Dial {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
+        fresh: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
     ListenAddrs {
@@ -207,7 +223,9 @@ impl Peer {
         cancel: CancellationToken,
     ) -> Result<PeerHandle, StartError> {
         let peer_id = keypair.public().to_peer_id();
-        let max_streams = config.max_concurrent_inbound * 2 + 64;
+        // Streams a peer may open on one connection: its own in-flight limit twice over
+        // (requests waiting for a slot), at least the 32 a requester keeps, and a few more.
+        let max_streams = (config.max_inbound_per_peer * 2).max(32) + 8;
         let request_timeout = config.request_timeout;
         let agent = config.agent.clone();
         let connections = Arc::new(Mutex::new(Connections::default()));
@@ -229,7 +247,9 @@ impl Peer {
             .with_behaviour(|key| Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(
                     libp2p::connection_limits::ConnectionLimits::default()
-                        .with_max_established_incoming(Some(config.max_connections)),
+                        .with_max_established_incoming(Some(config.max_connections))
+                        // Handshakes under way: a crowd of fresh identities cannot hold more.
+                        .with_max_pending_incoming(Some(config.max_connections.min(256))),
                 ),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/medley/id/1".into(), key.public())
@@ -387,12 +407,10 @@ impl PeerHandle {
         };
         tokio::time::timeout(self.request_timeout, exchange)
             .await
-            .unwrap_or_else(|_| {
-                Err(network(format!(
-                    "no response within {:?}",
-                    self.request_timeout
-                )))
-            })
+            .unwrap_or(Err(RequestError::Timeout {
+                peer,
+                after: self.request_timeout,
+            }))
     }
 
     /// A stream to `peer`, dialing `addrs` first if not connected: a kept one unless `new`.
@@ -405,9 +423,10 @@ impl PeerHandle {
     ) -> Result<(Stream, ConnectionId, bool), RequestError> {
         let network = |reason: String| RequestError::Network { peer, reason };
         let mut dialed = false;
-        // A connection can close between the dial and the stream; one redial covers it.
+        // A connection can close between the dial and the stream, or be found closed before
+        // the swarm knows (the peer restarted): one fresh dial covers both.
         for _ in 0..3 {
-            match Connections::open(&self.connections, peer, new) {
+            let fresh = match Connections::open(&self.connections, peer, new) {
                 Some(Opening::Kept(stream, connection)) => return Ok((stream, connection, true)),
                 Some(Opening::New(connection, opened)) => match opened.await {
                     Ok(Ok(stream)) => {
@@ -416,10 +435,11 @@ impl PeerHandle {
                     }
                     Ok(Err(reason)) => return Err(network(reason)),
                     // The connection closed before it could open the stream.
-                    Err(_) => continue,
+                    Err(_) => true,
                 },
-                None => {}
-            }
+                Some(Opening::Closed) => true,
+                None => false,
+            };
             if dialed {
                 break;
             }
@@ -428,6 +448,7 @@ impl PeerHandle {
                 .send(Command::Dial {
                     peer,
                     addrs: addrs.to_vec(),
+                    fresh,
                     reply,
                 })
                 .await
@@ -626,7 +647,12 @@ impl Actor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Dial { peer, addrs, reply } => self.dial(peer, addrs, reply),
+            Command::Dial {
+                peer,
+                addrs,
+                fresh,
+                reply,
+            } => self.dial(peer, addrs, fresh, reply),
             Command::ListenAddrs { reply } => {
                 let me = self.swarm.local_peer_id();
                 let addrs = self
@@ -653,9 +679,10 @@ impl Actor {
         &mut self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
+        fresh: bool,
         reply: oneshot::Sender<Result<(), String>>,
     ) {
-        if self.swarm.is_connected(&peer) {
+        if !fresh && self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(()));
             return;
         }
@@ -665,9 +692,14 @@ impl Actor {
         if waiters.len() > 1 {
             return; // A dial is under way; its outcome answers this one too.
         }
+        let condition = if fresh {
+            PeerCondition::NotDialing
+        } else {
+            PeerCondition::DisconnectedAndNotDialing
+        };
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(condition)
             .build();
         match self.swarm.dial(opts) {
             // Dialing already, for another reason: that dial's outcome answers.

@@ -3,9 +3,10 @@
 //! shard's segment) share.
 //!
 //! Data flow, for one [`Segment`]:
-//! 1. **Whole copies**, in the caller's order: the first is asked; the next one when it
-//!    fails, and also when the hedge delay passes without an answer. The first verified
-//!    segment wins.
+//! 1. **Whole copies**, in the caller's order: the first is asked, the next one when it
+//!    fails. The first verified segment wins. When the hedge delay passes without an answer,
+//!    the shards are asked as well (the slow copy may still win the race): one slow copy
+//!    costs at most the hedge delay, however many slow copies are listed.
 //! 2. **Shards**, when no whole copy delivered: `k + extra` slots are asked at once, in the
 //!    caller's order of preference; a slot whose request fails is replaced by the next
 //!    untried one, and after each hedge delay without `k` shards one more is asked. A slot
@@ -48,6 +49,9 @@ pub struct Policy {
     pub extra: usize,
     /// Ask one more source after this long without a result; `None`: only on failures.
     pub hedge_after: Option<Duration>,
+    /// How long a whole copy may take before the shards are asked too; `None`: as long
+    /// as `hedge_after`. Zero races them from the start (a segment someone waits for now).
+    pub whole_patience: Option<Duration>,
     /// Ask the slots that failed on the network once more when nothing else is left: a
     /// connection lost under load is not a dead node.
     pub retry_lost: bool,
@@ -60,6 +64,7 @@ impl std::fmt::Debug for Policy {
         f.debug_struct("Policy")
             .field("extra", &self.extra)
             .field("hedge_after", &self.hedge_after)
+            .field("whole_patience", &self.whole_patience)
             .field("retry_lost", &self.retry_lost)
             .field("pace", &self.pace.is_some())
             .finish()
@@ -157,10 +162,55 @@ pub async fn retrieve(
     policy: &Policy,
     events: &Arc<dyn Events>,
 ) -> Result<Retrieved, RetrieveError> {
-    if let Some(r) = whole(peer, seg, policy, events).await {
-        return Ok(r);
+    let mut slow = match whole(peer, seg, policy, events).await {
+        Whole::Got(r) => return Ok(r),
+        Whole::None => return shards(peer, codec, seg, policy, events).await,
+        Whole::Slow(in_flight) => in_flight,
+    };
+    // A whole copy is slow: the shards race it.
+    let rebuild = shards(peer, codec, seg, policy, events);
+    tokio::pin!(rebuild);
+    let failed = loop {
+        tokio::select! {
+            r = &mut rebuild => match r {
+                Ok(mut r) => {
+                    r.stragglers.extend(stragglers(slow));
+                    return Ok(r);
+                }
+                Err(e) => break e,
+            },
+            next = slow.next(), if !slow.is_empty() => {
+                if let Some(Ok((i, _, Ok(data)))) = next {
+                    return Ok(Retrieved {
+                        data,
+                        origin: Origin::Whole(i),
+                        stragglers: stragglers(slow),
+                    });
+                }
+            }
+        }
+    };
+    // The shards could not make it: the slow copy is the last hope.
+    while let Some(next) = slow.next().await {
+        if let Ok((i, _, Ok(data))) = next {
+            return Ok(Retrieved {
+                data,
+                origin: Origin::Whole(i),
+                stragglers: stragglers(slow),
+            });
+        }
     }
-    shards(peer, codec, seg, policy, events).await
+    Err(failed)
+}
+
+/// What the whole copies did.
+enum Whole {
+    /// One delivered.
+    Got(Retrieved),
+    /// None did (or none is listed).
+    None,
+    /// The one asked has not answered within the hedge delay; it is still in flight.
+    Slow(FuturesUnordered<tokio::task::JoinHandle<Answer>>),
 }
 
 /// A piece to ask for: which, its position, its expected bytes, and whom to ask in turn.
@@ -231,48 +281,51 @@ fn stragglers(
     })]
 }
 
-/// Step 1: the whole copies. `None` when none delivered.
+/// Step 1: the whole copies, one after another.
 async fn whole(
     peer: &PeerHandle,
     seg: &Segment,
     policy: &Policy,
     events: &Arc<dyn Events>,
-) -> Option<Retrieved> {
+) -> Whole {
     let mut untried = seg.whole.iter().cloned().enumerate();
-    let mut in_flight = FuturesUnordered::new();
     let ask = |(key, source): (usize, Source)| Ask {
         key,
         piece: Piece::Whole,
         bytes: u64::from(seg.entry.len),
         sources: vec![source],
     };
-    in_flight.push(launch(peer, seg, ask(untried.next()?), policy, events));
-    let hedge = policy.hedge_after.unwrap_or(Duration::MAX);
-    let timer = tokio::time::sleep(hedge.min(Duration::from_secs(86_400)));
+    let Some(first) = untried.next() else {
+        return Whole::None;
+    };
+    let mut in_flight = FuturesUnordered::new();
+    in_flight.push(launch(peer, seg, ask(first), policy, events));
+    let patience = policy.whole_patience.or(policy.hedge_after);
+    // Without patience the timer is off; a day stands in for "never" in its arithmetic.
+    let hedge = patience.unwrap_or(Duration::from_secs(86_400));
+    let timer = tokio::time::sleep(hedge);
     tokio::pin!(timer);
     loop {
         tokio::select! {
             next = in_flight.next() => match next {
                 Some(Ok((i, _, Ok(data)))) => {
-                    return Some(Retrieved {
+                    return Whole::Got(Retrieved {
                         data,
                         origin: Origin::Whole(i),
                         stragglers: stragglers(in_flight),
                     });
                 }
                 Some(_) => match untried.next() {
-                    Some(next) => in_flight.push(launch(peer, seg, ask(next), policy, events)),
-                    None if in_flight.is_empty() => return None,
+                    Some(next) => {
+                        in_flight.push(launch(peer, seg, ask(next), policy, events));
+                        timer.as_mut().reset(tokio::time::Instant::now() + hedge);
+                    }
+                    None if in_flight.is_empty() => return Whole::None,
                     None => {}
                 },
-                None => return None,
+                None => return Whole::None,
             },
-            () = &mut timer, if policy.hedge_after.is_some() => {
-                if let Some(next) = untried.next() {
-                    in_flight.push(launch(peer, seg, ask(next), policy, events));
-                }
-                timer.as_mut().reset(tokio::time::Instant::now() + hedge);
-            }
+            () = &mut timer, if patience.is_some() => return Whole::Slow(in_flight),
         }
     }
 }
@@ -319,8 +372,9 @@ async fn shards(
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
     let mut have = 0;
     let mut reasons = Vec::new();
-    let hedge = policy.hedge_after.unwrap_or(Duration::MAX);
-    let timer = tokio::time::sleep(hedge.min(Duration::from_secs(86_400)));
+    // Without a hedge the timer is off; a day stands in for "never" in its arithmetic.
+    let hedge = policy.hedge_after.unwrap_or(Duration::from_secs(86_400));
+    let timer = tokio::time::sleep(hedge);
     tokio::pin!(timer);
     let mut can_hedge = policy.hedge_after.is_some();
     let mut lost: Vec<usize> = Vec::new();
@@ -347,7 +401,7 @@ async fn shards(
                         }
                     }
                     Err(e) => {
-                        if matches!(e, RequestError::Network { .. }) {
+                        if e.on_the_way() {
                             lost.push(slot);
                         }
                         match who {

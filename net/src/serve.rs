@@ -40,11 +40,13 @@ impl Handler for NoService {
     }
 }
 
-
 /// How long a peer over its own in-flight limit waits for its `BUSY` answer.
 const BUSY_DELAY: Duration = Duration::from_millis(250);
 /// Most delayed `BUSY` answers held at once, over all peers; past it they go at once.
 const MAX_DELAYED_BUSY: usize = 4096;
+/// Requests longer than this are admitted before their body is read (every request but a
+/// `PutShard` is far shorter).
+const ADMIT_BEFORE_READING: usize = 64 * 1024;
 
 /// Limits of the inbound side.
 pub(crate) struct Limits {
@@ -221,11 +223,17 @@ impl Server {
 
     /// Reads the request that starts with `first`, runs it and answers it. Whether the stream
     /// may carry another: not after a request that could not be decoded, which may have left
-    /// the stream inside a frame, nor after a failed answer.
+    /// the stream inside a frame, nor after a failed answer, nor after a large request that
+    /// was refused unread.
+    ///
+    /// A large request (a shard to store) takes its place among those in flight before its
+    /// body is read: a node buffers at most its in-flight limit of large bodies, however
+    /// many streams peers open. A small one is read first, so that a malformed request is
+    /// told so even when the node is busy.
     async fn exchange(&self, peer: PeerId, stream: &mut Stream, first: u8) -> bool {
         let first = [first];
-        let inbound = match codec::read_request(&mut (&first[..]).chain(&mut *stream)).await {
-            Ok(inbound) => inbound,
+        let len = match codec::read_len(&mut (&first[..]).chain(&mut *stream)).await {
+            Ok(len) => len,
             Err(error) => {
                 debug!(%peer, %error, "inbound stream failed before its request was read");
                 return false;
@@ -233,29 +241,66 @@ impl Server {
         };
         self.state().answering += 1;
         let _answering = Answering(self.clone());
-        let request = match inbound {
-            Ok(request) => request,
+        let len = match len {
+            Ok(len) => len,
             Err(error) => {
-                debug!(%peer, %error, "malformed request");
+                debug!(%peer, %error, "request too large");
                 let response = Response::error(error.code(), error.to_string());
                 self.answer(peer, stream, &response).await;
                 return false;
             }
         };
-        let (_slot, response) = match self.admit(peer) {
+        let early = if len > ADMIT_BEFORE_READING {
+            match self.admit(peer) {
+                Admission::Run(slot) => Some(slot),
+                refused => {
+                    let response = self.refusal(refused).await;
+                    self.answer(peer, stream, &response).await;
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        let request = match codec::read_request_body(stream, len).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "malformed request");
+                let response = Response::error(error.code(), error.to_string());
+                self.answer(peer, stream, &response).await;
+                return false;
+            }
+            Err(error) => {
+                debug!(%peer, %error, "inbound stream failed while its request was read");
+                return false;
+            }
+        };
+        let admitted = match early {
+            Some(slot) => Admission::Run(slot),
+            None => self.admit(peer),
+        };
+        let (_slot, response) = match admitted {
             Admission::Run(slot) => (Some(slot), self.0.handler.handle(peer, request).await),
-            Admission::Busy(message) => (None, Response::error(ErrorCode::BUSY, message)),
+            refused => (None, self.refusal(refused).await),
+        };
+        self.answer(peer, stream, &response).await
+    }
+
+    /// The `BUSY` answer to a refused request. A peer past its own limit waits for it:
+    /// asking again at once would only spin. Held answers are bounded; past the bound they
+    /// go at once.
+    async fn refusal(&self, refused: Admission) -> Response {
+        match refused {
             Admission::BusyLater(message) => {
-                // A peer past its own limit waits for the answer: asking again at once would
-                // only spin. Held answers are bounded; past the bound they go at once.
                 if self.0.delayed.fetch_add(1, Ordering::Relaxed) < MAX_DELAYED_BUSY {
                     tokio::time::sleep(BUSY_DELAY).await;
                 }
                 self.0.delayed.fetch_sub(1, Ordering::Relaxed);
-                (None, Response::error(ErrorCode::BUSY, message))
+                Response::error(ErrorCode::BUSY, message)
             }
-        };
-        self.answer(peer, stream, &response).await
+            Admission::Busy(message) => Response::error(ErrorCode::BUSY, message),
+            Admission::Run(_) => Response::error(ErrorCode::INTERNAL, "admitted"),
+        }
     }
 
     /// Writes `response`; whether it went.

@@ -71,6 +71,8 @@ pub(crate) enum Opening {
     Kept(Stream, ConnectionId),
     /// A new stream, once the connection's handler has opened it.
     New(ConnectionId, oneshot::Receiver<Result<Stream, String>>),
+    /// Every connection to the peer turned out closed, though the swarm may not know yet.
+    Closed,
 }
 
 /// The open connections, a peer's oldest first.
@@ -85,7 +87,7 @@ impl Connections {
     }
 
     /// A stream to `peer` on its newest connection: a kept one unless `new`, else a new one.
-    /// `None`: no open connection to it.
+    /// `None`: no connection to it was known.
     pub(crate) fn open(this: &Mutex<Self>, peer: PeerId, new: bool) -> Option<Opening> {
         let mut me = Self::lock(this);
         let conns = me.by_peer.get_mut(&peer)?;
@@ -111,7 +113,7 @@ impl Connections {
             conns.pop();
         }
         me.by_peer.remove(&peer);
-        None
+        Some(Opening::Closed)
     }
 
     /// Keeps `stream`, just done with an exchange, for the next request to `peer`: if its

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use medley_core::protocol::{ErrorCode, Request, Response};
 use medley_core::{Codec, Hash, SegmentEntry, SegmentId, ShardId};
+use medley_net::RequestError;
 use medley_net::retrieve::{self, Events, Origin, Piece, Policy, RetrieveError, Segment, Source};
 use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
-use medley_net::RequestError;
 
 /// Serves blobs (shards and segments alike) from memory; `lie` flips a byte of each.
 struct Blobs {
@@ -103,8 +103,17 @@ async fn a_lying_whole_copy_falls_back_to_an_honest_one_then_to_shards() {
         .await
         .unwrap();
     assert_eq!(got.data, data);
-    assert_eq!(got.origin, Origin::Whole(1), "the liar's copy never gets through");
-    assert!(log.0.lock().unwrap().contains(&(liar.0, Piece::Whole, false)));
+    assert_eq!(
+        got.origin,
+        Origin::Whole(1),
+        "the liar's copy never gets through"
+    );
+    assert!(
+        log.0
+            .lock()
+            .unwrap()
+            .contains(&(liar.0, Piece::Whole, false))
+    );
 
     // No whole copy left: the segment is rebuilt from shards, each slot's first holder
     // failing (it has nothing) and its second delivering.
@@ -113,7 +122,9 @@ async fn a_lying_whole_copy_falls_back_to_an_honest_one_then_to_shards() {
     let seg = Segment {
         entry,
         whole: vec![liar],
-        slots: (0..6).map(|s| (s, vec![empty.clone(), holder.clone()])).collect(),
+        slots: (0..6)
+            .map(|s| (s, vec![empty.clone(), holder.clone()]))
+            .collect(),
     };
     let got = retrieve::retrieve(&me, &codec, &seg, &Policy::default(), &events)
         .await
@@ -151,7 +162,11 @@ async fn too_few_shards_is_unavailable_and_says_why() {
         ..Policy::default()
     };
     match retrieve::retrieve(&me, &codec, &seg, &policy, &events).await {
-        Err(RetrieveError::Unavailable { have, need, reasons }) => {
+        Err(RetrieveError::Unavailable {
+            have,
+            need,
+            reasons,
+        }) => {
             assert_eq!((have, need), (3, 4));
             assert!(reasons.contains("do not match"), "{reasons}");
         }

@@ -63,6 +63,9 @@ pub struct NodeStatus {
     pub tracker_last_ok_secs: Option<u64>,
     /// Failed registrations and heartbeats since start.
     pub tracker_failures: u64,
+    /// Why the last registration or heartbeat failed, until one succeeds.
+    #[serde(default)]
+    pub tracker_error: Option<String>,
     /// Background workers that panicked (`worker: message`); the node runs on without them
     /// and should be restarted.
     #[serde(default)]
@@ -112,6 +115,7 @@ impl Admin {
             tracker: self.tracker.clone(),
             tracker_last_ok_secs: (last_ok > 0).then(|| now_ms.saturating_sub(last_ok) / 1000),
             tracker_failures: self.health.failures.load(Ordering::Relaxed),
+            tracker_error: self.health.last_error(),
             worker_panics: self
                 .workers
                 .panics()
@@ -247,7 +251,10 @@ pub(crate) async fn bind(
     admin: Arc<Admin>,
     listen: SocketAddr,
     cancel: CancellationToken,
-) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()

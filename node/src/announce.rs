@@ -9,12 +9,23 @@ use std::time::{Duration, Instant};
 
 use medley_api::{Heartbeat, Load, Registration, TrackerError};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::hot::HotTier;
 use crate::stats::{MaintenanceStats, ServeStats, TrackerHealth};
 use crate::store::Store;
 use crate::tracker::TrackerLink;
+
+/// Why a registration did not go through.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegisterError {
+    /// The tracker did not take it.
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    /// The tracker's key is not the one this node trusts.
+    #[error(transparent)]
+    Key(#[from] crate::tracker::KeyRefused),
+}
 
 /// What the node announces about itself, and where it reads what it reports.
 #[derive(Debug, Clone)]
@@ -37,7 +48,10 @@ impl Announcer {
     pub(crate) async fn run(self, cancel: CancellationToken) {
         let mut registered = false;
         let mut backoff = Duration::from_millis(100);
-        let mut last = (Instant::now(), self.serve.bytes_served.load(Ordering::Relaxed));
+        let mut last = (
+            Instant::now(),
+            self.serve.bytes_served.load(Ordering::Relaxed),
+        );
         loop {
             if !registered {
                 match self.register().await {
@@ -48,8 +62,13 @@ impl Announcer {
                         backoff = Duration::from_millis(100);
                     }
                     Err(e) => {
-                        self.health.failed();
-                        warn!(error = %e, "registration failed; retrying");
+                        self.health.failed_with(&e);
+                        match &e {
+                            RegisterError::Key(_) => error!(error = %e, "registration refused"),
+                            RegisterError::Tracker(_) => {
+                                warn!(error = %e, "registration failed; retrying")
+                            }
+                        }
                         tokio::select! {
                             () = cancel.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
@@ -63,11 +82,19 @@ impl Announcer {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.interval) => {}
             }
-            let now = (Instant::now(), self.serve.bytes_served.load(Ordering::Relaxed));
+            let now = (
+                Instant::now(),
+                self.serve.bytes_served.load(Ordering::Relaxed),
+            );
             let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
             let bytes_per_sec = ((now.1.saturating_sub(last.1)) as f64 / secs) as u64;
             last = now;
-            match self.tracker.client.heartbeat(&self.heartbeat(bytes_per_sec)).await {
+            match self
+                .tracker
+                .client
+                .heartbeat(&self.heartbeat(bytes_per_sec))
+                .await
+            {
                 Ok(()) => {
                     self.health.ok();
                     debug!("heartbeat sent");
@@ -77,15 +104,16 @@ impl Announcer {
                     registered = false;
                 }
                 Err(e) => {
-                    self.health.failed();
+                    self.health.failed_with(&e);
                     warn!(error = %e, "heartbeat failed");
                 }
             }
         }
     }
 
-    /// Registers and takes the tracker's key from the answer.
-    async fn register(&self) -> Result<(), TrackerError> {
+    /// Registers and takes the tracker's key from the answer (refused if it is not the key
+    /// this node trusts).
+    async fn register(&self) -> Result<(), RegisterError> {
         let registered = self
             .tracker
             .client
@@ -96,14 +124,7 @@ impl Announcer {
                 capacity: self.store.capacity(),
             })
             .await?;
-        let given = registered.tracker_key;
-        if let Err(configured) = self.tracker.key.learn(given) {
-            warn!(
-                %configured, %given,
-                "the tracker's key is not the configured tracker_key; \
-                 uploads are accepted only under grants signed by the configured key"
-            );
-        }
+        self.tracker.key.learn(registered.tracker_key)?;
         Ok(())
     }
 

@@ -157,6 +157,9 @@ pub struct DrainArgs {
     /// Tracker URL [default: from the config].
     #[arg(long, env = "MEDLEY_TRACKER")]
     pub tracker: Option<String>,
+    /// CA (PEM) of an https:// tracker the system does not trust [default: from the config].
+    #[arg(long, env = "MEDLEY_TRACKER_CA")]
+    pub tracker_ca: Option<PathBuf>,
     /// The tracker's admin token, if it has one (draining is an admin request).
     #[arg(long, env = "MEDLEY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -192,6 +195,9 @@ pub struct RunArgs {
     /// Tracker URL to register with, e.g. http://127.0.0.1:4700.
     #[arg(long, env = "MEDLEY_TRACKER")]
     pub tracker: Option<String>,
+    /// CA (PEM) of an https:// tracker the system does not trust.
+    #[arg(long, env = "MEDLEY_TRACKER_CA")]
+    pub tracker_ca: Option<PathBuf>,
     /// The tracker's public key (64 hex digits), which signs the grants uploads need.
     #[arg(long, env = "MEDLEY_TRACKER_KEY")]
     pub tracker_key: Option<medley_core::TrackerId>,
@@ -215,6 +221,9 @@ impl RunArgs {
         }
         if let Some(t) = &self.tracker {
             config.tracker = Some(t.clone());
+        }
+        if let Some(c) = &self.tracker_ca {
+            config.tracker_ca = Some(c.clone());
         }
         if let Some(k) = self.tracker_key {
             config.tracker_key = Some(k);
@@ -291,6 +300,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             s.tracker_failures
         ),
     }
+    if let Some(e) = &s.tracker_error {
+        println!("          last failure: {e}");
+    }
+    for p in &s.worker_panics {
+        println!("WORKER STOPPED  {p} (restart the node)");
+    }
     Ok(())
 }
 
@@ -320,7 +335,9 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
         .public()
         .to_peer_id()
         .to_string();
-    let api = medley_api::TrackerClient::new(&tracker)?;
+    let api = medley_api::TrackerClient::builder(&tracker)
+        .ca_file(args.tracker_ca.clone().or(config.tracker_ca.clone()))
+        .build()?;
     let version = api
         .set_draining(&peer_id, !args.cancel, args.admin_token.as_deref())
         .await
@@ -382,7 +399,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         r = stop => r.context("shutdown failed")?,
         () = medley_daemon::shutdown_signal() => {
             warn!("second signal: exiting now");
-            std::process::exit(130);
+            return Err(medley_daemon::Interrupted.into());
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 20] = [
+pub const FIELDS: [FieldDoc; 21] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -80,6 +80,12 @@ pub const FIELDS: [FieldDoc; 20] = [
         doc: "Tracker to register with. Unset: the node runs unregistered (serves what it\n\
               holds, gets no slots).",
         example: Some("\"http://127.0.0.1:4700\""),
+    },
+    FieldDoc {
+        name: "tracker_ca",
+        doc: "PEM file of the certificate authority (or the self-signed certificate) of an\n\
+              https:// tracker whose certificate the system does not trust.",
+        example: Some("\"/etc/medley/tracker-ca.pem\""),
     },
     FieldDoc {
         name: "tracker_key",
@@ -166,6 +172,8 @@ pub struct NodeConfig {
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
     pub tracker: Option<String>,
+    /// CA (PEM) of an `https://` tracker the system does not trust.
+    pub tracker_ca: Option<PathBuf>,
     /// The tracker's public key, which signs publish grants. None: learnt at registration.
     pub tracker_key: Option<medley_core::TrackerId>,
     /// Seconds between heartbeats to the tracker (and checks for a new layout).
@@ -203,6 +211,7 @@ impl Default for NodeConfig {
             peer_bytes_per_sec: ByteSize::mib(16),
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
+            tracker_ca: None,
             tracker_key: None,
             heartbeat_secs: 5,
             repair_concurrency: 8,
@@ -341,6 +350,10 @@ mod tests {
         let expected =
             medley_daemon::settings::reference_table(&NodeConfig::default(), ENV_PREFIX, &FIELDS)
                 .unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../OPERATING.md");
+        if medley_daemon::settings::bless_doc_section(&path, "node-settings", &expected) {
+            return;
+        }
         let found = medley_daemon::settings::doc_section(guide, "node-settings");
         assert_eq!(
             found,
@@ -353,6 +366,7 @@ mod tests {
     fn the_field_table_documents_exactly_the_config() {
         let full = NodeConfig {
             tracker: Some("http://127.0.0.1:4700".into()),
+            tracker_ca: Some("ca.pem".into()),
             tracker_key: Some(medley_core::TrackerKey::from_seed([1; 32]).id()),
             ..NodeConfig::default()
         };

@@ -18,8 +18,8 @@ use medley_daemon::RateLimiter;
 use medley_net::{CancellationToken, PeerHandle, retrieve};
 use tracing::{debug, info, warn};
 
-use crate::store::{Store, StoreError, Tier};
 use crate::stats::HotStats;
+use crate::store::{Store, StoreError, Tier};
 use crate::tracker::{TrackerLink, parse_source};
 use medley_api::TrackerError;
 

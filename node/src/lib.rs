@@ -41,4 +41,5 @@ pub use hot::HotTier;
 pub use server::{NODE_INFO_FILE, Node, NodeError, NodeInfo};
 pub use stats::{HotStats, MaintenanceStats, ServeStats, TrackerHealth};
 pub use store::{PutOutcome, STORE_FORMAT_VERSION, Store, StoreConfig, StoreError, Tier};
+pub use tracker::{PinError, TRACKER_PIN_FILE};
 pub use workers::WorkerHealth;

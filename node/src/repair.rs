@@ -31,8 +31,8 @@ use medley_net::{CancellationToken, PeerHandle, retrieve};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::store::{Store, StoreError, Tier};
 use crate::stats::MaintenanceStats;
+use crate::store::{Store, StoreError, Tier};
 use crate::tracker::{TrackerLink, live_addresses};
 use medley_api::TrackerError;
 

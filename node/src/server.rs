@@ -61,6 +61,10 @@ pub enum NodeError {
     /// The data plane could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The tracker key pinned in the data directory conflicts with the configured one, or
+    /// cannot be read.
+    #[error(transparent)]
+    Pin(#[from] crate::tracker::PinError),
     /// Writing a file in the data directory failed.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -117,7 +121,7 @@ impl Node {
         let serve = Arc::new(ServeStats::default());
         let maintenance = Arc::new(MaintenanceStats::default());
         let wake_repair = Arc::new(Notify::new());
-        let tracker_key = Arc::new(TrackerKeyCell::new(config.tracker_key));
+        let tracker_key = Arc::new(TrackerKeyCell::open(&dir, config.tracker_key)?);
         let me = keypair.public().to_peer_id();
         let peer = Peer::spawn(
             keypair.clone(),
@@ -139,6 +143,7 @@ impl Node {
             Some(url) => Some(TrackerLink {
                 client: TrackerClient::builder(url)
                     .timeout(Duration::from_secs(10))
+                    .ca_file(config.tracker_ca.clone())
                     .signer(keypair.clone())
                     .build()
                     .map_err(|e| NodeError::Io {

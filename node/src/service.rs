@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 use tokio::sync::Notify;
 
 use crate::stats::{MaintenanceStats, ServeStats};
-use crate::tracker::TrackerKeyCell;
 use crate::store::{Store, StoreError, Tier};
+use crate::tracker::TrackerKeyCell;
 
 /// A byte rate per peer for what the node sends (`peer_bytes_per_sec`), so one peer that
 /// asks without pause cannot take the node's bandwidth and CPU from the others. Peers idle

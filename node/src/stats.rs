@@ -44,16 +44,26 @@ pub struct TrackerHealth {
     pub last_ok_ms: AtomicU64,
     /// Failed registrations and heartbeats since start.
     pub failures: AtomicU64,
+    /// The last failure, cleared by the next success.
+    last_error: parking_lot::Mutex<Option<String>>,
 }
 
 impl TrackerHealth {
     pub(crate) fn ok(&self) {
         self.last_ok_ms
             .store(medley_core::unix_now_ms(), Ordering::Relaxed);
+        *self.last_error.lock() = None;
     }
 
-    pub(crate) fn failed(&self) {
+    /// Counts a failure and keeps `error` as the last one.
+    pub(crate) fn failed_with(&self, error: &dyn std::error::Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some(medley_core::error_chain(error));
+    }
+
+    /// The last failure, if any since the last success.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
     }
 }
 

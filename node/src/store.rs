@@ -198,6 +198,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
+// RocksDB's merge operators answer an Option: `None` would fail the merge.
+#[allow(clippy::unnecessary_wraps)]
 fn add_counter(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let mut total = existing.map_or(0, decode_i64);
     for op in operands {

@@ -4,40 +4,151 @@
 //! accepts.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use medley_api::{NodeEntry, TrackerClient, TrackerError};
 use medley_core::{Layout, SegmentEntry, SongId, TrackerId};
 
-/// The key that signs what this node acts on: from its configuration, or learnt from its
-/// tracker at registration.
+/// File in the data directory holding the tracker key the node trusts (hex): pinned when
+/// first learnt, so that whoever answers in the tracker's place later cannot swap it.
+pub const TRACKER_PIN_FILE: &str = "tracker-key.pin";
+
+/// The key that signs what this node acts on (grants, layouts, orders): the configured
+/// `tracker_key`, else the one pinned in the data directory, else the one its tracker gives
+/// at its first registration, which is then pinned. A different key is refused.
 #[derive(Debug, Default)]
-pub(crate) struct TrackerKeyCell(parking_lot::RwLock<Option<TrackerId>>);
+pub(crate) struct TrackerKeyCell {
+    key: parking_lot::RwLock<Option<TrackerId>>,
+    /// Where the key is pinned; `None`: kept in memory only.
+    pin: Option<PathBuf>,
+}
+
+/// Why the node cannot trust a tracker key.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The pin file cannot be read or written.
+    #[error("tracker key pin {path}: {reason}")]
+    File {
+        /// The pin file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The configured `tracker_key` is not the one pinned.
+    #[error(
+        "tracker_key in the config is {configured}, but this node trusts {pinned} (pinned in \
+         {path}); if the tracker's key was changed on purpose, remove that file"
+    )]
+    Conflict {
+        /// The configured key.
+        configured: TrackerId,
+        /// The pinned key.
+        pinned: TrackerId,
+        /// The pin file.
+        path: PathBuf,
+    },
+}
 
 impl TrackerKeyCell {
-    /// A key known from the start (configured), or none yet.
+    /// A key known from the start (configured), or none yet, kept in memory only.
+    #[cfg(test)]
     pub(crate) fn new(key: Option<TrackerId>) -> Self {
-        Self(parking_lot::RwLock::new(key))
+        Self {
+            key: parking_lot::RwLock::new(key),
+            pin: None,
+        }
+    }
+
+    /// The key the node in `dir` trusts: `configured`, or the one pinned there. A configured
+    /// key is pinned when none is; one that differs from the pin is refused.
+    pub(crate) fn open(dir: &Path, configured: Option<TrackerId>) -> Result<Self, PinError> {
+        let path = dir.join(TRACKER_PIN_FILE);
+        let file = |reason: String| PinError::File {
+            path: path.clone(),
+            reason,
+        };
+        let pinned = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<TrackerId>()
+                    .map_err(|e| file(format!("not a tracker key: {e}")))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(file(e.to_string())),
+        };
+        let cell = Self {
+            key: parking_lot::RwLock::new(pinned),
+            pin: Some(path.clone()),
+        };
+        match (configured, pinned) {
+            (Some(c), Some(p)) if c != p => Err(PinError::Conflict {
+                configured: c,
+                pinned: p,
+                path,
+            }),
+            (Some(c), None) => {
+                cell.write_pin(c).map_err(file)?;
+                *cell.key.write() = Some(c);
+                Ok(cell)
+            }
+            _ => Ok(cell),
+        }
+    }
+
+    fn write_pin(&self, key: TrackerId) -> Result<(), String> {
+        let Some(path) = &self.pin else {
+            return Ok(());
+        };
+        match medley_daemon::keyfile::create_private_file(path, format!("{key}\n").as_bytes()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The key, if known.
     pub(crate) fn get(&self) -> Option<TrackerId> {
-        *self.0.read()
+        *self.key.read()
     }
 
-    /// Sets the key the tracker gave. A key already known (configured, or from an earlier
-    /// registration) is never replaced: a different one is refused and returned.
-    pub(crate) fn learn(&self, key: TrackerId) -> Result<(), TrackerId> {
-        let mut known = self.0.write();
+    /// Takes the key the tracker gave, pinning it, when none is known yet. A key already
+    /// known (configured, pinned, or from an earlier registration) is never replaced: a
+    /// different one is refused with the trusted key and the pin file.
+    pub(crate) fn learn(&self, key: TrackerId) -> Result<(), KeyRefused> {
+        let mut known = self.key.write();
         match *known {
-            Some(k) if k != key => Err(k),
-            _ => {
+            Some(k) if k == key => Ok(()),
+            Some(k) => Err(KeyRefused {
+                given: key,
+                trusted: k,
+                pin: self.pin.clone(),
+            }),
+            None => {
+                if let Err(reason) = self.write_pin(key) {
+                    // Trust it for this run all the same: the key came from the configured
+                    // tracker, and refusing would stop a node on a read-only disk.
+                    tracing::warn!(reason, "cannot pin the tracker key");
+                }
                 *known = Some(key);
                 Ok(())
             }
         }
     }
+}
+
+/// A tracker key that is not the one the node trusts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the tracker presents key {given}, but this node trusts {trusted}{}; it will not act on \
+     this tracker's answers nor store under its grants. If the tracker's key was changed on \
+     purpose, stop the node, remove that file (or set tracker_key) and start it again",
+    pin.as_ref().map(|p| format!(" (pinned in {})", p.display())).unwrap_or_default()
+)]
+pub(crate) struct KeyRefused {
+    given: TrackerId,
+    trusted: TrackerId,
+    pin: Option<PathBuf>,
 }
 
 /// The tracker as this node uses it.

@@ -31,7 +31,10 @@ impl WorkerHealth {
     }
 
     fn panicked(&self, worker: &'static str, message: String) {
-        error!(worker, message, "a background worker panicked; the node runs on without it");
+        error!(
+            worker,
+            message, "a background worker panicked; the node runs on without it"
+        );
         self.panics.lock().push((worker, message));
     }
 }

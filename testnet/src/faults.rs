@@ -241,4 +241,3 @@ fn corrupt_blobs(dir: &Path, fraction: f64) -> usize {
     }
     flipped
 }
-

@@ -88,6 +88,39 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestnetError {
     move |source| TestnetError::Io { what, source }
 }
 
+/// Makes a CA and a certificate it signs for `127.0.0.1` and `localhost`, in `dir`: returns
+/// the CA's, the certificate's and its key's files (PEM).
+fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), TestnetError> {
+    let bad = |e: rcgen::Error| TestnetError::Invalid(format!("cannot make a certificate: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Medley testnet CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(bad)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(bad)?;
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .map_err(bad)?;
+    let leaf_key = rcgen::KeyPair::generate().map_err(bad)?;
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .map_err(bad)?;
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("tracker.crt"),
+        dir.join("tracker-tls.key"),
+    );
+    for (path, text) in [
+        (&files.0, ca.pem()),
+        (&files.1, leaf.pem()),
+        (&files.2, leaf_key.serialize_pem()),
+    ] {
+        std::fs::write(path, text).map_err(io(format!("cannot write {}", path.display())))?;
+    }
+    Ok(files)
+}
+
 /// Where the Medley binaries are: `MEDLEY_BIN_DIR`, else beside the running executable (or
 /// its parent, for test executables in `target/*/deps`).
 pub fn bin_dir() -> PathBuf {
@@ -134,6 +167,7 @@ pub struct TestnetBuilder {
     tracker_config: String,
     layout: Option<Vec<(String, bytesize::ByteSize)>>,
     placement: Placement,
+    tls: bool,
 }
 
 /// Where each region's processes bind their data-plane sockets: the region's address, or
@@ -186,11 +220,19 @@ impl Default for TestnetBuilder {
             tracker_config: String::new(),
             layout: None,
             placement: Placement::default(),
+            tls: false,
         }
     }
 }
 
 impl TestnetBuilder {
+    /// Serve the tracker's API over HTTPS, with a certificate of a CA made for this testnet
+    /// (its `ca.pem` is given to every node and client).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Storage nodes (default 6).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
@@ -307,14 +349,31 @@ impl TestnetBuilder {
         let tracker_dir = root.join("tracker");
         std::fs::create_dir_all(&tracker_dir)
             .map_err(io(format!("cannot create {}", tracker_dir.display())))?;
+        let mut token = [0u8; 24];
+        getrandom::fill(&mut token)
+            .map_err(|e| TestnetError::Invalid(format!("no randomness for a token: {e}")))?;
+        let admin_token = hex::encode(token);
+        let (tracker_ca, tls_lines) = if self.tls {
+            let (ca, cert, key) = make_certificates(&tracker_dir)?;
+            let lines = format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+            (Some(ca), lines)
+        } else {
+            (None, String::new())
+        };
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\n{}{}\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}\n",
                 self.k,
                 self.m,
                 self.grace_secs,
                 key.id(),
+                admin_token,
+                tls_lines,
                 // Every process of a testnet shares 127.0.0.1: one client address.
                 if self.tracker_config.contains("rate_limit_per_sec") {
                     ""
@@ -330,6 +389,8 @@ impl TestnetBuilder {
             _temp: temp,
             tracker: None,
             tracker_url: String::new(),
+            admin_token,
+            tracker_ca,
             nodes: Vec::new(),
             client_dir,
             client_bin,
@@ -417,6 +478,10 @@ pub struct Testnet {
     _temp: Option<tempfile::TempDir>,
     tracker: Option<Child>,
     tracker_url: String,
+    /// The tracker's admin token (random per testnet).
+    admin_token: String,
+    /// The CA of the tracker's certificate, when it serves HTTPS.
+    tracker_ca: Option<PathBuf>,
     nodes: Vec<NodeProcess>,
     client_dir: PathBuf,
     client_bin: PathBuf,
@@ -467,6 +532,16 @@ impl Testnet {
         &self.tracker_url
     }
 
+    /// The tracker's admin token (drains, publisher keys over HTTP).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The CA of the tracker's certificate, when it serves HTTPS.
+    pub fn tracker_ca(&self) -> Option<&Path> {
+        self.tracker_ca.as_deref()
+    }
+
     /// The data directory of the publishing client (its key is authorised).
     pub fn client_dir(&self) -> &Path {
         &self.client_dir
@@ -493,6 +568,7 @@ impl Testnet {
     pub fn client_config(&self, region: &str, publisher: bool) -> ClientConfig {
         ClientConfig {
             tracker: self.tracker_url.clone(),
+            tracker_ca: self.tracker_ca.clone(),
             region: region.into(),
             data_dir: if publisher {
                 self.client_dir.clone()
@@ -546,12 +622,18 @@ impl Testnet {
             .env_remove("MEDLEY_CLIENT_CONFIG")
             .env("MEDLEY_LOG", "warn,lofty=error,symphonia_core::probe=off")
             .stdin(Stdio::null());
+        match &c.tracker_ca {
+            Some(ca) => cmd.env("MEDLEY_TRACKER_CA", ca),
+            None => cmd.env_remove("MEDLEY_TRACKER_CA"),
+        };
         cmd
     }
 
     /// A tracker API client.
     pub fn tracker(&self) -> Result<TrackerClient, TestnetError> {
-        Ok(TrackerClient::new(&self.tracker_url)?)
+        Ok(TrackerClient::builder(&self.tracker_url)
+            .ca_file(self.tracker_ca.clone())
+            .build()?)
     }
 
     fn log_file(&self, name: &str) -> Result<std::fs::File, TestnetError> {
@@ -595,10 +677,11 @@ impl Testnet {
     /// Starts node `i` (again), on the UDP port it had before if it ran already.
     pub fn start_node(&mut self, i: usize) -> Result<(), TestnetError> {
         let log = self.log_file(&format!("node-{i}"))?;
-        let (url, bin, level) = (
+        let (url, bin, level, ca) = (
             self.tracker_url.clone(),
             self.node_bin.clone(),
             self.log.clone(),
+            self.tracker_ca.clone(),
         );
         let n = node_mut(&mut self.nodes, i)?;
         if n.running() {
@@ -610,8 +693,13 @@ impl Testnet {
             .map_err(io("cannot write a node config"))?;
         let info = n.data_dir.join("node.json");
         let _ = std::fs::remove_file(&info);
-        let child = Command::new(bin)
-            .arg("run")
+        let mut command = Command::new(bin);
+        if let Some(ca) = &ca {
+            command.arg("run").arg("--tracker-ca").arg(ca);
+        } else {
+            command.arg("run");
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--listen")
@@ -689,6 +777,13 @@ impl Testnet {
             .arg(&n.data_dir)
             .arg("--tracker")
             .arg(&self.tracker_url)
+            .arg("--admin-token")
+            .arg(&self.admin_token)
+            .args(
+                self.tracker_ca
+                    .iter()
+                    .flat_map(|ca| [std::ffi::OsStr::new("--tracker-ca"), ca.as_os_str()]),
+            )
             .env("MEDLEY_LOG", "warn")
             .env_remove("MEDLEY_NODE_CONFIG")
             .stdin(Stdio::null());

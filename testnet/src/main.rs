@@ -139,6 +139,10 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             println!();
             println!("# paste into a shell to use `medley` against it:");
             println!("export MEDLEY_TRACKER={}", net.tracker_url());
+            println!("export MEDLEY_ADMIN_TOKEN={}", net.admin_token());
+            if let Some(ca) = net.tracker_ca() {
+                println!("export MEDLEY_TRACKER_CA={}", ca.display());
+            }
             println!("export MEDLEY_CLIENT_DIR={}", net.client_dir().display());
             println!();
             println!("Ctrl-C stops every process.");

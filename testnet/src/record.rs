@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use medley_client::{ClientError, Delivery};
 use serde::{Deserialize, Serialize};
 
+use crate::TestnetError;
 use crate::listener;
 use crate::scenario::{FaultKind, Scenario, ScenarioError, Schedule};
 use crate::shaping::ShapingError;
-use crate::TestnetError;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]

@@ -347,8 +347,7 @@ impl Listener {
                     report: true,
                 };
                 let t = t0.elapsed().as_secs_f64();
-                let (result, error) = match listener::play(&client, plan, prefetched.take()).await
-                {
+                let (result, error) = match listener::play(&client, plan, prefetched.take()).await {
                     Ok((res, next)) => {
                         prefetched = next;
                         (Some(res), None)
@@ -564,4 +563,3 @@ pub fn self_usage() -> (f64, u64) {
         .unwrap_or(0);
     (cpu, rss)
 }
-

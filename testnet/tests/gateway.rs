@@ -183,6 +183,51 @@ async fn stream_ranges_ffmpeg_and_subsonic() {
     assert_eq!(header(&h, "accept-ranges"), "bytes");
     let etag = header(&h, "etag").to_string();
     assert_eq!(etag, format!("\"{}\"", song.id));
+    // No sniffing of a publisher's bytes, and a policy that lets the page load only itself.
+    assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+    assert!(header(&h, "content-security-policy").contains("default-src 'self'"));
+    // What a web page can do against a gateway on this machine: rebind its own name to
+    // 127.0.0.1 and read the API, or post a form: both refused, and nothing counted.
+    for path in [
+        "/api/search?q=a",
+        "/metrics",
+        &format!("/stream/{}", song.id),
+    ] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .header("host", "evil.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{path}");
+    }
+    let plays_before = net
+        .tracker()
+        .unwrap()
+        .song(song.id.parse().unwrap())
+        .await
+        .unwrap()
+        .plays;
+    for ct in ["application/x-www-form-urlencoded", "text/plain"] {
+        let r = http
+            .post(format!("{base}/api/songs/{}/played", song.id))
+            .header("content-type", ct)
+            .body("a=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 415, "{ct}");
+    }
+    assert_eq!(
+        net.tracker()
+            .unwrap()
+            .song(song.id.parse().unwrap())
+            .await
+            .unwrap()
+            .plays,
+        plays_before,
+        "a form post counts no play"
+    );
 
     // RFC 9110 ranges: start, across a segment boundary, end, open-ended, suffix, clamped.
     let mid = SEGMENT * 2 - 300;

@@ -7,9 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytesize::ByteSize;
-use common::{eventually, ok, publish, published, reference_wav};
-use medley_client::PlayOutcome;
+use common::{eventually, play_as, publish, published, reference_wav};
 use medley_net::Keypair;
 use medley_testnet::Testnet;
 use medley_testnet::liar::Liar;
@@ -22,14 +20,6 @@ async fn spawn_liar() -> (Keypair, medley_net::PeerHandle, Arc<Liar>, Vec<String
     (l.key, l.peer, l.liar, l.addrs)
 }
 
-fn play_as(net: &Testnet, name: &str, id: &str, wav: &std::path::Path) -> PlayOutcome {
-    let out = ok(net
-        .listener("eu-west", name, ByteSize::b(0))
-        .args(["play", id, "--json", "--out"])
-        .arg(wav));
-    serde_json::from_slice(&out.stdout).expect("play --json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
     let net = Testnet::builder()
@@ -37,7 +27,10 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
         .regions(2)
         .grace_secs(60)
         .log("info,libp2p=warn")
-        .tracker_config("hot_copies = 0\nban_reporters = 2\npeer_ttl_secs = 300")
+        // Listeners that just started report the liars: their reports weigh fully here.
+        .tracker_config(
+            "hot_copies = 0\nban_reporters = 2\npeer_ttl_secs = 300\nreport_trust_secs = 0",
+        )
         .spawn()
         .await
         .unwrap();

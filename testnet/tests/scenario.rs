@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use medley_testnet::report::{PLOTS, SECTIONS};
 use medley_testnet::record::{FaultEvent, NodeSample, PlayRecord};
+use medley_testnet::report::{PLOTS, SECTIONS};
 use medley_testnet::scenario::{FaultKind, Scenario};
 use medley_testnet::shaping;
 

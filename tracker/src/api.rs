@@ -71,6 +71,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// Runs `f` on the blocking pool with a flag that is set when the request is given up (its
+/// time limit passed, or its client left), so that a long walk stops with it.
+async fn cancellable<T: Send + 'static>(
+    app: &Shared,
+    f: impl FnOnce(&State, &std::sync::atomic::AtomicBool) -> Result<T, StateError> + Send + 'static,
+) -> Result<T, ApiError> {
+    /// Sets the flag when dropped: when the handler's future is.
+    struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _cancel = Cancel(flag.clone());
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app.state, &flag))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
 /// The router.
 pub(crate) fn router(app: Shared) -> Router {
     let limit = app.state.config().max_body_bytes;
@@ -95,7 +117,10 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/stats", get(nodes::stats))
         .route("/v1/nodes/{id}/drain", post(admin::drain))
         .route("/v1/nodes/{id}/undrain", post(admin::undrain))
-        .route("/v1/publishers", get(admin::publishers).post(admin::add_publisher))
+        .route(
+            "/v1/publishers",
+            get(admin::publishers).post(admin::add_publisher),
+        )
         .route("/v1/publishers/{key}", delete(admin::remove_publisher))
         .route("/v1/layout/preview", get(admin::layout_preview))
         .route("/metrics", get(metrics::metrics))
@@ -104,14 +129,21 @@ pub(crate) fn router(app: Shared) -> Router {
             Router::new()
                 .route("/v1/nodes/{id}/hot", get(nodes::hot_orders))
                 .route("/v1/layout", get(nodes::layout))
-                .route("/v1/partitions/{p}/segments", get(nodes::partition_segments))
+                .route(
+                    "/v1/partitions/{p}/segments",
+                    get(nodes::partition_segments),
+                )
                 .route_layer(axum::middleware::from_fn_with_state(
                     app.clone(),
                     middleware::sign_response,
                 )),
         )
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NoRoute, "no such endpoint")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NoRoute,
+                "no such endpoint",
+            )
         })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

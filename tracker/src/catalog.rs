@@ -22,6 +22,12 @@ use crate::db::{CF_JOURNAL, CF_MANIFESTS, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS,
 use crate::error::{StateError, corrupt};
 use crate::search::{Artist, Hit, Search, SearchError, SearchQuery, SearchResults};
 
+/// Most regions whose plays of one song are listed.
+const MAX_PLAY_REGIONS: usize = 1024;
+
+/// Deepest offset of `GET /v1/browse/songs`: reaching it reads every song before it.
+pub const MAX_BROWSE_OFFSET: usize = 100_000;
+
 /// What an import did.
 #[derive(Debug, Default)]
 pub struct Imported {
@@ -64,8 +70,9 @@ pub(crate) struct Catalog {
     /// Serialises publishes, so the journal and the index advance in the same order; holds
     /// the last journal position.
     publishing: Mutex<u64>,
-    /// Serialises play counter updates (read, add one, write).
-    counting: Mutex<()>,
+    /// Plays counted and not yet written, by key (song id and region): written together
+    /// every second ([`Catalog::flush_plays`]), not one synced write per play.
+    pending_plays: Mutex<HashMap<Vec<u8>, u64>>,
     partitions: u16,
     k: u8,
     m: u8,
@@ -106,7 +113,7 @@ impl Catalog {
             search,
             publishers: RwLock::new(keys),
             publishing: Mutex::new(last_seq),
-            counting: Mutex::new(()),
+            pending_plays: Mutex::new(HashMap::new()),
             partitions,
             k,
             m,
@@ -117,16 +124,40 @@ impl Catalog {
     }
 
     /// Counts one play of song `id` in `region`; returns the song's plays there so far.
+    /// Written at the next [`Catalog::flush_plays`].
     pub(crate) fn count_play(&self, id: SongId, region: &str) -> Result<u64, StateError> {
         if region.is_empty() || region.len() > 64 {
             return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
         }
         let mut key = id.as_bytes().to_vec();
         key.extend_from_slice(region.as_bytes());
-        let _guard = self.counting.lock();
-        let plays = self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)) + 1;
-        self.db.put(CF_PLAYS, &key, &plays.to_le_bytes())?;
-        Ok(plays)
+        let mut pending = self.pending_plays.lock();
+        let stored = match pending.get(&key) {
+            Some(_) => 0,
+            None => self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)),
+        };
+        let plays = pending.entry(key).or_insert(stored);
+        *plays += 1;
+        Ok(*plays)
+    }
+
+    /// Writes the plays counted since the last flush, in one batch.
+    pub(crate) fn flush_plays(&self) -> Result<(), StateError> {
+        let mut pending = self.pending_plays.lock();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<(Vec<u8>, [u8; 8])> = pending
+            .iter()
+            .map(|(k, n)| (k.clone(), n.to_le_bytes()))
+            .collect();
+        let records: Vec<(&'static str, &[u8], &[u8])> = values
+            .iter()
+            .map(|(k, v)| (CF_PLAYS, k.as_slice(), v.as_slice()))
+            .collect();
+        self.db.put_all(&records)?;
+        pending.clear();
+        Ok(())
     }
 
     /// Builds the placement index from the catalogue when it is empty but songs exist (a
@@ -156,7 +187,6 @@ impl Catalog {
         }
         Ok(())
     }
-
 
     /// Segments of partition `partition` in id order, after `after`, at most `limit`: what
     /// the nodes on its slots must hold.
@@ -210,7 +240,6 @@ impl Catalog {
             .collect()
     }
 
-
     /// Indexes every journal entry the search index has not reached yet.
     fn catch_up_index(&self, fresh: bool) -> Result<(), StateError> {
         let from = if fresh { 0 } else { self.search.position()? };
@@ -240,7 +269,6 @@ impl Catalog {
         Ok(())
     }
 
-
     /// Searches the catalogue's metadata.
     pub(crate) fn search(&self, query: &SearchQuery) -> Result<SearchResults, StateError> {
         Ok(self.search.search(query)?)
@@ -252,17 +280,34 @@ impl Catalog {
     }
 
     /// Up to `size` songs at random, optionally of one genre.
-    pub(crate) fn random_songs(&self, size: usize, genre: Option<&str>) -> Result<Vec<Hit>, StateError> {
+    pub(crate) fn random_songs(
+        &self,
+        size: usize,
+        genre: Option<&str>,
+    ) -> Result<Vec<Hit>, StateError> {
         Ok(self.search.random(size, genre)?)
     }
 
     /// Every song of the catalogue in id order, `limit` (1 to 500) after the first `offset`.
-    pub(crate) fn songs_page(&self, offset: usize, limit: usize) -> Result<Vec<Hit>, StateError> {
+    /// The walk to `offset` reads every record before it: `offset` is at most
+    /// [`MAX_BROWSE_OFFSET`], and the walk stops when `cancelled` is set.
+    pub(crate) fn songs_page(
+        &self,
+        offset: usize,
+        limit: usize,
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> Result<Vec<Hit>, StateError> {
         if limit == 0 || limit > 500 {
             return Err(SearchError::BadQuery("limit must be 1 to 500".into()).into());
         }
+        if offset > MAX_BROWSE_OFFSET {
+            return Err(SearchError::BadQuery(format!(
+                "offset must be at most {MAX_BROWSE_OFFSET}"
+            ))
+            .into());
+        }
         let mut out = Vec::new();
-        for (k, v) in self.db.page(CF_MANIFESTS, offset, limit)? {
+        for (k, v) in self.db.page(CF_MANIFESTS, offset, limit, cancelled)? {
             let id = SongId::from_bytes(
                 k.as_ref()
                     .try_into()
@@ -274,23 +319,24 @@ impl Catalog {
         Ok(out)
     }
 
-
     /// Plays of song `id` per region.
     pub(crate) fn plays(&self, id: SongId) -> Result<BTreeMap<String, u64>, StateError> {
         let prefix = id.as_bytes();
-        Ok(self
+        let region = |k: &[u8]| String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        // Plays are counted per region the tracker knows, so a song has a bounded number.
+        let mut out: BTreeMap<String, u64> = self
             .db
-            .scan_prefix(CF_PLAYS, prefix, prefix, usize::MAX)?
+            .scan_prefix(CF_PLAYS, prefix, prefix, MAX_PLAY_REGIONS)?
             .into_iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
-                    play_count(&v),
-                )
-            })
-            .collect())
+            .map(|(k, v)| (region(&k), play_count(&v)))
+            .collect();
+        for (k, n) in self.pending_plays.lock().iter() {
+            if k.starts_with(prefix) {
+                out.insert(region(k), *n);
+            }
+        }
+        Ok(out)
     }
-
 
     /// Authorises a publisher key.
     pub(crate) fn add_publisher(&self, key: PublisherId) -> Result<(), StateError> {
@@ -312,7 +358,6 @@ impl Catalog {
         v.sort();
         v
     }
-
 
     /// Commits a signed manifest: it must decode, be consistent, carry a valid signature of
     /// an authorised publisher, and use the network's code. Idempotent.
@@ -345,7 +390,6 @@ impl Catalog {
         info!(song = %id, title = %manifest.meta().title, "song published");
         Ok(Committed { id, created: true })
     }
-
 
     /// Publish grants for a signed manifest of an authorised publisher (checked as by
     /// [`Catalog::publish`]): for each node of `layout`, the ids of the song's shards placed
@@ -380,8 +424,7 @@ impl Catalog {
         for (node, ids) in by_node {
             for chunk in ids.chunks(MAX_GRANT_SHARDS) {
                 grants.push(
-                    key
-                        .grant(node, chunk.to_vec(), expires)
+                    key.grant(node, chunk.to_vec(), expires)
                         .map_err(|e| StateError::BadRegistration(grant_error(&e)))?,
                 );
             }
@@ -427,7 +470,6 @@ impl Catalog {
         }
         Ok(manifest)
     }
-
 
     /// Commits many signed manifests at once, for bulk loads: each is checked as by
     /// [`Catalog::publish`] (on all cores), the new ones are written in one synced batch and
@@ -505,7 +547,6 @@ impl Catalog {
         Ok(out)
     }
 
-
     /// A committed manifest.
     pub(crate) fn manifest(&self, id: SongId) -> Result<Manifest, StateError> {
         let bytes = self
@@ -520,7 +561,6 @@ impl Catalog {
     pub(crate) fn song_count(&self) -> u64 {
         *self.publishing.lock()
     }
-
 
     /// Segments placed in `partition` and the bytes of one slot's shards of them.
     pub(crate) fn partition_size(
@@ -539,7 +579,6 @@ impl Catalog {
             })?;
         Ok((segments, bytes))
     }
-
 }
 
 /// The placement index records of a manifest's segments.

@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// Authorise a publisher key (hex); repeatable.
     #[arg(long = "publisher", env = "MEDLEY_PUBLISHERS", value_delimiter = ',')]
     pub publishers: Vec<String>,
+    /// Accept admin requests over HTTP without a token (loopback only; for throwaway
+    /// development networks).
+    #[arg(long)]
+    pub insecure_dev_admin: bool,
 }
 
 impl RunArgs {
@@ -199,6 +203,7 @@ impl RunArgs {
             config.listen = l;
         }
         config.publishers.extend(self.publishers.iter().cloned());
+        config.insecure_dev_admin |= self.insecure_dev_admin;
         config.validate().context("invalid configuration")?;
         Ok(config)
     }
@@ -331,12 +336,16 @@ pub struct LayoutArgs {
     pub json: bool,
 }
 
-/// A client of the running tracker, its process id and a name for it in errors.
+/// A client of the running tracker, its process id and a name for it in errors. Through
+/// its admin socket when it has one (admin requests need no token there, and a tracker
+/// serving HTTPS with a private certificate needs no CA); else its HTTP API, where admin
+/// requests need the admin token.
 fn running(config: &TrackerConfig) -> anyhow::Result<(TrackerClient, u32, String)> {
     let info: crate::TrackerInfo =
         medley_daemon::read_running_info(&config.data_dir, crate::TRACKER_INFO_FILE, "tracker")?;
-    let who = format!("asking the tracker (pid {}) at {}", info.pid, info.url);
-    Ok((TrackerClient::new(&info.url)?, info.pid, who))
+    let url = info.admin.clone().unwrap_or_else(|| info.url.clone());
+    let who = format!("asking the tracker (pid {}) at {url}", info.pid);
+    Ok((TrackerClient::new(&url)?, info.pid, who))
 }
 
 /// Lists the nodes the running tracker knows.
@@ -380,11 +389,7 @@ fn node_table(nodes: &[NodeEntry], now_ms: u64) -> String {
             rec.peer_id,
             rec.region,
             state,
-            format!(
-                "{} / {}",
-                size(rec.load.used),
-                size(rec.capacity)
-            ),
+            format!("{} / {}", size(rec.load.used), size(rec.capacity)),
             rec.load.shards,
             format!("{}/s", size(rec.load.bytes_per_sec)),
             rec.load.repair.backlog,
@@ -477,7 +482,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         () = tracker.shutdown(Duration::from_secs(10)) => {}
         () = medley_daemon::shutdown_signal() => {
             tracing::warn!("second signal: exiting now");
-            std::process::exit(130);
+            return Err(medley_daemon::Interrupted.into());
         }
     }
     Ok(())

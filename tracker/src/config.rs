@@ -15,7 +15,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 20] = [
+pub const FIELDS: [FieldDoc; 28] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -107,6 +107,14 @@ pub const FIELDS: [FieldDoc; 20] = [
         example: None,
     },
     FieldDoc {
+        name: "report_trust_secs",
+        doc: "Seconds an identity (a listener's or node's peer key) must have been heard from\n\
+              before its reports of wrong bytes weigh fully towards a ban; before that they\n\
+              weigh the share of it that has passed. Keys made for the occasion ban nobody.\n\
+              0: every signed report weighs fully.",
+        example: None,
+    },
+    FieldDoc {
         name: "require_signatures",
         doc: "Whether registrations, heartbeats, leave notices, peer announcements and\n\
               source reports must be signed with the sender's peer key. Turn off only for\n\
@@ -133,10 +141,55 @@ pub const FIELDS: [FieldDoc; 20] = [
     },
     FieldDoc {
         name: "admin_token",
-        doc: "Token admin requests (drain, publisher keys) must carry as\n\
-              `Authorization: Bearer <token>`. Unset: admin requests are accepted only while\n\
-              `listen` is a loopback address.",
+        doc: "Token admin requests over HTTP (drain, publisher keys, layout previews) must\n\
+              carry as `Authorization: Bearer <token>`. Unset: admin requests are refused over\n\
+              HTTP, and the tracker refuses to listen beyond loopback. The `medley-tracker`\n\
+              commands use the admin socket (admin.sock in data_dir) instead, which needs no\n\
+              token: whoever may open that file is an admin.",
         example: Some("\"a long random string\""),
+    },
+    FieldDoc {
+        name: "insecure_dev_admin",
+        doc: "Accept admin requests over HTTP without a token, on a loopback listen address\n\
+              only. For throwaway development networks: any local process, and any web page\n\
+              a local browser opens that can reach the port, is an admin.",
+        example: None,
+    },
+    FieldDoc {
+        name: "hostnames",
+        doc: "Names clients reach the tracker by (e.g. \"tracker.example.org\"). Admin requests\n\
+              whose Host is neither one of them, an IP address nor localhost are refused: a\n\
+              web page cannot reach the admin API through DNS rebinding.",
+        example: None,
+    },
+    FieldDoc {
+        name: "tls_cert",
+        doc: "Serve HTTPS with this PEM certificate chain (with tls_key). Unset: plain HTTP,\n\
+              for loopback or behind a TLS proxy.",
+        example: Some("\"/etc/medley/tracker.crt\""),
+    },
+    FieldDoc {
+        name: "tls_key",
+        doc: "The PEM private key of tls_cert.",
+        example: Some("\"/etc/medley/tracker.key\""),
+    },
+    FieldDoc {
+        name: "header_read_timeout_secs",
+        doc: "Seconds a connection may take to send a request's headers, from its start or\n\
+              its last answer; past it the connection is closed (slow or idle clients hold no\n\
+              socket longer).",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_connections",
+        doc: "Connections open at once; past it new ones are closed at once. Keep it under\n\
+              the process's open-file limit.",
+        example: None,
+    },
+    FieldDoc {
+        name: "max_connections_per_ip",
+        doc: "Connections open at once from one client address (behind a proxy: the proxy's).",
+        example: None,
     },
 ];
 
@@ -176,6 +229,8 @@ pub struct TrackerConfig {
     pub ban_reporters: usize,
     /// How long a report of wrong bytes counts towards a ban, in seconds.
     pub ban_secs: u64,
+    /// Seconds an identity must have been heard from before its reports weigh fully.
+    pub report_trust_secs: u64,
     /// Whether node and listener reports must be signed with the sender's peer key.
     pub require_signatures: bool,
     /// Seconds a request may take, reading its body included.
@@ -184,10 +239,24 @@ pub struct TrackerConfig {
     pub rate_limit_per_sec: u32,
     /// Requests a client address may make at once above the sustained rate.
     pub rate_limit_burst: u32,
-    /// Token admin requests (drain, publisher keys) must carry as `Authorization: Bearer
-    /// <token>`. Unset: admin requests are accepted only while `listen` is a loopback
-    /// address.
+    /// Token admin requests over HTTP must carry as `Authorization: Bearer <token>`. Unset:
+    /// admin requests are refused over HTTP (the admin socket needs none).
     pub admin_token: Option<String>,
+    /// Accept admin requests over HTTP without a token, on a loopback listen address only.
+    pub insecure_dev_admin: bool,
+    /// Names clients reach the tracker by; admin requests with another Host (not an IP
+    /// address nor localhost) are refused.
+    pub hostnames: Vec<String>,
+    /// PEM certificate chain to serve HTTPS with.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a connection may take to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for TrackerConfig {
@@ -208,11 +277,19 @@ impl Default for TrackerConfig {
             grant_ttl_secs: 1800,
             ban_reporters: 2,
             ban_secs: 3600,
+            report_trust_secs: 600,
             require_signatures: true,
             request_timeout_secs: 30,
             rate_limit_per_sec: 100,
             rate_limit_burst: 400,
             admin_token: None,
+            insecure_dev_admin: false,
+            hostnames: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            header_read_timeout_secs: 10,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -277,6 +354,35 @@ impl TrackerConfig {
                 reason: "must be at least 1",
             });
         }
+        if !self.listen.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "admin_token",
+                reason: "must be set when listen is not a loopback address: without it, \
+                         anyone who reaches the tracker could call its admin API (or set \
+                         listen to 127.0.0.1 behind a TLS proxy)",
+            });
+        }
+        if self.insecure_dev_admin && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "insecure_dev_admin",
+                reason: "is allowed on a loopback listen address only",
+            });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "tls_cert/tls_key",
+                reason: "must be set together",
+            });
+        }
+        if self.header_read_timeout_secs == 0
+            || self.max_connections == 0
+            || self.max_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid {
+                field: "header_read_timeout_secs/max_connections/max_connections_per_ip",
+                reason: "must be at least 1",
+            });
+        }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::Invalid {
                 field: "admin_token",
@@ -313,6 +419,10 @@ mod tests {
             &FIELDS,
         )
         .unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../OPERATING.md");
+        if medley_daemon::settings::bless_doc_section(&path, "tracker-settings", &expected) {
+            return;
+        }
         let found = medley_daemon::settings::doc_section(guide, "tracker-settings");
         assert_eq!(
             found,
@@ -325,6 +435,8 @@ mod tests {
     fn the_field_table_documents_exactly_the_config() {
         let full = TrackerConfig {
             admin_token: Some("t".into()),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
             ..TrackerConfig::default()
         };
         let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);

@@ -187,17 +187,21 @@ impl Db {
     /// Up to `limit` records of a column family after skipping the first `offset`, in key
     /// order. Skipped records are stepped over by key, but still read from disk: a deep
     /// offset costs its depth.
+    /// Stops early, with what it has, once `cancelled` is set (its request was given up).
     pub(crate) fn page(
         &self,
         cf: &'static str,
         offset: usize,
         limit: usize,
+        cancelled: &std::sync::atomic::AtomicBool,
     ) -> Result<Vec<Record>, DbError> {
         let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
         it.seek_to_first();
-        for _ in 0..offset {
-            if !it.valid() {
-                break;
+        for i in 0..offset {
+            if !it.valid()
+                || (i % 1024 == 0 && cancelled.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Ok(Vec::new());
             }
             it.next();
         }

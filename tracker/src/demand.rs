@@ -3,7 +3,9 @@
 //! may take a hot copy, which hot holders are alive). Soft state: nothing here is persisted.
 //! Every method takes `now` (Unix ms) from its caller.
 
-use medley_api::{HotSong, Load, PeerAnnouncement, SourceKind, WholeSource};
+use std::collections::HashMap;
+
+use medley_api::{HotSong, Load, PeerAnnouncement, ReportReason, SourceKind, WholeSource};
 use medley_core::SongId;
 use parking_lot::Mutex;
 
@@ -14,9 +16,11 @@ use crate::registry::{Registry, check_peer};
 
 /// Most songs one listener may announce.
 pub const MAX_ANNOUNCED_SONGS: usize = 10_000;
+/// Most whole-copy sources listed per region for a song.
+pub(crate) const MAX_WHOLE_PER_REGION: usize = 4;
 
-/// How a whole copy ranks (smaller first): in another region, failed lately, a hot node
-/// (not a listener), failures (milli), load (bytes/s).
+/// How a whole copy ranks (smaller first): in another region, failed lately, class
+/// (confirmed peer 0, hot node 1, unconfirmed peer 2), failures (milli), load (bytes/s).
 type Rank = (bool, bool, u8, u64, u64);
 
 /// Demand and whole copies.
@@ -37,6 +41,7 @@ impl Demand {
                 peer_ttl_ms: config.peer_ttl_secs * 1000,
                 ban_reporters: config.ban_reporters,
                 ban_ms: config.ban_secs * 1000,
+                trust_ms: config.report_trust_secs * 1000,
             },
             state: Mutex::default(),
         }
@@ -111,7 +116,8 @@ impl Demand {
         self.state.lock().hot(self.rules, now)
     }
 
-    /// Records a listener's announcement of the songs it holds whole and serves.
+    /// Records a listener's announcement of the songs it holds whole and serves. It is
+    /// listed as a source once another client confirmed it (see [`Demand::whole_sources`]).
     pub(crate) fn announce(&self, a: PeerAnnouncement, now: u64) -> Result<(), StateError> {
         check_peer(&a.peer_id, &a.region, &a.addrs)?;
         if a.songs.len() > MAX_ANNOUNCED_SONGS {
@@ -119,19 +125,36 @@ impl Demand {
                 "a peer announces at most 10000 songs",
             ));
         }
-        self.state.lock().announce(a, now);
-        Ok(())
+        let mut pop = self.state.lock();
+        pop.heard_from(&a.peer_id, now);
+        if pop.announce(a, self.rules, now) {
+            Ok(())
+        } else {
+            Err(StateError::Busy(
+                "the tracker holds as many announcements as it can",
+            ))
+        }
     }
 
-    /// Records a client's report that `source` failed it. Sources with recent failures are
-    /// ranked last. A report of wrong bytes (`lied`) signed by `reporter` also counts
-    /// towards a ban: `ban_reporters` distinct reporters within `ban_secs` ban the source,
-    /// which is then offered to nobody. Returns whether the source is banned.
+    /// Entries of every map keyed by what strangers send (see
+    /// [`crate::popularity::Popularity::sizes`]).
+    pub(crate) fn sizes(&self) -> [usize; 5] {
+        self.state.lock().sizes()
+    }
+
+    /// Records a client's report about `source`, a node or peer the tracker knows (reports
+    /// about anything else are dropped: nothing a stranger names takes room). `Served`
+    /// confirms a peer (by a signed reporter other than it). A failure (`Failed`,
+    /// `Timeout`, `BadHash`) ranks the source last for a while. A report of wrong bytes
+    /// signed by `reporter` also counts towards a ban, weighed by the reporter's history
+    /// (see `report_trust_secs`): reports weighing `ban_reporters` within `ban_secs` ban the
+    /// source. Returns whether the source is banned.
     pub(crate) fn report(
         &self,
+        registry: &Registry,
         source: &str,
         reporter: Option<&str>,
-        lied: bool,
+        reason: ReportReason,
         now: u64,
     ) -> Result<bool, StateError> {
         if source.is_empty() || source.len() > 128 {
@@ -141,21 +164,36 @@ impl Demand {
         }
         let rules = self.rules;
         let mut pop = self.state.lock();
-        pop.failed(source, rules, now);
-        Ok(match reporter {
-            Some(r) if lied && r != source => {
-                let was = pop.banned(source, rules, now);
-                let is = pop.lied(source, r, rules, now);
-                if is && !was {
-                    tracing::warn!(
-                        source,
-                        "banned: distinct listeners report it sends wrong bytes"
-                    );
+        if let Some(r) = reporter {
+            pop.heard_from(r, now);
+        }
+        if !(registry.contains(source) || pop.is_peer(source)) {
+            return Ok(false);
+        }
+        match reason {
+            ReportReason::Served => {
+                if reporter.is_some_and(|r| r != source) {
+                    pop.confirm(source);
                 }
-                is
             }
-            _ => pop.banned(source, rules, now),
-        })
+            ReportReason::Failed | ReportReason::Timeout | ReportReason::Unknown => {
+                pop.failed(source, rules, now);
+            }
+            ReportReason::BadHash => {
+                pop.failed(source, rules, now);
+                if let Some(r) = reporter.filter(|r| *r != source) {
+                    let was = pop.banned(source, rules, now);
+                    let is = pop.lied(source, r, rules, now);
+                    if is && !was {
+                        tracing::warn!(
+                            source,
+                            "banned: listeners with a history report it sends wrong bytes"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(pop.banned(source, rules, now))
     }
 
     /// Whole copies of `song`, best first for a client in `region`: listener peers, then hot
@@ -169,31 +207,32 @@ impl Demand {
     ) -> Vec<WholeSource> {
         let rules = self.rules;
         let pop = self.state.lock();
-        // Rank: same region, no recent failure, peer before hot node, fewer failures, less
-        // load.
+        // Rank: same region, no recent failure, confirmed peer before hot node before a peer
+        // nobody confirmed yet, fewer failures, less load.
         let mut out: Vec<(WholeSource, Rank)> = Vec::new();
-        let mut add = |source: WholeSource, load: u64| {
+        let mut add = |source: WholeSource, class: u8, load: u64| {
             let failures = pop.failures_of(&source.peer_id, rules, now);
             let rank = (
                 region.is_some_and(|r| r != source.region),
                 failures >= 0.5,
-                u8::from(source.kind == SourceKind::Hot),
+                class,
                 (failures * 1000.0) as u64,
                 load,
             );
             out.push((source, rank));
         };
         for a in pop.peers_with(song, rules, now) {
-            if pop.banned(&a.peer_id, rules, now) {
+            let p = &a.announcement;
+            if pop.banned(&p.peer_id, rules, now) {
                 continue;
             }
             let source = WholeSource {
-                peer_id: a.peer_id.clone(),
-                addrs: a.addrs.clone(),
-                region: a.region.clone(),
+                peer_id: p.peer_id.clone(),
+                addrs: p.addrs.clone(),
+                region: p.region.clone(),
                 kind: SourceKind::Peer,
             };
-            add(source, 0);
+            add(source, if a.confirmed { 0 } else { 2 }, 0);
         }
         for id in pop.holders(song) {
             let Some(rec) = registry.alive(id, now) else {
@@ -208,9 +247,39 @@ impl Demand {
                 region: rec.region,
                 kind: SourceKind::Hot,
             };
-            add(source, rec.load.bytes_per_sec);
+            add(source, 1, rec.load.bytes_per_sec);
         }
-        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.peer_id.cmp(&b.0.peer_id)));
-        out.into_iter().map(|(s, _)| s).collect()
+        // Unconfirmed peers in a rotating order, so that each gets its turn to be confirmed.
+        let turn = (now / 60_000) as usize;
+        out.sort_by(|a, b| {
+            a.1.cmp(&b.1).then_with(|| {
+                let key = |s: &WholeSource| {
+                    let h = medley_core::Hash::of(format!("{}{turn}", s.peer_id).as_bytes());
+                    *h.as_bytes()
+                };
+                key(&a.0).cmp(&key(&b.0))
+            })
+        });
+        // A handful per region, one of them at most a peer nobody confirmed: a crowd of
+        // announcers cannot push the real copies off the list.
+        let mut per_region: HashMap<String, usize> = HashMap::new();
+        let mut unconfirmed = 0;
+        out.into_iter()
+            .filter(|(s, rank)| {
+                let n = per_region.entry(s.region.clone()).or_default();
+                if *n >= MAX_WHOLE_PER_REGION {
+                    return false;
+                }
+                if rank.2 == 2 {
+                    if unconfirmed >= 1 {
+                        return false;
+                    }
+                    unconfirmed += 1;
+                }
+                *n += 1;
+                true
+            })
+            .map(|(s, _)| s)
+            .collect()
     }
 }

@@ -64,6 +64,9 @@ pub enum StateError {
         /// k + m.
         need: usize,
     },
+    /// The tracker holds as much of something as it may; try later.
+    #[error("{0}; try again later")]
+    Busy(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),

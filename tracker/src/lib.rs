@@ -32,12 +32,12 @@ mod server;
 mod state;
 
 pub use api::ApiError;
+pub use catalog::{Imported, MAX_BROWSE_OFFSET};
 pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
 pub use db::DbError;
-pub use search::{MAX_LIMIT, MAX_QUERY, SearchError};
-pub use server::{TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
-pub use catalog::Imported;
 pub use demand::MAX_ANNOUNCED_SONGS;
 pub use error::StateError;
 pub use registry::NodeTotals;
-pub use state::{State, TRACKER_KEY_FILE};
+pub use search::{MAX_LIMIT, MAX_QUERY, SearchError};
+pub use server::{ADMIN_SOCKET_FILE, TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
+pub use state::{OTHER_REGION, State, TRACKER_KEY_FILE};

@@ -39,15 +39,25 @@ pub(crate) struct Rules {
     pub(crate) copies: usize,
     /// How long a peer's announcement holds.
     pub(crate) peer_ttl_ms: u64,
-    /// Distinct signed reporters of wrong bytes that ban a source; 0: never.
+    /// Distinct signed reporters of wrong bytes (each weighed by its history, see
+    /// `trust_ms`) that ban a source; 0: never.
     pub(crate) ban_reporters: usize,
     /// How long a report of wrong bytes counts towards a ban.
     pub(crate) ban_ms: u64,
+    /// How long an identity must have been known before its reports weigh fully; a report
+    /// weighs the share of this it has been known (0: every report weighs fully).
+    pub(crate) trust_ms: u64,
 }
 
 /// Most reporters remembered per source, and most sources with reports.
 const MAX_REPORTERS: usize = 64;
 const MAX_REPORTED: usize = 100_000;
+/// Most listener peers with a live announcement.
+pub(crate) const MAX_PEERS: usize = 100_000;
+/// Most identities whose history is kept (when they were first and last heard from).
+pub(crate) const MAX_IDENTITIES: usize = 200_000;
+/// How long an identity's history is kept after it was last heard from.
+const IDENTITY_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// A candidate node for a hot copy.
 #[derive(Debug, Clone)]
@@ -77,13 +87,28 @@ pub(crate) struct Popularity {
     orders: BTreeMap<(SongId, String), Order>,
     /// node → songs it reports holding whole.
     held: HashMap<String, BTreeSet<SongId>>,
-    /// peer id → (announcement, unix ms it was made).
-    peers: HashMap<String, (PeerAnnouncement, u64)>,
+    /// peer id → its live announcement.
+    peers: HashMap<String, Announced>,
+    /// song → peers whose live announcement lists it.
+    by_song: HashMap<SongId, BTreeSet<String>>,
     /// source (node or peer id) → decayed count of failures reported by clients.
     failures: HashMap<String, Heat>,
-    /// source → signed reporter → unix ms of its last report that the source sent bytes
-    /// not matching their hash.
-    liars: HashMap<String, HashMap<String, u64>>,
+    /// source → signed reporter → (unix ms of its last report that the source sent bytes
+    /// not matching their hash, the weight of that report).
+    liars: HashMap<String, HashMap<String, (u64, f64)>>,
+    /// identity → (unix ms first heard from, last heard from): the history a report is
+    /// weighed by.
+    identities: HashMap<String, (u64, u64)>,
+}
+
+/// A listener's live announcement.
+#[derive(Debug, Clone)]
+pub(crate) struct Announced {
+    pub(crate) announcement: PeerAnnouncement,
+    /// When it was made.
+    at_ms: u64,
+    /// Whether another client reported a verified segment from it.
+    pub(crate) confirmed: bool,
 }
 
 impl Popularity {
@@ -193,8 +218,9 @@ impl Popularity {
         self.failures
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
         self.forget_old_lies(rules, now_ms);
-        self.peers
-            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= rules.peer_ttl_ms);
+        self.sweep_peers(rules, now_ms);
+        self.identities
+            .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= IDENTITY_TTL_MS);
         released
     }
 
@@ -232,36 +258,140 @@ impl Popularity {
         v
     }
 
-    /// Records a peer's announcement.
-    pub(crate) fn announce(&mut self, a: PeerAnnouncement, now_ms: u64) {
+    /// Takes a peer's announcement out of the index.
+    fn withdraw(&mut self, peer_id: &str) {
+        if let Some(old) = self.peers.remove(peer_id) {
+            for song in old.announcement.songs {
+                if let Some(set) = self.by_song.get_mut(&song) {
+                    set.remove(peer_id);
+                    if set.is_empty() {
+                        self.by_song.remove(&song);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a peer's announcement (an empty one withdraws it). Refused (false) when
+    /// [`MAX_PEERS`] live announcements are held already and none has expired.
+    pub(crate) fn announce(&mut self, a: PeerAnnouncement, rules: Rules, now_ms: u64) -> bool {
+        let confirmed = self
+            .peers
+            .get(&a.peer_id)
+            .is_some_and(|old| old.confirmed && old.announcement.addrs == a.addrs);
+        self.withdraw(&a.peer_id);
         if a.songs.is_empty() {
-            self.peers.remove(&a.peer_id);
-        } else {
-            self.peers.insert(a.peer_id.clone(), (a, now_ms));
+            return true;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            self.sweep_peers(rules, now_ms);
+            if self.peers.len() >= MAX_PEERS {
+                return false;
+            }
+        }
+        for song in &a.songs {
+            self.by_song
+                .entry(*song)
+                .or_default()
+                .insert(a.peer_id.clone());
+        }
+        self.peers.insert(
+            a.peer_id.clone(),
+            Announced {
+                announcement: a,
+                at_ms: now_ms,
+                confirmed,
+            },
+        );
+        true
+    }
+
+    fn sweep_peers(&mut self, rules: Rules, now_ms: u64) {
+        let expired: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, a)| now_ms.saturating_sub(a.at_ms) > rules.peer_ttl_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.withdraw(&id);
         }
     }
 
     /// Peers whose live announcement lists `song`.
-    pub(crate) fn peers_with(
-        &self,
-        song: SongId,
-        rules: Rules,
-        now_ms: u64,
-    ) -> Vec<&PeerAnnouncement> {
-        let mut v: Vec<&PeerAnnouncement> = self
-            .peers
-            .values()
-            .filter(|(a, at)| {
-                now_ms.saturating_sub(*at) <= rules.peer_ttl_ms && a.songs.contains(&song)
-            })
-            .map(|(a, _)| a)
-            .collect();
-        v.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        v
+    pub(crate) fn peers_with(&self, song: SongId, rules: Rules, now_ms: u64) -> Vec<&Announced> {
+        self.by_song
+            .get(&song)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.peers.get(id))
+            .filter(|a| now_ms.saturating_sub(a.at_ms) <= rules.peer_ttl_ms)
+            .collect()
     }
 
-    /// Records a failure of `source` reported by a client.
+    /// Whether `id` announced songs (live or not yet swept).
+    pub(crate) fn is_peer(&self, id: &str) -> bool {
+        self.peers.contains_key(id)
+    }
+
+    /// Records that a client other than `peer` got a verified segment from it.
+    pub(crate) fn confirm(&mut self, peer: &str) {
+        if let Some(a) = self.peers.get_mut(peer) {
+            a.confirmed = true;
+        }
+    }
+
+    /// Records that a signed request came from `identity`, so that its history counts.
+    pub(crate) fn heard_from(&mut self, identity: &str, now_ms: u64) {
+        if let Some(h) = self.identities.get_mut(identity) {
+            h.1 = now_ms;
+            return;
+        }
+        if self.identities.len() >= MAX_IDENTITIES {
+            self.identities
+                .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= IDENTITY_TTL_MS);
+            if self.identities.len() >= MAX_IDENTITIES {
+                // Full of recent identities: a newcomer stays without history (its reports
+                // weigh nothing) until room is made.
+                return;
+            }
+        }
+        self.identities
+            .insert(identity.to_string(), (now_ms, now_ms));
+    }
+
+    /// What a report by `identity` weighs now: the share of `trust_ms` it has been known.
+    pub(crate) fn weight(&self, identity: &str, rules: Rules, now_ms: u64) -> f64 {
+        if rules.trust_ms == 0 {
+            return 1.0;
+        }
+        self.identities.get(identity).map_or(0.0, |(first, _)| {
+            (now_ms.saturating_sub(*first) as f64 / rules.trust_ms as f64).min(1.0)
+        })
+    }
+
+    /// Entries of every map keyed by what strangers send: peers, songs announced, sources
+    /// with failures, sources with lie reports, identities.
+    pub(crate) fn sizes(&self) -> [usize; 5] {
+        [
+            self.peers.len(),
+            self.by_song.len(),
+            self.failures.len(),
+            self.liars.len(),
+            self.identities.len(),
+        ]
+    }
+
+    /// Records a failure of `source` reported by a client (a node or peer the tracker
+    /// knows: the caller checks).
     pub(crate) fn failed(&mut self, source: &str, rules: Rules, now_ms: u64) {
+        if self.failures.len() >= MAX_REPORTED && !self.failures.contains_key(source) {
+            self.failures
+                .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
+            if self.failures.len() >= MAX_REPORTED {
+                return;
+            }
+        }
         let h = self.failures.entry(source.to_string()).or_insert(Heat {
             value: 0.0,
             at_ms: now_ms,
@@ -281,36 +411,44 @@ impl Popularity {
                 return self.banned(source, rules, now_ms);
             }
         }
+        let weight = self.weight(reporter, rules, now_ms);
         let reporters = self.liars.entry(source.to_string()).or_default();
         if reporters.len() >= MAX_REPORTERS && !reporters.contains_key(reporter) {
-            // Keep the newest: drop the oldest report.
-            if let Some(oldest) = reporters
+            // Keep the weightiest, newest: drop the lightest, oldest report.
+            if let Some(least) = reporters
                 .iter()
-                .min_by_key(|(_, t)| **t)
+                .min_by(|a, b| {
+                    (a.1.1, a.1.0)
+                        .partial_cmp(&(b.1.1, b.1.0))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
                 .map(|(r, _)| r.clone())
             {
-                reporters.remove(&oldest);
+                reporters.remove(&least);
             }
         }
-        reporters.insert(reporter.to_string(), now_ms);
+        reporters.insert(reporter.to_string(), (now_ms, weight));
         self.banned(source, rules, now_ms)
     }
 
-    /// Whether `source` is banned: at least `ban_reporters` distinct peers reported it
-    /// within `ban_ms`.
+    /// Whether `source` is banned: distinct peers reported it within `ban_ms`, their
+    /// reports weighing `ban_reporters` in all.
     pub(crate) fn banned(&self, source: &str, rules: Rules, now_ms: u64) -> bool {
         rules.ban_reporters > 0
             && self.liars.get(source).is_some_and(|r| {
-                r.values()
-                    .filter(|t| now_ms.saturating_sub(**t) <= rules.ban_ms)
-                    .count()
-                    >= rules.ban_reporters
+                let weight: f64 = r
+                    .values()
+                    .filter(|(t, _)| now_ms.saturating_sub(*t) <= rules.ban_ms)
+                    .map(|(_, w)| w)
+                    .sum();
+                // A hair under a whole report still counts (floating-point sums).
+                weight + 1e-9 >= rules.ban_reporters as f64
             })
     }
 
     fn forget_old_lies(&mut self, rules: Rules, now_ms: u64) {
         self.liars.retain(|_, r| {
-            r.retain(|_, t| now_ms.saturating_sub(*t) <= rules.ban_ms);
+            r.retain(|_, (t, _)| now_ms.saturating_sub(*t) <= rules.ban_ms);
             !r.is_empty()
         });
     }
@@ -363,6 +501,7 @@ mod tests {
         peer_ttl_ms: 5_000,
         ban_reporters: 2,
         ban_ms: 60_000,
+        trust_ms: 0,
     };
 
     #[test]
@@ -473,20 +612,56 @@ mod tests {
     }
 
     #[test]
+    fn fresh_identities_weigh_nothing_until_they_have_a_history() {
+        let rules = Rules {
+            trust_ms: 100_000,
+            ..RULES
+        };
+        let mut p = Popularity::default();
+        // Two identities first heard from just now: their reports do not ban.
+        for r in ["sybil-1", "sybil-2"] {
+            p.heard_from(r, 1_000);
+            assert!(!p.lied("holder", r, rules, 1_000));
+        }
+        assert!(!p.banned("holder", rules, 1_000));
+        // Two known for the whole trust period do.
+        for r in ["old-1", "old-2"] {
+            p.heard_from(r, 0);
+        }
+        assert!(!p.lied("liar", "old-1", rules, 100_000));
+        assert!(p.lied("liar", "old-2", rules, 100_000));
+        // Half-known identities weigh half: four make a ban of two.
+        for r in ["half-1", "half-2", "half-3"] {
+            p.heard_from(r, 50_000);
+            assert!(!p.lied("other", r, rules, 100_000), "{r}");
+        }
+        p.heard_from("half-4", 50_000);
+        assert!(p.lied("other", "half-4", rules, 100_000));
+    }
+
+    #[test]
     fn peers_expire_and_failures_decay() {
         let mut p = Popularity::default();
-        p.announce(
-            PeerAnnouncement {
-                peer_id: "p1".into(),
-                addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
-                region: "eu".into(),
-                songs: vec![song(1)],
-            },
-            0,
-        );
+        let a = PeerAnnouncement {
+            peer_id: "p1".into(),
+            addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+            region: "eu".into(),
+            songs: vec![song(1)],
+        };
+        assert!(p.announce(a.clone(), RULES, 0));
         assert_eq!(p.peers_with(song(1), RULES, 1_000).len(), 1);
         assert!(p.peers_with(song(2), RULES, 1_000).is_empty());
         assert!(p.peers_with(song(1), RULES, 6_000).is_empty(), "expired");
+        // A new announcement replaces the old one in the index.
+        let b = PeerAnnouncement {
+            songs: vec![song(2)],
+            ..a.clone()
+        };
+        assert!(p.announce(b, RULES, 1_000));
+        assert!(p.peers_with(song(1), RULES, 1_000).is_empty());
+        assert_eq!(p.peers_with(song(2), RULES, 1_000).len(), 1);
+        p.sweep(RULES, &[], 100_000);
+        assert_eq!(p.sizes()[..2], [0, 0], "swept from the index too");
         p.failed("n1", RULES, 0);
         p.failed("n1", RULES, 0);
         assert!((p.failures_of("n1", RULES, 10_000) - 1.0).abs() < 1e-9);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use medley_api::{Heartbeat, NodeRecord, RepairLoad, Registration};
+use medley_api::{Heartbeat, NodeRecord, Registration, RepairLoad};
 use medley_core::Member;
 use parking_lot::RwLock;
 use tracing::info;
@@ -239,7 +239,16 @@ impl Registry {
 
     /// Nodes with capacity, whatever their state (to say why there is no layout).
     pub(crate) fn with_capacity(&self) -> usize {
-        self.nodes.read().values().filter(|r| r.capacity > 0).count()
+        self.nodes
+            .read()
+            .values()
+            .filter(|r| r.capacity > 0)
+            .count()
+    }
+
+    /// Whether some registered node is in `region`.
+    pub(crate) fn has_region(&self, region: &str) -> bool {
+        self.nodes.read().values().any(|r| r.region == region)
     }
 
     /// Whether `peer_id` ever registered.

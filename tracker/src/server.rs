@@ -17,6 +17,10 @@ use crate::state::State;
 /// File in the data directory where a running tracker writes its address.
 pub const TRACKER_INFO_FILE: &str = "tracker.json";
 
+/// File in the data directory through which local admin commands reach the tracker: the
+/// API over a Unix socket, admin requests allowed without a token (mode 0600).
+pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
+
 /// What a running tracker tells local tools (`tracker.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerInfo {
@@ -24,6 +28,9 @@ pub struct TrackerInfo {
     pub url: String,
     /// Process id.
     pub pid: u32,
+    /// The admin socket, as a tracker client's base URL (`unix:<path>`).
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// Why the tracker could not start.
@@ -51,6 +58,8 @@ pub enum TrackerError {
 #[derive(Debug)]
 pub struct Tracker {
     addr: SocketAddr,
+    /// Base URL of the API.
+    url: String,
     data_dir: PathBuf,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -79,6 +88,25 @@ impl Tracker {
                 source: std::io::Error::other(e),
             })??;
         let app = Arc::new(App::new(state));
+        let config = app.state.config().clone();
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(medley_daemon::http::tls_config(cert, key).map_err(
+                |e| TrackerError::Io {
+                    what: "cannot load the TLS certificate",
+                    path: cert.display().to_string(),
+                    source: std::io::Error::other(e),
+                },
+            )?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let opts = medley_daemon::http::ServeOptions {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            tls,
+            ..medley_daemon::http::ServeOptions::default()
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| TrackerError::Io {
@@ -91,28 +119,41 @@ impl Tracker {
             path: listen.to_string(),
             source,
         })?;
-        let (stop, mut stopped) = watch::channel(false);
+        let socket_path = data_dir.join(ADMIN_SOCKET_FILE);
+        let socket = match bind_admin_socket(&socket_path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no admin socket: admin commands need the HTTP API and admin_token");
+                None
+            }
+        };
+        let (stop, stopped) = watch::channel(false);
         let liveness = tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
         let router = router(app.clone());
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let admin = socket
+            .is_some()
+            .then(|| format!("unix:{}", socket_path.display()));
+        let local = socket.map(|socket| {
+            tokio::spawn(medley_daemon::http::serve_unix(
+                socket,
+                router.clone(),
+                opts.clone(),
+                until_stopped(stop.subscribe()),
+            ))
+        });
         let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            // Small JSON answers must not wait for a delayed ACK (Nagle): set TCP_NODELAY.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
+            medley_daemon::http::serve(listener, router, opts, until_stopped(stopped)).await;
+            if let Some(local) = local {
+                let _ = local.await;
             }
         });
         let info = TrackerInfo {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             pid: std::process::id(),
+            admin,
         };
         medley_daemon::write_json_file(&info_path, &info).map_err(|source| TrackerError::Io {
             what: "cannot write",
@@ -122,6 +163,7 @@ impl Tracker {
         info!(url = %info.url, "tracker running");
         Ok(Self {
             addr,
+            url: info.url,
             data_dir,
             stop,
             task,
@@ -137,7 +179,12 @@ impl Tracker {
 
     /// Base URL of the API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
+    }
+
+    /// The admin socket, as a tracker client's base URL (`unix:<path>`).
+    pub fn admin_url(&self) -> String {
+        format!("unix:{}", self.data_dir.join(ADMIN_SOCKET_FILE).display())
     }
 
     /// The state, for in-process use (tests, the testnet).
@@ -157,10 +204,36 @@ impl Tracker {
         while Arc::strong_count(&self.app) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Err(e) = self.app.state.flush_plays() {
+            tracing::error!(error = %e, "cannot write the last play counts");
+        }
         drop(self.app);
         let _ = std::fs::remove_file(self.data_dir.join(TRACKER_INFO_FILE));
+        let _ = std::fs::remove_file(self.data_dir.join(ADMIN_SOCKET_FILE));
         info!("tracker stopped");
     }
+}
+
+/// Binds the admin socket at `path`, readable and writable by this user only. A socket
+/// file left by a tracker that died is replaced; one a running tracker answers on is not.
+fn bind_admin_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, TrackerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |what: &'static str| {
+        let path = path.display().to_string();
+        move |source| TrackerError::Io { what, path, source }
+    };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(TrackerError::Io {
+            what: "another tracker answers on",
+            path: path.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(io("cannot listen on"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot restrict"))?;
+    Ok(listener)
 }
 
 /// Every second (or a quarter of the grace period, if shorter), takes nodes that missed
@@ -182,6 +255,9 @@ async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
         let app = app.clone();
         let result = tokio::task::spawn_blocking(move || {
             app.state.sweep_hot();
+            if let Err(e) = app.state.flush_plays() {
+                tracing::error!(error = %e, "cannot write the play counts; will retry");
+            }
             app.state.refresh_layout()
         })
         .await;

@@ -25,6 +25,9 @@ use crate::error::{StateError, corrupt};
 use crate::layouts::Layouts;
 use crate::registry::{NodeTotals, Registry};
 
+/// The region plays from a region without nodes are counted in.
+pub const OTHER_REGION: &str = "other";
+
 /// File name of the tracker's signing key inside its data directory.
 pub const TRACKER_KEY_FILE: &str = "tracker.key";
 
@@ -59,12 +62,7 @@ impl State {
             .flat_map(|l| l.partitions.iter().flatten())
             .map(String::as_str)
             .collect();
-        let registry = Registry::open(
-            db.clone(),
-            config.node_grace_secs * 1000,
-            &in_layout,
-            now,
-        )?;
+        let registry = Registry::open(db.clone(), config.node_grace_secs * 1000, &in_layout, now)?;
         layouts.set_members(registry.eligible(now));
         let catalog = Catalog::open(
             db,
@@ -248,7 +246,11 @@ impl State {
 
     /// Song `id`'s sources for a client in `region`: who holds it whole, best first, and for
     /// each segment the holder of each slot (banned holders marked, and not alive).
-    pub fn song_sources(&self, id: SongId, region: Option<&str>) -> Result<SongSources, StateError> {
+    pub fn song_sources(
+        &self,
+        id: SongId,
+        region: Option<&str>,
+    ) -> Result<SongSources, StateError> {
         let now = now_ms();
         let manifest = self.catalog.manifest(id)?;
         let layout = self.layout()?;
@@ -264,6 +266,17 @@ impl State {
             .enumerate()
             .map(|(index, seg)| {
                 let holders = layout.holders(&seg.id);
+                // A ban never takes more than m holders of a segment off the list: more
+                // banned holders than the code can lose is an attack on the bans, not m+1
+                // liars. The rest are listed as not alive: asked last, but asked.
+                let mut may_ban = usize::from(self.config.m);
+                let mut banned_slots = vec![false; seg.shards.len()];
+                for slot in (0..seg.shards.len()).rev() {
+                    if may_ban > 0 && holders.get(slot).is_some_and(|p| banned.contains(p)) {
+                        banned_slots[slot] = true;
+                        may_ban -= 1;
+                    }
+                }
                 let shards = seg
                     .shards
                     .iter()
@@ -272,14 +285,14 @@ impl State {
                         let peer = holders.get(slot);
                         let (addrs, alive) =
                             peer.and_then(|p| addrs.get(p)).cloned().unwrap_or_default();
-                        let banned = peer.is_some_and(|p| banned.contains(p));
+                        let reported = peer.is_some_and(|p| banned.contains(p));
                         SlotSource {
                             slot,
                             shard: *shard,
                             peer_id: peer.cloned(),
                             addrs,
-                            alive: alive && !banned,
-                            banned,
+                            alive: alive && !reported,
+                            banned: banned_slots[slot],
                         }
                     })
                     .collect();
@@ -294,9 +307,7 @@ impl State {
         Ok(SongSources {
             song: id,
             layout_version: layout.version,
-            whole: self
-                .demand
-                .whole_sources(&self.registry, id, region, now),
+            whole: self.demand.whole_sources(&self.registry, id, region, now),
             segments,
         })
     }
@@ -305,8 +316,18 @@ impl State {
 
     /// Records one play of song `id` in `region`; returns the song's plays there so far.
     /// Only songs of the catalogue are counted.
+    /// A region no node is in counts as `other`: the regions a stranger can name do not
+    /// make the tracker keep more.
     pub fn record_play(&self, id: SongId, region: &str) -> Result<u64, StateError> {
+        if region.is_empty() || region.len() > 64 {
+            return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
+        }
         let manifest = self.catalog.manifest(id)?;
+        let region = if self.registry.has_region(region) {
+            region
+        } else {
+            OTHER_REGION
+        };
         let plays = self.catalog.count_play(id, region)?;
         self.demand.play(
             &self.registry,
@@ -316,6 +337,12 @@ impl State {
             now_ms(),
         );
         Ok(plays)
+    }
+
+    /// Writes the plays counted since the last flush (called every second, and at
+    /// shutdown).
+    pub fn flush_plays(&self) -> Result<(), StateError> {
+        self.catalog.flush_plays()
     }
 
     /// Whether `source` is banned for sending wrong bytes.
@@ -347,14 +374,22 @@ impl State {
         self.demand.announce(a, now_ms())
     }
 
-    /// Records a client's report that `source` failed it (see [`Demand::report`]). Returns
-    /// whether the source is banned.
+    /// Records a client's report about `source` (see [`Demand::report`]). Returns whether
+    /// the source is banned.
     pub fn report_source(
         &self,
         source: &str,
         reporter: Option<&str>,
-        lied: bool,
+        reason: medley_api::ReportReason,
     ) -> Result<bool, StateError> {
-        self.demand.report(source, reporter, lied, now_ms())
+        self.demand
+            .report(&self.registry, source, reporter, reason, now_ms())
+    }
+
+    /// Entries of every map keyed by what strangers send: announcing peers, songs
+    /// announced, sources with failures, sources reported for lies, identities with a
+    /// history. Each is bounded.
+    pub fn soft_state_sizes(&self) -> [usize; 5] {
+        self.demand.sizes()
     }
 }

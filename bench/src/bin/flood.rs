@@ -9,7 +9,10 @@
 //! of one of its shards, again and again). Target: ≤ 1.5×. All of it shares the machine's
 //! two cores, so the flood also takes CPU from the listener and the other nodes.
 //!
-//! bash scripts/bench-flood.sh [--songs 12 --rounds 3 --flood 256]
+//! With `--identities N` the flood comes from N peers of their own (fresh keys), sharing
+//! the requests in flight: what a node's limits per peer do not bound alone.
+//!
+//! bash scripts/bench-flood.sh [--songs 12 --rounds 3 --flood 256 --identities 1]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +32,12 @@ struct Args {
     /// Rounds over every song.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Requests the flooding peer keeps in flight.
+    /// Requests the flood keeps in flight, in all.
     #[arg(long, default_value_t = 256)]
     flood: usize,
+    /// Fresh identities the flood comes from (each a peer of its own, sharing the flood).
+    #[arg(long, default_value_t = 1)]
+    identities: usize,
     /// Directory of the release binaries [default: beside this one].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -68,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let flooder = flood_rt.spawn(medley_net::Peer::dial_only()).await??;
+    let mut flooders = Vec::new();
+    for _ in 0..args.identities.max(1) {
+        flooders.push(flood_rt.spawn(medley_net::Peer::dial_only()).await??);
+    }
     let (mut calm, mut flooded) = (Vec::new(), Vec::new());
     let (served, busy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     for round in 0..args.rounds {
@@ -92,8 +101,9 @@ async fn main() -> anyhow::Result<()> {
             // The flood: `--flood` requests in flight against the target, renewed as they end.
             let stop = Arc::new(AtomicBool::new(false));
             let mut floods = Vec::new();
-            for _ in 0..args.flood {
-                let (f, t, stop) = (flooder.clone(), target.clone(), stop.clone());
+            for i in 0..args.flood {
+                let f = flooders[i % flooders.len()].clone();
+                let (t, stop) = (target.clone(), stop.clone());
                 let (served, busy) = (served.clone(), busy.clone());
                 floods.push(flood_rt.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
@@ -114,10 +124,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("round {} done", round + 1);
     }
     println!(
-        "time to first segment, cold, {} songs × {} rounds; flood of {} requests in flight from one peer",
+        "time to first segment, cold, {} songs × {} rounds; flood of {} requests in flight from {} peers",
         songs.len(),
         args.rounds,
-        args.flood
+        args.flood,
+        flooders.len()
     );
     println!(
         "{:<28} {:>6} {:>9} {:>9} {:>9} {:>9}",

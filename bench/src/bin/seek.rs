@@ -49,6 +49,7 @@ async fn gateway(net: &Testnet) -> anyhow::Result<Gw> {
         GatewayOptions {
             cache_bytes: 256 << 20,
             subsonic: None,
+            hosts: Vec::new(),
         },
         async move {
             let _ = rx.await;

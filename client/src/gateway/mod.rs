@@ -52,6 +52,9 @@ pub struct GatewayOptions {
     pub cache_bytes: u64,
     /// The Subsonic API's account; `None` turns the API's answers into "not authorized".
     pub subsonic: Option<SubsonicUser>,
+    /// Names the gateway is reached by, besides IP addresses and localhost: requests with
+    /// another `Host` are refused, so that no web page reaches it through DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 /// A song being streamed: its manifest and a fetcher with its sources.
@@ -99,6 +102,8 @@ pub struct Gateway {
     /// Where the bytes of sessions already closed came from.
     retired: Mutex<crate::fetch::Delivery>,
     subsonic: Option<SubsonicUser>,
+    /// See [`GatewayOptions::hosts`].
+    hosts: Vec<String>,
     metrics: Metrics,
 }
 
@@ -110,7 +115,7 @@ pub struct RunningGateway {
     /// The address it listens on.
     pub addr: SocketAddr,
     /// The server; ends when the shutdown future given to [`serve`] completes.
-    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Binds `listen` and serves the gateway until `shutdown` completes.
@@ -130,6 +135,7 @@ pub async fn serve(
         sessions: Mutex::new(HashMap::new()),
         retired: Mutex::new(crate::fetch::Delivery::default()),
         subsonic: opts.subsonic,
+        hosts: opts.hosts,
         metrics: Metrics::default(),
     });
     let listener = tokio::net::TcpListener::bind(listen)
@@ -143,11 +149,12 @@ pub async fn serve(
         source: e,
     })?;
     let app = router(gw);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let task = tokio::spawn(medley_daemon::http::serve(
+        listener,
+        app,
+        medley_daemon::http::ServeOptions::default(),
+        shutdown,
+    ));
     Ok(RunningGateway { addr, task })
 }
 
@@ -163,8 +170,92 @@ fn router(gw: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/rest/{method}", any(subsonic::handle))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no_route", "no such page") })
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), guard))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(gw)
+}
+
+/// What every response carries: no content sniffing (a song's type comes from its
+/// publisher), and a policy that lets the web player load only its own files.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     media-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'none'";
+
+/// Refuses a request whose `Host` is not a name of the gateway (DNS rebinding), and a POST
+/// to the web player's API without a JSON body (a cross-site form cannot send one); adds the
+/// security headers to every answer.
+async fn guard(
+    State(gw): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Read before the await: a borrow of the request held across it would not be `Send`.
+    let (host_ok, form_post) = {
+        let header =
+            |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let json = header(header::CONTENT_TYPE).is_some_and(|t| t.starts_with("application/json"));
+        (
+            known_host(header(header::HOST), &gw.hosts),
+            req.method() == Method::POST && req.uri().path().starts_with("/api/") && !json,
+        )
+    };
+    let mut res = if !host_ok {
+        api_error(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            "this Host is not a name of the gateway (an IP address, localhost, or one of \
+             gateway_hosts in medley.toml)",
+        )
+    } else if form_post {
+        api_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_only",
+            "this request takes a JSON body (content type application/json)",
+        )
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    res
+}
+
+/// Whether a `Host` value names this gateway: an IP address, localhost, or one of `hosts`,
+/// with any port.
+fn known_host(host: Option<&str>, hosts: &[String]) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The content type a song is served with: its manifest's, when that is an audio type made
+/// of plain token characters; `application/octet-stream` otherwise (a publisher could name
+/// `text/html`).
+fn audio_type(mime: &str) -> &str {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match mime.split_once('/') {
+        Some(("audio", sub)) if token(sub) => mime,
+        _ => "application/octet-stream",
+    }
 }
 
 /// The web player's files, built into the binary.
@@ -349,7 +440,7 @@ impl Gateway {
             .header(header::ACCEPT_RANGES, "bytes")
             .header(header::ETAG, &etag)
             .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
-            .header(header::CONTENT_TYPE, body.meta.mime.as_str());
+            .header(header::CONTENT_TYPE, audio_type(&body.meta.mime));
         let (status, start, end) = match range::parse(range_header, total) {
             range::RangeRequest::Unsatisfiable => {
                 return Response::builder()
@@ -566,4 +657,46 @@ async fn metrics(State(gw): State<Shared>) -> Response {
         m.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn songs_are_served_as_audio_or_as_opaque_bytes() {
+        for (mime, served) in [
+            ("audio/flac", "audio/flac"),
+            ("audio/ogg", "audio/ogg"),
+            ("audio/x-wav", "audio/x-wav"),
+            ("text/html", "application/octet-stream"),
+            ("audio/flac; charset=utf-8", "application/octet-stream"),
+            ("audio/", "application/octet-stream"),
+            ("image/svg+xml", "application/octet-stream"),
+            ("audio/mpeg\r\nset-cookie: x", "application/octet-stream"),
+        ] {
+            assert_eq!(audio_type(mime), served, "{mime:?}");
+        }
+    }
+
+    #[test]
+    fn the_gateway_answers_to_ip_addresses_localhost_and_its_names() {
+        let names = vec!["music.home.arpa".to_string()];
+        for ok in [
+            "127.0.0.1:4800",
+            "[::1]:4800",
+            "localhost:4800",
+            "192.168.1.20",
+            "music.home.arpa:4800",
+        ] {
+            assert!(known_host(Some(ok), &names), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("evil.example.com"),
+            Some("music.home.arpa.evil.example.com"),
+        ] {
+            assert!(!known_host(bad, &names), "{bad:?}");
+        }
+    }
 }

@@ -644,7 +644,7 @@ async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
     let third = client().await;
     let refused = third.get_shard(node.peer_id, node.addrs.clone(), id).await;
     assert!(
-        matches!(refused, Err(RequestError::Network { .. })),
+        refused.as_ref().is_err_and(RequestError::on_the_way),
         "{refused:?}"
     );
     // The two connected peers are still served.

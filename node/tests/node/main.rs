@@ -3,3 +3,4 @@
 mod data_plane;
 mod operator;
 mod support;
+mod tracker_key;

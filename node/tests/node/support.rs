@@ -56,7 +56,9 @@ impl NodeProcess {
         Self::spawn(dir, &[], false)
     }
 
-    fn spawn(dir: &Path, extra: &[&str], trust_test_key: bool) -> Self {
+    /// Starts a node in `dir` with `extra` flags; `trust_test_key`: configured with the
+    /// test tracker key.
+    pub(crate) fn spawn(dir: &Path, extra: &[&str], trust_test_key: bool) -> Self {
         let _ = std::fs::remove_file(dir.join(NODE_INFO_FILE));
         let mut command = Command::new(env!("CARGO_BIN_EXE_medley-node"));
         if trust_test_key {
@@ -89,6 +91,18 @@ impl NodeProcess {
             data_dir: dir.to_path_buf(),
             _dir: None,
         }
+    }
+
+    /// The node's `/status`, from its admin endpoint.
+    pub(crate) async fn status(&self) -> medley_node::NodeStatus {
+        let info = wait_for_info(&self.data_dir, Duration::from_secs(10));
+        let admin = info.admin.expect("the node has an admin endpoint");
+        reqwest::get(format!("{admin}/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Where the node writes its `node.json`.

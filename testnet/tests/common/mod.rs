@@ -19,6 +19,15 @@ pub(crate) fn ok(cmd: &mut Command) -> ProcOutput {
     out
 }
 
+/// Plays `id` as a listener `name` of eu-west with no cache, into `wav`.
+pub(crate) fn play_as(net: &Testnet, name: &str, id: &str, wav: &Path) -> PlayOutcome {
+    let out = ok(net
+        .listener("eu-west", name, bytesize::ByteSize::b(0))
+        .args(["play", id, "--json", "--out"])
+        .arg(wav));
+    serde_json::from_slice(&out.stdout).expect("play --json")
+}
+
 pub(crate) fn fails(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run medley");
     assert!(!out.status.success(), "{cmd:?} should have failed");

@@ -10,40 +10,95 @@ use medley_api::{
     PublisherList,
 };
 
+use medley_daemon::http::LocalSocket;
+
 use super::error::ApiError;
 use super::extract::{Json, Query, publisher_key};
 use super::{Shared, blocking};
 
-/// Proof that a request is an admin's: it carries the configured token as
-/// `Authorization: Bearer <token>`; without a configured token, admin requests are accepted
-/// only while the API listens on loopback.
+/// Proof that a request is an admin's. It came through the admin socket (whoever may open
+/// that file is an admin); or over HTTP, carrying the configured token as
+/// `Authorization: Bearer <token>` (or, with `insecure_dev_admin`, no token), with a `Host`
+/// the tracker answers to (an IP address, localhost, or one of `hostnames`: not a name a
+/// web page rebound to this address), and, when it changes something (a POST), with a JSON
+/// body, which a cross-site form cannot send.
 pub(crate) struct Admin;
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
-        authorize(
-            app.state.config(),
-            parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        )?;
+        if parts.extensions.get::<LocalSocket>().is_some() {
+            return Ok(Self);
+        }
+        let config = app.state.config();
+        let header =
+            |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        check_host(config, header(header::HOST))?;
+        authorize(config, header(header::AUTHORIZATION))?;
+        if parts.method == axum::http::Method::POST {
+            let json =
+                header(header::CONTENT_TYPE).is_some_and(|v| v.starts_with("application/json"));
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ErrorCode::MalformedJson,
+                    "admin requests that change something take a JSON body (content type \
+                     application/json), so that no web form can send one",
+                ));
+            }
+        }
         Ok(Self)
     }
 }
 
-/// Whether an `Authorization` header value admits an admin request under `config`.
+/// Whether `host` (a `Host` header value) names this tracker: an IP address, localhost, or
+/// one of `hostnames`, with any port.
+fn check_host(config: &crate::TrackerConfig, host: Option<&str>) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::BadHost,
+            why,
+        ))
+    };
+    let Some(host) = host else {
+        return refuse("an admin request needs a Host header".into());
+    };
+    // `[v6]:port`, `v4:port`, `name:port`, or any of them without a port.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let known = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || config
+            .hostnames
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name));
+    if known {
+        Ok(())
+    } else {
+        refuse(format!(
+            "Host {host:?} is not a name of this tracker (an IP address, localhost, or one of \
+             `hostnames` in its config)"
+        ))
+    }
+}
+
+/// Whether an `Authorization` header value admits an admin request over HTTP under
+/// `config`.
 fn authorize(config: &crate::TrackerConfig, authorization: Option<&str>) -> Result<(), ApiError> {
     let Some(token) = &config.admin_token else {
-        if config.listen.ip().is_loopback() {
+        if config.insecure_dev_admin && config.listen.ip().is_loopback() {
             return Ok(());
         }
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::AdminDisabled,
-            "admin requests need admin_token in the tracker's config when it listens beyond loopback",
+            "admin requests over HTTP need admin_token in the tracker's config; on the \
+             tracker's machine, medley-tracker commands use its admin socket instead",
         ));
     };
     let given = authorization.and_then(|v| v.strip_prefix("Bearer "));
@@ -171,23 +226,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_requests_need_the_token_or_a_loopback_tracker() {
+    fn admin_over_http_needs_the_token_or_an_explicit_dev_mode() {
         let code = |c: &crate::TrackerConfig, h: Option<&str>| {
             authorize(c, h).err().map(|e| (e.status.as_u16(), e.code))
         };
+        // A loopback tracker without a token: refused, as behind a reverse proxy on the
+        // same host, every request comes from loopback.
         let loopback = crate::TrackerConfig::default();
-        assert_eq!(code(&loopback, None), None, "no token, loopback: allowed");
+        assert_eq!(code(&loopback, None), Some((403, ErrorCode::AdminDisabled)));
+        let dev = crate::TrackerConfig {
+            insecure_dev_admin: true,
+            ..crate::TrackerConfig::default()
+        };
+        assert_eq!(code(&dev, None), None, "explicit dev mode on loopback");
         let open = crate::TrackerConfig {
             listen: "192.0.2.1:4700".parse().unwrap(),
+            insecure_dev_admin: true,
             ..crate::TrackerConfig::default()
         };
         assert_eq!(code(&open, None), Some((403, ErrorCode::AdminDisabled)));
-        assert_eq!(
-            code(&open, Some("Bearer anything")),
-            Some((403, ErrorCode::AdminDisabled))
-        );
         let guarded = crate::TrackerConfig {
             admin_token: Some("0123456789abcdef".into()),
+            insecure_dev_admin: false,
             ..open
         };
         assert_eq!(code(&guarded, Some("Bearer 0123456789abcdef")), None);
@@ -201,6 +261,39 @@ mod tests {
             assert_eq!(
                 code(&guarded, bad),
                 Some((401, ErrorCode::Unauthorized)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_hosts_are_ip_addresses_localhost_or_configured_names() {
+        let c = crate::TrackerConfig {
+            hostnames: vec!["tracker.example.org".into()],
+            ..crate::TrackerConfig::default()
+        };
+        for ok in [
+            "127.0.0.1:4700",
+            "127.0.0.1",
+            "[::1]:4700",
+            "localhost:4700",
+            "LOCALHOST",
+            "tracker.example.org",
+            "Tracker.Example.org:443",
+            "192.0.2.7:80",
+        ] {
+            assert!(check_host(&c, Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("evil.example.com:4700"),
+            Some("localhost.evil.example.com"),
+            Some("tracker.example.org.evil.example.com"),
+        ] {
+            let e = check_host(&c, bad).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (403, ErrorCode::BadHost),
                 "{bad:?}"
             );
         }

@@ -6,13 +6,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use medley_api::{
     ArtistPage, ArtistsQuery, Committed, ErrorCode, PeerAnnouncement, PlayRecorded, PlayReport,
-    Popularity, PublishGrants, RandomQuery, RandomSongs, ReportReason, SearchQuery,
-    SearchResults, Song, SongPage, SongSources, SongsQuery, SourceReport, SourcesQuery,
+    Popularity, PublishGrants, RandomQuery, RandomSongs, ReportReason, SearchQuery, SearchResults,
+    Song, SongPage, SongSources, SongsQuery, SourceReport, SourcesQuery,
 };
 
 use super::error::ApiError;
 use super::extract::{Body, Json, Query, Signed, song_id};
-use super::{Shared, blocking};
+use super::{Shared, blocking, cancellable};
 
 /// `POST /v1/publish`: the body is the signed manifest.
 pub(crate) async fn publish(
@@ -41,7 +41,9 @@ pub(crate) async fn search(
     State(app): State<Shared>,
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<SearchResults>, ApiError> {
-    Ok(axum::Json(blocking(&app, move |s| s.catalog().search(&q)).await?))
+    Ok(axum::Json(
+        blocking(&app, move |s| s.catalog().search(&q)).await?,
+    ))
 }
 
 /// `GET /v1/songs/{id}`.
@@ -50,7 +52,10 @@ pub(crate) async fn song(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Song>, ApiError> {
     let id = song_id(&id)?;
-    let (m, plays) = blocking(&app, move |s| Ok((s.catalog().manifest(id)?, s.catalog().plays(id)?))).await?;
+    let (m, plays) = blocking(&app, move |s| {
+        Ok((s.catalog().manifest(id)?, s.catalog().plays(id)?))
+    })
+    .await?;
     let mut view = Song::of(&m);
     view.plays = plays.values().sum();
     view.plays_by_region = plays;
@@ -104,7 +109,10 @@ pub(crate) async fn random_songs(
     Query(q): Query<RandomQuery>,
 ) -> Result<axum::Json<RandomSongs>, ApiError> {
     let size = q.size.unwrap_or(10);
-    let songs = blocking(&app, move |s| s.catalog().random_songs(size, q.genre.as_deref())).await?;
+    let songs = blocking(&app, move |s| {
+        s.catalog().random_songs(size, q.genre.as_deref())
+    })
+    .await?;
     Ok(axum::Json(RandomSongs { songs }))
 }
 
@@ -115,8 +123,11 @@ pub(crate) async fn browse_songs(
 ) -> Result<axum::Json<SongPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     let offset = q.offset;
-    let (songs, total) = blocking(&app, move |s| {
-        Ok((s.catalog().songs_page(offset, limit)?, s.catalog().song_count()))
+    let (songs, total) = cancellable(&app, move |s, cancelled| {
+        Ok((
+            s.catalog().songs_page(offset, limit, cancelled)?,
+            s.catalog().song_count(),
+        ))
     })
     .await?;
     Ok(axum::Json(SongPage {
@@ -166,7 +177,7 @@ pub(crate) async fn announce_peer(
     body: Signed<PeerAnnouncement>,
 ) -> Result<StatusCode, ApiError> {
     let peer_id = body.body.peer_id.clone();
-    let a = body.from_peer(&peer_id)?;
+    let a = body.signed_by(&peer_id)?;
     app.state.announce_peer(a)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -182,14 +193,11 @@ pub(crate) async fn report_source(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadReport,
-            "unknown reason: expected bad_hash or failed",
+            "unknown reason: expected bad_hash, failed, timeout or served",
         ));
     }
     tracing::info!(source = %r.peer_id, song = %r.song, reason = r.reason.as_str(), reporter = ?signer, "a client reports a source");
-    app.state.report_source(
-        &r.peer_id,
-        signer.as_deref(),
-        r.reason == ReportReason::BadHash,
-    )?;
+    app.state
+        .report_source(&r.peer_id, signer.as_deref(), r.reason)?;
     Ok(StatusCode::NO_CONTENT)
 }

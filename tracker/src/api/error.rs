@@ -35,7 +35,11 @@ impl ApiError {
 
     /// A `500 internal`.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 }
 
@@ -88,6 +92,7 @@ impl From<StateError> for ApiError {
                 (StatusCode::NOT_FOUND, ErrorCode::UnknownPartition)
             }
             StateError::CannotDrain { .. } => (StatusCode::CONFLICT, ErrorCode::CannotDrain),
+            StateError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy),
             StateError::Search(crate::search::SearchError::BadQuery(_)) => {
                 (StatusCode::BAD_REQUEST, ErrorCode::BadQuery)
             }

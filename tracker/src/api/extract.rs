@@ -67,7 +67,7 @@ pub(crate) struct Signed<T> {
 
 impl<T> Signed<T> {
     /// The body, once the signer is the peer it names (when signed or required).
-    pub(crate) fn from_peer(self, peer_id: &str) -> Result<T, ApiError> {
+    pub(crate) fn signed_by(self, peer_id: &str) -> Result<T, ApiError> {
         match &self.signer {
             Some(s) if s != peer_id => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -126,8 +126,7 @@ fn signer(app: &App, parts: &Parts, body: &[u8]) -> Result<Option<String>, ApiEr
         header(TIME_HEADER),
         header(SIGNATURE_HEADER),
     );
-    if (&peer, &time, &signature) == (&None, &None, &None)
-        && !app.state.config().require_signatures
+    if (&peer, &time, &signature) == (&None, &None, &None) && !app.state.config().require_signatures
     {
         return Ok(None);
     }

@@ -51,7 +51,8 @@ impl HttpMetrics {
 
     /// The bytes reported so far.
     pub(crate) fn delivered_totals(&self) -> Delivered {
-        let [cache, peer, hot, rebuilt] = self.delivered.each_ref().map(|n| n.load(Ordering::Relaxed));
+        let [cache, peer, hot, rebuilt] =
+            self.delivered.each_ref().map(|n| n.load(Ordering::Relaxed));
         Delivered {
             cache,
             peer,
@@ -68,7 +69,11 @@ pub(crate) async fn metrics(State(app): State<Shared>) -> Response {
     let version = app.state.layout_version().unwrap_or(0);
     let mut m = Scrape::default();
     m.gauge("medley_tracker_songs", "Songs in the catalogue.", songs);
-    m.gauge("medley_tracker_nodes", "Registered storage nodes.", t.nodes as u64);
+    m.gauge(
+        "medley_tracker_nodes",
+        "Registered storage nodes.",
+        t.nodes as u64,
+    );
     m.gauge(
         "medley_tracker_nodes_alive",
         "Nodes heard from within the grace period and not stopped.",
@@ -104,6 +109,36 @@ pub(crate) async fn metrics(State(app): State<Shared>) -> Response {
         "Current layout version (0: none yet).",
         version,
     );
+    let [peers, songs, failures, liars, ids] = app.state.soft_state_sizes();
+    for (name, help, n) in [
+        (
+            "medley_tracker_announcing_peers",
+            "Listeners with a live announcement (at most 100000).",
+            peers,
+        ),
+        (
+            "medley_tracker_announced_songs",
+            "Songs some listener announces.",
+            songs,
+        ),
+        (
+            "medley_tracker_reported_sources",
+            "Known sources with recent failures reported.",
+            failures,
+        ),
+        (
+            "medley_tracker_accused_sources",
+            "Known sources with recent reports of wrong bytes.",
+            liars,
+        ),
+        (
+            "medley_tracker_known_identities",
+            "Signing keys whose history is kept, for weighing their reports (at most 200000).",
+            ids,
+        ),
+    ] {
+        m.gauge(name, help, n as u64);
+    }
     let h = &app.metrics;
     m.counters(
         "medley_tracker_http_requests_total",

@@ -4,8 +4,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use medley_api::{
-    Heartbeat, HotOrders, LayoutQuery, Leaving, NodeEntry, NodeList, PartitionSegments,
-    Registered, Registration, SegmentsQuery, Stats,
+    Heartbeat, HotOrders, LayoutQuery, Leaving, NodeEntry, NodeList, PartitionSegments, Registered,
+    Registration, SegmentsQuery, Stats,
 };
 
 use super::error::ApiError;
@@ -36,7 +36,7 @@ pub(crate) async fn register(
     body: Signed<Registration>,
 ) -> Result<axum::Json<Registered>, ApiError> {
     let peer_id = body.body.peer_id.clone();
-    let reg = body.from_peer(&peer_id)?;
+    let reg = body.signed_by(&peer_id)?;
     let layout_version = blocking(&app, move |s| s.register(reg)).await?;
     Ok(axum::Json(Registered {
         layout_version,
@@ -50,7 +50,7 @@ pub(crate) async fn heartbeat(
     body: Signed<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     let peer_id = body.body.peer_id.clone();
-    let hb = body.from_peer(&peer_id)?;
+    let hb = body.signed_by(&peer_id)?;
     app.state.heartbeat(hb)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -61,7 +61,7 @@ pub(crate) async fn leave(
     body: Signed<Leaving>,
 ) -> Result<StatusCode, ApiError> {
     let peer_id = body.body.peer_id.clone();
-    let l = body.from_peer(&peer_id)?;
+    let l = body.signed_by(&peer_id)?;
     blocking(&app, move |s| s.leave(&l.peer_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -110,7 +110,10 @@ pub(crate) async fn partition_segments(
             "limit must be 1 to {MAX_SEGMENT_PAGE}"
         )));
     }
-    let segments = blocking(&app, move |s| s.catalog().partition_segments(partition, after, limit)).await?;
+    let segments = blocking(&app, move |s| {
+        s.catalog().partition_segments(partition, after, limit)
+    })
+    .await?;
     let next = (segments.len() == limit)
         .then(|| segments.last().map(|s| s.id))
         .flatten();

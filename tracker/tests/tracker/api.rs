@@ -523,6 +523,8 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
         node_grace_secs: 1,
         require_signatures: false,
         rate_limit_per_sec: 0,
+        // Drains and previews over HTTP without a token.
+        insecure_dev_admin: true,
         ..TrackerConfig::default()
     })
     .await
@@ -710,6 +712,7 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     let before: Value = get_json(&http, &format!("{url}/v1/layout")).await;
     let (s, c) = error_code(
         http.post(format!("{url}/v1/nodes/node-2/drain"))
+            .json(&json!({}))
             .send()
             .await
             .unwrap(),
@@ -720,6 +723,7 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     assert_eq!(before, after, "a refused drain changes nothing");
     let (s, c) = error_code(
         http.post(format!("{url}/v1/nodes/nobody/drain"))
+            .json(&json!({}))
             .send()
             .await
             .unwrap(),

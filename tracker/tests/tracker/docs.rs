@@ -14,16 +14,24 @@ fn quoted(line: &str) -> Vec<&str> {
     line.split('"').skip(1).step_by(2).collect()
 }
 
-/// `(METHOD, path)` from `.route("/path", get(handler).post(other))` lines of the source.
+/// `(METHOD, path)` from the `.route("/path", get(handler).post(other))` calls of the
+/// source, on one line or spread over several.
 fn routes_in_source() -> BTreeSet<(String, String)> {
-    API_SRC
-        .lines()
-        .filter(|l| l.trim_start().starts_with(".route(\""))
-        .flat_map(|l| {
-            let path = quoted(l)[0].to_string();
+    let flat: String = API_SRC.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.split(".route(")
+        .skip(1)
+        .flat_map(|call| {
+            // The call ends where the next builder method starts.
+            let call = [".merge(", ".layer(", ".with_state(", ".route_layer("]
+                .iter()
+                .filter_map(|end| call.find(end))
+                .fold(call, |c, at| &c[..at.min(c.len())]);
+            let path = quoted(call)[0].to_string();
             ["get", "post", "delete"]
                 .into_iter()
-                .filter(move |m| l.contains(&format!(" {m}(")) || l.contains(&format!(".{m}(")))
+                .filter(move |m| {
+                    call.contains(&format!(" {m}(")) || call.contains(&format!(".{m}("))
+                })
                 .map(move |m| (m.to_uppercase(), path.clone()))
         })
         .collect()
@@ -69,7 +77,11 @@ fn doc_lists_exactly_the_routes_and_all_error_codes() {
         codes.contains("bad_query") && codes.contains("no_route"),
         "{codes:?}"
     );
-    assert_eq!(codes_in_doc(), codes, "API.md and medley_api::ErrorCode disagree");
+    assert_eq!(
+        codes_in_doc(),
+        codes,
+        "API.md and medley_api::ErrorCode disagree"
+    );
 }
 
 #[tokio::test]

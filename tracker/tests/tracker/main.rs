@@ -2,6 +2,7 @@
 
 mod api;
 mod docs;
+mod hostile;
 mod process;
 mod search;
 mod signed;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::support::{get_bytes, get_json, manifest, post_body, publisher};
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -19,6 +19,12 @@ impl Drop for Proc {
 }
 
 fn start(dir: &Path) -> (Proc, String) {
+    start_with(dir, &[])
+}
+
+/// Starts `medley-tracker run` on `dir` (its config file there, if any) with `extra` flags;
+/// its URL once it runs.
+pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let _ = std::fs::remove_file(dir.join(TRACKER_INFO_FILE));
     let child = Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
         .args([
@@ -27,8 +33,9 @@ fn start(dir: &Path) -> (Proc, String) {
             "127.0.0.1:0",
             "--publisher",
             &publisher().id().to_string(),
-            "--data-dir",
         ])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir)
         .env("MEDLEY_LOG", "warn")
         .stdin(Stdio::null())

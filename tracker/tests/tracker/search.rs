@@ -346,7 +346,22 @@ async fn browse_artists_random_songs_and_count_plays() {
         )
     );
 
-    // Plays: counted per region, persisted; bad reports change nothing.
+    // Plays: counted per region (of the regions nodes are in; others count as "other"),
+    // persisted; bad reports change nothing.
+    for (i, region) in ["eu", "us"].iter().enumerate() {
+        let r = http
+            .post(format!("{url}/v1/nodes/register"))
+            .json(&serde_json::json!({
+                "peer_id": format!("node-{i}"),
+                "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 7000 + i)],
+                "region": region,
+                "capacity": 1u64 << 30,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
     let play = |body: String| {
         let http = http.clone();
         let url = url.clone();
@@ -362,10 +377,10 @@ async fn browse_artists_random_songs_and_count_plays() {
         }
     };
     let song = &ids[0];
-    for (region, n) in [("eu", 1), ("eu", 2), ("us", 1)] {
+    for (region, n) in [("eu", 1), ("eu", 2), ("us", 1), ("atlantis", 1), ("mu", 2)] {
         let (status, v) = play(format!(r#"{{"song":"{song}","region":"{region}"}}"#)).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(v["plays_in_region"], n);
+        assert_eq!(v["plays_in_region"], n, "{region}");
     }
     for (body, status, code) in [
         (
@@ -400,8 +415,12 @@ async fn browse_artists_random_songs_and_count_plays() {
     t.shutdown(Duration::from_secs(5)).await;
     let t = start(dir.path()).await;
     let (_, v) = get(format!("{}/v1/songs/{song}", t.url())).await;
-    assert_eq!(v["plays"], 3);
+    assert_eq!(v["plays"], 5);
     assert_eq!(v["plays_by_region"]["eu"], 2);
     assert_eq!(v["plays_by_region"]["us"], 1);
+    assert_eq!(
+        v["plays_by_region"]["other"], 2,
+        "regions without nodes: {v}"
+    );
     t.shutdown(Duration::from_secs(5)).await;
 }

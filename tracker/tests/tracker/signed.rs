@@ -153,6 +153,20 @@ async fn unsigned_forged_stale_and_replayed_requests_are_refused_and_change_noth
         outcome(signed(&http, &url, path, &node, &reg, time)).await,
         (StatusCode::CONFLICT, "replayed".to_string())
     );
+    // So is the same signature written in upper-case hex (it verifies all the same).
+    let bytes = serde_json::to_vec(&reg).unwrap();
+    let sig = sign_request(&node, "POST", path, &bytes, time);
+    let upper = http
+        .post(format!("{url}{path}"))
+        .header(PEER_HEADER, sig.peer)
+        .header(TIME_HEADER, sig.time_ms.to_string())
+        .header(SIGNATURE_HEADER, sig.signature.to_uppercase())
+        .header("content-type", "application/json")
+        .body(bytes);
+    assert_eq!(
+        outcome(upper).await,
+        (StatusCode::CONFLICT, "replayed".to_string())
+    );
     // Nobody else can mark the node stopped.
     let leave = json!({ "peer_id": id(&node) });
     assert_eq!(
@@ -189,7 +203,17 @@ async fn unsigned_forged_stale_and_replayed_requests_are_refused_and_change_noth
 #[tokio::test]
 async fn sources_reported_lying_by_two_listeners_are_banned() {
     let dir = tempfile::tempdir().unwrap();
-    let t = start_signed(dir.path()).await;
+    // Every signed report weighs fully here: how reports of fresh keys weigh nothing is the
+    // test of hostile.rs.
+    let t = medley_tracker::Tracker::bind(medley_tracker::TrackerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publishers: vec![publisher().id().to_string()],
+        report_trust_secs: 0,
+        ..medley_tracker::TrackerConfig::default()
+    })
+    .await
+    .unwrap();
     let (http, url) = (reqwest::Client::new(), t.url());
     let nodes: Vec<Keypair> = (0..6).map(|_| Keypair::generate_ed25519()).collect();
     for (i, n) in nodes.iter().enumerate() {
@@ -220,8 +244,8 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
             .parse()
             .unwrap();
         assert!(time.abs_diff(now_ms()) < 60_000);
-        let sig =
-            hex::decode(r.headers()[medley_api::signed::ANSWER_SIGNATURE_HEADER].as_bytes()).unwrap();
+        let sig = hex::decode(r.headers()[medley_api::signed::ANSWER_SIGNATURE_HEADER].as_bytes())
+            .unwrap();
         let body = r.bytes().await.unwrap();
         let signed = medley_api::signed::signed_answer(&path, time, &body);
         assert_eq!(key.verify_statement(&signed, &sig), Ok(()), "{path}");

@@ -7,8 +7,9 @@ pub(crate) fn publisher() -> PublisherKey {
     PublisherKey::from_seed([42u8; 32])
 }
 
-/// A tracker for tests that name their nodes `node-0`, `node-1`, ... and post unsigned;
-/// signed requests are tested with `start_signed`.
+/// A tracker for tests that name their nodes `node-0`, `node-1`, ... and post unsigned, and
+/// make admin requests over HTTP without a token (`insecure_dev_admin`); signed requests
+/// are tested with `start_signed`, admin tokens with a tracker of their own.
 pub(crate) async fn start(dir: &Path) -> Tracker {
     Tracker::bind(TrackerConfig {
         data_dir: dir.to_path_buf(),
@@ -17,6 +18,7 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
         max_body_bytes: 64 * 1024,
         require_signatures: false,
         rate_limit_per_sec: 0,
+        insecure_dev_admin: true,
         ..TrackerConfig::default()
     })
     .await

@@ -190,7 +190,11 @@ audio.addEventListener("timeupdate", () => {
   if (!state.reported && (audio.currentTime >= d / 2 || audio.currentTime >= 240)) {
     state.reported = true;
     const cur = state.queue[state.index];
-    if (cur) fetch(`/api/songs/${cur.id}/played`, { method: "POST" }).catch(() => {});
+    if (cur) fetch(`/api/songs/${cur.id}/played`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{}",
+    }).catch(() => {});
   }
   // Near the end, fetch the start of the next song so it begins at once.
   const nextHit = state.queue[state.index + 1];
