@@ -19,12 +19,12 @@ use crate::signed::{
     TIME_HEADER, sign_request, verify_answer,
 };
 use crate::{
-    ArtistPage, ArtistsQuery, Committed, DrainState, ErrorBody, ErrorCode, Heartbeat, Hit,
-    HotOrders, HotSong, LayoutPreview, Leaving, NewPublisher, NodeEntry, NodeList,
-    PartitionSegments, PeerAnnouncement, PlayRecorded, PlayReport, Popularity, PreviewQuery,
-    PublishGrants, PublisherChange, PublisherList, RandomQuery, RandomSongs, Registered,
-    Registration, SearchQuery, SearchResults, Song, SongPage, SongSources, SongsQuery,
-    SourceReport, SourcesQuery, Stats,
+    AdmissionChange, ApproveRequest, ArtistPage, ArtistsQuery, Committed, DrainState, ErrorBody,
+    ErrorCode, Heartbeat, Hit, HotOrders, HotSong, InviteRequest, InviteToken, LayoutPreview,
+    Leaving, NewPublisher, NodeEntry, NodeList, PartitionSegments, PeerAnnouncement, PlayRecorded,
+    PlayReport, Popularity, PreviewQuery, PublishGrants, PublisherChange, PublisherList,
+    RandomQuery, RandomSongs, Registered, Registration, SearchQuery, SearchResults, Song, SongPage,
+    SongSources, SongsQuery, SourceReport, SourcesQuery, Stats,
 };
 
 /// Why a tracker call failed.
@@ -644,6 +644,58 @@ impl TrackerClient {
         let path = format!("/v1/nodes/{peer_id}/{verb}");
         self.admin(
             &format!("the {verb} of {peer_id}"),
+            reqwest::Method::POST,
+            &path,
+            admin_token,
+        )
+        .await
+    }
+
+    /// A join token for one node (`medley-tracker nodes invite`).
+    pub async fn invite(
+        &self,
+        request: &InviteRequest,
+        admin_token: Option<&str>,
+    ) -> Result<InviteToken, TrackerError> {
+        let what = "the join token";
+        let resp = self
+            .post(what, "/v1/nodes/invites", request, false, admin_token)
+            .await?;
+        self.parse(what, resp)
+    }
+
+    /// Admits node `peer_id` (`medley-tracker nodes approve`), clearing an eviction;
+    /// `capacity` caps what it may count with.
+    pub async fn approve(
+        &self,
+        peer_id: &str,
+        capacity: Option<u64>,
+        admin_token: Option<&str>,
+    ) -> Result<AdmissionChange, TrackerError> {
+        let what = format!("the approval of {peer_id}");
+        let path = format!("/v1/nodes/{peer_id}/approve");
+        let resp = self
+            .post(
+                &what,
+                &path,
+                &ApproveRequest { capacity },
+                false,
+                admin_token,
+            )
+            .await?;
+        self.parse(&what, resp)
+    }
+
+    /// Revokes node `peer_id`'s admission (`medley-tracker nodes revoke`): it leaves the
+    /// layout, and its slots move to other nodes.
+    pub async fn revoke(
+        &self,
+        peer_id: &str,
+        admin_token: Option<&str>,
+    ) -> Result<AdmissionChange, TrackerError> {
+        let path = format!("/v1/nodes/{peer_id}/revoke");
+        self.admin(
+            &format!("the revocation of {peer_id}"),
             reqwest::Method::POST,
             &path,
             admin_token,

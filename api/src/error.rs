@@ -28,6 +28,11 @@ pub enum ErrorCode {
     BadQuery,
     /// A registration or announcement field is empty, too long or too many (400).
     BadRegistration,
+    /// A node's region is not one of the tracker's `regions` (400).
+    BadRegion,
+    /// A join token is not this tracker's, expired, used by another node, or names another
+    /// region (403).
+    BadInvite,
     /// A source report's reason is unknown (400).
     BadReport,
     /// A publisher key is not a valid ed25519 key in hex (400).
@@ -88,6 +93,8 @@ const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::BadId, "bad_id"),
     (ErrorCode::BadQuery, "bad_query"),
     (ErrorCode::BadRegistration, "bad_registration"),
+    (ErrorCode::BadRegion, "bad_region"),
+    (ErrorCode::BadInvite, "bad_invite"),
     (ErrorCode::BadReport, "bad_report"),
     (ErrorCode::BadKey, "bad_key"),
     (ErrorCode::Unauthorized, "unauthorized"),

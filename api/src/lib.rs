@@ -71,9 +71,10 @@ pub use catalog::{
 pub use client::{TrackerClient, TrackerClientBuilder, TrackerError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use nodes::{
-    DrainState, Heartbeat, HotOrders, LayoutPreview, LayoutQuery, Leaving, Load, NodeEntry,
-    NodeList, NodeRecord, NodeSlots, PartitionSegments, PreviewQuery, Registered, Registration,
-    RepairLoad, SegmentsQuery, Stats,
+    Admission, AdmissionChange, ApproveRequest, AuditRecord, DrainState, Heartbeat, HotOrders,
+    InviteRequest, InviteToken, LayoutPreview, LayoutQuery, Leaving, Load, NodeEntry, NodeList,
+    NodeRecord, NodeSlots, PartitionSegments, PreviewQuery, Registered, Registration, RepairLoad,
+    SegmentsQuery, Stats,
 };
 pub use sources::{
     HotSong, PeerAnnouncement, Popularity, ReportReason, SegmentSources, SlotSource, SongSources,

@@ -18,6 +18,35 @@ pub struct Registration {
     pub region: String,
     /// Capacity in bytes.
     pub capacity: u64,
+    /// A join token from the tracker's operator (`medley-tracker nodes invite`), until the
+    /// node is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+}
+
+/// Whether a node may hold data: the operator's consent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// Registered without consent yet: never placed in the layout.
+    Pending,
+    /// Admitted by a join token or an approval (and every node of a tracker that admits
+    /// all, or registered before admission was kept).
+    #[default]
+    Admitted,
+    /// Its admission was revoked by the operator: out of the layout.
+    Revoked,
+}
+
+impl Admission {
+    /// The word `medley-tracker nodes` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Admitted => "admitted",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 /// The tracker's answer to a registration.
@@ -27,6 +56,12 @@ pub struct Registered {
     pub layout_version: Option<u64>,
     /// The key that signs grants, layouts and orders.
     pub tracker_key: TrackerId,
+    /// Whether the node may hold data.
+    #[serde(default)]
+    pub admission: Admission,
+    /// Why the node is out of the layout though admitted (it failed its audits), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<String>,
 }
 
 /// A node's repair work, as it reports it.
@@ -97,6 +132,28 @@ pub struct Heartbeat {
     /// Songs it holds whole in its hot tier (absent: unchanged).
     #[serde(default)]
     pub hot: Option<Vec<SongId>>,
+    /// The newest layout version whose every slot of this node it holds all the shards of
+    /// (its last repair pass found nothing missing and failed nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_version: Option<u64>,
+}
+
+/// What the tracker's audits found about a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Audits passed.
+    pub passed: u64,
+    /// Audits answered with no proof (or a refusal).
+    pub failed: u64,
+    /// Audits not answered in time.
+    pub timeouts: u64,
+    /// Failures and timeouts since the last pass.
+    pub consecutive_failures: u32,
+    /// Unix milliseconds of the last audit.
+    pub last_ms: u64,
+    /// What the last failed audit found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A node's notice that it is stopping (`POST /v1/nodes/leave`, signed).
@@ -109,7 +166,7 @@ pub struct Leaving {
 
 /// A node as the tracker knows it: what it registered, what it last reported, and what
 /// the tracker decided about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// libp2p peer id.
     pub peer_id: String,
@@ -134,6 +191,30 @@ pub struct NodeRecord {
     /// slots for the grace period, as for any node gone quiet, so a restart moves no data.
     #[serde(default)]
     pub stopped: bool,
+    /// Whether the operator consented to it holding data.
+    #[serde(default)]
+    pub admission: Admission,
+    /// The most capacity it may count with, from its join token or approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_cap: Option<u64>,
+    /// Id (hex) of the join token that admitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    /// Unix milliseconds of its first registration.
+    #[serde(default)]
+    pub first_seen_ms: u64,
+    /// Its newest layout version fully repaired (from its heartbeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_version: Option<u64>,
+    /// Bytes of its slots it proved it holds (audits passed), in powers of two.
+    #[serde(default)]
+    pub proven_bytes: u64,
+    /// Its audits.
+    #[serde(default)]
+    pub audits: AuditRecord,
+    /// Why it was put out of the layout after failing its audits; cleared by an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<String>,
 }
 
 /// One node of `GET /v1/nodes`.
@@ -146,6 +227,11 @@ pub struct NodeEntry {
     /// Banned after reports that it sent wrong bytes.
     #[serde(default)]
     pub banned: bool,
+    /// The weight the layout gives it now (bytes): its capacity, capped by its admission,
+    /// the tracker's limit and what it has proved plus a newcomer's allowance; 0 when it
+    /// gets no slots.
+    #[serde(default)]
+    pub weight: u64,
 }
 
 /// `GET /v1/nodes`.
@@ -172,6 +258,10 @@ pub struct Stats {
     pub repair: RepairLoad,
     /// Current layout version, if any.
     pub layout_version: Option<u64>,
+    /// The oldest layout version still kept: a slot moved since is not yet settled (its new
+    /// node may still lack shards that nodes of the versions from here on hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_oldest: Option<u64>,
     /// Partitions of the layout.
     pub partitions: u16,
     /// Data shards per segment.
@@ -224,6 +314,56 @@ pub struct HotOrders {
     pub node: String,
     /// The songs.
     pub songs: Vec<SongId>,
+}
+
+/// A join token to make (`POST /v1/nodes/invites`, admin).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// The region the node must register in (one of the tracker's `regions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The most capacity (bytes) the node may count with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// Seconds the token holds; 7 days by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_secs: Option<u64>,
+}
+
+/// A join token (answer to `POST /v1/nodes/invites`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteToken {
+    /// The token, for `medley-node init --join`.
+    pub token: String,
+    /// Its id (hex).
+    pub id: String,
+    /// The region it fixes, if any.
+    pub region: Option<String>,
+    /// The capacity cap it sets, if any.
+    pub capacity: Option<u64>,
+    /// Unix seconds it holds until.
+    pub expires: u64,
+}
+
+/// An approval (`POST /v1/nodes/{id}/approve`, admin).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The most capacity (bytes) the node may count with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+}
+
+/// A node's admission after an approval or revocation (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionChange {
+    /// The node.
+    pub node: String,
+    /// Its admission now.
+    pub admission: Admission,
+    /// The layout version that follows.
+    pub layout_version: Option<u64>,
 }
 
 /// A node's drain state after a drain or undrain (admin).

@@ -58,6 +58,10 @@ pub struct Layout {
     pub slots: u8,
     /// For each partition, the node ids on its slots, in slot order.
     pub partitions: Vec<Vec<String>>,
+    /// For each partition and slot, the version in which the slot's node got it. Empty in
+    /// layouts made before it was kept: read through [`Layout::since`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub since: Vec<Vec<u64>>,
 }
 
 /// Why a layout cannot be computed.
@@ -97,6 +101,27 @@ fn score(member: &Member, partition: u16) -> f64 {
     // 53 random bits mapped into the open interval (0, 1).
     let u = ((u64::from_le_bytes(first) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     member.capacity as f64 / -u.ln()
+}
+
+/// Each slot's `since` in a layout `version` with rows `rows`, made from `previous`: kept
+/// where the node is the same, `version` where it changed.
+fn since_after(previous: Option<&Layout>, rows: &[Vec<String>], version: u64) -> Vec<Vec<u64>> {
+    rows.iter()
+        .enumerate()
+        .map(|(p, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(slot, node)| match previous {
+                    Some(prev)
+                        if prev.partitions.get(p).and_then(|r| r.get(slot)) == Some(node) =>
+                    {
+                        prev.since(p, slot)
+                    }
+                    _ => version,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 impl Layout {
@@ -173,11 +198,74 @@ impl Layout {
             }
             out.push(row.into_iter().flatten().collect());
         }
+        let version = previous.map_or(1, |l| l.version + 1);
+        let since = since_after(previous, &out, version);
         Ok(Self {
-            version: previous.map_or(1, |l| l.version + 1),
+            version,
             slots,
             partitions: out,
+            since,
         })
+    }
+
+    /// One step from `self` towards `target` (a layout computed from `self`): in each
+    /// partition, every slot whose node `must_move` (it is gone) takes its target node, and
+    /// at most `budget(partition)` other slots do, the first in slot order. The rest wait
+    /// for a later step. `None` when nothing would change; else the step, with the version
+    /// after `self`'s, and whether it reached `target`.
+    ///
+    /// A step never puts a node twice in a partition: a slot that changes in `target` gets
+    /// a node that held no slot of that partition in `self`.
+    pub fn step_towards(
+        &self,
+        target: &Layout,
+        must_move: impl Fn(&str) -> bool,
+        budget: impl Fn(usize) -> usize,
+    ) -> Option<(Layout, bool)> {
+        let mut partitions = self.partitions.clone();
+        let mut changed = false;
+        let mut complete = true;
+        for (p, (row, goal)) in partitions.iter_mut().zip(&target.partitions).enumerate() {
+            let mut left = budget(p);
+            for (node, wanted) in row.iter_mut().zip(goal) {
+                if node == wanted {
+                    continue;
+                }
+                let forced = must_move(node);
+                if !forced && left == 0 {
+                    complete = false;
+                    continue;
+                }
+                if !forced {
+                    left -= 1;
+                }
+                *node = wanted.clone();
+                changed = true;
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let version = self.version + 1;
+        let since = since_after(Some(self), &partitions, version);
+        Some((
+            Layout {
+                version,
+                slots: self.slots,
+                partitions,
+                since,
+            },
+            complete,
+        ))
+    }
+
+    /// The version in which slot `slot` of partition `p` got its node (`1` when unknown).
+    pub fn since(&self, p: usize, slot: usize) -> u64 {
+        self.since
+            .get(p)
+            .and_then(|row| row.get(slot))
+            .copied()
+            .unwrap_or(1)
     }
 
     /// Number of partitions.
@@ -304,6 +392,63 @@ mod tests {
             prop_assert!(moved >= held, "its slots must move");
             prop_assert!(moved as f64 <= 2.0 * held as f64 + 12.0, "leave moved {moved}, it held {held}");
         }
+    }
+
+    #[test]
+    fn steps_move_at_most_the_budget_and_reach_the_target() {
+        let ms = members(12, 4);
+        let before = Layout::compute(None, &ms, 64, 6).unwrap();
+        assert!(before.since.iter().flatten().all(|&v| v == 1));
+        // Four newcomers with a large weight want many slots of every partition; one node
+        // is gone and must leave its slots at once.
+        let mut after = ms.clone();
+        let gone = after.remove(3).id;
+        for i in 0..4 {
+            after.push(Member {
+                id: format!("new-{i}"),
+                region: format!("region-{i}"),
+                capacity: 1 << 44,
+            });
+        }
+        let mut layout = before.clone();
+        let mut steps = 0;
+        loop {
+            let target = Layout::compute(Some(&layout), &after, 64, 6).unwrap();
+            let Some((next, complete)) = layout.step_towards(&target, |n| n == gone, |_| 1) else {
+                break;
+            };
+            steps += 1;
+            assert_eq!(next.version, layout.version + 1);
+            for (p, (a, b)) in layout.partitions.iter().zip(&next.partitions).enumerate() {
+                let forced = a.iter().filter(|n| **n == gone).count();
+                let moved = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert!(moved <= 1 + forced, "partition {p}: {moved} moved");
+                assert_eq!(b.iter().collect::<HashSet<_>>().len(), 6, "distinct nodes");
+                assert!(!b.contains(&gone), "the gone node left at the first step");
+                for slot in 0..6 {
+                    let want = if a[slot] == b[slot] {
+                        layout.since(p, slot)
+                    } else {
+                        next.version
+                    };
+                    assert_eq!(next.since(p, slot), want);
+                }
+            }
+            layout = next;
+            if complete {
+                assert_eq!(layout.partitions, target.partitions);
+                break;
+            }
+            assert!(steps < 20, "no end to the steps");
+        }
+        assert!(steps > 1, "the budget made it take several steps");
+        assert_eq!(
+            Layout::compute(Some(&layout), &after, 64, 6)
+                .unwrap()
+                .partitions,
+            layout.partitions,
+            "settled where a direct computation from there stays"
+        );
     }
 
     #[test]

@@ -68,9 +68,11 @@ macro_rules! key_id_impls {
     };
 }
 
+pub mod audit;
 mod erasure;
 mod grant;
 mod hash;
+mod invite;
 mod layout;
 mod manifest;
 pub mod protocol;
@@ -80,12 +82,14 @@ mod segment;
 pub mod test_utils;
 mod util;
 
+pub use audit::{AuditError, Challenge};
 pub use erasure::{Codec, CodecError, MAX_DATA_SHARDS, MAX_PARITY_SHARDS, SHARD_ALIGN};
 pub use grant::{
     Grant, GrantError, GrantSignature, MAX_GRANT_ENCODED, MAX_GRANT_NODE_LEN, MAX_GRANT_SHARDS,
     TrackerId, TrackerKey,
 };
 pub use hash::{HASH_LEN, Hash, Hasher, ParseIdError, SegmentId, ShardId, SongId};
+pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_INVITE_TOKEN};
 pub use layout::{DEFAULT_PARTITIONS, Layout, LayoutError, Member, partition_of};
 pub use manifest::{
     MANIFEST_FORMAT_VERSION, MAX_MANIFEST_SIZE, MAX_TEXT_FIELD, Manifest, ManifestBody,

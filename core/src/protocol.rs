@@ -19,7 +19,12 @@
 //!   | -- PutShard{id, grant, data} ---------> |   Stored | Error{FORBIDDEN | BAD_HASH | FULL | TOO_LARGE}
 //!   | -- GetSegment{id} --------------------> |   Segment{data} | Error{NOT_FOUND}
 //!   | -- Has{ids} --------------------------> |   Has{present}
+//!   | -- Audit{id, start, len} -------------> |   Proof{slice} | Error{NOT_FOUND}
 //! ```
+//!
+//! `Audit` asks for proof that the node holds a shard: the challenged range with the BLAKE3
+//! tree nodes tying it to the shard's id ([`crate::audit`]), checked by the asker against the
+//! id. `Has` is only the node's word; an audit is proof.
 //!
 //! A `PutShard` carries the tracker's [`Grant`] for this node and shard; without a valid one
 //! the node answers `Error{FORBIDDEN}` and stores nothing.
@@ -148,6 +153,16 @@ pub enum Request {
         /// At most [`MAX_HAS_IDS`] ids.
         ids: Vec<ShardId>,
     },
+    /// Prove holding a durable shard: answer bytes `start..start + len` of it with their
+    /// proof ([`crate::audit`]).
+    Audit {
+        /// The shard challenged.
+        id: ShardId,
+        /// First byte of the range.
+        start: u32,
+        /// Bytes in the range, at most [`crate::audit::MAX_AUDIT_RANGE`].
+        len: u32,
+    },
 }
 
 /// A response to a [`Request`].
@@ -178,6 +193,12 @@ pub enum Response {
         code: ErrorCode,
         /// Detail for logs, at most [`MAX_ERROR_MESSAGE`] bytes.
         message: String,
+    },
+    /// The challenged range with its proof (answer to `Audit`).
+    Proof {
+        /// A bao slice; the asker checks it against the shard's id.
+        #[serde(with = "serde_bytes")]
+        slice: Vec<u8>,
     },
 }
 
@@ -274,6 +295,13 @@ impl Request {
         {
             return Err(WireError::TooManyIds { got: ids.len() });
         }
+        if let Self::Audit { len, .. } = &req
+            && (*len == 0 || *len > crate::audit::MAX_AUDIT_RANGE)
+        {
+            return Err(WireError::Malformed {
+                reason: format!("an audit of {len} bytes"),
+            });
+        }
         Ok(req)
     }
 
@@ -284,6 +312,7 @@ impl Request {
             Self::PutShard { .. } => "put_shard",
             Self::GetSegment { .. } => "get_segment",
             Self::Has { .. } => "has",
+            Self::Audit { .. } => "audit",
         }
     }
 }

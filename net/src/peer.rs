@@ -18,7 +18,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, Stream, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_core::{SegmentId, ShardId};
+use medley_core::{Challenge, SegmentId, ShardId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -539,6 +539,34 @@ impl PeerHandle {
         }
     }
 
+    /// Audits `peer`: asks it to prove `challenge` and checks the answer against the
+    /// shard's id. Returns the bytes of the proof. `Err(BadHash)`: it answered with
+    /// something that is no proof.
+    pub async fn audit(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        challenge: Challenge,
+    ) -> Result<usize, RequestError> {
+        let request = Request::Audit {
+            id: challenge.id,
+            start: challenge.start,
+            len: challenge.len,
+        };
+        match self.request(peer, addrs, request).await? {
+            Response::Proof { slice } => {
+                challenge
+                    .verify(&slice)
+                    .map(|()| slice.len())
+                    .map_err(|_| RequestError::BadHash {
+                        peer,
+                        id: challenge.id.to_string(),
+                    })
+            }
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
     /// Stops the peer gracefully: new inbound requests are refused as busy, those in
     /// flight are answered and their responses sent, then connections close. Whatever is
     /// still running after `timeout` is dropped.
@@ -609,6 +637,7 @@ fn unexpected(peer: PeerId, response: Response) -> RequestError {
             got: "stored",
         },
         Response::Has { .. } => RequestError::Unexpected { peer, got: "has" },
+        Response::Proof { .. } => RequestError::Unexpected { peer, got: "proof" },
     }
 }
 

@@ -57,6 +57,15 @@ pub struct NodeStatus {
     pub repair_failed: u64,
     /// Corrupt shards found and deleted since start.
     pub scrub_bad: u64,
+    /// Bytes of durable shards held, as of the last repair pass.
+    #[serde(default)]
+    pub held_bytes: u64,
+    /// Bytes of those a slot of this node calls for (a committed song's shards).
+    #[serde(default)]
+    pub referenced_bytes: u64,
+    /// Bytes of shards no slot calls for, deleted when their grace period ends.
+    #[serde(default)]
+    pub gc_pending_bytes: u64,
     /// The tracker it reports to, if any.
     pub tracker: Option<String>,
     /// Seconds since the tracker last accepted a heartbeat; `None`: never.
@@ -66,6 +75,13 @@ pub struct NodeStatus {
     /// Why the last registration or heartbeat failed, until one succeeds.
     #[serde(default)]
     pub tracker_error: Option<String>,
+    /// What the tracker says of this node's admission: admitted, pending (it holds no data
+    /// until the operator approves it) or revoked; `None`: not registered yet.
+    #[serde(default)]
+    pub admission: Option<medley_api::Admission>,
+    /// Why the tracker put this node out of the layout after failed audits, if it did.
+    #[serde(default)]
+    pub evicted: Option<String>,
     /// Background workers that panicked (`worker: message`); the node runs on without them
     /// and should be restarted.
     #[serde(default)]
@@ -112,10 +128,15 @@ impl Admin {
             repaired: m.done(),
             repair_failed: m.failed.load(Ordering::Relaxed),
             scrub_bad: m.scrub_bad.load(Ordering::Relaxed),
+            held_bytes: m.gc_held_bytes.load(Ordering::Relaxed),
+            referenced_bytes: m.gc_referenced_bytes.load(Ordering::Relaxed),
+            gc_pending_bytes: m.gc_pending_bytes.load(Ordering::Relaxed),
             tracker: self.tracker.clone(),
             tracker_last_ok_secs: (last_ok > 0).then(|| now_ms.saturating_sub(last_ok) / 1000),
             tracker_failures: self.health.failures.load(Ordering::Relaxed),
             tracker_error: self.health.last_error(),
+            admission: self.health.admission().map(|(a, _)| a),
+            evicted: self.health.admission().and_then(|(_, e)| e),
             worker_panics: self
                 .workers
                 .panics()
@@ -211,6 +232,35 @@ impl Admin {
             "medley_node_repair_read_bytes_total",
             "Bytes read from other nodes by repair and handover.",
             self.maintenance.bytes_read.load(Ordering::Relaxed),
+        );
+        m.counters(
+            "medley_node_handover_audits_total",
+            "Audits of a new slot holder before a shard handed over to it is deleted here, by outcome.",
+            [
+                (
+                    [("outcome", "passed")],
+                    self.maintenance.handover_audits_passed.load(Ordering::Relaxed),
+                ),
+                (
+                    [("outcome", "failed")],
+                    self.maintenance.handover_audits_failed.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        m.gauge(
+            "medley_node_referenced_bytes",
+            "Bytes of durable shards a slot of this node calls for, as of the last repair pass.",
+            s.referenced_bytes,
+        );
+        m.gauge(
+            "medley_node_gc_pending_bytes",
+            "Bytes of durable shards no slot calls for, deleted when their grace period ends.",
+            s.gc_pending_bytes,
+        );
+        m.counter(
+            "medley_node_gc_collected_bytes_total",
+            "Bytes of unreferenced shards deleted.",
+            self.maintenance.gc_collected_bytes.load(Ordering::Relaxed),
         );
         m.counter(
             "medley_node_scrub_corrupt_shards_total",

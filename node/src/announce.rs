@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use medley_api::{Heartbeat, Load, Registration, TrackerError};
+use medley_api::{Admission, Heartbeat, Load, Registration, TrackerError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -35,6 +35,8 @@ pub(crate) struct Announcer {
     pub(crate) peer_id: String,
     pub(crate) addrs: Vec<String>,
     pub(crate) region: String,
+    /// The operator's join token, shown until the tracker admits the node.
+    pub(crate) join: Option<String>,
     pub(crate) interval: Duration,
     pub(crate) store: Arc<Store>,
     pub(crate) serve: Arc<ServeStats>,
@@ -55,11 +57,20 @@ impl Announcer {
         loop {
             if !registered {
                 match self.register().await {
-                    Ok(()) => {
+                    Ok(placeable) => {
                         info!(tracker = %self.tracker.client.url(), "registered with the tracker");
                         self.health.ok();
-                        registered = true;
+                        // A node the tracker does not place registers again at each
+                        // interval (its heartbeat), to learn when that changes.
+                        registered = placeable;
                         backoff = Duration::from_millis(100);
+                        if !placeable {
+                            tokio::select! {
+                                () = cancel.cancelled() => return,
+                                () = tokio::time::sleep(self.interval) => {}
+                            }
+                            continue;
+                        }
                     }
                     Err(e) => {
                         self.health.failed_with(&e);
@@ -112,8 +123,9 @@ impl Announcer {
     }
 
     /// Registers and takes the tracker's key from the answer (refused if it is not the key
-    /// this node trusts).
-    async fn register(&self) -> Result<(), RegisterError> {
+    /// this node trusts). Returns whether the tracker places the node (admitted, not
+    /// evicted); says in the log why not when that changes.
+    async fn register(&self) -> Result<bool, RegisterError> {
         let registered = self
             .tracker
             .client
@@ -122,10 +134,33 @@ impl Announcer {
                 addrs: self.addrs.clone(),
                 region: self.region.clone(),
                 capacity: self.store.capacity(),
+                join: self.join.clone(),
             })
             .await?;
         self.tracker.key.learn(registered.tracker_key)?;
-        Ok(())
+        let (admission, evicted) = (registered.admission, registered.evicted);
+        let changed = self.health.set_admission(admission, evicted.clone());
+        let placeable = admission == Admission::Admitted && evicted.is_none();
+        if changed {
+            match (admission, &evicted) {
+                (Admission::Pending, _) => error!(
+                    node = %self.peer_id,
+                    "the tracker has not admitted this node: it holds no data until its operator runs `medley-tracker nodes approve {}`, or this node is set up with a join token (`medley-node init --join TOKEN`, or join_token in its config)",
+                    self.peer_id
+                ),
+                (Admission::Revoked, _) => error!(
+                    node = %self.peer_id,
+                    "the tracker's operator revoked this node's admission: it holds no data until approved again"
+                ),
+                (Admission::Admitted, Some(why)) => error!(
+                    node = %self.peer_id,
+                    reason = %why,
+                    "the tracker put this node out of the layout after failed storage audits; it holds no data until its operator approves it again"
+                ),
+                (Admission::Admitted, None) => info!("the tracker admits this node"),
+            }
+        }
+        Ok(placeable)
     }
 
     /// The heartbeat to send now.
@@ -143,6 +178,8 @@ impl Announcer {
                 hot_free: self.hot.as_ref().map(|h| h.free()),
             },
             hot: self.hot.as_ref().map(|h| h.songs()),
+            repaired_version: Some(self.maintenance.repaired_version.load(Ordering::Relaxed))
+                .filter(|v| *v > 0),
         }
     }
 }

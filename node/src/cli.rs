@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
@@ -92,6 +92,10 @@ pub struct InitArgs {
     /// Tracker URL, e.g. http://127.0.0.1:4700.
     #[arg(long)]
     pub tracker: Option<String>,
+    /// The join token from the tracker's operator (`medley-tracker nodes invite`); the
+    /// region it names, if any, is the node's.
+    #[arg(long)]
+    pub join: Option<String>,
     /// Data-plane listen multiaddr(s) (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     pub listen: Vec<String>,
@@ -105,6 +109,25 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::default();
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if let Some(token) = &args.join {
+        let invite = medley_core::Invite::peek(token).context("--join")?;
+        match (&invite.region, &args.region) {
+            (Some(theirs), Some(mine)) if theirs != mine => bail!(
+                "the join token admits a node of region {theirs:?}, not {mine:?}: drop --region or ask for another token"
+            ),
+            (Some(theirs), None) => config.region = theirs.clone(),
+            _ => {}
+        }
+        if let (Some(cap), Some(mine)) = (invite.capacity, args.capacity)
+            && mine.as_u64() > cap
+        {
+            eprintln!(
+                "note: the join token lets the tracker count at most {} of this node's {mine}",
+                ByteSize::b(cap)
+            );
+        }
+        config.join_token = Some(token.trim().to_string());
     }
     if let Some(r) = args.region {
         config.region = r;
@@ -286,6 +309,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         s.peers
     );
     println!(
+        "shards    {} held, {} referenced by the node's slots, {} unreferenced (deleted after the grace period)",
+        size(s.held_bytes),
+        size(s.referenced_bytes),
+        size(s.gc_pending_bytes)
+    );
+    println!(
         "repair    backlog {}, done {}, failed {}; corrupt shards found {}",
         s.repair_backlog, s.repaired, s.repair_failed, s.scrub_bad
     );
@@ -302,6 +331,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = &s.tracker_error {
         println!("          last failure: {e}");
+    }
+    match (s.admission, &s.evicted) {
+        (Some(medley_api::Admission::Pending), _) => println!(
+            "admission PENDING: the tracker gives this node no slots until its operator runs\n          `medley-tracker nodes approve {}` (or the node joins with a token)",
+            s.peer_id
+        ),
+        (Some(medley_api::Admission::Revoked), _) => {
+            println!("admission REVOKED by the tracker's operator: no slots")
+        }
+        (Some(_), Some(why)) => println!("admission EVICTED after failed audits ({why}): no slots"),
+        (Some(_), None) => println!("admission admitted"),
+        (None, _) => {}
     }
     for p in &s.worker_panics {
         println!("WORKER STOPPED  {p} (restart the node)");

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 21] = [
+pub const FIELDS: [FieldDoc; 23] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -95,6 +95,14 @@ pub const FIELDS: [FieldDoc; 21] = [
         example: None,
     },
     FieldDoc {
+        name: "join_token",
+        doc: "The join token the tracker's operator gave this node (`medley-tracker nodes\n\
+              invite`; `medley-node init --join` writes it here). Shown at registration until\n\
+              the tracker admits the node; without one a node that registers waits, listed\n\
+              pending, for `medley-tracker nodes approve <its peer id>`.",
+        example: Some("\"medley-join-...\""),
+    },
+    FieldDoc {
         name: "heartbeat_secs",
         doc: "Seconds between heartbeats to the tracker (and checks for a new layout).",
         example: None,
@@ -113,6 +121,14 @@ pub const FIELDS: [FieldDoc; 21] = [
         name: "repair_interval_secs",
         doc: "Seconds between full repair passes when nothing changed (a layout change, a\n\
               failed repair or a corrupt shard starts one sooner).",
+        example: None,
+    },
+    FieldDoc {
+        name: "gc_grace_secs",
+        doc: "Seconds a stored shard that no slot of this node calls for (an upload whose\n\
+              publish never committed, a slot the node no longer holds) is kept before it is\n\
+              deleted, counted from the repair pass that first found it so. Keep it above\n\
+              the tracker's grant_ttl_secs, so a publish in progress keeps its shards.",
         example: None,
     },
     FieldDoc {
@@ -176,6 +192,8 @@ pub struct NodeConfig {
     pub tracker_ca: Option<PathBuf>,
     /// The tracker's public key, which signs publish grants. None: learnt at registration.
     pub tracker_key: Option<medley_core::TrackerId>,
+    /// The join token from the tracker's operator, shown at registration until admitted.
+    pub join_token: Option<String>,
     /// Seconds between heartbeats to the tracker (and checks for a new layout).
     pub heartbeat_secs: u64,
     /// Shards repaired at once (each reads `k` shards from other nodes).
@@ -185,6 +203,8 @@ pub struct NodeConfig {
     /// Seconds between full repair passes when nothing changed (a layout change, a failed
     /// repair or a corrupt shard starts one sooner).
     pub repair_interval_secs: u64,
+    /// Seconds an unreferenced shard is kept before it is deleted.
+    pub gc_grace_secs: u64,
     /// Bytes per second the scrubber re-hashes; 0 turns scrubbing off.
     pub scrub_bytes_per_sec: ByteSize,
     /// Seconds between the end of one scrub of every shard and the start of the next.
@@ -213,10 +233,12 @@ impl Default for NodeConfig {
             tracker: None,
             tracker_ca: None,
             tracker_key: None,
+            join_token: None,
             heartbeat_secs: 5,
             repair_concurrency: 8,
             repair_bytes_per_sec: ByteSize::mib(64),
             repair_interval_secs: 600,
+            gc_grace_secs: 3600,
             scrub_bytes_per_sec: ByteSize::mib(8),
             scrub_interval_secs: 86_400,
             hot_capacity: ByteSize::gib(1),
@@ -368,6 +390,7 @@ mod tests {
             tracker: Some("http://127.0.0.1:4700".into()),
             tracker_ca: Some("ca.pem".into()),
             tracker_key: Some(medley_core::TrackerKey::from_seed([1; 32]).id()),
+            join_token: Some("medley-join-00".into()),
             ..NodeConfig::default()
         };
         let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);

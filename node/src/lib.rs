@@ -25,6 +25,7 @@ mod announce;
 mod cache;
 pub mod cli;
 mod config;
+mod gc;
 mod hot;
 mod repair;
 mod scrub;

@@ -2,8 +2,8 @@
 //! of shards of slots it lost only once their new holder has them.
 //!
 //! A pass:
-//! 1. Reads the current layout and the two before it, the network's `k`/`m` and the live
-//!    nodes from the tracker.
+//! 1. Reads the current layout and the earlier versions the tracker still keeps (those a
+//!    slot not yet settled may need), the network's `k`/`m` and the live nodes.
 //! 2. Remembers every (partition, slot) this node holds or held (persisted in the store's
 //!    node state), so shards of lost slots are found again after a restart.
 //! 3. **Repair**: for each slot it holds, lists the partition's segments (the tracker's
@@ -12,20 +12,24 @@
 //!    their holders, current or earlier, until it has `k`, rebuilds the segment, checks it
 //!    against its id, re-encodes, checks the shard against its id and stores it. Bounded by
 //!    `repair_concurrency` and a byte-rate limit on reads.
-//! 4. **Handover**: for each slot it lost, asks the slot's new holder which of the slot's
-//!    shards it has (`Has`) and deletes those here. The slot is forgotten once none are left.
+//! 4. **Handover**: for each slot it lost, audits the slot's new holder for each of the
+//!    slot's shards held here (a random range, proved against the shard's id) and deletes
+//!    those it proved, unless a slot this node holds now calls for the same shard id. The
+//!    slot is forgotten once none are left.
+//! 5. **Garbage collection** ([`crate::gc`]): shards no slot held (or still to hand over)
+//!    calls for are deleted once they have been so for the grace period.
 //!
 //! A pass runs when the layout version changes, when the scrubber or the data plane found a
 //! corrupt shard, every `repair_interval_secs`, and again after a failure (with backoff).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
-use medley_core::{Codec, Layout, SegmentEntry, ShardId};
+use medley_core::{Challenge, Codec, Layout, SegmentEntry, ShardId};
 use medley_daemon::RateLimiter;
 use medley_net::{CancellationToken, PeerHandle, retrieve};
 use tokio::sync::Notify;
@@ -38,8 +42,12 @@ use medley_api::TrackerError;
 
 /// Node-state key of the (partition, slot) pairs this node holds or held.
 const HELD_KEY: &str = "held_slots";
-/// Earlier layout versions consulted for a slot's previous holders.
-const HISTORY: u64 = 2;
+/// Earlier layout versions consulted at most for a slot's previous holders: those the
+/// tracker still keeps (back to the oldest a slot not yet settled may need), the newest
+/// first.
+const MAX_HISTORY: u64 = 64;
+/// Audits of a new holder in flight at once during a handover.
+const HANDOVER_AUDITS: usize = 8;
 /// Longest wait between retries after a failed pass.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -94,6 +102,8 @@ pub(crate) struct Repairer {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) concurrency: usize,
     pub(crate) interval: Duration,
+    /// Seconds an unreferenced shard is kept before it is collected.
+    pub(crate) gc_grace_secs: u64,
     pub(crate) poll: Duration,
     pub(crate) wake: Arc<Notify>,
     /// Earlier layout versions already fetched.
@@ -167,13 +177,18 @@ impl Repairer {
         }
     }
 
-    async fn layouts(&self) -> Result<(Arc<Layout>, Vec<Arc<Layout>>), RepairError> {
+    /// The current layout and the earlier versions from `oldest` on, newest first.
+    async fn layouts(
+        &self,
+        oldest: Option<u64>,
+    ) -> Result<(Arc<Layout>, Vec<Arc<Layout>>), RepairError> {
         let current = Arc::new(self.tracker.layout(None).await?);
+        let from = oldest
+            .unwrap_or(current.version)
+            .max(current.version.saturating_sub(MAX_HISTORY))
+            .max(1);
         let mut history = Vec::new();
-        for back in 1..=HISTORY {
-            let Some(v) = current.version.checked_sub(back).filter(|v| *v > 0) else {
-                break;
-            };
+        for v in (from..current.version).rev() {
             // A version never changes: fetch each past one once.
             let cached = self.past_layouts.lock().get(&v).cloned();
             let layout = match cached {
@@ -181,23 +196,23 @@ impl Repairer {
                 None => match self.tracker.layout(Some(v)).await {
                     Ok(l) => {
                         let l = Arc::new(l);
-                        let mut cache = self.past_layouts.lock();
-                        cache.retain(|&k, _| k + HISTORY >= current.version);
-                        cache.insert(v, l.clone());
+                        self.past_layouts.lock().insert(v, l.clone());
                         l
                     }
-                    Err(e) if e.status() == Some(404) => break,
+                    // Pruned meanwhile: the slots it mattered for have settled.
+                    Err(e) if e.status() == Some(404) => continue,
                     Err(e) => return Err(e.into()),
                 },
             };
             history.push(layout);
         }
+        self.past_layouts.lock().retain(|&k, _| k >= from);
         Ok((current, history))
     }
 
     async fn pass(&self) -> Result<PassOutcome, RepairError> {
-        let (layout, history) = self.layouts().await?;
         let coding = self.tracker.client.stats().await?;
+        let (layout, history) = self.layouts(coding.layout_oldest).await?;
         let codec = Codec::new(coding.k, coding.m)
             .ok()
             .filter(|c| c.total() == usize::from(layout.slots))
@@ -255,11 +270,32 @@ impl Repairer {
                 .collect()
         };
 
+        // The committed segments of every partition this node holds or held a slot of, read
+        // once a pass; and the shard ids its current slots call for (a shard id can serve
+        // several slots: identical shards, such as silence, share one).
+        let mut entries: HashMap<u16, Arc<Vec<SegmentEntry>>> = HashMap::new();
+        for &(p, _) in &held {
+            if !entries.contains_key(&p) {
+                let e = self.tracker.partition_segments(p).await?;
+                entries.insert(p, Arc::new(e));
+            }
+        }
+        let needed: Arc<HashSet<ShardId>> = Arc::new(
+            current
+                .iter()
+                .flat_map(|&(p, slot)| {
+                    entries[&p]
+                        .iter()
+                        .filter_map(move |e| e.shards.get(usize::from(slot)).copied())
+                })
+                .collect(),
+        );
+
         // Repair what the current slots lack.
         let mut jobs = Vec::new();
         for &(p, slot) in &current {
             let slot_u = usize::from(slot);
-            let missing = self.segments_where(p, slot, false).await?;
+            let missing = self.segments_where(&entries[&p], slot, false).await?;
             if missing.is_empty() {
                 continue;
             }
@@ -306,12 +342,21 @@ impl Repairer {
         }
         drop(results);
         self.stats.backlog.store(outcome.failed, Ordering::Relaxed);
+        if outcome.failed == 0 {
+            // Every shard of every slot of this version is here: its slots are settled.
+            self.stats
+                .repaired_version
+                .fetch_max(layout.version, Ordering::Relaxed);
+        }
 
         // Hand over the slots this node lost.
         let lost: Vec<(u16, u8)> = held.difference(&current).copied().collect();
         let mut forget = Vec::new();
         for (p, slot) in lost {
-            match self.hand_over(&layout, &live, p, slot).await {
+            match self
+                .hand_over(&layout, &live, p, slot, &entries[&p], &needed)
+                .await
+            {
                 Ok(true) => forget.push((p, slot)),
                 Ok(false) => outcome.pending_handover += 1,
                 Err(e) => {
@@ -324,30 +369,52 @@ impl Repairer {
             for f in &forget {
                 held.remove(f);
             }
-            let (s, h) = (self.store.clone(), held);
+            let (s, h) = (self.store.clone(), held.clone());
             blocking(move || save_held_to(&s, &h)).await?;
         }
+
+        // Collect what no slot held (or still to hand over) calls for.
+        let referenced: HashSet<ShardId> = held
+            .iter()
+            .flat_map(|&(p, slot)| {
+                entries[&p]
+                    .iter()
+                    .filter_map(move |e| e.shards.get(usize::from(slot)).copied())
+            })
+            .collect();
+        let (store, grace) = (self.store.clone(), self.gc_grace_secs);
+        let gc = blocking(move || {
+            crate::gc::collect(&store, &referenced, grace, medley_core::unix_now())
+        })
+        .await?;
+        let s = &self.stats;
+        s.gc_held_bytes.store(gc.held, Ordering::Relaxed);
+        s.gc_referenced_bytes
+            .store(gc.referenced, Ordering::Relaxed);
+        s.gc_pending_bytes.store(gc.pending, Ordering::Relaxed);
+        s.gc_collected.fetch_add(gc.collected, Ordering::Relaxed);
+        s.gc_collected_bytes
+            .fetch_add(gc.collected_bytes, Ordering::Relaxed);
         Ok(outcome)
     }
 
-    /// The segments of `partition` whose shard for `slot` this node holds (`held`) or lacks.
+    /// The segments of `entries` whose shard for `slot` this node holds (`held`) or lacks.
     async fn segments_where(
         &self,
-        partition: u16,
+        entries: &Arc<Vec<SegmentEntry>>,
         slot: u8,
         held: bool,
     ) -> Result<Vec<SegmentEntry>, RepairError> {
-        let entries = self.tracker.partition_segments(partition).await?;
-        let store = self.store.clone();
+        let (store, entries) = (self.store.clone(), entries.clone());
         let slot = usize::from(slot);
         blocking(move || {
             let mut out = Vec::new();
-            for e in entries {
+            for e in entries.iter() {
                 let Some(id) = e.shards.get(slot) else {
                     continue;
                 };
                 if store.contains(Tier::Durable, id.0)? == held {
-                    out.push(e);
+                    out.push(e.clone());
                 }
             }
             Ok(out)
@@ -355,22 +422,41 @@ impl Repairer {
         .await
     }
 
-    /// Deletes this node's shards of `(partition, slot)` that the slot's new holder has.
-    /// Returns whether none are left here.
+    /// Deletes this node's shards of `(partition, slot)` once the slot's new holder has
+    /// proved it holds each (an audit of a random range, checked against the shard's id),
+    /// and only those no slot this node holds now calls for (`needed`). Returns whether
+    /// none are left to hand over.
     async fn hand_over(
         &self,
         layout: &Layout,
         live: &HashMap<String, Source>,
         partition: u16,
         slot: u8,
+        entries: &Arc<Vec<SegmentEntry>>,
+        needed: &Arc<HashSet<ShardId>>,
     ) -> Result<bool, RepairError> {
         let slot_u = usize::from(slot);
-        let mine: Vec<ShardId> = self
-            .segments_where(partition, slot, true)
+        let mine: Vec<(ShardId, u32)> = {
+            let (store, entries, needed) = (self.store.clone(), entries.clone(), needed.clone());
+            blocking(move || {
+                let mut out = Vec::new();
+                for e in entries.iter() {
+                    let Some(id) = e.shards.get(slot_u) else {
+                        continue;
+                    };
+                    if needed.contains(id) {
+                        continue;
+                    }
+                    if let Some(len) = store.size_of(Tier::Durable, id.0)? {
+                        out.push((*id, len));
+                    }
+                }
+                out.sort_unstable();
+                out.dedup();
+                Ok(out)
+            })
             .await?
-            .iter()
-            .map(|e| e.shards[slot_u])
-            .collect();
+        };
         if mine.is_empty() {
             return Ok(true);
         }
@@ -384,34 +470,49 @@ impl Repairer {
             // The new holder is down (or the layout has no holder): keep the shards.
             return Ok(false);
         };
-        let mut left = mine.len();
-        for chunk in mine.chunks(medley_core::protocol::MAX_HAS_IDS) {
-            let present = match self.peer.has(peer, addrs.clone(), chunk.to_vec()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    debug!(%peer, error = %e, "new holder did not answer Has");
-                    return Ok(false);
+        let total = mine.len();
+        let mut audits = futures::stream::iter(mine)
+            .map(|(id, len)| {
+                let (peer_handle, addrs) = (self.peer.clone(), addrs.clone());
+                async move {
+                    let challenge =
+                        Challenge::pick(id, len as usize, getrandom::u64().unwrap_or(0));
+                    (id, peer_handle.audit(peer, addrs, challenge).await)
                 }
-            };
-            let gone: Vec<ShardId> = chunk
-                .iter()
-                .zip(present)
-                .filter_map(|(id, p)| p.then_some(*id))
-                .collect();
-            let n = gone.len();
-            let store = self.store.clone();
-            blocking(move || {
-                for id in gone {
-                    store.delete(Tier::Durable, id.0)?;
-                }
-                Ok(())
             })
-            .await?;
-            left -= n;
-            self.stats
-                .handed_over
-                .fetch_add(n as u64, Ordering::Relaxed);
+            .buffer_unordered(HANDOVER_AUDITS);
+        let mut proved = Vec::new();
+        while let Some((id, result)) = audits.next().await {
+            match result {
+                Ok(_) => proved.push(id),
+                Err(e @ medley_net::RequestError::BadHash { .. }) => {
+                    self.stats
+                        .handover_audits_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(%peer, shard = %id, error = %e, "the new holder failed an audit for a shard handed over to it; keeping the shard");
+                }
+                Err(e) => {
+                    debug!(%peer, shard = %id, error = %e, "the new holder cannot prove it holds the shard yet")
+                }
+            }
         }
+        drop(audits);
+        let n = proved.len();
+        self.stats
+            .handover_audits_passed
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let store = self.store.clone();
+        blocking(move || {
+            for id in proved {
+                store.delete(Tier::Durable, id.0)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.stats
+            .handed_over
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let left = total - n;
         if left == 0 {
             info!(partition, slot, "slot handed over");
         }

@@ -179,29 +179,39 @@ impl Handler for StoreService {
 
 /// Answers a request; the flag tells whether a corrupt shard was found and deleted.
 fn serve(store: &Store, request: Request) -> (Response, bool) {
-    match request {
-        Request::GetShard { id } => match store.get(Tier::Durable, id.0) {
-            Ok(Some(data)) => (Response::Shard { data }, false),
-            Ok(None) => (
-                Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
-                false,
-            ),
-            Err(e @ StoreError::Corrupt { .. }) => {
-                // Never served; deleted so that repair rebuilds it from the other slots.
-                let deleted = store
-                    .remove_if_corrupt(Tier::Durable, id.0)
-                    .unwrap_or(false);
-                (store_error(e), deleted)
-            }
-            Err(e) => (store_error(e), false),
+    // A shard read from the durable tier: sent whole, or (an audit) a range of it proved.
+    let (id, audit) = match request {
+        Request::GetShard { id } => (id, None),
+        Request::Audit { id, start, len } => (id, Some((start, len))),
+        other => return (serve_other(store, other), false),
+    };
+    match store.get(Tier::Durable, id.0) {
+        Ok(Some(data)) => match audit {
+            None => (Response::Shard { data }, false),
+            // Proved from the copy just read back and checked against its id: proof of a
+            // verified copy, not of an index entry.
+            Some((start, len)) => match medley_core::audit::prove(&data, start, len) {
+                Ok(slice) => (Response::Proof { slice }, false),
+                Err(e) => (Response::error(ErrorCode::MALFORMED, e.to_string()), false),
+            },
         },
-        other => (serve_other(store, other), false),
+        Ok(None) => (
+            Response::error(ErrorCode::NOT_FOUND, format!("no shard {id}")),
+            false,
+        ),
+        Err(e @ StoreError::Corrupt { .. }) => {
+            // Never served; deleted so that repair rebuilds it from the other slots.
+            let deleted = store
+                .remove_if_corrupt(Tier::Durable, id.0)
+                .unwrap_or(false);
+            (store_error(e), deleted)
+        }
+        Err(e) => (store_error(e), false),
     }
 }
 
 fn serve_other(store: &Store, request: Request) -> Response {
     match request {
-        Request::GetShard { .. } => Response::error(ErrorCode::INTERNAL, "misrouted request"),
         Request::GetSegment { id } => match store.get(Tier::Hot, id.0) {
             Ok(Some(data)) => Response::Segment { data },
             Ok(None) => Response::error(ErrorCode::NOT_FOUND, format!("no segment {id}")),
@@ -225,6 +235,9 @@ fn serve_other(store: &Store, request: Request) -> Response {
                 }
             }
             Response::Has { present }
+        }
+        Request::GetShard { .. } | Request::Audit { .. } => {
+            Response::error(ErrorCode::INTERNAL, "misrouted request")
         }
     }
 }

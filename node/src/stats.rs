@@ -46,6 +46,8 @@ pub struct TrackerHealth {
     pub failures: AtomicU64,
     /// The last failure, cleared by the next success.
     last_error: parking_lot::Mutex<Option<String>>,
+    /// What the tracker last said of this node's admission, and why it is evicted if it is.
+    admission: parking_lot::Mutex<Option<(medley_api::Admission, Option<String>)>>,
 }
 
 impl TrackerHealth {
@@ -65,6 +67,24 @@ impl TrackerHealth {
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()
     }
+
+    /// Keeps what the tracker said of the node's admission; returns whether it changed.
+    pub(crate) fn set_admission(
+        &self,
+        admission: medley_api::Admission,
+        evicted: Option<String>,
+    ) -> bool {
+        let new = Some((admission, evicted));
+        let mut cur = self.admission.lock();
+        let changed = *cur != new;
+        *cur = new;
+        changed
+    }
+
+    /// What the tracker last said of the node's admission (`None`: not registered yet).
+    pub fn admission(&self) -> Option<(medley_api::Admission, Option<String>)> {
+        self.admission.lock().clone()
+    }
 }
 
 /// Counters of the node's maintenance work, reported in heartbeats.
@@ -80,10 +100,27 @@ pub struct MaintenanceStats {
     pub failed: AtomicU64,
     /// Shard bytes read from other nodes by repair and handover since start.
     pub bytes_read: AtomicU64,
-    /// Shards deleted after their new holder confirmed it has them.
+    /// Shards deleted after their new holder proved it holds them.
     pub handed_over: AtomicU64,
+    /// Handover audits the new holder passed.
+    pub handover_audits_passed: AtomicU64,
+    /// Handover audits the new holder answered with no proof (the shard was kept).
+    pub handover_audits_failed: AtomicU64,
     /// Corrupt shards found (by the scrubber or when serving) and deleted.
     pub scrub_bad: AtomicU64,
+    /// The newest layout version of a repair pass that found nothing missing and failed
+    /// nothing (0: none yet): every shard of this node's slots in it is here.
+    pub repaired_version: AtomicU64,
+    /// Bytes of durable shards held, as of the last collection.
+    pub gc_held_bytes: AtomicU64,
+    /// Bytes of those a slot of this node calls for.
+    pub gc_referenced_bytes: AtomicU64,
+    /// Bytes of unreferenced shards waiting out the grace period.
+    pub gc_pending_bytes: AtomicU64,
+    /// Shards collected since start.
+    pub gc_collected: AtomicU64,
+    /// Their bytes.
+    pub gc_collected_bytes: AtomicU64,
 }
 
 impl MaintenanceStats {

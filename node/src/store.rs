@@ -567,6 +567,21 @@ impl Store {
         after: Option<Hash>,
         limit: usize,
     ) -> Result<Vec<Hash>, StoreError> {
+        Ok(self
+            .sizes_after(tier, after, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Up to `limit` keys of `tier` with their stored lengths, in key order, after `after`
+    /// (from the first if `None`). Reads the index only, never the values.
+    pub fn sizes_after(
+        &self,
+        tier: Tier,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> Result<Vec<(Hash, u32)>, StoreError> {
         let prefix = tier.size_key(&Hash::from_bytes([0; 32]))[0];
         let mut start = vec![prefix];
         if let Some(a) = after {
@@ -579,7 +594,7 @@ impl Store {
             rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
         );
         for r in iter {
-            let (k, _) = r.map_err(db_err("scan"))?;
+            let (k, v) = r.map_err(db_err("scan"))?;
             if k.first() != Some(&prefix) || out.len() >= limit {
                 break;
             }
@@ -587,7 +602,7 @@ impl Store {
                 key: Hash::of(&k),
                 detail: "index key is not 33 bytes".into(),
             })?;
-            out.push(Hash::from_bytes(key));
+            out.push((Hash::from_bytes(key), decode_i64(&v) as u32));
         }
         Ok(out)
     }

@@ -60,6 +60,18 @@ impl Handler for Liar {
                     present: ids.iter().map(|i| held.contains_key(i)).collect(),
                 }
             }
+            // Proves from the same altered copy it serves: no proof at all.
+            Request::Audit { id, start, len } => match self.shards.lock().get(&id) {
+                Some(d) if !d.is_empty() => {
+                    let mut data = d.clone();
+                    data[start as usize % d.len()] ^= 0x01;
+                    match medley_core::audit::prove(&data, start, len) {
+                        Ok(slice) => Response::Proof { slice },
+                        Err(e) => Response::error(ErrorCode::MALFORMED, e.to_string()),
+                    }
+                }
+                _ => Response::error(ErrorCode::NOT_FOUND, "no such shard"),
+            },
         };
         Box::pin(async move { response })
     }
@@ -82,6 +94,23 @@ pub struct LyingPeer {
 pub async fn spawn(listen: &str) -> Result<LyingPeer, crate::TestnetError> {
     let key = Keypair::generate_ed25519();
     let liar = Arc::new(Liar::default());
+    let (peer, addrs) = serve_as(&key, listen, liar.clone(), "a lying peer").await?;
+    Ok(LyingPeer {
+        key,
+        peer,
+        liar,
+        addrs,
+    })
+}
+
+/// A data-plane peer of `key` listening on `listen` (a QUIC multiaddr) and answering with
+/// `handler`, with the addresses it listens on; `what` names it in errors.
+pub(crate) async fn serve_as(
+    key: &Keypair,
+    listen: &str,
+    handler: Arc<dyn medley_net::Handler>,
+    what: &str,
+) -> Result<(PeerHandle, Vec<String>), crate::TestnetError> {
     let addr = listen
         .parse()
         .map_err(|e| crate::TestnetError::Invalid(format!("listen address {listen:?}: {e}")))?;
@@ -91,21 +120,16 @@ pub async fn spawn(listen: &str) -> Result<LyingPeer, crate::TestnetError> {
             listen: vec![addr],
             ..PeerConfig::default()
         },
-        liar.clone(),
+        handler,
         CancellationToken::new(),
     )
     .await
-    .map_err(|e| crate::TestnetError::Invalid(format!("cannot start a lying peer: {e}")))?;
+    .map_err(|e| crate::TestnetError::Invalid(format!("cannot start {what}: {e}")))?;
     let addrs = peer
         .listen_addrs()
         .await
         .iter()
         .map(ToString::to_string)
         .collect();
-    Ok(LyingPeer {
-        key,
-        peer,
-        liar,
-        addrs,
-    })
+    Ok((peer, addrs))
 }

@@ -21,6 +21,7 @@ pub mod library;
 pub mod listener;
 pub mod record;
 pub mod report;
+pub mod rogue;
 pub mod run;
 pub mod scenario;
 pub mod shaping;
@@ -364,15 +365,30 @@ impl TestnetBuilder {
         } else {
             (None, String::new())
         };
+        let layout = self.layout.clone().unwrap_or_else(|| {
+            (0..self.nodes)
+                .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
+                .collect()
+        });
+        // The regions nodes may register in: the testnet's own.
+        let regions_line = if self.tracker_config.contains("regions") {
+            String::new()
+        } else {
+            let mut regions: Vec<&str> = layout.iter().map(|(r, _)| r.as_str()).collect();
+            regions.sort_unstable();
+            regions.dedup();
+            format!("regions = {regions:?}\n")
+        };
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}{}\n",
                 self.k,
                 self.m,
                 self.grace_secs,
                 key.id(),
                 admin_token,
+                regions_line,
                 tls_lines,
                 // Every process of a testnet shares 127.0.0.1: one client address.
                 if self.tracker_config.contains("rate_limit_per_sec") {
@@ -401,25 +417,9 @@ impl TestnetBuilder {
         };
         net.start_tracker(None)?;
 
-        let layout = self.layout.clone().unwrap_or_else(|| {
-            (0..self.nodes)
-                .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
-                .collect()
-        });
-        for (i, (region, capacity)) in layout.into_iter().enumerate() {
-            let dir = net.root.join(format!("node-{i}"));
-            net.nodes.push(NodeProcess {
-                index: i,
-                ip: self.placement.ip(&region),
-                region,
-                data_dir: dir,
-                capacity,
-                child: None,
-                peer_id: String::new(),
-                port: 0,
-                admin: None,
-            });
-            net.start_node(i)?;
+        for (region, capacity) in layout {
+            let ip = self.placement.ip(&region);
+            net.add_node(&region, &ip, capacity, true)?;
         }
         net.wait_for_layout(self.nodes, Duration::from_secs(60))
             .await?;
@@ -446,6 +446,9 @@ pub struct NodeProcess {
     pub ip: String,
     /// Its admin endpoint (`/status`, `/metrics`), once started.
     pub admin: Option<String>,
+    /// The join token the testnet's tracker made for it (`None`: it joins without one, and
+    /// waits pending).
+    pub join: Option<String>,
     child: Option<Child>,
 }
 
@@ -689,7 +692,11 @@ impl Testnet {
         }
         std::fs::create_dir_all(&n.data_dir)
             .map_err(io(format!("cannot create {}", n.data_dir.display())))?;
-        std::fs::write(n.data_dir.join("medley-node.toml"), &self.node_config)
+        let config = match &n.join {
+            Some(token) => format!("{}join_token = \"{token}\"\n", self.node_config),
+            None => self.node_config.clone(),
+        };
+        std::fs::write(n.data_dir.join("medley-node.toml"), config)
             .map_err(io("cannot write a node config"))?;
         let info = n.data_dir.join("node.json");
         let _ = std::fs::remove_file(&info);
@@ -732,6 +739,68 @@ impl Testnet {
             .find_map(|a| a.split("/udp/").nth(1)?.split('/').next()?.parse().ok())
             .unwrap_or(0);
         Ok(())
+    }
+
+    /// A join token for one node of `region` (`None`: any), `capacity` capping it, made by
+    /// the tracker's own command (`medley-tracker nodes invite`, through its admin socket).
+    pub fn invite(
+        &self,
+        region: Option<&str>,
+        capacity: Option<bytesize::ByteSize>,
+    ) -> Result<String, TestnetError> {
+        let mut cmd = Command::new(&self.tracker_bin);
+        cmd.args(["nodes", "invite", "--data-dir"])
+            .arg(self.root.join("tracker"))
+            .env_remove("MEDLEY_TRACKER_CONFIG");
+        if let Some(r) = region {
+            cmd.args(["--region", r]);
+        }
+        if let Some(c) = capacity {
+            cmd.arg("--capacity").arg(c.to_string());
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("cannot run medley-tracker nodes invite"))?;
+        if !out.status.success() {
+            return Err(TestnetError::Invalid(format!(
+                "medley-tracker nodes invite failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Adds a node of `region` binding `ip`, with `capacity`, and starts it; `admitted`:
+    /// with a join token of its region (else it registers without one and waits, pending).
+    /// Returns its index.
+    pub fn add_node(
+        &mut self,
+        region: &str,
+        ip: &str,
+        capacity: bytesize::ByteSize,
+        admitted: bool,
+    ) -> Result<usize, TestnetError> {
+        let i = self.nodes.len();
+        let join = if admitted {
+            Some(self.invite(Some(region), None)?)
+        } else {
+            None
+        };
+        self.nodes.push(NodeProcess {
+            index: i,
+            ip: ip.to_string(),
+            region: region.to_string(),
+            data_dir: self.root.join(format!("node-{i}")),
+            capacity,
+            child: None,
+            peer_id: String::new(),
+            port: 0,
+            admin: None,
+            join,
+        });
+        self.start_node(i)?;
+        Ok(i)
     }
 
     /// Kills node `i` at once (SIGKILL), as a crash would.

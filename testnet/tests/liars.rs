@@ -46,6 +46,7 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
             addrs: node_addrs,
             region: "eu-west".into(),
             capacity: 1 << 34,
+            join: Some(net.invite(Some("eu-west"), None).unwrap()),
         })
         .await
         .unwrap();
@@ -59,6 +60,7 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
                     ..medley_api::Load::default()
                 },
                 hot: None,
+                repaired_version: None,
             };
             let _ = as_node.heartbeat(&hb).await;
             tokio::time::sleep(Duration::from_secs(1)).await;

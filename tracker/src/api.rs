@@ -39,6 +39,8 @@ pub(crate) struct App {
     replays: parking_lot::Mutex<ReplayGuard>,
     /// Requests per second per client address (`rate_limit_per_sec`); None: no limit.
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// What the storage audits found.
+    pub(crate) audits: crate::audit::AuditStats,
 }
 
 impl App {
@@ -53,6 +55,7 @@ impl App {
             state,
             metrics: metrics::HttpMetrics::default(),
             replays: parking_lot::Mutex::new(ReplayGuard::new(1 << 20)),
+            audits: crate::audit::AuditStats::default(),
         }
     }
 }
@@ -117,6 +120,9 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/stats", get(nodes::stats))
         .route("/v1/nodes/{id}/drain", post(admin::drain))
         .route("/v1/nodes/{id}/undrain", post(admin::undrain))
+        .route("/v1/nodes/invites", post(admin::invite))
+        .route("/v1/nodes/{id}/approve", post(admin::approve))
+        .route("/v1/nodes/{id}/revoke", post(admin::revoke))
         .route(
             "/v1/publishers",
             get(admin::publishers).post(admin::add_publisher),

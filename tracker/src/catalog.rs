@@ -563,6 +563,24 @@ impl Catalog {
     }
 
     /// Segments placed in `partition` and the bytes of one slot's shards of them.
+    /// The number of partitions.
+    pub(crate) fn partition_count(&self) -> u16 {
+        self.partitions
+    }
+
+    /// For each partition, whether the placement index has a segment in it.
+    pub(crate) fn partitions_holding_data(&self) -> Result<Vec<bool>, StateError> {
+        (0..self.partitions)
+            .map(|p| {
+                let prefix = p.to_be_bytes();
+                Ok(!self
+                    .db
+                    .scan_prefix(CF_PLACEMENT, &prefix, &prefix, 1)?
+                    .is_empty())
+            })
+            .collect()
+    }
+
     pub(crate) fn partition_size(
         &self,
         partition: u16,

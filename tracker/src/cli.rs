@@ -39,9 +39,10 @@ pub enum Command {
     /// Show what the running tracker holds: songs, nodes alive and draining, the layout,
     /// the coding, repair work summed over the nodes.
     Status(StatusArgs),
-    /// List the storage nodes: state (up, stopped, down, draining), region, storage, load,
-    /// repair backlog and when each was last heard from.
-    Nodes(StatusArgs),
+    /// List the storage nodes: admission (pending, admitted, revoked, evicted), state (up,
+    /// stopped, down, draining), region, storage, layout weight, load, repair backlog and
+    /// when each was last heard from; or admit nodes (`invite`, `approve`) and revoke them.
+    Nodes(NodesArgs),
     /// Show the layout in force and what a change would move before it is applied: slots
     /// per node now and after, and the shards and bytes the new holders would fetch.
     Layout(LayoutArgs),
@@ -284,6 +285,145 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `medley-tracker nodes`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodesArgs {
+    /// What to do; without one, list the nodes.
+    #[command(subcommand)]
+    pub action: Option<NodesCommand>,
+    /// Listing options.
+    #[command(flatten)]
+    pub list: StatusArgs,
+}
+
+/// `medley-tracker nodes` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the storage nodes (the default).
+    List(StatusArgs),
+    /// Print a join token admitting one node: give it to the node's operator for
+    /// `medley-node init --join TOKEN`.
+    Invite(InviteArgs),
+    /// Admit a node that registered without a token (listed pending), or one evicted after
+    /// failed audits.
+    Approve(ApproveArgs),
+    /// Revoke a node's admission: it leaves the layout and its slots move to other nodes.
+    Revoke(RevokeArgs),
+}
+
+/// `medley-tracker nodes invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Where the tracker's settings come from.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The region the node must register in (one of the tracker's `regions`).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The most capacity the node may count with, e.g. "4 TB".
+    #[arg(long)]
+    pub capacity: Option<ByteSize>,
+    /// How long the token holds, in hours.
+    #[arg(long, default_value_t = 168)]
+    pub expires_hours: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `medley-tracker nodes approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Where the tracker's settings come from.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The node's peer id (`medley-tracker nodes` lists it).
+    pub peer_id: String,
+    /// The most capacity the node may count with, e.g. "4 TB".
+    #[arg(long)]
+    pub capacity: Option<ByteSize>,
+}
+
+/// `medley-tracker nodes revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Where the tracker's settings come from.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The node's peer id.
+    pub peer_id: String,
+}
+
+/// Runs `medley-tracker nodes`.
+pub async fn nodes_command(args: NodesArgs) -> anyhow::Result<()> {
+    match args.action {
+        None => nodes(args.list).await,
+        Some(NodesCommand::List(list)) => nodes(list).await,
+        Some(NodesCommand::Invite(a)) => {
+            let config = a.run.resolve()?;
+            let (tracker, _, who) = running(&config)?;
+            let req = medley_api::InviteRequest {
+                region: a.region,
+                capacity: a.capacity.map(|c| c.as_u64()),
+                expires_secs: Some(a.expires_hours.max(1) * 3600),
+            };
+            let t = tracker
+                .invite(&req, config.admin_token.as_deref())
+                .await
+                .with_context(|| who.clone())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "join token {} (region {}, capacity {}), valid for {} h: on the node, run\n  medley-node init --join <token> ...",
+                    t.id,
+                    t.region.as_deref().unwrap_or("any"),
+                    t.capacity
+                        .map_or("up to the tracker's limit".into(), |c| ByteSize::b(c)
+                            .to_string()),
+                    a.expires_hours.max(1),
+                );
+            }
+            Ok(())
+        }
+        Some(NodesCommand::Approve(a)) => {
+            let config = a.run.resolve()?;
+            let (tracker, _, who) = running(&config)?;
+            let c = tracker
+                .approve(
+                    &a.peer_id,
+                    a.capacity.map(|c| c.as_u64()),
+                    config.admin_token.as_deref(),
+                )
+                .await
+                .with_context(|| who.clone())?;
+            println!(
+                "{} admitted; layout version {}",
+                c.node,
+                c.layout_version
+                    .map_or("none yet".into(), |v| v.to_string())
+            );
+            Ok(())
+        }
+        Some(NodesCommand::Revoke(a)) => {
+            let config = a.run.resolve()?;
+            let (tracker, _, who) = running(&config)?;
+            let c = tracker
+                .revoke(&a.peer_id, config.admin_token.as_deref())
+                .await
+                .with_context(|| who.clone())?;
+            println!(
+                "{} revoked: its slots move to other nodes (layout version {})",
+                c.node,
+                c.layout_version.map_or("none".into(), |v| v.to_string())
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Asks the running tracker for its counters and prints them.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
@@ -369,11 +509,23 @@ fn node_table(nodes: &[NodeEntry], now_ms: u64) -> String {
     use std::fmt::Write as _;
     let size = |b: u64| ByteSize::b(b).to_string();
     let mut out = format!(
-        "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}\n",
-        "NODE", "REGION", "STATE", "USED / CAPACITY", "SHARDS", "SERVING", "BACKLOG", "SEEN"
+        "{:<52}  {:<10}  {:<9}  {:<8}  {:>21}  {:>10}  {:>8}  {:>11}  {:>7}  {:>9}\n",
+        "NODE",
+        "REGION",
+        "ADMISSION",
+        "STATE",
+        "USED / CAPACITY",
+        "WEIGHT",
+        "SHARDS",
+        "SERVING",
+        "BACKLOG",
+        "SEEN"
     );
     for NodeEntry {
-        node: rec, alive, ..
+        node: rec,
+        alive,
+        weight,
+        ..
     } in nodes
     {
         let state = match (rec.draining, rec.stopped, alive) {
@@ -382,14 +534,21 @@ fn node_table(nodes: &[NodeEntry], now_ms: u64) -> String {
             (_, _, true) => "up",
             (_, _, false) => "down",
         };
+        let admission = if rec.evicted.is_some() {
+            "evicted"
+        } else {
+            rec.admission.as_str()
+        };
         let seen = now_ms.saturating_sub(rec.last_seen_ms) / 1000;
         let _ = writeln!(
             out,
-            "{:<52}  {:<10}  {:<8}  {:>21}  {:>8}  {:>11}  {:>7}  {:>9}",
+            "{:<52}  {:<10}  {:<9}  {:<8}  {:>21}  {:>10}  {:>8}  {:>11}  {:>7}  {:>9}",
             rec.peer_id,
             rec.region,
+            admission,
             state,
             format!("{} / {}", size(rec.load.used), size(rec.capacity)),
+            size(*weight),
             rec.load.shards,
             format!("{}/s", size(rec.load.bytes_per_sec)),
             rec.load.repair.backlog,
@@ -498,6 +657,7 @@ mod tests {
             node,
             alive,
             banned: false,
+            weight: 8 << 30,
         }
     }
 
@@ -516,6 +676,7 @@ mod tests {
             last_seen_ms,
             draining,
             stopped,
+            ..NodeRecord::default()
         }
     }
 
@@ -534,7 +695,7 @@ mod tests {
         let rows: Vec<&str> = table.lines().collect();
         assert_eq!(rows.len(), 5, "{table}");
         assert!(rows[0].starts_with("NODE"));
-        let state = |row: &str| row.split_whitespace().nth(2).unwrap_or("").to_string();
+        let state = |row: &str| row.split_whitespace().nth(3).unwrap_or("").to_string();
         assert_eq!(
             rows[1..].iter().map(|r| state(r)).collect::<Vec<_>>(),
             ["up", "stopped", "down", "draining"]
@@ -545,6 +706,11 @@ mod tests {
             rows[1]
         );
         assert!(rows[3].contains("90 s ago"), "{}", rows[3]);
+        assert!(
+            rows[1].contains("admitted") && rows[1].contains("8.0 GiB"),
+            "{}",
+            rows[1]
+        );
     }
 
     #[test]

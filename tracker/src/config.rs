@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bytesize::ByteSize;
 use medley_core::{DEFAULT_K, DEFAULT_M, DEFAULT_PARTITIONS, PublisherId};
 use medley_daemon::settings::FieldDoc;
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 28] = [
+pub const FIELDS: [FieldDoc; 33] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -191,6 +192,45 @@ pub const FIELDS: [FieldDoc; 28] = [
         doc: "Connections open at once from one client address (behind a proxy: the proxy's).",
         example: None,
     },
+    FieldDoc {
+        name: "admission",
+        doc: "How storage nodes join. \"invite\": only with the operator's consent, a join\n\
+              token (`medley-tracker nodes invite`, then `medley-node init --join TOKEN`) or\n\
+              an approval (`medley-tracker nodes approve <peer-id>`); other nodes may\n\
+              register but are listed pending and get no slots. \"open\": every node that\n\
+              registers is admitted, allowed on a loopback listen address only (tests,\n\
+              closed setups).",
+        example: None,
+    },
+    FieldDoc {
+        name: "regions",
+        doc: "Regions nodes may register in; a registration naming another is refused, and a\n\
+              join token may fix one of them. Empty: any region (closed setups only: on an\n\
+              open network set it).",
+        example: Some("[\"eu-west\", \"us-east\"]"),
+    },
+    FieldDoc {
+        name: "max_node_capacity",
+        doc: "Most capacity a node counts with, whatever it declares (a join token or an\n\
+              approval may cap it lower). The layout weighs a node by the least of that and\n\
+              what it proved it holds (audits) plus the median node's capacity, so a\n\
+              newcomer, whatever it claims, starts like a median node.",
+        example: None,
+    },
+    FieldDoc {
+        name: "audit_interval_secs",
+        doc: "Seconds between the tracker's audits of each node: a random range of a random\n\
+              shard of a slot it has settled in, proved against the shard's id (about 1.5 KiB\n\
+              each way). 0: no audits.",
+        example: None,
+    },
+    FieldDoc {
+        name: "audit_failures",
+        doc: "Audits in a row a node may fail or leave unanswered before it is put out of the\n\
+              layout (its slots go to other nodes, which rebuild them) until an operator\n\
+              approves it again.",
+        example: None,
+    },
 ];
 
 /// Settings of a tracker.
@@ -257,6 +297,27 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// Connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// How storage nodes join.
+    pub admission: AdmissionMode,
+    /// Regions nodes may register in; empty: any.
+    pub regions: Vec<String>,
+    /// Most capacity a node counts with, whatever it declares.
+    pub max_node_capacity: ByteSize,
+    /// Seconds between audits of each node; 0: none.
+    pub audit_interval_secs: u64,
+    /// Audits in a row a node may fail before it is put out of the layout.
+    pub audit_failures: u32,
+}
+
+/// How storage nodes join a tracker's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdmissionMode {
+    /// Only with the operator's consent: a join token or an approval.
+    #[default]
+    Invite,
+    /// Every node that registers (loopback trackers only).
+    Open,
 }
 
 impl Default for TrackerConfig {
@@ -290,6 +351,11 @@ impl Default for TrackerConfig {
             header_read_timeout_secs: 10,
             max_connections: 4096,
             max_connections_per_ip: 256,
+            admission: AdmissionMode::Invite,
+            regions: Vec::new(),
+            max_node_capacity: ByteSize::tb(100),
+            audit_interval_secs: 60,
+            audit_failures: 3,
         }
     }
 }
@@ -380,6 +446,29 @@ impl TrackerConfig {
         {
             return Err(ConfigError::Invalid {
                 field: "header_read_timeout_secs/max_connections/max_connections_per_ip",
+                reason: "must be at least 1",
+            });
+        }
+        if self.admission == AdmissionMode::Open && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "admission",
+                reason: "may be \"open\" on a loopback listen address only: on a reachable \
+                         tracker anyone could add nodes and take slots",
+            });
+        }
+        if self
+            .regions
+            .iter()
+            .any(|r| r.is_empty() || r.len() > 64 || r == crate::state::OTHER_REGION)
+        {
+            return Err(ConfigError::Invalid {
+                field: "regions",
+                reason: "must be names of 1 to 64 characters, not \"other\"",
+            });
+        }
+        if self.audit_failures == 0 {
+            return Err(ConfigError::Invalid {
+                field: "audit_failures",
                 reason: "must be at least 1",
             });
         }

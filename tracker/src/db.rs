@@ -23,7 +23,9 @@ pub(crate) const CF_JOURNAL: &str = "journal";
 pub(crate) const CF_PLACEMENT: &str = "placement";
 /// Play reports: song id ‖ region → plays (u64, little-endian).
 pub(crate) const CF_PLAYS: &str = "plays";
-const ALL: [&str; 7] = [
+/// Join tokens made, by id: what each allows and which node used it.
+pub(crate) const CF_INVITES: &str = "invites";
+const ALL: [&str; 8] = [
     CF_MANIFESTS,
     CF_NODES,
     CF_LAYOUTS,
@@ -31,6 +33,7 @@ const ALL: [&str; 7] = [
     CF_JOURNAL,
     CF_PLACEMENT,
     CF_PLAYS,
+    CF_INVITES,
 ];
 
 /// A key and its value, as RocksDB returns them.
@@ -246,5 +249,14 @@ impl Db {
             .next()
             .transpose()
             .map_err(op("last"))
+    }
+
+    /// The first record of a column family.
+    pub(crate) fn first(&self, cf: &'static str) -> Result<Option<Record>, DbError> {
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(op("first"))
     }
 }

@@ -38,6 +38,17 @@ pub enum StateError {
     /// A registration field is invalid.
     #[error("invalid registration: {0}")]
     BadRegistration(&'static str),
+    /// The node's region is not one of the tracker's.
+    #[error("region {region:?} is not one of this tracker's regions ({known})")]
+    BadRegion {
+        /// The region named.
+        region: String,
+        /// The configured regions, comma-separated.
+        known: String,
+    },
+    /// A join token does not admit this node.
+    #[error("join token refused: {0}")]
+    BadInvite(String),
     /// There is no layout yet (too few nodes).
     #[error("no layout yet: {0}")]
     NoLayout(LayoutError),

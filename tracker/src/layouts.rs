@@ -1,10 +1,20 @@
 //! Layout versions: the one in force, the members it was computed for, and every earlier
 //! version on disk (nodes read them to find a slot's previous holders).
 //!
-//! Laws: a new version is made only when the eligible members changed and the computed
-//! layout differs from the one in force; versions only grow; a version once written never
-//! changes. With fewer than `k + m` eligible nodes the layout in force stays (or there is
-//! none).
+//! Laws: a new version is made only when the eligible members changed (or an earlier change
+//! is still under way) and the computed layout differs from the one in force; versions only
+//! grow; a version once written never changes. With fewer than `k + m` eligible nodes the
+//! layout in force stays (or there is none).
+//!
+//! Churn is bounded: a slot is *settled* once its node reports holding every shard of its
+//! slots as of the slot's version (its `repaired_version`). A new version moves at most
+//! `max(1, m - 1)` slots of a partition that are not settled, counting those it moves, apart
+//! from the slots of nodes that are gone (down, evicted, revoked), which move at once; the
+//! rest of a change follows in later versions as slots settle. So while nodes come and go,
+//! at least `k + 1` slots of every partition hold their shards.
+//!
+//! Versions are kept from the oldest one a slot not yet settled may still need (the one
+//! before the slot's version) to the current one; older ones are pruned.
 
 use std::sync::Arc;
 
@@ -22,26 +32,55 @@ pub(crate) struct Layouts {
     current: RwLock<Option<Arc<Layout>>>,
     /// The members the current layout was computed for.
     members: Mutex<Vec<Member>>,
+    /// Whether the current layout stopped short of what its members call for.
+    behind: Mutex<bool>,
+    /// The oldest version kept.
+    oldest: Mutex<Option<u64>>,
     partitions: u16,
     slots: u8,
+    /// Slots of a partition that may be unsettled at once.
+    in_flight: usize,
+}
+
+/// What the layout needs to know of the nodes to move slots without losing data.
+pub(crate) trait Settling {
+    /// Whether `node`'s slots must move at once (it is gone).
+    fn must_move(&self, node: &str) -> bool;
+    /// The newest version `node` holds every shard of its slots in.
+    fn repaired_version(&self, node: &str) -> Option<u64>;
+    /// Whether partition `p` holds any segment: the slots of one that holds none move
+    /// freely, there being nothing to move.
+    fn holds_data(&self, p: usize) -> bool;
 }
 
 impl Layouts {
-    /// The layouts as persisted.
-    pub(crate) fn open(db: Arc<Db>, partitions: u16, slots: u8) -> Result<Self, StateError> {
+    /// The layouts as persisted; `m` is the network's parity shards.
+    pub(crate) fn open(db: Arc<Db>, partitions: u16, slots: u8, m: u8) -> Result<Self, StateError> {
         let current = match db.last(CF_LAYOUTS)? {
             Some((_, v)) => {
                 Some(serde_json::from_slice::<Layout>(&v).map_err(|e| corrupt("layout", e))?)
             }
             None => None,
         };
+        let oldest = db
+            .first(CF_LAYOUTS)?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(&k[..]).ok())
+            .map(u64::from_be_bytes);
         Ok(Self {
             db,
             current: RwLock::new(current.map(Arc::new)),
             members: Mutex::new(Vec::new()),
+            behind: Mutex::new(false),
+            oldest: Mutex::new(oldest),
             partitions,
             slots,
+            in_flight: usize::from(m.saturating_sub(1)).max(1),
         })
+    }
+
+    /// The oldest version kept: nodes look for earlier holders of their slots from it on.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        *self.oldest.lock()
     }
 
     /// The layout in force, if any.
@@ -59,48 +98,128 @@ impl Layouts {
         *self.members.lock() = members;
     }
 
-    /// Recomputes the layout if `eligible` differs from the members it was computed for.
-    /// Returns the new version when the layout changed.
-    pub(crate) fn refresh(&self, eligible: Vec<Member>) -> Result<Option<u64>, StateError> {
+    /// Moves the layout towards what `eligible` calls for, if it differs from the members
+    /// it was computed for or an earlier change is still under way, within the churn bound
+    /// (see the module's laws); then prunes versions no longer needed. Returns the new
+    /// version when the layout changed.
+    pub(crate) fn refresh(
+        &self,
+        eligible: Vec<Member>,
+        nodes: &dyn Settling,
+    ) -> Result<Option<u64>, StateError> {
         let mut members = self.members.lock();
-        if *members == eligible && self.current.read().is_some() {
-            return Ok(None);
-        }
-        let before = self.version();
-        self.recompute(&eligible)?;
-        *members = eligible;
-        let after = self.version();
-        Ok(if after == before { None } else { after })
+        let mut behind = self.behind.lock();
+        let changed = if *members == eligible && !*behind && self.current.read().is_some() {
+            None
+        } else {
+            let before = self.version();
+            *behind = self.recompute(&eligible, nodes)?;
+            *members = eligible;
+            let after = self.version();
+            if after == before { None } else { after }
+        };
+        drop((members, behind));
+        self.prune(nodes)?;
+        Ok(changed)
     }
 
-    fn recompute(&self, members: &[Member]) -> Result<(), StateError> {
+    /// Whether `slot` of partition `p` of `layout` is settled: its node holds its shards.
+    fn settled(layout: &Layout, p: usize, slot: usize, node: &str, nodes: &dyn Settling) -> bool {
+        !nodes.holds_data(p)
+            || nodes
+                .repaired_version(node)
+                .is_some_and(|v| v >= layout.since(p, slot))
+    }
+
+    /// Writes the next step towards the layout for `members`. Returns whether it stopped
+    /// short of it.
+    fn recompute(&self, members: &[Member], nodes: &dyn Settling) -> Result<bool, StateError> {
         let mut current = self.current.write();
-        match Layout::compute(current.as_deref(), members, self.partitions, self.slots) {
-            Ok(next) => {
-                if current
-                    .as_ref()
-                    .is_some_and(|l| l.partitions == next.partitions)
-                {
-                    return Ok(());
-                }
-                let json = serde_json::to_vec(&next).map_err(|e| corrupt("layout", e))?;
-                self.db
-                    .put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
-                match current.as_ref() {
-                    Some(prev) => info!(
-                        version = next.version,
-                        moved = prev.moved_slots(&next),
-                        "layout changed"
-                    ),
-                    None => info!(version = next.version, "first layout"),
-                }
-                *current = Some(Arc::new(next));
-                Ok(())
-            }
+        let target = match Layout::compute(current.as_deref(), members, self.partitions, self.slots)
+        {
+            Ok(t) => t,
             // Not enough nodes yet: keep what we have (or nothing).
-            Err(LayoutError::TooFewNodes { .. }) => Ok(()),
-            Err(e) => Err(StateError::NoLayout(e)),
+            Err(LayoutError::TooFewNodes { .. }) => return Ok(false),
+            Err(e) => return Err(StateError::NoLayout(e)),
+        };
+        let (next, behind) = match current.as_deref() {
+            None => (target, false),
+            Some(prev) if prev.partitions == target.partitions => return Ok(false),
+            Some(prev) => {
+                let must_move = |n: &str| nodes.must_move(n);
+                let budget = |p: usize| {
+                    if !nodes.holds_data(p) {
+                        return usize::MAX;
+                    }
+                    let row = &prev.partitions[p];
+                    let unsettled = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(slot, n)| {
+                            !nodes.must_move(n) && !Self::settled(prev, p, *slot, n, nodes)
+                        })
+                        .count();
+                    let forced = row
+                        .iter()
+                        .zip(&target.partitions[p])
+                        .filter(|(a, b)| a != b && nodes.must_move(a))
+                        .count();
+                    self.in_flight.saturating_sub(unsettled + forced)
+                };
+                match prev.step_towards(&target, must_move, budget) {
+                    Some((next, complete)) => (next, !complete),
+                    // Every slot that would move waits for others to settle.
+                    None => return Ok(true),
+                }
+            }
+        };
+        let json = serde_json::to_vec(&next).map_err(|e| corrupt("layout", e))?;
+        self.db
+            .put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
+        match current.as_ref() {
+            Some(prev) => info!(
+                version = next.version,
+                moved = prev.moved_slots(&next),
+                behind,
+                "layout changed"
+            ),
+            None => {
+                info!(version = next.version, "first layout");
+                *self.oldest.lock() = Some(next.version);
+            }
         }
+        *current = Some(Arc::new(next));
+        Ok(behind)
+    }
+
+    /// Deletes versions older than the oldest one an unsettled slot may need.
+    fn prune(&self, nodes: &dyn Settling) -> Result<(), StateError> {
+        let Some(current) = self.current() else {
+            return Ok(());
+        };
+        let mut keep_from = current.version;
+        for (p, row) in current.partitions.iter().enumerate() {
+            for (slot, node) in row.iter().enumerate() {
+                if !Self::settled(&current, p, slot, node, nodes) {
+                    let since = current.since(p, slot);
+                    keep_from = keep_from.min(since.saturating_sub(1).max(1));
+                }
+            }
+        }
+        let mut oldest = self.oldest.lock();
+        let from = oldest.unwrap_or(keep_from);
+        for v in from..keep_from {
+            self.db.delete(CF_LAYOUTS, &v.to_be_bytes())?;
+        }
+        if from < keep_from {
+            info!(
+                pruned = keep_from - from,
+                oldest = keep_from,
+                "old layout versions pruned"
+            );
+        }
+        *oldest = Some(from.max(keep_from));
+        Ok(())
     }
 
     /// What the layout would become for `members`, without applying it.

@@ -17,7 +17,9 @@
 //! nothing; everything acknowledged is on disk.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admission;
 mod api;
+mod audit;
 mod catalog;
 pub mod cli;
 mod config;
@@ -33,11 +35,11 @@ mod state;
 
 pub use api::ApiError;
 pub use catalog::{Imported, MAX_BROWSE_OFFSET};
-pub use config::{CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
+pub use config::{AdmissionMode, CONFIG_FILE, ConfigError, ENV_PREFIX, FIELDS, TrackerConfig};
 pub use db::DbError;
 pub use demand::MAX_ANNOUNCED_SONGS;
 pub use error::StateError;
-pub use registry::NodeTotals;
+pub use registry::{AuditOutcome, MAX_PENDING, NodeTotals};
 pub use search::{MAX_LIMIT, MAX_QUERY, SearchError};
 pub use server::{ADMIN_SOCKET_FILE, TRACKER_INFO_FILE, Tracker, TrackerError, TrackerInfo};
-pub use state::{OTHER_REGION, State, TRACKER_KEY_FILE};
+pub use state::{AuditTarget, OTHER_REGION, State, TRACKER_KEY_FILE};

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use medley_tracker::cli::{Cli, Command, import, init, layout, nodes, run, show_config, status};
+use medley_tracker::cli::{
+    Cli, Command, import, init, layout, nodes_command, run, show_config, status,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,7 +13,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Config(args) => show_config(&args),
             Command::Status(args) => status(args).await,
-            Command::Nodes(args) => nodes(args).await,
+            Command::Nodes(args) => nodes_command(args).await,
             Command::Layout(args) => layout(args).await,
             Command::Import(args) => tokio::task::spawn_blocking(move || import(args)).await?,
         }

@@ -3,13 +3,16 @@
 //! liveness hints kept in memory.
 //!
 //! Laws: a node is *recent* while heard from within the grace period; *alive* (offered as a
-//! source) when recent and not stopped; *eligible* (placed by the layout) when recent, not
-//! draining and with capacity. Every method takes `now` (Unix ms) from its caller.
+//! source) when recent and not stopped; *placeable* when admitted and not evicted after
+//! failed audits; *eligible* (placed by the layout) when placeable, recent, not draining and
+//! with capacity. A node's layout weight is the least of its declared capacity, its
+//! admission's cap, the tracker's limit, and what it proved plus the median eligible node's
+//! capacity. Every method takes `now` (Unix ms) from its caller.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use medley_api::{Heartbeat, NodeRecord, Registration, RepairLoad};
+use medley_api::{Admission, AuditRecord, Heartbeat, NodeRecord, Registration, RepairLoad};
 use medley_core::Member;
 use parking_lot::RwLock;
 use tracing::info;
@@ -26,6 +29,10 @@ pub struct NodeTotals {
     pub alive: usize,
     /// Handing their shards over before leaving.
     pub draining: usize,
+    /// Registered without the operator's consent yet.
+    pub pending: usize,
+    /// Put out of the layout after failing audits.
+    pub evicted: usize,
     /// Repair work of live nodes.
     pub repair: RepairLoad,
 }
@@ -50,13 +57,34 @@ pub(crate) fn check_peer(peer_id: &str, region: &str, addrs: &[String]) -> Resul
     Ok(())
 }
 
-/// A node as a member of a layout.
-fn member(rec: &NodeRecord) -> Member {
-    Member {
-        id: rec.peer_id.clone(),
-        region: rec.region.clone(),
-        capacity: rec.capacity,
-    }
+/// Pending (unadmitted) nodes kept at most: strangers cannot grow the registry further.
+pub const MAX_PENDING: usize = 1024;
+/// A pending node unheard for this long makes room for a new one.
+const PENDING_IDLE_MS: u64 = 3600 * 1000;
+
+/// What a registration brings besides the node's own word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Consent {
+    /// Nothing: the node keeps its admission (pending if new).
+    None,
+    /// The operator's consent (a join token, or a tracker that admits every node).
+    Admit {
+        /// Most capacity it may count with.
+        capacity: Option<u64>,
+        /// The join token's id, hex.
+        invite: Option<String>,
+    },
+}
+
+/// What an audit of a node found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// It proved the range.
+    Passed,
+    /// It answered with no proof, or refused.
+    Failed(String),
+    /// It did not answer in time (or could not be reached).
+    TimedOut(String),
 }
 
 /// The registry.
@@ -66,6 +94,8 @@ pub(crate) struct Registry {
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     /// How long a node may go unheard before it counts as down.
     grace_ms: u64,
+    /// Most capacity a node counts with.
+    max_capacity: u64,
 }
 
 impl Registry {
@@ -75,6 +105,7 @@ impl Registry {
     pub(crate) fn open(
         db: Arc<Db>,
         grace_ms: u64,
+        max_capacity: u64,
         in_layout: &HashSet<&str>,
         now: u64,
     ) -> Result<Self, StateError> {
@@ -91,6 +122,7 @@ impl Registry {
             db,
             nodes: RwLock::new(nodes),
             grace_ms,
+            max_capacity,
         })
     }
 
@@ -104,9 +136,63 @@ impl Registry {
         !rec.stopped && self.is_recent(rec, now)
     }
 
+    /// Admitted and not evicted: the operator's consent holds.
+    fn placeable(rec: &NodeRecord) -> bool {
+        rec.admission == Admission::Admitted && rec.evicted.is_none()
+    }
+
     /// Whether `rec` would get slots were its drain state `draining`.
     fn eligible_if(&self, rec: &NodeRecord, draining: bool, now: u64) -> bool {
-        !draining && rec.capacity > 0 && self.is_recent(rec, now)
+        Self::placeable(rec) && !draining && rec.capacity > 0 && self.is_recent(rec, now)
+    }
+
+    /// Whether the layout must move `peer_id`'s slots at once, whatever the churn bound: it
+    /// is down, evicted, revoked or unknown.
+    pub(crate) fn must_move(&self, peer_id: &str, now: u64) -> bool {
+        self.nodes
+            .read()
+            .get(peer_id)
+            .is_none_or(|r| !Self::placeable(r) || !self.is_recent(r, now))
+    }
+
+    /// The newest layout version `peer_id` reported holding every shard of its slots in.
+    pub(crate) fn repaired_version(&self, peer_id: &str) -> Option<u64> {
+        self.nodes
+            .read()
+            .get(peer_id)
+            .and_then(|r| r.repaired_version)
+    }
+
+    /// Capacity `rec` counts with: the least of what it declared, its admission's cap and
+    /// the tracker's limit.
+    fn counted_capacity(&self, rec: &NodeRecord) -> u64 {
+        rec.capacity
+            .min(rec.capacity_cap.unwrap_or(u64::MAX))
+            .min(self.max_capacity)
+    }
+
+    /// `nodes` as layout members, each weighed by the least of its counted capacity and
+    /// what it proved plus the median node's counted capacity (its newcomer's allowance).
+    fn members<'a>(&self, nodes: impl Iterator<Item = &'a NodeRecord>) -> Vec<Member> {
+        let nodes: Vec<&NodeRecord> = nodes.collect();
+        let mut counted: Vec<u64> = nodes.iter().map(|r| self.counted_capacity(r)).collect();
+        counted.sort_unstable();
+        // The lower median: with as many inflated claims as honest ones, still an honest
+        // node's.
+        let allowance = counted
+            .get(counted.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0);
+        nodes
+            .into_iter()
+            .map(|r| Member {
+                id: r.peer_id.clone(),
+                region: r.region.clone(),
+                capacity: self
+                    .counted_capacity(r)
+                    .min(r.proven_bytes.saturating_add(allowance)),
+            })
+            .collect()
     }
 
     fn store(&self, rec: &NodeRecord) -> Result<(), StateError> {
@@ -114,24 +200,171 @@ impl Registry {
         Ok(self.db.put(CF_NODES, rec.peer_id.as_bytes(), &json)?)
     }
 
-    /// Registers (or re-registers) a node; its drain state and last load are kept.
-    pub(crate) fn register(&self, reg: Registration, now: u64) -> Result<(), StateError> {
+    /// Registers (or re-registers) a node; its drain state, last load, admission and audit
+    /// record are kept, `consent` admitting it. Returns its record.
+    pub(crate) fn register(
+        &self,
+        reg: Registration,
+        consent: Consent,
+        now: u64,
+    ) -> Result<NodeRecord, StateError> {
         check_peer(&reg.peer_id, &reg.region, &reg.addrs)?;
         let mut nodes = self.nodes.write();
         let previous = nodes.get(&reg.peer_id).cloned();
-        let rec = NodeRecord {
-            draining: previous.as_ref().is_some_and(|p| p.draining),
-            load: previous.map(|p| p.load).unwrap_or_default(),
-            peer_id: reg.peer_id,
-            addrs: reg.addrs,
-            region: reg.region,
-            capacity: reg.capacity,
+        if previous.is_none() && consent == Consent::None {
+            let pending = nodes
+                .values()
+                .filter(|r| r.admission == Admission::Pending)
+                .count();
+            if pending >= MAX_PENDING {
+                // Room is made by pending nodes long unheard, if any.
+                let idle: Vec<String> = nodes
+                    .values()
+                    .filter(|r| {
+                        r.admission == Admission::Pending
+                            && now.saturating_sub(r.last_seen_ms) > PENDING_IDLE_MS
+                    })
+                    .map(|r| r.peer_id.clone())
+                    .collect();
+                if idle.is_empty() {
+                    return Err(StateError::Busy("too many nodes are waiting for admission"));
+                }
+                for id in idle {
+                    self.db.delete(CF_NODES, id.as_bytes())?;
+                    nodes.remove(&id);
+                }
+            }
+        }
+        let mut rec = previous.clone().unwrap_or_else(|| NodeRecord {
+            peer_id: reg.peer_id.clone(),
+            addrs: Vec::new(),
+            region: String::new(),
+            capacity: 0,
+            load: Default::default(),
             last_seen_ms: now,
+            draining: false,
             stopped: false,
-        };
+            admission: Admission::Pending,
+            capacity_cap: None,
+            invite: None,
+            first_seen_ms: now,
+            repaired_version: None,
+            proven_bytes: 0,
+            audits: AuditRecord::default(),
+            evicted: None,
+        });
+        rec.addrs = reg.addrs;
+        rec.region = reg.region;
+        rec.capacity = reg.capacity;
+        rec.last_seen_ms = now;
+        rec.stopped = false;
+        if let Consent::Admit { capacity, invite } = consent
+            && rec.admission == Admission::Pending
+        {
+            rec.admission = Admission::Admitted;
+            rec.capacity_cap = capacity;
+            rec.invite = invite;
+            info!(node = %rec.peer_id, "node admitted");
+        }
         self.store(&rec)?;
-        nodes.insert(rec.peer_id.clone(), rec);
-        Ok(())
+        nodes.insert(rec.peer_id.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Node `peer_id`'s admission, if it registered.
+    pub(crate) fn admission(&self, peer_id: &str) -> Option<Admission> {
+        self.nodes.read().get(peer_id).map(|r| r.admission)
+    }
+
+    /// Admits node `peer_id` (an operator's approval), clearing an eviction; `capacity`
+    /// caps it when given.
+    pub(crate) fn approve(&self, peer_id: &str, capacity: Option<u64>) -> Result<(), StateError> {
+        self.change(peer_id, |rec| {
+            rec.admission = Admission::Admitted;
+            if capacity.is_some() {
+                rec.capacity_cap = capacity;
+            }
+            rec.evicted = None;
+            rec.audits.consecutive_failures = 0;
+            info!(node = %rec.peer_id, "node approved");
+        })
+    }
+
+    /// Revokes node `peer_id`'s admission: it leaves the layout.
+    pub(crate) fn revoke(&self, peer_id: &str) -> Result<(), StateError> {
+        self.change(peer_id, |rec| {
+            rec.admission = Admission::Revoked;
+            rec.proven_bytes = 0;
+            info!(node = %rec.peer_id, "node revoked");
+        })
+    }
+
+    fn change(&self, peer_id: &str, f: impl FnOnce(&mut NodeRecord)) -> Result<(), StateError> {
+        let mut nodes = self.nodes.write();
+        let rec = nodes
+            .get_mut(peer_id)
+            .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
+        f(rec);
+        let rec = rec.clone();
+        drop(nodes);
+        self.store(&rec)
+    }
+
+    /// Records what an audit of `peer_id` found. After `allowed` failures in a row the
+    /// node is evicted: the returned reason says so.
+    pub(crate) fn record_audit(
+        &self,
+        peer_id: &str,
+        outcome: &AuditOutcome,
+        allowed: u32,
+        now: u64,
+    ) -> Result<Option<String>, StateError> {
+        let mut evicted = None;
+        self.change(peer_id, |rec| {
+            let a = &mut rec.audits;
+            a.last_ms = now;
+            match outcome {
+                AuditOutcome::Passed => {
+                    a.passed += 1;
+                    a.consecutive_failures = 0;
+                    return;
+                }
+                AuditOutcome::Failed(e) => {
+                    a.failed += 1;
+                    a.last_error = Some(e.clone());
+                }
+                AuditOutcome::TimedOut(e) => {
+                    a.timeouts += 1;
+                    a.last_error = Some(e.clone());
+                }
+            }
+            a.consecutive_failures += 1;
+            rec.proven_bytes = 0;
+            if a.consecutive_failures >= allowed && rec.evicted.is_none() {
+                let why = format!(
+                    "failed {} audits in a row, the last: {}",
+                    a.consecutive_failures,
+                    a.last_error.as_deref().unwrap_or("")
+                );
+                rec.evicted = Some(why.clone());
+                evicted = Some(why);
+            }
+        })?;
+        Ok(evicted)
+    }
+
+    /// Sets what node `peer_id` proved it holds. Returns whether it changed.
+    pub(crate) fn set_proven(&self, peer_id: &str, bytes: u64) -> Result<bool, StateError> {
+        if self
+            .nodes
+            .read()
+            .get(peer_id)
+            .is_none_or(|r| r.proven_bytes == bytes)
+        {
+            return Ok(false);
+        }
+        self.change(peer_id, |rec| rec.proven_bytes = bytes)?;
+        Ok(true)
     }
 
     /// Starts (`true`) or cancels (`false`) the drain of a node, refused when fewer than
@@ -181,6 +414,9 @@ impl Registry {
         rec.load = hb.load.clone();
         rec.last_seen_ms = now;
         rec.stopped = false;
+        if hb.repaired_version.is_some() {
+            rec.repaired_version = hb.repaired_version;
+        }
         Ok(was_down)
     }
 
@@ -197,14 +433,14 @@ impl Registry {
         self.store(&rec)
     }
 
-    /// The nodes the layout should place shards on.
+    /// The nodes the layout should place shards on, with their weights.
     pub(crate) fn eligible(&self, now: u64) -> Vec<Member> {
-        self.nodes
-            .read()
-            .values()
-            .filter(|r| self.eligible_if(r, r.draining, now))
-            .map(member)
-            .collect()
+        let nodes = self.nodes.read();
+        self.members(
+            nodes
+                .values()
+                .filter(|r| self.eligible_if(r, r.draining, now)),
+        )
     }
 
     /// The eligible nodes were those of `drain` draining and those of `undrain` not, every
@@ -221,15 +457,11 @@ impl Registry {
                 return Err(StateError::UnknownNode(id.clone()));
             }
         }
-        let members = nodes
-            .values()
-            .filter(|r| {
-                let id = &r.peer_id;
-                let draining = drain.contains(id) || (r.draining && !undrain.contains(id));
-                self.eligible_if(r, draining, now)
-            })
-            .map(member)
-            .collect();
+        let members = self.members(nodes.values().filter(|r| {
+            let id = &r.peer_id;
+            let draining = drain.contains(id) || (r.draining && !undrain.contains(id));
+            self.eligible_if(r, draining, now)
+        }));
         let regions = nodes
             .iter()
             .map(|(id, r)| (id.clone(), r.region.clone()))
@@ -246,9 +478,12 @@ impl Registry {
             .count()
     }
 
-    /// Whether some registered node is in `region`.
+    /// Whether some admitted node is in `region`.
     pub(crate) fn has_region(&self, region: &str) -> bool {
-        self.nodes.read().values().any(|r| r.region == region)
+        self.nodes
+            .read()
+            .values()
+            .any(|r| r.region == region && Self::placeable(r))
     }
 
     /// Whether `peer_id` ever registered.
@@ -265,12 +500,15 @@ impl Registry {
             .cloned()
     }
 
-    /// Every alive node that is not draining and has capacity (hot-copy candidates).
+    /// Every alive admitted node that is not draining and has capacity (hot-copy
+    /// candidates).
     pub(crate) fn serving(&self, now: u64) -> Vec<NodeRecord> {
         self.nodes
             .read()
             .values()
-            .filter(|r| !r.draining && r.capacity > 0 && self.is_alive(r, now))
+            .filter(|r| {
+                Self::placeable(r) && !r.draining && r.capacity > 0 && self.is_alive(r, now)
+            })
             .cloned()
             .collect()
     }
@@ -298,6 +536,12 @@ impl Registry {
             }
             if r.draining {
                 t.draining += 1;
+            }
+            if r.admission == Admission::Pending {
+                t.pending += 1;
+            }
+            if r.evicted.is_some() {
+                t.evicted += 1;
             }
         }
         t

@@ -64,6 +64,7 @@ pub struct Tracker {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     liveness: tokio::task::JoinHandle<()>,
+    auditor: tokio::task::JoinHandle<()>,
     app: Arc<App>,
 }
 
@@ -129,6 +130,7 @@ impl Tracker {
         };
         let (stop, stopped) = watch::channel(false);
         let liveness = tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
+        let auditor = tokio::spawn(crate::audit::run(app.clone(), stop.subscribe()));
         let router = router(app.clone());
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -168,6 +170,7 @@ impl Tracker {
             stop,
             task,
             liveness,
+            auditor,
             app,
         })
     }
@@ -200,6 +203,7 @@ impl Tracker {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout_at(deadline, self.task).await;
         let _ = tokio::time::timeout_at(deadline, self.liveness).await;
+        let _ = tokio::time::timeout_at(deadline, self.auditor).await;
         // Blocking work started by requests may still hold the state for a moment.
         while Arc::strong_count(&self.app) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

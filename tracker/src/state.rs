@@ -10,20 +10,25 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use medley_api::{
-    Heartbeat, HotSong, LayoutPreview, NodeRecord, NodeSlots, PeerAnnouncement, PublishGrants,
-    Registration, SegmentSources, SlotSource, SongSources,
-};
-use medley_core::{Layout, LayoutError, PublisherId, SongId, TrackerId, TrackerKey};
-use tracing::info;
+use std::collections::HashMap;
 
+use medley_api::{
+    Heartbeat, HotSong, InviteRequest, InviteToken, LayoutPreview, NodeRecord, NodeSlots,
+    PeerAnnouncement, PublishGrants, Registration, SegmentSources, SlotSource, SongSources,
+};
+use medley_core::{
+    Challenge, Layout, LayoutError, PublisherId, SegmentId, SongId, TrackerId, TrackerKey,
+};
+use tracing::{info, warn};
+
+use crate::admission::Invites;
 use crate::catalog::Catalog;
-use crate::config::TrackerConfig;
+use crate::config::{AdmissionMode, TrackerConfig};
 use crate::db::Db;
 use crate::demand::Demand;
 use crate::error::{StateError, corrupt};
-use crate::layouts::Layouts;
-use crate::registry::{NodeTotals, Registry};
+use crate::layouts::{Layouts, Settling};
+use crate::registry::{AuditOutcome, Consent, NodeTotals, Registry};
 
 /// The region plays from a region without nodes are counted in.
 pub const OTHER_REGION: &str = "other";
@@ -41,10 +46,62 @@ pub struct State {
     registry: Registry,
     layouts: Layouts,
     demand: Demand,
+    invites: Invites,
+}
+
+/// One audit to make: a node, its addresses, and what to ask it to prove.
+#[derive(Debug, Clone)]
+pub struct AuditTarget {
+    /// The node's peer id.
+    pub node: String,
+    /// Its data-plane addresses.
+    pub addrs: Vec<String>,
+    /// The range of a shard of one of its settled slots.
+    pub challenge: Challenge,
 }
 
 fn now_ms() -> u64 {
     medley_core::unix_now_ms()
+}
+
+/// The registry and the catalogue at one instant, as the layout sees them.
+struct NodesNow<'a> {
+    registry: &'a Registry,
+    catalog: &'a Catalog,
+    now: u64,
+    /// Which partitions hold a segment, read at the first question.
+    holding: std::sync::OnceLock<Vec<bool>>,
+}
+
+impl Settling for NodesNow<'_> {
+    fn must_move(&self, node: &str) -> bool {
+        self.registry.must_move(node, self.now)
+    }
+
+    fn repaired_version(&self, node: &str) -> Option<u64> {
+        self.registry.repaired_version(node)
+    }
+
+    fn holds_data(&self, p: usize) -> bool {
+        let holding = self.holding.get_or_init(|| {
+            // A partition that cannot be read counts as holding data: its moves stay
+            // bounded.
+            self.catalog
+                .partitions_holding_data()
+                .unwrap_or_else(|_| vec![true; usize::from(self.catalog.partition_count())])
+        });
+        holding.get(p).copied().unwrap_or(true)
+    }
+}
+
+/// `bytes` rounded down to a power of two (0 stays 0): what a node proved moves its weight
+/// in steps, not with every audit.
+fn power_of_two_floor(bytes: u64) -> u64 {
+    if bytes == 0 {
+        0
+    } else {
+        1 << (63 - bytes.leading_zeros())
+    }
 }
 
 impl State {
@@ -55,15 +112,22 @@ impl State {
         )?);
         let db = Arc::new(Db::open(&config.data_dir.join("db"))?);
         let now = now_ms();
-        let layouts = Layouts::open(db.clone(), config.partitions, config.k + config.m)?;
+        let layouts = Layouts::open(db.clone(), config.partitions, config.k + config.m, config.m)?;
         let current = layouts.current();
         let in_layout: HashSet<&str> = current
             .iter()
             .flat_map(|l| l.partitions.iter().flatten())
             .map(String::as_str)
             .collect();
-        let registry = Registry::open(db.clone(), config.node_grace_secs * 1000, &in_layout, now)?;
+        let registry = Registry::open(
+            db.clone(),
+            config.node_grace_secs * 1000,
+            config.max_node_capacity.as_u64(),
+            &in_layout,
+            now,
+        )?;
         layouts.set_members(registry.eligible(now));
+        let invites = Invites::new(db.clone());
         let catalog = Catalog::open(
             db,
             &config.data_dir.join("index"),
@@ -78,6 +142,7 @@ impl State {
             catalog,
             registry,
             layouts,
+            invites,
         })
     }
 
@@ -104,11 +169,194 @@ impl State {
     // Nodes and the layout.
 
     /// Registers (or re-registers) a node and recomputes the layout if membership changed.
-    /// Returns the layout version in force after it.
-    pub fn register(&self, reg: Registration) -> Result<Option<u64>, StateError> {
-        self.registry.register(reg, now_ms())?;
+    /// A node joins with the operator's consent: its join token, or a tracker that admits
+    /// every node; without it it is listed pending. Returns the layout version in force
+    /// after it and the node's record.
+    pub fn register(&self, reg: Registration) -> Result<(Option<u64>, NodeRecord), StateError> {
+        let now = now_ms();
+        let regions = &self.config.regions;
+        if !regions.is_empty() && !regions.contains(&reg.region) {
+            return Err(StateError::BadRegion {
+                region: reg.region.clone(),
+                known: regions.join(", "),
+            });
+        }
+        let pending = self
+            .registry
+            .admission(&reg.peer_id)
+            .is_none_or(|a| a == medley_api::Admission::Pending);
+        let consent = match (&reg.join, self.config.admission) {
+            (_, AdmissionMode::Open) => Consent::Admit {
+                capacity: None,
+                invite: None,
+            },
+            (Some(token), AdmissionMode::Invite) if pending => {
+                let grant =
+                    self.invites
+                        .redeem(token, &self.key, &reg.peer_id, &reg.region, now / 1000)?;
+                Consent::Admit {
+                    capacity: grant.capacity,
+                    invite: Some(grant.id),
+                }
+            }
+            _ => Consent::None,
+        };
+        let rec = self.registry.register(reg, consent, now)?;
+        self.refresh_layout()?;
+        Ok((self.layouts.version(), rec))
+    }
+
+    /// A join token for one node, signed by this tracker.
+    pub fn invite(&self, req: &InviteRequest) -> Result<InviteToken, StateError> {
+        self.invites.make(
+            req,
+            &self.key,
+            &self.config.regions,
+            medley_core::unix_now(),
+        )
+    }
+
+    /// Admits node `peer_id` (clearing an eviction), `capacity` capping it; returns the
+    /// layout version that follows.
+    pub fn approve(&self, peer_id: &str, capacity: Option<u64>) -> Result<Option<u64>, StateError> {
+        self.registry.approve(peer_id, capacity)?;
         self.refresh_layout()?;
         Ok(self.layouts.version())
+    }
+
+    /// Revokes node `peer_id`'s admission; returns the layout version that follows.
+    pub fn revoke(&self, peer_id: &str) -> Result<Option<u64>, StateError> {
+        self.registry.revoke(peer_id)?;
+        self.refresh_layout()?;
+        Ok(self.layouts.version())
+    }
+
+    /// The layout weight of every node the layout places (bytes).
+    pub fn weights(&self) -> HashMap<String, u64> {
+        self.registry
+            .eligible(now_ms())
+            .into_iter()
+            .map(|m| (m.id, m.capacity))
+            .collect()
+    }
+
+    // Audits.
+
+    /// One audit for each live admitted node that has settled slots holding data: a random
+    /// range of the shard of a random segment of one of them.
+    pub fn audit_targets(&self, rng: &mut impl rand::Rng) -> Result<Vec<AuditTarget>, StateError> {
+        use rand::RngExt as _;
+        let Some(layout) = self.layouts.current() else {
+            return Ok(Vec::new());
+        };
+        let now = now_ms();
+        let codec = medley_core::Codec::new(self.config.k, self.config.m)
+            .map_err(|e| corrupt("coding", e))?;
+        let holding = self.catalog.partitions_holding_data()?;
+        let mut slots: HashMap<&str, Vec<(u16, usize)>> = HashMap::new();
+        for (p, row) in layout.partitions.iter().enumerate() {
+            if !holding.get(p).copied().unwrap_or(false) {
+                continue;
+            }
+            for (slot, node) in row.iter().enumerate() {
+                let settled = self
+                    .registry
+                    .repaired_version(node)
+                    .is_some_and(|v| v >= layout.since(p, slot));
+                if settled {
+                    slots.entry(node).or_default().push((p as u16, slot));
+                }
+            }
+        }
+        let mut targets = Vec::new();
+        for (node, mine) in slots {
+            let Some(rec) = self.registry.alive(node, now) else {
+                continue;
+            };
+            if self.registry.must_move(node, now) {
+                continue;
+            }
+            // A few slots tried: a partition's segments may have gone since it was read.
+            for _ in 0..8 {
+                let (p, slot) = mine[rng.random_range(0..mine.len())];
+                let after = SegmentId::from_bytes(rng.random());
+                let seg = match self.catalog.partition_segments(p, Some(after), 1)?.pop() {
+                    Some(s) => Some(s),
+                    None => self.catalog.partition_segments(p, None, 1)?.pop(),
+                };
+                let Some(seg) = seg else { continue };
+                let Some(&shard) = seg.shards.get(slot) else {
+                    continue;
+                };
+                let len = codec.shard_len(seg.len as usize);
+                targets.push(AuditTarget {
+                    node: node.to_string(),
+                    addrs: rec.addrs.clone(),
+                    challenge: Challenge::pick(shard, len, rng.random()),
+                });
+                break;
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Records what an audit of `node` found; a node that failed too many in a row leaves
+    /// the layout.
+    pub fn record_audit(&self, node: &str, outcome: AuditOutcome) -> Result<(), StateError> {
+        let evicted =
+            self.registry
+                .record_audit(node, &outcome, self.config.audit_failures, now_ms())?;
+        if let Some(why) = evicted {
+            warn!(node, reason = %why, "node evicted: its slots go to other nodes");
+            self.refresh_layout()?;
+        }
+        Ok(())
+    }
+
+    /// Sets what each node proved it holds: the bytes of its settled slots, when its audits
+    /// pass (in powers of two). The layout follows.
+    pub fn update_proven(&self) -> Result<(), StateError> {
+        let Some(layout) = self.layouts.current() else {
+            return Ok(());
+        };
+        let codec = medley_core::Codec::new(self.config.k, self.config.m)
+            .map_err(|e| corrupt("coding", e))?;
+        let mut sizes: HashMap<usize, u64> = HashMap::new();
+        let mut held: HashMap<String, u64> = HashMap::new();
+        for (p, row) in layout.partitions.iter().enumerate() {
+            for (slot, node) in row.iter().enumerate() {
+                let settled = self
+                    .registry
+                    .repaired_version(node)
+                    .is_some_and(|v| v >= layout.since(p, slot));
+                if !settled {
+                    continue;
+                }
+                let bytes = match sizes.get(&p) {
+                    Some(b) => *b,
+                    None => {
+                        let b = self.catalog.partition_size(p as u16, &codec)?.1;
+                        sizes.insert(p, b);
+                        b
+                    }
+                };
+                *held.entry(node.clone()).or_default() += bytes;
+            }
+        }
+        let mut changed = false;
+        for (rec, _) in self.registry.nodes(now_ms()) {
+            let clean = rec.audits.passed > 0 && rec.audits.consecutive_failures == 0;
+            let proven = if clean {
+                power_of_two_floor(held.get(&rec.peer_id).copied().unwrap_or(0))
+            } else {
+                0
+            };
+            changed |= self.registry.set_proven(&rec.peer_id, proven)?;
+        }
+        if changed {
+            self.refresh_layout()?;
+        }
+        Ok(())
     }
 
     /// Starts (`true`) or cancels (`false`) the drain of a node: a draining node gets no
@@ -148,7 +396,19 @@ impl State {
     /// or stopped draining. Called on every registration and drain, and periodically.
     /// Returns the new layout version when the layout changed.
     pub fn refresh_layout(&self) -> Result<Option<u64>, StateError> {
-        self.layouts.refresh(self.registry.eligible(now_ms()))
+        let now = now_ms();
+        let nodes = NodesNow {
+            registry: &self.registry,
+            catalog: &self.catalog,
+            now,
+            holding: std::sync::OnceLock::new(),
+        };
+        self.layouts.refresh(self.registry.eligible(now), &nodes)
+    }
+
+    /// The oldest layout version kept (slots moved since may not be settled yet).
+    pub fn layout_oldest(&self) -> Option<u64> {
+        self.layouts.oldest()
     }
 
     /// All nodes with whether each is alive (heard from within the grace period and not

@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 addrs: vec![format!("/ip4/127.0.0.1/udp/{}/quic-v1", 9000 + i)],
                 region: "eu".into(),
                 capacity: 1 << 40,
+                join: None,
             })
             .await?;
         if i == 0 {

@@ -25,6 +25,8 @@ async fn fake_tracker(key: Arc<Mutex<TrackerKey>>) -> String {
                     axum::Json(medley_api::Registered {
                         layout_version: None,
                         tracker_key: id,
+                        admission: medley_api::Admission::Admitted,
+                        evicted: None,
                     })
                 }
             }),

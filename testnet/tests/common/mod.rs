@@ -86,6 +86,22 @@ pub(crate) fn published(lines: &[Line]) -> Vec<(medley_core::SongId, PathBuf)> {
         .collect()
 }
 
+/// A generated library of `n` songs of `min_s` to `max_s` seconds (seed `seed`) in a new
+/// temporary folder's `lib`, published on `net`: the folder and the songs committed.
+pub(crate) fn published_library(
+    net: &Testnet,
+    n: usize,
+    seed: u64,
+    (min_s, max_s): (f64, f64),
+) -> (tempfile::TempDir, Vec<(medley_core::SongId, PathBuf)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    medley_testnet::library::generate(&lib, n, seed, min_s, max_s).unwrap();
+    let songs = published(&publish(net, &lib));
+    assert_eq!(songs.len(), n, "every song of the library published");
+    (dir, songs)
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `secs` with `what`.
 pub(crate) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where

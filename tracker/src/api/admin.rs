@@ -6,8 +6,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use medley_api::{
-    DrainState, ErrorCode, LayoutPreview, NewPublisher, PreviewQuery, PublisherChange,
-    PublisherList,
+    Admission, AdmissionChange, ApproveRequest, DrainState, ErrorCode, InviteRequest,
+    LayoutPreview, NewPublisher, PreviewQuery, PublisherChange, PublisherList,
 };
 
 use medley_daemon::http::LocalSocket;
@@ -150,6 +150,52 @@ async fn set_draining(
         node: id,
         draining,
         layout_version: Some(version),
+    }))
+}
+
+/// `POST /v1/nodes/invites`: a join token for one node.
+pub(crate) async fn invite(
+    _: Admin,
+    State(app): State<Shared>,
+    Json(req): Json<InviteRequest>,
+) -> Result<Response, ApiError> {
+    let token = blocking(&app, move |s| s.invite(&req)).await?;
+    Ok((StatusCode::CREATED, axum::Json(token)).into_response())
+}
+
+/// `POST /v1/nodes/{id}/approve`.
+pub(crate) async fn approve(
+    _: Admin,
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    Json(req): Json<ApproveRequest>,
+) -> Result<axum::Json<AdmissionChange>, ApiError> {
+    if req.capacity == Some(0) {
+        return Err(ApiError::from(crate::StateError::BadRegistration(
+            "an approval's capacity must be at least 1 byte",
+        )));
+    }
+    let node = id.clone();
+    let version = blocking(&app, move |s| s.approve(&node, req.capacity)).await?;
+    Ok(axum::Json(AdmissionChange {
+        node: id,
+        admission: Admission::Admitted,
+        layout_version: version,
+    }))
+}
+
+/// `POST /v1/nodes/{id}/revoke`.
+pub(crate) async fn revoke(
+    _: Admin,
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AdmissionChange>, ApiError> {
+    let node = id.clone();
+    let version = blocking(&app, move |s| s.revoke(&node)).await?;
+    Ok(axum::Json(AdmissionChange {
+        node: id,
+        admission: Admission::Revoked,
+        layout_version: version,
     }))
 }
 

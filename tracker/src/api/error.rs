@@ -86,6 +86,8 @@ impl From<StateError> for ApiError {
             StateError::UnknownNode(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownNode),
             StateError::BadRegistration(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRegistration),
             StateError::BadPlay(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadPlay),
+            StateError::BadRegion { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRegion),
+            StateError::BadInvite(_) => (StatusCode::FORBIDDEN, ErrorCode::BadInvite),
             StateError::NoLayout(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoLayout),
             StateError::UnknownLayout(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownLayout),
             StateError::UnknownPartition { .. } => {

@@ -85,6 +85,37 @@ pub(crate) async fn metrics(State(app): State<Shared>) -> Response {
         t.draining as u64,
     );
     m.gauge(
+        "medley_tracker_nodes_pending",
+        "Nodes registered without the operator's consent: never placed.",
+        t.pending as u64,
+    );
+    m.gauge(
+        "medley_tracker_nodes_evicted",
+        "Nodes put out of the layout after failing audits.",
+        t.evicted as u64,
+    );
+    m.gauge(
+        "medley_tracker_layout_oldest_version",
+        "Oldest layout version kept: slots moved since may not be settled (0: none).",
+        app.state.layout_oldest().unwrap_or(0),
+    );
+    let a = &app.audits;
+    m.counters(
+        "medley_tracker_audits_total",
+        "Storage audits of nodes, by outcome: passed, failed (no proof or a refusal), timeout (no answer in time).",
+        [
+            ("passed", &a.passed),
+            ("failed", &a.failed),
+            ("timeout", &a.timeouts),
+        ]
+        .map(|(outcome, n)| ([("outcome", outcome)], n.load(Ordering::Relaxed))),
+    );
+    m.counter(
+        "medley_tracker_audit_bytes_total",
+        "Bytes of audit answers received.",
+        a.bytes.load(Ordering::Relaxed),
+    );
+    m.gauge(
         "medley_tracker_repair_backlog",
         "Shards live nodes lack on their slots, as of their last pass.",
         t.repair.backlog,

@@ -14,16 +14,19 @@ use super::{Shared, blocking};
 
 /// `GET /v1/nodes`.
 pub(crate) async fn nodes(State(app): State<Shared>) -> axum::Json<NodeList> {
+    let weights = app.state.weights();
     let nodes = app
         .state
         .nodes()
         .into_iter()
         .map(|(node, alive)| {
             let banned = app.state.banned(&node.peer_id);
+            let weight = weights.get(&node.peer_id).copied().unwrap_or(0);
             NodeEntry {
                 node,
                 alive,
                 banned,
+                weight,
             }
         })
         .collect();
@@ -37,10 +40,12 @@ pub(crate) async fn register(
 ) -> Result<axum::Json<Registered>, ApiError> {
     let peer_id = body.body.peer_id.clone();
     let reg = body.signed_by(&peer_id)?;
-    let layout_version = blocking(&app, move |s| s.register(reg)).await?;
+    let (layout_version, rec) = blocking(&app, move |s| s.register(reg)).await?;
     Ok(axum::Json(Registered {
         layout_version,
         tracker_key: app.state.tracker_id(),
+        admission: rec.admission,
+        evicted: rec.evicted,
     }))
 }
 
@@ -135,6 +140,7 @@ pub(crate) async fn stats(State(app): State<Shared>) -> axum::Json<Stats> {
         nodes_draining: t.draining,
         repair: t.repair,
         layout_version: app.state.layout_version(),
+        layout_oldest: app.state.layout_oldest(),
         partitions: c.partitions,
         k: c.k,
         m: c.m,

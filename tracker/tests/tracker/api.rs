@@ -517,6 +517,7 @@ async fn nodes_register_and_layout_follows() {
 async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
+        admission: medley_tracker::AdmissionMode::Open,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
@@ -610,8 +611,12 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
                     if i < 7 || seven.load(std::sync::atomic::Ordering::SeqCst) {
                         let r = http
                             .post(format!("{url}/v1/nodes/heartbeat"))
+                            // Each says it holds every shard of its slots, of any
+                            // layout: their slots settle at once, and moves are not held
+                            // back.
                             .json(&json!({"peer_id": format!("node-{i}"), "free": 1,
-                                "bytes_per_sec": 0, "transfers": 0}))
+                                "bytes_per_sec": 0, "transfers": 0,
+                                "repaired_version": u64::MAX}))
                             .send()
                             .await
                             .unwrap();
@@ -745,6 +750,7 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let token = "an-admin-token-of-some-length";
     let config = TrackerConfig {
+        admission: medley_tracker::AdmissionMode::Open,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
@@ -844,6 +850,7 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
 async fn a_client_over_the_rate_limit_is_told_to_wait_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
+        admission: medley_tracker::AdmissionMode::Open,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit_per_sec: 5,
@@ -892,6 +899,7 @@ async fn a_client_that_sends_its_body_too_slowly_is_cut_off_and_others_are_serve
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
+        admission: medley_tracker::AdmissionMode::Open,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout_secs: 1,

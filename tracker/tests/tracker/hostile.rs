@@ -201,7 +201,7 @@ async fn ten_thousand_fresh_identities_leave_bounded_state_and_ban_nobody() {
     std::fs::write(
         dir.path().join("medley-tracker.toml"),
         format!(
-            "publishers = [\"{}\"]\nrate_limit_per_sec = 0\n",
+            "publishers = [\"{}\"]\nrate_limit_per_sec = 0\nadmission = \"open\"\n",
             publisher().id()
         ),
     )
@@ -226,6 +226,7 @@ async fn ten_thousand_fresh_identities_leave_bounded_state_and_ban_nobody() {
                 addrs: vec![format!("/ip4/127.0.0.1/udp/{}/quic-v1", 9000 + i)],
                 region: "eu".into(),
                 capacity: 1 << 40,
+                join: None,
             })
             .await
             .unwrap();

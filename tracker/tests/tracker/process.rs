@@ -63,6 +63,7 @@ async fn state_survives_kill_9() {
             addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
             region: "r".into(),
             capacity: 1 << 40,
+            join: None,
         };
         let node = medley_api::TrackerClient::builder(&url)
             .signer(key)

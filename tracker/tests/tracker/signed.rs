@@ -210,6 +210,7 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
         report_trust_secs: 0,
+        admission: medley_tracker::AdmissionMode::Open,
         ..medley_tracker::TrackerConfig::default()
     })
     .await

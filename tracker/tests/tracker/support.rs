@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use medley_core::{Manifest, PublisherKey, SongMeta};
-use medley_tracker::{Tracker, TrackerConfig};
+use medley_tracker::{AdmissionMode, Tracker, TrackerConfig};
 
 pub(crate) fn publisher() -> PublisherKey {
     PublisherKey::from_seed([42u8; 32])
@@ -19,18 +19,21 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
         require_signatures: false,
         rate_limit_per_sec: 0,
         insecure_dev_admin: true,
+        // Every node that registers is placed; admission has tests of its own.
+        admission: AdmissionMode::Open,
         ..TrackerConfig::default()
     })
     .await
     .unwrap()
 }
 
-/// A tracker as deployed: node and listener requests must be signed.
+/// A tracker as deployed, but for admission: node and listener requests must be signed.
 pub(crate) async fn start_signed(dir: &Path) -> Tracker {
     Tracker::bind(TrackerConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
+        admission: AdmissionMode::Open,
         ..TrackerConfig::default()
     })
     .await
