@@ -274,11 +274,10 @@ impl Repairer {
         // once a pass; and the shard ids its current slots call for (a shard id can serve
         // several slots: identical shards, such as silence, share one).
         let mut entries: HashMap<u16, Arc<Vec<SegmentEntry>>> = HashMap::new();
-        for &(p, _) in &held {
-            if !entries.contains_key(&p) {
-                let e = self.tracker.partition_segments(p).await?;
-                entries.insert(p, Arc::new(e));
-            }
+        let partitions: BTreeSet<u16> = held.iter().map(|&(p, _)| p).collect();
+        for p in partitions {
+            let e = self.tracker.partition_segments(p).await?;
+            entries.insert(p, Arc::new(e));
         }
         let needed: Arc<HashSet<ShardId>> = Arc::new(
             current

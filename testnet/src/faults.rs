@@ -92,6 +92,27 @@ fn region_nodes(sc: &Scenario, r: usize) -> std::ops::Range<usize> {
     start..start + sc.regions[r].nodes
 }
 
+/// The adversaries a run's faults started: lying listener peers and rogue storage nodes,
+/// and the peer ids of every rogue node that ever joined (the sampler counts their slots).
+#[derive(Default)]
+pub(crate) struct Adversaries {
+    pub(crate) liars: Vec<crate::liar::LyingPeer>,
+    pub(crate) rogues: Vec<crate::rogue::RogueNode>,
+    pub(crate) rogue_ids: Arc<Mutex<Vec<String>>>,
+}
+
+impl Adversaries {
+    /// Stops every one still running.
+    pub(crate) async fn stop(self) {
+        for l in &self.liars {
+            l.peer.shutdown(Duration::from_secs(1)).await;
+        }
+        for r in self.rogues {
+            r.vanish().await;
+        }
+    }
+}
+
 /// Applies one fault; says what it did.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn apply_fault(
@@ -101,7 +122,7 @@ pub(crate) async fn apply_fault(
     shaping: &mut Shaping,
     slots: &[Arc<Slot>],
     songs: &[SongId],
-    liars: &mut Vec<crate::liar::LyingPeer>,
+    adversaries: &mut Adversaries,
     stop: &medley_net::CancellationToken,
 ) -> Result<String, RunError> {
     Ok(match kind {
@@ -195,12 +216,46 @@ pub(crate) async fn apply_fault(
                         let _ = tracker.announce(&announcement).await;
                     }
                 });
-                liars.push(l);
+                adversaries.liars.push(l);
             }
             format!(
                 "{count} lying peers in {name} announce the {} most popular songs",
                 claimed.len()
             )
+        }
+        FaultKind::RogueNodes {
+            region,
+            count,
+            capacity,
+            admitted,
+        } => {
+            let name = &sc.regions[*region].name;
+            let ip = net
+                .nodes()
+                .iter()
+                .find(|n| &n.region == name)
+                .map_or_else(|| "127.0.0.1".to_string(), |n| n.ip.clone());
+            for _ in 0..*count {
+                let r = crate::rogue::RogueNode::join(net, name, &ip, *capacity, *admitted).await?;
+                adversaries.rogue_ids.lock().push(r.peer_id.clone());
+                adversaries.rogues.push(r);
+            }
+            format!(
+                "{count} rogue nodes joined {name} ({}), each claiming {}",
+                if *admitted {
+                    "with join tokens"
+                } else {
+                    "without tokens"
+                },
+                bytesize::ByteSize::b(*capacity)
+            )
+        }
+        FaultKind::RoguesVanish => {
+            let n = adversaries.rogues.len();
+            for r in adversaries.rogues.drain(..) {
+                r.vanish().await;
+            }
+            format!("{n} rogue nodes vanished")
         }
     })
 }

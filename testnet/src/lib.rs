@@ -506,6 +506,8 @@ pub struct Audit {
     pub short: usize,
     /// Segments with fewer than `k` intact shards: unplayable.
     pub lost: usize,
+    /// The songs with such a segment.
+    pub lost_songs: Vec<medley_core::SongId>,
     /// Shards fetched from an extra node rather than their layout holder.
     pub from_extra: usize,
     /// What is wrong, one line per shard or segment.
@@ -936,6 +938,9 @@ impl Testnet {
                 }
                 if ok < usize::from(body.k) {
                     audit.lost += 1;
+                    if audit.lost_songs.last() != Some(&song) {
+                        audit.lost_songs.push(song);
+                    }
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! - `nodes.jsonl`, `nodes.csv`: every node every `sample_secs` (up, bytes served,
 //!   requests, store size, hot segments, repair backlog and progress, corrupt shards found);
 //! - `events.jsonl`: the faults, as they were applied;
+//! - `layout.jsonl`: the layout every `sample_secs` (version, oldest kept, share of slots on
+//!   rogue nodes); `integrity.json`: every shard of every song checked at the end;
 //! - `overhead.csv`: this process's CPU time and memory over the run;
 //! - `logs/`: every process's log. The report ([`crate::report`]) adds `report.md` and plots.
 
@@ -126,6 +128,39 @@ pub struct NodeCounters {
     pub scrub_bad: u64,
 }
 
+/// The layout at a sample, as written to `layout.jsonl`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LayoutSample {
+    /// Seconds from the start of the workload.
+    pub t_secs: f64,
+    /// Its version.
+    pub version: u64,
+    /// The oldest version kept (a change under way when below `version`).
+    pub oldest: u64,
+    /// Share of its slots held by rogue nodes.
+    pub rogue_share: f64,
+}
+
+/// What the network held at the end: every shard of every song checked on its holder once
+/// the layout settled.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Integrity {
+    /// Songs checked.
+    pub songs: usize,
+    /// Their segments.
+    pub segments: usize,
+    /// Segments short of a shard on its holder.
+    pub short: usize,
+    /// Segments with fewer than `k` shards: lost.
+    pub lost: usize,
+    /// Songs with a short segment.
+    pub songs_short: usize,
+    /// Songs with a lost segment.
+    pub songs_lost: usize,
+    /// Seconds after the workload the layout settled (`None`: not within two minutes).
+    pub settled_secs: Option<f64>,
+}
+
 /// A fault as applied, as written to `events.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultEvent {
@@ -180,6 +215,10 @@ pub struct RunData {
     pub events: Vec<FaultEvent>,
     /// This process's cost over time.
     pub overhead: Vec<Overhead>,
+    /// The layout over time.
+    pub layout: Vec<LayoutSample>,
+    /// What the network held at the end (`None`: it could not be checked).
+    pub integrity: Option<Integrity>,
     /// Whether traffic was shaped (why not is in `shaping_note`).
     pub shaped: bool,
     /// What shaping did or why it was off.
@@ -267,6 +306,13 @@ pub(crate) fn write_outputs(out: &Path, d: &RunData) -> Result<(), RunError> {
             )
         }),
     )?;
+    write_jsonl(&out.join("layout.jsonl"), &d.layout)?;
+    if let Some(i) = &d.integrity {
+        write_text(
+            &out.join("integrity.json"),
+            &serde_json::to_string_pretty(i).unwrap_or_default(),
+        )?;
+    }
     write_jsonl(&out.join("nodes.jsonl"), &d.nodes)?;
     write_csv(
         &out.join("nodes.csv"),

@@ -21,6 +21,16 @@ pub const PLOTS: [&str; 4] = [
     "repair.svg",
 ];
 
+/// The plot of the layout's share on rogue nodes, in reports of runs they joined.
+pub const ROGUE_PLOT: &str = "rogue_share.svg";
+
+/// Whether rogue storage nodes joined during the run.
+fn rogues_joined(d: &RunData) -> bool {
+    d.events
+        .iter()
+        .any(|e| matches!(e.kind, crate::scenario::FaultKind::RogueNodes { .. }))
+}
+
 /// The headings every report has.
 pub const SECTIONS: [&str; 6] = [
     "## Where the bytes came from",
@@ -213,6 +223,25 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
         w.cache
     );
     let _ = writeln!(r, "- Shaping: {}", d.shaping_note);
+    match &d.integrity {
+        Some(i) => {
+            let settled = i.settled_secs.map_or_else(
+                || "the layout had not settled two minutes after the workload".to_string(),
+                |s| format!("the layout settled {s:.0} s after the workload"),
+            );
+            let _ = writeln!(
+                r,
+                "- Integrity at the end ({settled}): **{} of {} songs lost** ({} of {} segments with fewer than k shards on their holders; {} segments short of a shard, in {} songs).",
+                i.songs_lost, i.songs, i.lost, i.segments, i.short, i.songs_short
+            );
+        }
+        None => {
+            let _ = writeln!(
+                r,
+                "- Integrity at the end: not checked (the tracker did not answer)."
+            );
+        }
+    }
     if !d.rtts.is_empty() {
         let _ = writeln!(
             r,
@@ -360,6 +389,14 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
         "Repair progress",
     ]) {
         let _ = writeln!(r, "### {title}\n\n![{title}]({file})\n");
+    }
+    if rogues_joined(d) {
+        let peak = d.layout.iter().map(|l| l.rogue_share).fold(0.0, f64::max);
+        let _ = writeln!(
+            r,
+            "### Layout held by rogue nodes\n\nAt most {:.1} % of the slots were on rogue nodes.\n\n![Layout held by rogue nodes]({ROGUE_PLOT})\n",
+            100.0 * peak
+        );
     }
     let _ = writeln!(
         r,
@@ -538,7 +575,31 @@ fn plots(out: &Path, d: &RunData) -> Result<(), RunError> {
             ("repaired (cumulative)".into(), pick(1)),
             ("corrupt found by scrub (cumulative)".into(), pick(2)),
         ],
-    )
+    )?;
+
+    if rogues_joined(d) {
+        let share: Vec<(f64, f64)> = d
+            .layout
+            .iter()
+            .map(|l| (l.t_secs, 100.0 * l.rogue_share))
+            .collect();
+        let behind: Vec<(f64, f64)> = d
+            .layout
+            .iter()
+            .map(|l| (l.t_secs, l.version.saturating_sub(l.oldest) as f64))
+            .collect();
+        line_chart(
+            &out.join(ROGUE_PLOT),
+            "Layout held by rogue nodes",
+            "s",
+            "% of slots / versions",
+            &vec![
+                ("% of slots on rogue nodes".into(), share),
+                ("layout versions not yet settled".into(), behind),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// Draws `series` as lines into an SVG at `path`.

@@ -21,8 +21,8 @@ use crate::Testnet;
 use crate::faults::{Slot, apply_fault, node_of};
 use crate::listener::{self, PlayPlan};
 use crate::record::{
-    FaultEvent, NodeCounters, NodeSample, Overhead, PlayRecord, RunData, RunError, copy_logs,
-    write_outputs, write_setup,
+    FaultEvent, Integrity, LayoutSample, NodeCounters, NodeSample, Overhead, PlayRecord, RunData,
+    RunError, copy_logs, write_outputs, write_setup,
 };
 use crate::scenario::{Scenario, Schedule, Session};
 use crate::shaping::Shaping;
@@ -74,8 +74,9 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         over: medley_net::CancellationToken::new(),
     };
     let tasks = spawn_plays(&sc, &schedule, &slots, &songs, &regions, &workload);
-    let sampler = Sampler::spawn(&sc, &net, &slots, &workload);
-    let (events, liars) = follow_timeline(
+    let mut adversaries = crate::faults::Adversaries::default();
+    let sampler = Sampler::spawn(&sc, &net, &slots, &workload, &adversaries);
+    let events = follow_timeline(
         &sc,
         &schedule,
         &mut net,
@@ -84,24 +85,25 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         &songs,
         &sampler,
         &workload,
+        &mut adversaries,
     )
     .await;
     tokio::time::sleep_until(workload.end.into()).await;
     finish_plays(&sc, tasks).await;
     let wall_secs = workload.t0.elapsed().as_secs_f64();
     workload.over.cancel();
-    let (nodes, overhead) = sampler.stop().await;
+    let (nodes, overhead, layout) = sampler.stop().await;
     workload.bar.finish_and_clear();
 
-    // Everything stops: listeners, liars, frozen nodes thawed, then the network.
+    // Everything stops: listeners, adversaries, frozen nodes thawed; the network settles
+    // and every shard of every song is checked on its holder; then the network stops.
     let clients: Vec<Arc<Client>> = slots.iter().filter_map(|s| s.client()).collect();
     futures::future::join_all(clients.iter().map(|c| c.shutdown())).await;
-    for l in &liars {
-        l.peer.shutdown(Duration::from_secs(1)).await;
-    }
+    adversaries.stop().await;
     for i in 0..net.nodes().len() {
         let _ = net.freeze_node(i, false);
     }
+    let integrity = check_integrity(&net, &songs).await;
     tokio::task::block_in_place(|| net.shutdown());
     shaping.stop();
     copy_logs(&work.path().join("net/logs"), &opts.out.join("logs"));
@@ -115,6 +117,8 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         nodes,
         events,
         overhead,
+        layout,
+        integrity,
         shaped: shaping.on(),
         shaping_note: shaping.note(),
         rtts,
@@ -381,18 +385,31 @@ struct Sampler {
     admins: Arc<Mutex<Vec<Option<String>>>>,
     samples: Arc<Mutex<Vec<NodeSample>>>,
     overhead: Arc<Mutex<Vec<Overhead>>>,
+    layout: Arc<Mutex<Vec<LayoutSample>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sampler {
-    fn spawn(sc: &Scenario, net: &Testnet, slots: &[Arc<Slot>], w: &Workload) -> Self {
+    fn spawn(
+        sc: &Scenario,
+        net: &Testnet,
+        slots: &[Arc<Slot>],
+        w: &Workload,
+        adversaries: &crate::faults::Adversaries,
+    ) -> Self {
         let admins: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(
             net.nodes().iter().map(|n| n.admin.clone()).collect(),
         ));
         let node_regions: Vec<String> = net.nodes().iter().map(|n| n.region.clone()).collect();
         let samples: Arc<Mutex<Vec<NodeSample>>> = Arc::default();
         let overhead: Arc<Mutex<Vec<Overhead>>> = Arc::default();
+        let layout: Arc<Mutex<Vec<LayoutSample>>> = Arc::default();
         let (admins2, samples2, overhead2) = (admins.clone(), samples.clone(), overhead.clone());
+        let (layout2, rogue_ids, tracker) = (
+            layout.clone(),
+            adversaries.rogue_ids.clone(),
+            net.tracker().ok(),
+        );
         let (slots, plays, bar, stop, t0) = (
             slots.to_vec(),
             w.plays.clone(),
@@ -416,6 +433,12 @@ impl Sampler {
                 }))
                 .await;
                 samples2.lock().extend(got);
+                if let Some(tracker) = &tracker {
+                    let rogues = rogue_ids.lock().clone();
+                    if let Some(l) = sample_layout(tracker, &rogues, t).await {
+                        layout2.lock().push(l);
+                    }
+                }
                 let (cpu_secs, rss_bytes) = self_usage();
                 overhead2.lock().push(Overhead {
                     t_secs: t,
@@ -435,22 +458,87 @@ impl Sampler {
             admins,
             samples,
             overhead,
+            layout,
             task,
         }
     }
 
     /// Waits for the sampler to end (the workload's token fired); returns what it read.
-    async fn stop(self) -> (Vec<NodeSample>, Vec<Overhead>) {
+    async fn stop(self) -> (Vec<NodeSample>, Vec<Overhead>, Vec<LayoutSample>) {
         let _ = self.task.await;
         (
             std::mem::take(&mut *self.samples.lock()),
             std::mem::take(&mut *self.overhead.lock()),
+            std::mem::take(&mut *self.layout.lock()),
         )
     }
 }
 
-/// Applies the schedule's faults at their times; returns what each did and the lying peers
-/// started.
+/// The layout now: its version, the oldest kept, and the share of its slots on `rogues`.
+async fn sample_layout(
+    tracker: &medley_api::TrackerClient,
+    rogues: &[String],
+    t_secs: f64,
+) -> Option<LayoutSample> {
+    let stats = tracker.stats().await.ok()?;
+    let layout = tracker.layout().await.ok()?;
+    let slots = layout.partitions.iter().map(Vec::len).sum::<usize>().max(1);
+    let on_rogues = layout
+        .partitions
+        .iter()
+        .flatten()
+        .filter(|n| rogues.contains(n))
+        .count();
+    Some(LayoutSample {
+        t_secs,
+        version: layout.version,
+        oldest: stats.layout_oldest.unwrap_or(layout.version),
+        rogue_share: on_rogues as f64 / slots as f64,
+    })
+}
+
+/// Waits (up to two minutes) for the layout to settle and repair to end, then checks every
+/// shard of every song on its holder: what the run lost.
+async fn check_integrity(net: &Testnet, songs: &[SongId]) -> Option<Integrity> {
+    let tracker = net.tracker().ok()?;
+    let spinner = crate::progress_spinner("settling, then checking every shard of every song");
+    let start = Instant::now();
+    let mut settled = None;
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(s) = tracker.stats().await
+            && s.layout_version.is_some()
+            && s.layout_oldest == s.layout_version
+            && s.repair.backlog == 0
+        {
+            settled = Some(start.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let audit = net.audit(songs, &[]).await.ok();
+    spinner.finish_and_clear();
+    let audit = audit?;
+    let short_songs = songs.len().min(
+        audit
+            .problems
+            .iter()
+            .filter_map(|p| p.split_whitespace().next())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+    );
+    Some(Integrity {
+        songs: songs.len(),
+        segments: audit.segments,
+        short: audit.short,
+        lost: audit.lost,
+        songs_short: short_songs,
+        songs_lost: audit.lost_songs.len(),
+        settled_secs: settled,
+    })
+}
+
+/// Applies the schedule's faults at their times, keeping the adversaries they start in
+/// `adversaries`; returns what each did.
 #[allow(clippy::too_many_arguments)]
 async fn follow_timeline(
     sc: &Scenario,
@@ -461,13 +549,23 @@ async fn follow_timeline(
     songs: &[SongId],
     sampler: &Sampler,
     w: &Workload,
-) -> (Vec<FaultEvent>, Vec<crate::liar::LyingPeer>) {
+    adversaries: &mut crate::faults::Adversaries,
+) -> Vec<FaultEvent> {
     let mut events = Vec::new();
-    let mut liars = Vec::new();
     for f in &schedule.faults {
         tokio::time::sleep_until((w.t0 + Duration::from_secs_f64(f.at_secs)).into()).await;
         let t = w.t0.elapsed().as_secs_f64();
-        let r = apply_fault(&f.kind, sc, net, shaping, slots, songs, &mut liars, &w.over).await;
+        let r = apply_fault(
+            &f.kind,
+            sc,
+            net,
+            shaping,
+            slots,
+            songs,
+            adversaries,
+            &w.over,
+        )
+        .await;
         if let Some(i) = node_of(&f.kind, sc) {
             sampler.admins.lock()[i] = net.nodes()[i].admin.clone();
         }
@@ -483,7 +581,7 @@ async fn follow_timeline(
             ok,
         });
     }
-    (events, liars)
+    events
 }
 
 /// Lets the plays under way finish (a song lasts at most `max_secs / speed`); drops those

@@ -303,7 +303,7 @@ pub struct Fault {
     /// When, in seconds from the start of the workload.
     pub at_secs: f64,
     /// `kill_node`, `restart_node`, `corrupt_node`, `kill_listeners`, `restart_listeners`,
-    /// `cut_region`, `heal_region` or `lying_peer`.
+    /// `cut_region`, `heal_region`, `lying_peer`, `rogue_nodes` or `rogues_vanish`.
     pub action: String,
     /// The node, as `region/index` (e.g. `eu-west/0`), for node actions.
     #[serde(default)]
@@ -317,6 +317,13 @@ pub struct Fault {
     /// Share of a node's stored records to damage (`corrupt_node`), 0 to 1.
     #[serde(default)]
     pub fraction: Option<f64>,
+    /// The capacity rogue nodes claim (`rogue_nodes`), e.g. "1 EB".
+    #[serde(default)]
+    pub capacity: Option<bytesize::ByteSize>,
+    /// Whether rogue nodes come with join tokens, as a careless operator's would
+    /// (`rogue_nodes`; default true).
+    #[serde(default)]
+    pub admitted: Option<bool>,
 }
 
 /// Random restarts.
@@ -402,6 +409,20 @@ pub enum FaultKind {
         /// How many.
         count: usize,
     },
+    /// Storage nodes of a region join claiming `capacity`, keep nothing they are sent, say
+    /// they hold everything ([`crate::rogue`]).
+    RogueNodes {
+        /// Region index.
+        region: usize,
+        /// How many.
+        count: usize,
+        /// Bytes each claims.
+        capacity: u64,
+        /// With join tokens (else they register without one).
+        admitted: bool,
+    },
+    /// Every rogue node vanishes at once, without a word to the tracker.
+    RoguesVanish,
 }
 
 /// A fault at a time.
@@ -657,6 +678,7 @@ listener_kills_per_min = 6
                 "churn",
                 "demo",
                 "flash-crowd",
+                "hostile-join",
                 "lying-peer",
                 "region-outage",
                 "zipf-steady"

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use medley_testnet::record::{FaultEvent, NodeSample, PlayRecord};
-use medley_testnet::report::{PLOTS, SECTIONS};
+use medley_testnet::record::{FaultEvent, Integrity, LayoutSample, NodeSample, PlayRecord};
+use medley_testnet::report::{PLOTS, ROGUE_PLOT, SECTIONS};
 use medley_testnet::scenario::{FaultKind, Scenario};
 use medley_testnet::shaping;
 
@@ -65,6 +65,13 @@ action = "kill_node"
 node = "us-east/2"
 
 [[faults]]
+at_secs = 6
+action = "rogue_nodes"
+region = "eu-west"
+count = 1
+capacity = "1 EiB"
+
+[[faults]]
 at_secs = 8
 action = "kill_listeners"
 region = "us-east"
@@ -86,6 +93,10 @@ at_secs = 16
 action = "corrupt_node"
 node = "eu-west/1"
 fraction = 0.5
+
+[[faults]]
+at_secs = 18
+action = "rogues_vanish"
 
 [[faults]]
 at_secs = 20
@@ -184,7 +195,7 @@ fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and
 
     // Faults: all applied, in order, at about their times.
     let events: Vec<FaultEvent> = jsonl(&out.join("events.jsonl"));
-    assert_eq!(events.len(), 8);
+    assert_eq!(events.len(), 10);
     for e in &events {
         assert!(e.ok, "{e:?}");
         assert!(e.t_secs >= e.planned_secs - 0.01, "{e:?}");
@@ -235,6 +246,27 @@ fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and
     );
     assert!(out.join("logs/tracker.log").exists());
 
+    // The layout: sampled throughout; the rogue node held slots after it joined, none once
+    // it was gone and the layout settled; at the end every song was whole.
+    let layout: Vec<LayoutSample> = jsonl(&out.join("layout.jsonl"));
+    assert!(layout.len() >= 10);
+    assert!(layout.iter().any(|l| l.t_secs > 6.0 && l.rogue_share > 0.0));
+    assert!(
+        layout
+            .iter()
+            .all(|l| l.t_secs > 6.0 || l.rogue_share == 0.0)
+    );
+    let integrity: Integrity =
+        serde_json::from_str(&std::fs::read_to_string(out.join("integrity.json")).unwrap())
+            .unwrap();
+    assert_eq!(integrity.songs, sc.catalogue.songs + 1, "{integrity:?}");
+    assert_eq!(
+        (integrity.lost, integrity.songs_lost),
+        (0, 0),
+        "{integrity:?}"
+    );
+    assert!(integrity.settled_secs.is_some(), "{integrity:?}");
+
     // The report: scenario, seed, every table, every plot (drawn, with lines).
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("`short`, seed 42"), "{report}");
@@ -251,7 +283,8 @@ fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and
         report.contains("Shaping: "),
         "the report says whether it shaped"
     );
-    for p in PLOTS {
+    assert!(report.contains("**0 of 7 songs lost**"), "{report}");
+    for p in PLOTS.iter().chain([&ROGUE_PLOT]) {
         assert!(report.contains(&format!("]({p})")), "{p} not linked");
         let svg = std::fs::read_to_string(out.join(p)).unwrap();
         assert!(svg.starts_with("<svg"), "{p}");

@@ -266,7 +266,18 @@ impl Registry {
             rec.invite = invite;
             info!(node = %rec.peer_id, "node admitted");
         }
-        self.store(&rec)?;
+        // A registration that changes nothing but the time (a pending node asks again at
+        // each interval) is not written again.
+        let unchanged = previous.as_ref().is_some_and(|p| {
+            p.addrs == rec.addrs
+                && p.region == rec.region
+                && p.capacity == rec.capacity
+                && p.admission == rec.admission
+                && !p.stopped
+        });
+        if !unchanged {
+            self.store(&rec)?;
+        }
         nodes.insert(rec.peer_id.clone(), rec.clone());
         Ok(rec)
     }

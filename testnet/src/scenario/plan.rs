@@ -264,12 +264,27 @@ impl Scenario {
                     count: count(region, false)?,
                 }
             }
+            "rogue_nodes" => {
+                let region = region()?;
+                let capacity = f.capacity.map_or(1u64 << 60, |c| c.as_u64());
+                if capacity == 0 {
+                    return Err(bad(field("capacity"), "at least 1 byte"));
+                }
+                FaultKind::RogueNodes {
+                    region,
+                    count: count(region, false)?,
+                    capacity,
+                    admitted: f.admitted.unwrap_or(true),
+                }
+            }
+            "rogues_vanish" => FaultKind::RoguesVanish,
             other => {
                 return Err(bad(
                     field("action"),
                     format!(
                         "unknown action {other:?} (kill_node, restart_node, corrupt_node, \
-                         kill_listeners, restart_listeners, cut_region, heal_region, lying_peer)"
+                         kill_listeners, restart_listeners, cut_region, heal_region, lying_peer, \
+                         rogue_nodes, rogues_vanish)"
                     ),
                 ));
             }
