@@ -203,9 +203,13 @@ pub struct NodeRecord {
     /// Unix milliseconds of its first registration.
     #[serde(default)]
     pub first_seen_ms: u64,
-    /// Its newest layout version fully repaired (from its heartbeats).
+    /// Its newest layout version fully repaired (from its heartbeats: its word).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired_version: Option<u64>,
+    /// The `repaired_version` it stated when it last passed an audit (with audits off, its
+    /// word): its slots of versions up to this one count as settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_version: Option<u64>,
     /// Bytes of its slots it proved it holds (audits passed), in powers of two.
     #[serde(default)]
     pub proven_bytes: u64,

@@ -179,6 +179,10 @@ enum Command {
     ConnectedPeers {
         reply: oneshot::Sender<usize>,
     },
+    /// Close every connection to a peer.
+    Disconnect {
+        peer: PeerId,
+    },
     /// Refuse new inbound requests, answer those in flight, then stop.
     Stop,
 }
@@ -539,6 +543,14 @@ impl PeerHandle {
         }
     }
 
+    /// Closes every connection to `peer`: the next request dials it afresh. For a peer whose
+    /// connection went quiet (it may have restarted, and a connection to its old process
+    /// answers nothing until it times out).
+    pub async fn disconnect(&self, peer: PeerId) {
+        Connections::forget(&self.connections, peer);
+        let _ = self.commands.send(Command::Disconnect { peer }).await;
+    }
+
     /// Audits `peer`: asks it to prove `challenge` and checks the answer against the
     /// shard's id. Returns the bytes of the proof. `Err(BadHash)`: it answered with
     /// something that is no proof.
@@ -693,6 +705,10 @@ impl Actor {
             }
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().count());
+            }
+            Command::Disconnect { peer } => {
+                // Not connected: nothing to close.
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Stop => {
                 debug!(

@@ -6,7 +6,10 @@
 //! next request: until the requester closes it, or [`Limits::stream_idle`] passes without
 //! one. Requests past
 //! [`PeerConfig::max_concurrent_inbound`](crate::PeerConfig) are answered `BUSY` at once;
-//! those of a peer past its own limit after [`BUSY_DELAY`], so a flooding peer cannot spin.
+//! those of a peer past its own limit after [`BUSY_DELAY`], so a flooding peer cannot spin;
+//! and once three quarters of the places are taken, those of a peer holding its fair share
+//! of them (those places over the peers asking) or more, also after the delay: the last quarter is
+//! for peers that ask little, so many flooding keys cannot crowd out a listener.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,6 +184,18 @@ impl Server {
                 "{mine} of your requests in flight, the most one peer may have"
             ));
         }
+        // The last quarter of the places is kept for peers below their fair share of the
+        // other three (those places over the peers asking): many peers flooding at once,
+        // one key each, cannot take every place from a listener that asks for a few shards.
+        let limit = self.0.limits.in_flight;
+        let shared = limit - limit / 4;
+        let peers = state.per_peer.len() + usize::from(mine == 0);
+        let fair = (shared / peers.max(1)).max(1);
+        if state.in_flight >= shared && mine >= fair {
+            return Admission::BusyLater(format!(
+                "{mine} of your requests in flight, your share while the node is busy"
+            ));
+        }
         state.in_flight += 1;
         *state.per_peer.entry(peer).or_default() += 1;
         Admission::Run(Slot {
@@ -320,5 +335,58 @@ impl Inbound for Server {
         self.0
             .runtime
             .spawn(self.clone().serve(peer, stream, one_shot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(in_flight: usize, per_peer: usize) -> Server {
+        Server::new(
+            Arc::new(NoService),
+            Limits {
+                in_flight,
+                per_peer,
+                timeout: Duration::from_secs(1),
+                stream_idle: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn many_flooding_peers_leave_room_for_one_that_asks_little() {
+        let s = server(64, 16);
+        let flooders: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
+        let mut held = Vec::new();
+        // Each flooder asks for all it may, in turns, as many keys flooding at once do.
+        for _ in 0..16 {
+            for f in &flooders {
+                if let Admission::Run(slot) = s.admit(*f) {
+                    held.push(slot);
+                }
+            }
+        }
+        let taken = s.in_flight();
+        assert!(taken < 64, "the flooders took {taken} of 64 places");
+        assert!(
+            taken >= 48,
+            "below three quarters every peer is served: {taken}"
+        );
+        // A listener asking for a few shards gets them at once.
+        let listener = PeerId::random();
+        for i in 0..3 {
+            assert!(
+                matches!(s.admit(listener), Admission::Run(_)),
+                "request {i} of the listener refused with {} in flight",
+                s.in_flight()
+            );
+        }
+        // With room to spare, one peer alone may take its whole limit.
+        drop(held);
+        let alone = PeerId::random();
+        let mine: Vec<_> = (0..16).map(|_| s.admit(alone)).collect();
+        assert!(mine.iter().all(|a| matches!(a, Admission::Run(_))));
+        assert!(matches!(s.admit(alone), Admission::BusyLater(_)));
     }
 }

@@ -16,7 +16,7 @@
 //! more than one arrives before its accept loop runs (its channel holds one), which several
 //! requests in flight on one connection do all the time, and it dials without addresses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -79,6 +79,9 @@ pub(crate) enum Opening {
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     by_peer: HashMap<PeerId, Vec<Connection>>,
+    /// Peers whose connections were given up: the next stream to one dials afresh, even if
+    /// the swarm still counts a connection while it closes.
+    forgotten: HashSet<PeerId>,
 }
 
 impl Connections {
@@ -90,6 +93,9 @@ impl Connections {
     /// `None`: no connection to it was known.
     pub(crate) fn open(this: &Mutex<Self>, peer: PeerId, new: bool) -> Option<Opening> {
         let mut me = Self::lock(this);
+        if me.forgotten.remove(&peer) {
+            return Some(Opening::Closed);
+        }
         let conns = me.by_peer.get_mut(&peer)?;
         // The newest connection first: an older one may be on its way out.
         while let Some(conn) = conns.last_mut() {
@@ -114,6 +120,13 @@ impl Connections {
         }
         me.by_peer.remove(&peer);
         Some(Opening::Closed)
+    }
+
+    /// Gives up every connection to `peer`: no stream is taken from them again.
+    pub(crate) fn forget(this: &Mutex<Self>, peer: PeerId) {
+        let mut me = Self::lock(this);
+        me.by_peer.remove(&peer);
+        me.forgotten.insert(peer);
     }
 
     /// Keeps `stream`, just done with an exchange, for the next request to `peer`: if its
@@ -216,6 +229,7 @@ impl NetworkBehaviour for Behaviour {
         if let FromSwarm::ConnectionClosed(ConnectionClosed {
             peer_id,
             connection_id,
+            remaining_established,
             ..
         }) = event
         {
@@ -225,6 +239,10 @@ impl NetworkBehaviour for Behaviour {
                 if list.is_empty() {
                     conns.by_peer.remove(&peer_id);
                 }
+            }
+            if remaining_established == 0 {
+                // Nothing left to give up: the next request dials anyway.
+                conns.forgotten.remove(&peer_id);
             }
         }
     }

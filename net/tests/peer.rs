@@ -414,3 +414,102 @@ fn the_same_identity_is_served_again_right_after_it_restarts() {
         }
     });
 }
+
+/// A server that dies without a word (a crash) and comes back on the same address with the
+/// same identity: the connection to its old process answers nothing until it times out,
+/// so a request on it fails; once the client gives that connection up, the next request
+/// dials the new process and is answered at once.
+#[test]
+fn a_server_that_crashed_and_came_back_is_reached_once_its_old_connection_is_given_up() {
+    let key = Keypair::generate_ed25519();
+    let start_server = |port: u16| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = key.clone();
+        let (p, addrs) = rt.block_on(async move {
+            // The old process's socket closes in the background: try again for a while.
+            let mut tries = 0;
+            let listen: medley_net::Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+                .parse()
+                .unwrap();
+            let p = loop {
+                let config = PeerConfig {
+                    listen: vec![listen.clone()],
+                    ..PeerConfig::default()
+                };
+                let service = Arc::new(MemService::default());
+                match Peer::spawn(key.clone(), config, service, CancellationToken::new()).await {
+                    Ok(p) => break p,
+                    Err(e) if tries < 40 => {
+                        tries += 1;
+                        eprintln!("listening again: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let addrs = p.listen_addrs().await;
+            (p, addrs)
+        });
+        (rt, p, addrs)
+    };
+    let (rt, p, addrs) = start_server(0);
+    let id = p.peer_id();
+    let port: u16 = addrs[0]
+        .to_string()
+        .split("/udp/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next()?.parse().ok())
+        .unwrap();
+
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let c = client_rt.block_on(async {
+        Peer::spawn(
+            Keypair::generate_ed25519(),
+            PeerConfig {
+                request_timeout: Duration::from_secs(1),
+                ..PeerConfig::default()
+            },
+            Arc::new(medley_net::NoService),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    });
+    let ask = || {
+        let (c, addrs) = (c.clone(), addrs.clone());
+        async move { c.get_shard(id, addrs, ShardId::of(b"none")).await }
+    };
+    let answered = |r: &Result<_, medley_net::RequestError>| matches!(r, Err(e) if e.code() == Some(ErrorCode::NOT_FOUND));
+    assert!(answered(&client_rt.block_on(ask())));
+
+    // The crash: nothing of the old process runs any more.
+    drop(p);
+    rt.shutdown_background();
+    let (_rt, _p, _) = start_server(port);
+
+    client_rt.block_on(async {
+        let started = std::time::Instant::now();
+        let first = ask().await;
+        if !answered(&first) {
+            let e = first.err().map(|e| e.to_string()).unwrap_or_default();
+            eprintln!("on the old connection: {e}");
+            c.disconnect(id).await;
+            let second = ask().await;
+            assert!(
+                answered(&second),
+                "after giving the old connection up: {:?}",
+                second.err()
+            );
+        }
+        // Far sooner than the QUIC idle timeout (10 s) that would close it otherwise.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}

@@ -370,6 +370,13 @@ impl TestnetBuilder {
                 .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
                 .collect()
         });
+        // Audits every 2 s: layout changes wait for a new holder's audit to count its slots
+        // settled, and a testnet's changes should not take minutes.
+        let audit_line = if self.tracker_config.contains("audit_interval_secs") {
+            ""
+        } else {
+            "audit_interval_secs = 2\n"
+        };
         // The regions nodes may register in: the testnet's own.
         let regions_line = if self.tracker_config.contains("regions") {
             String::new()
@@ -382,12 +389,13 @@ impl TestnetBuilder {
         std::fs::write(
             tracker_dir.join("medley-tracker.toml"),
             format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}{}\n",
+                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}{}{}\n",
                 self.k,
                 self.m,
                 self.grace_secs,
                 key.id(),
                 admin_token,
+                audit_line,
                 regions_line,
                 tls_lines,
                 // Every process of a testnet shares 127.0.0.1: one client address.

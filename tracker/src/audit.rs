@@ -61,7 +61,12 @@ async fn audit(
         Err(e @ RequestError::Remote { code, .. }) if code == ErrorCode::BUSY => {
             AuditOutcome::TimedOut(e.to_string())
         }
-        Err(e) if e.on_the_way() => AuditOutcome::TimedOut(e.to_string()),
+        Err(e) if e.on_the_way() => {
+            // The connection may be to a process that is gone (the node restarted): the
+            // next audit dials afresh.
+            peer.disconnect(node).await;
+            AuditOutcome::TimedOut(e.to_string())
+        }
         Err(e) => AuditOutcome::Failed(e.to_string()),
     };
     Some((target.node, outcome, bytes))
@@ -76,8 +81,9 @@ pub(crate) async fn run(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let interval = Duration::from_secs(secs);
     let cancel = CancellationToken::new();
     let config = PeerConfig {
-        // An audit waits at most half an interval (and at most 10 s) for its answer.
-        request_timeout: (interval / 2).clamp(Duration::from_millis(500), Duration::from_secs(10)),
+        // An audit waits half an interval for its answer, at least 3 s (a busy node on a
+        // busy machine is not a liar) and at most 10 s. Rounds never overlap.
+        request_timeout: (interval / 2).clamp(Duration::from_secs(3), Duration::from_secs(10)),
         ..PeerConfig::default()
     };
     let peer = match Peer::spawn(

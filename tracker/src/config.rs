@@ -228,7 +228,9 @@ pub const FIELDS: [FieldDoc; 33] = [
         name: "audit_failures",
         doc: "Audits in a row a node may fail or leave unanswered before it is put out of the\n\
               layout (its slots go to other nodes, which rebuild them) until an operator\n\
-              approves it again.",
+              approves it again. An audit left unanswered by a node unheard since the audit\n\
+              before counts as the node being down, not as a failure: the grace period\n\
+              deals with it.",
         example: None,
     },
 ];

@@ -6,8 +6,10 @@
 //! grow; a version once written never changes. With fewer than `k + m` eligible nodes the
 //! layout in force stays (or there is none).
 //!
-//! Churn is bounded: a slot is *settled* once its node reports holding every shard of its
-//! slots as of the slot's version (its `repaired_version`). A new version moves at most
+//! Churn is bounded: a slot is *settled* once its node reported holding every shard of its
+//! slots as of the slot's version (its `repaired_version`) and then passed an audit (with
+//! audits off, on its word alone: a node that lies about what it holds would settle its
+//! slots at once). A new version moves at most
 //! `max(1, m - 1)` slots of a partition that are not settled, counting those it moves, apart
 //! from the slots of nodes that are gone (down, evicted, revoked), which move at once; the
 //! rest of a change follows in later versions as slots settle. So while nodes come and go,
@@ -46,8 +48,9 @@ pub(crate) struct Layouts {
 pub(crate) trait Settling {
     /// Whether `node`'s slots must move at once (it is gone).
     fn must_move(&self, node: &str) -> bool;
-    /// The newest version `node` holds every shard of its slots in.
-    fn repaired_version(&self, node: &str) -> Option<u64>;
+    /// The newest version whose slots of `node` are settled: it holds their shards (its
+    /// word, checked by an audit since).
+    fn settled_version(&self, node: &str) -> Option<u64>;
     /// Whether partition `p` holds any segment: the slots of one that holds none move
     /// freely, there being nothing to move.
     fn holds_data(&self, p: usize) -> bool;
@@ -70,7 +73,9 @@ impl Layouts {
             db,
             current: RwLock::new(current.map(Arc::new)),
             members: Mutex::new(Vec::new()),
-            behind: Mutex::new(false),
+            // A change may have been under way when the tracker stopped: the first refresh
+            // looks again.
+            behind: Mutex::new(true),
             oldest: Mutex::new(oldest),
             partitions,
             slots,
@@ -127,7 +132,7 @@ impl Layouts {
     fn settled(layout: &Layout, p: usize, slot: usize, node: &str, nodes: &dyn Settling) -> bool {
         !nodes.holds_data(p)
             || nodes
-                .repaired_version(node)
+                .settled_version(node)
                 .is_some_and(|v| v >= layout.since(p, slot))
     }
 

@@ -96,6 +96,9 @@ pub(crate) struct Registry {
     grace_ms: u64,
     /// Most capacity a node counts with.
     max_capacity: u64,
+    /// Whether nodes are audited: then what they say they repaired counts once an audit
+    /// passed after they said it.
+    audited: bool,
 }
 
 impl Registry {
@@ -106,6 +109,7 @@ impl Registry {
         db: Arc<Db>,
         grace_ms: u64,
         max_capacity: u64,
+        audited: bool,
         in_layout: &HashSet<&str>,
         now: u64,
     ) -> Result<Self, StateError> {
@@ -123,6 +127,7 @@ impl Registry {
             nodes: RwLock::new(nodes),
             grace_ms,
             max_capacity,
+            audited,
         })
     }
 
@@ -155,12 +160,25 @@ impl Registry {
             .is_none_or(|r| !Self::placeable(r) || !self.is_recent(r, now))
     }
 
-    /// The newest layout version `peer_id` reported holding every shard of its slots in.
+    /// The newest layout version `peer_id` says it holds every shard of its slots in (its
+    /// word: what audits check).
     pub(crate) fn repaired_version(&self, peer_id: &str) -> Option<u64> {
         self.nodes
             .read()
             .get(peer_id)
             .and_then(|r| r.repaired_version)
+    }
+
+    /// The newest layout version whose slots of `peer_id` count as settled: what it said it
+    /// repaired when it last passed an audit (with audits off, its word).
+    pub(crate) fn settled_version(&self, peer_id: &str) -> Option<u64> {
+        let nodes = self.nodes.read();
+        let rec = nodes.get(peer_id)?;
+        if self.audited {
+            rec.verified_version
+        } else {
+            rec.repaired_version
+        }
     }
 
     /// Capacity `rec` counts with: the least of what it declared, its admission's cap and
@@ -249,6 +267,7 @@ impl Registry {
             invite: None,
             first_seen_ms: now,
             repaired_version: None,
+            verified_version: None,
             proven_bytes: 0,
             audits: AuditRecord::default(),
             evicted: None,
@@ -329,15 +348,26 @@ impl Registry {
         outcome: &AuditOutcome,
         allowed: u32,
         now: u64,
+        layout_version: Option<u64>,
     ) -> Result<Option<String>, StateError> {
         let mut evicted = None;
         self.change(peer_id, |rec| {
+            // Heard from since the audit before: up, so silence to an audit is refusal.
+            let heard = rec.last_seen_ms > rec.audits.last_ms;
             let a = &mut rec.audits;
             a.last_ms = now;
             match outcome {
                 AuditOutcome::Passed => {
                     a.passed += 1;
                     a.consecutive_failures = 0;
+                    // What it said it repaired holds as far as the sample goes, and no
+                    // further than the layout the audit was drawn from: a claim of a
+                    // version yet to come settles nothing.
+                    let claim = rec
+                        .repaired_version
+                        .zip(layout_version)
+                        .map(|(r, v)| r.min(v));
+                    rec.verified_version = claim.max(rec.verified_version);
                     return;
                 }
                 AuditOutcome::Failed(e) => {
@@ -347,6 +377,11 @@ impl Registry {
                 AuditOutcome::TimedOut(e) => {
                     a.timeouts += 1;
                     a.last_error = Some(e.clone());
+                    if !heard {
+                        // Down (crashed, restarting, cut off): the grace period moves its
+                        // slots if it stays down; an audit it cannot hear is no failure.
+                        return;
+                    }
                 }
             }
             a.consecutive_failures += 1;
@@ -565,5 +600,117 @@ impl Registry {
             .iter()
             .map(|(id, r)| (id.clone(), (r.addrs.clone(), self.is_alive(r, now))))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &std::path::Path, audited: bool) -> Registry {
+        let db = Arc::new(Db::open(dir).expect("open the database"));
+        let r = Registry::open(db, 60_000, u64::MAX, audited, &HashSet::new(), 0)
+            .expect("open the registry");
+        let reg = Registration {
+            peer_id: "node-0".into(),
+            addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
+            region: "r".into(),
+            capacity: 1 << 40,
+            join: None,
+        };
+        let consent = Consent::Admit {
+            capacity: None,
+            invite: None,
+        };
+        r.register(reg, consent, 0).expect("register");
+        // It says it holds every shard of its slots, of any layout to come.
+        let hb = Heartbeat {
+            peer_id: "node-0".into(),
+            load: Default::default(),
+            hot: None,
+            repaired_version: Some(u64::MAX),
+        };
+        r.heartbeat(&hb, 1).expect("heartbeat");
+        r
+    }
+
+    #[test]
+    fn a_claim_settles_slots_only_once_an_audit_passed_and_only_up_to_its_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), true);
+        assert_eq!(r.repaired_version("node-0"), Some(u64::MAX));
+        assert_eq!(
+            r.settled_version("node-0"),
+            None,
+            "its word alone settles nothing"
+        );
+        r.record_audit(
+            "node-0",
+            &AuditOutcome::Failed("no proof".into()),
+            3,
+            2,
+            Some(7),
+        )
+        .unwrap();
+        assert_eq!(
+            r.settled_version("node-0"),
+            None,
+            "a failed audit settles nothing"
+        );
+        r.record_audit("node-0", &AuditOutcome::Passed, 3, 3, Some(7))
+            .unwrap();
+        assert_eq!(
+            r.settled_version("node-0"),
+            Some(7),
+            "a pass settles the layout it was drawn from, not versions yet to come"
+        );
+        // A later pass never takes a settlement back.
+        r.record_audit("node-0", &AuditOutcome::Passed, 3, 4, Some(5))
+            .unwrap();
+        assert_eq!(r.settled_version("node-0"), Some(7));
+    }
+
+    #[test]
+    fn silence_counts_against_a_node_that_is_up_not_one_that_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), true);
+        let timed_out = || AuditOutcome::TimedOut("no answer".into());
+        // Heard from (t = 1) before each audit it leaves unanswered: it is up, and refuses.
+        r.record_audit("node-0", &timed_out(), 2, 2, Some(1))
+            .unwrap();
+        let hb = |t| {
+            let hb = Heartbeat {
+                peer_id: "node-0".into(),
+                load: Default::default(),
+                hot: None,
+                repaired_version: Some(1),
+            };
+            r.heartbeat(&hb, t).unwrap();
+        };
+        hb(3);
+        let evicted = r
+            .record_audit("node-0", &timed_out(), 2, 4, Some(1))
+            .unwrap();
+        assert!(evicted.is_some(), "two refusals in a row evict it");
+
+        // Another node goes quiet (a crash): audits it cannot hear do not evict it.
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), true);
+        for t in 2..10 {
+            let evicted = r
+                .record_audit("node-0", &timed_out(), 2, t, Some(1))
+                .unwrap();
+            assert_eq!(evicted, None, "audit at {t}");
+        }
+        let rec = r.nodes.read().get("node-0").cloned().unwrap();
+        assert_eq!(rec.audits.timeouts, 8);
+        assert_eq!(rec.audits.consecutive_failures, 1, "only the first counts");
+    }
+
+    #[test]
+    fn without_audits_a_nodes_word_settles_its_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), false);
+        assert_eq!(r.settled_version("node-0"), Some(u64::MAX));
     }
 }

@@ -78,8 +78,8 @@ impl Settling for NodesNow<'_> {
         self.registry.must_move(node, self.now)
     }
 
-    fn repaired_version(&self, node: &str) -> Option<u64> {
-        self.registry.repaired_version(node)
+    fn settled_version(&self, node: &str) -> Option<u64> {
+        self.registry.settled_version(node)
     }
 
     fn holds_data(&self, p: usize) -> bool {
@@ -123,6 +123,7 @@ impl State {
             db.clone(),
             config.node_grace_secs * 1000,
             config.max_node_capacity.as_u64(),
+            config.audit_interval_secs > 0,
             &in_layout,
             now,
         )?;
@@ -303,9 +304,14 @@ impl State {
     /// Records what an audit of `node` found; a node that failed too many in a row leaves
     /// the layout.
     pub fn record_audit(&self, node: &str, outcome: AuditOutcome) -> Result<(), StateError> {
-        let evicted =
-            self.registry
-                .record_audit(node, &outcome, self.config.audit_failures, now_ms())?;
+        let version = self.layouts.current().map(|l| l.version);
+        let evicted = self.registry.record_audit(
+            node,
+            &outcome,
+            self.config.audit_failures,
+            now_ms(),
+            version,
+        )?;
         if let Some(why) = evicted {
             warn!(node, reason = %why, "node evicted: its slots go to other nodes");
             self.refresh_layout()?;
@@ -327,7 +333,7 @@ impl State {
             for (slot, node) in row.iter().enumerate() {
                 let settled = self
                     .registry
-                    .repaired_version(node)
+                    .settled_version(node)
                     .is_some_and(|v| v >= layout.since(p, slot));
                 if !settled {
                     continue;

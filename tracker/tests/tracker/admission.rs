@@ -22,6 +22,8 @@ async fn tracker(dir: &std::path::Path, admission: AdmissionMode, grace: u64) ->
         regions: REGIONS.map(String::from).to_vec(),
         admission,
         node_grace_secs: grace,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         ..TrackerConfig::default()
     })
     .await

@@ -518,6 +518,8 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
         admission: medley_tracker::AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
@@ -751,6 +753,8 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
     let token = "an-admin-token-of-some-length";
     let config = TrackerConfig {
         admission: medley_tracker::AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
@@ -851,6 +855,8 @@ async fn a_client_over_the_rate_limit_is_told_to_wait_and_others_are_unaffected(
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
         admission: medley_tracker::AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit_per_sec: 5,
@@ -900,6 +906,8 @@ async fn a_client_that_sends_its_body_too_slowly_is_cut_off_and_others_are_serve
     let dir = tempfile::tempdir().unwrap();
     let t = Tracker::bind(TrackerConfig {
         admission: medley_tracker::AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout_secs: 1,

@@ -211,6 +211,8 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
         publishers: vec![publisher().id().to_string()],
         report_trust_secs: 0,
         admission: medley_tracker::AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         ..medley_tracker::TrackerConfig::default()
     })
     .await

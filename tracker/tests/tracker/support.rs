@@ -21,6 +21,8 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
         insecure_dev_admin: true,
         // Every node that registers is placed; admission has tests of its own.
         admission: AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         ..TrackerConfig::default()
     })
     .await
@@ -34,6 +36,8 @@ pub(crate) async fn start_signed(dir: &Path) -> Tracker {
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
         admission: AdmissionMode::Open,
+        // No data plane to audit here: a node's word settles its slots.
+        audit_interval_secs: 0,
         ..TrackerConfig::default()
     })
     .await
