@@ -257,25 +257,50 @@ impl RateLimiter {
 
     /// Waits until `bytes` may pass.
     pub async fn acquire(&self, bytes: u64) {
+        let wait = self.take(bytes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes `bytes` if they fit in the balance now, without waiting: whether they did
+    /// (always, without a rate).
+    pub fn try_take(&self, bytes: u64) -> bool {
+        self.rate <= 0.0
+            || self.with_balance(|balance| {
+                let fits = *balance >= bytes as f64;
+                if fits {
+                    *balance -= bytes as f64;
+                }
+                fits
+            })
+    }
+
+    /// Takes `bytes` now and returns how long the caller must wait before they pass (zero
+    /// within the burst). The balance may go negative: callers that sleep off their wait
+    /// queue fairly in arrival order.
+    pub fn take(&self, bytes: u64) -> Duration {
         if self.rate <= 0.0 {
-            return;
+            return Duration::ZERO;
         }
-        // Take the bytes now (the balance may go negative) and sleep off the debt, so
-        // concurrent callers queue fairly in arrival order.
-        let wait = {
-            let mut s = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = std::time::Instant::now();
-            let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-            s.0 = (s.0 + refill).min(self.burst) - bytes as f64;
-            s.1 = now;
-            if s.0 < 0.0 { -s.0 / self.rate } else { 0.0 }
-        };
-        if wait > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-        }
+        let debt = self.with_balance(|balance| {
+            *balance -= bytes as f64;
+            -balance.min(0.0)
+        });
+        Duration::from_secs_f64(debt / self.rate)
+    }
+
+    /// Runs `f` on the balance, refilled up to now.
+    fn with_balance<T>(&self, f: impl FnOnce(&mut f64) -> T) -> T {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
+        s.0 = (s.0 + refill).min(self.burst);
+        s.1 = now;
+        f(&mut s.0)
     }
 }
 

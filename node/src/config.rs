@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 23] = [
+pub const FIELDS: [FieldDoc; 24] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -68,6 +68,15 @@ pub const FIELDS: [FieldDoc; 23] = [
         doc: "Bytes per second the node sends any one peer, after a burst of an eighth of a\n\
               second's worth (at least one segment); more waits. Keeps a peer that asks\n\
               without pause from taking the bandwidth and CPU of the others. 0: no limit.",
+        example: None,
+    },
+    FieldDoc {
+        name: "heavy_peers_bytes_per_sec",
+        doc: "Bytes per second that all heavy peers share: many keys flooding at once get no\n\
+              more than this together. A peer is heavy while it asks for more than a\n\
+              sixteenth of peer_bytes_per_sec (after a burst of an eighth of a second of\n\
+              it); a listener asking for its shards and segments is not, and is never\n\
+              slowed by them. 0: no limit.",
         example: None,
     },
     FieldDoc {
@@ -184,6 +193,8 @@ pub struct NodeConfig {
     pub max_requests_per_peer: usize,
     /// Bytes per second sent to any one peer; 0: no limit.
     pub peer_bytes_per_sec: ByteSize,
+    /// Bytes per second all peers past their burst share; 0: no limit.
+    pub heavy_peers_bytes_per_sec: ByteSize,
     /// Seconds a data-plane request may take before it fails.
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
@@ -229,6 +240,7 @@ impl Default for NodeConfig {
             max_connections: PeerConfig::default().max_connections,
             max_requests_per_peer: PeerConfig::default().max_inbound_per_peer,
             peer_bytes_per_sec: ByteSize::mib(16),
+            heavy_peers_bytes_per_sec: ByteSize::mib(32),
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
             tracker_ca: None,

@@ -129,7 +129,10 @@ impl Node {
             Arc::new(StoreService::new(
                 &me,
                 tracker_key.clone(),
-                Arc::new(PeerRates::new(config.peer_bytes_per_sec.as_u64())),
+                Arc::new(PeerRates::new(
+                    config.peer_bytes_per_sec.as_u64(),
+                    config.heavy_peers_bytes_per_sec.as_u64(),
+                )),
                 store.clone(),
                 serve.clone(),
                 maintenance.clone(),

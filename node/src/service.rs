@@ -20,35 +20,62 @@ use crate::store::{Store, StoreError, Tier};
 use crate::tracker::TrackerKeyCell;
 
 /// A byte rate per peer for what the node sends (`peer_bytes_per_sec`), so one peer that
-/// asks without pause cannot take the node's bandwidth and CPU from the others. Peers idle
-/// for a while are forgotten.
+/// asks without pause cannot take the node's bandwidth and CPU from the others; and one
+/// rate that all heavy peers share (`heavy_peers_bytes_per_sec`), so many keys flooding at
+/// once cannot either. A peer is light while it asks within a sixteenth of its rate (1 MiB/s
+/// by default: several streams' worth) after a burst: a listener is never slowed by the
+/// heavy ones. Peers idle for a while are forgotten.
 #[derive(Debug)]
 pub(crate) struct PeerRates {
     rate: u64,
-    peers: parking_lot::Mutex<std::collections::HashMap<PeerId, (Arc<RateLimiter>, Instant)>>,
+    peers: parking_lot::Mutex<std::collections::HashMap<PeerId, (Arc<PeerRate>, Instant)>>,
+    heavy: RateLimiter,
+}
+
+/// One peer's rate, and its allowance as a light peer.
+#[derive(Debug)]
+struct PeerRate {
+    own: RateLimiter,
+    light: RateLimiter,
 }
 
 /// Peers remembered before idle ones are forgotten.
 const MAX_RATED_PEERS: usize = 4096;
 
 impl PeerRates {
-    pub(crate) fn new(bytes_per_sec: u64) -> Self {
+    /// `bytes_per_sec` for each peer, `heavy_bytes_per_sec` for all those past their burst
+    /// together (0: no limit).
+    pub(crate) fn new(bytes_per_sec: u64, heavy_bytes_per_sec: u64) -> Self {
+        let burst = Self::burst_of(bytes_per_sec);
         Self {
             rate: bytes_per_sec,
             peers: parking_lot::Mutex::default(),
+            heavy: RateLimiter::with_burst(heavy_bytes_per_sec, burst),
         }
     }
 
     /// What a peer may take at once: an eighth of a second's worth, at least one segment
     /// (a cold start's first shards pass unslowed; a flood gets little ahead of the rate).
     fn burst(&self) -> u64 {
-        (self.rate / 8).max(u64::from(medley_core::DEFAULT_SEGMENT_SIZE))
+        Self::burst_of(self.rate)
+    }
+
+    fn burst_of(rate: u64) -> u64 {
+        (rate / 8).max(u64::from(medley_core::DEFAULT_SEGMENT_SIZE))
     }
 
     /// Waits until `bytes` to `peer` fit in its rate.
     async fn send(&self, peer: PeerId, bytes: u64) {
+        let wait = self.take(peer, bytes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes `bytes` to `peer` from its rate and returns how long they must wait.
+    fn take(&self, peer: PeerId, bytes: u64) -> Duration {
         if self.rate == 0 {
-            return;
+            return Duration::ZERO;
         }
         let limiter = {
             let mut peers = self.peers.lock();
@@ -57,15 +84,23 @@ impl PeerRates {
                 peers.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
             }
             let entry = peers.entry(peer).or_insert_with(|| {
-                (
-                    Arc::new(RateLimiter::with_burst(self.rate, self.burst())),
-                    now,
-                )
+                let rate = PeerRate {
+                    own: RateLimiter::with_burst(self.rate, self.burst()),
+                    light: RateLimiter::with_burst((self.rate / 16).max(1), self.burst()),
+                };
+                (Arc::new(rate), now)
             });
             entry.1 = now;
             entry.0.clone()
         };
-        limiter.acquire(bytes).await;
+        // A light peer waits for its own rate only; a heavy one also takes its part of what
+        // the heavy peers share, and waits for the later of the two.
+        let own = limiter.own.take(bytes);
+        if limiter.light.try_take(bytes) {
+            own
+        } else {
+            own.max(self.heavy.take(bytes))
+        }
     }
 }
 
@@ -258,4 +293,43 @@ fn store_error(e: StoreError) -> Response {
         }
     };
     Response::error(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_heavy_peers_share_one_rate_and_a_light_one_passes_at_once() {
+        const MIB: u64 = 1 << 20;
+        let rates = PeerRates::new(MIB, MIB);
+        let heavy: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        // Each takes its burst (a segment, 256 KiB) at once, as a light peer.
+        for p in &heavy {
+            assert_eq!(rates.take(*p, 256 * 1024), Duration::ZERO);
+        }
+        assert_eq!(
+            rates.heavy.take(0),
+            Duration::ZERO,
+            "nothing taken from the shared rate"
+        );
+        // Then half a MiB more each: alone, each would wait half a second; together they
+        // share 1 MiB/s, so the last waits about 2 MiB less the shared burst: 1.75 s.
+        let waits: Vec<Duration> = heavy.iter().map(|p| rates.take(*p, MIB / 2)).collect();
+        let last = waits.iter().max().copied().unwrap_or_default();
+        assert!(last >= Duration::from_millis(1700), "{waits:?}");
+        assert!(waits[0] >= Duration::from_millis(450), "{waits:?}");
+        // A peer asking one shard passes at once, whatever the crowd.
+        assert_eq!(rates.take(PeerId::random(), 64 * 1024), Duration::ZERO);
+
+        // With no shared limit, each waits its own half second only.
+        let rates = PeerRates::new(MIB, 0);
+        for p in &heavy {
+            rates.take(*p, 256 * 1024);
+        }
+        for p in &heavy {
+            let w = rates.take(*p, MIB / 2);
+            assert!(w < Duration::from_millis(550), "{w:?}");
+        }
+    }
 }
