@@ -5,6 +5,10 @@
 //! the tracker key it passes in ([`crate::signed::verify_answer`]). What it signs: with a
 //! signer set, registrations, heartbeats, leave notices, announcements and reports carry the
 //! signer's identity ([`crate::signed`]).
+//!
+//! Several trackers: a base of `URL,URL,…` names replicas that serve the same network. The
+//! client asks the one that answered last; on a connection error or a 5xx answer it asks the
+//! next, each once, and keeps the first that answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,18 +153,35 @@ impl TrackerClientBuilder {
                     .map_err(|e| TrackerError::Config(medley_core::error_chain(&e)))?,
             ),
         };
+        let bases: Vec<Arc<str>> = match transport {
+            Transport::Unix { .. } => vec![self.base.as_str().into()],
+            Transport::Http(_) => self
+                .base
+                .split(',')
+                .map(|b| b.trim().trim_end_matches('/'))
+                .filter(|b| !b.is_empty())
+                .map(Arc::from)
+                .collect(),
+        };
+        if bases.is_empty() {
+            return Err(TrackerError::Config("no tracker URL given".into()));
+        }
         Ok(TrackerClient {
-            base: self.base.trim_end_matches('/').into(),
+            bases: bases.into(),
+            current: Arc::default(),
             transport,
             signer: self.signer.map(Arc::new),
         })
     }
 }
 
-/// A client of one tracker. Cheap to clone.
+/// A client of one tracker, or of replicas tried in turn. Cheap to clone; clones share
+/// which replica they ask.
 #[derive(Debug, Clone)]
 pub struct TrackerClient {
-    base: Arc<str>,
+    bases: Arc<[Arc<str>]>,
+    /// The replica asked first: the last that answered.
+    current: Arc<std::sync::atomic::AtomicUsize>,
     transport: Transport,
     signer: Option<Arc<Keypair>>,
 }
@@ -201,6 +222,19 @@ enum Body<'a> {
     Manifest(&'a [u8]),
 }
 
+/// Whether `urls` is one tracker URL, or several separated by commas, each `http://` or
+/// `https://`.
+pub fn valid_tracker_urls(urls: &str) -> bool {
+    let mut any = false;
+    for u in urls.split(',').map(str::trim) {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 impl TrackerClient {
     /// Settings for a client of the tracker at `base` (e.g. `http://127.0.0.1:4700`).
     pub fn builder(base: &str) -> TrackerClientBuilder {
@@ -227,12 +261,22 @@ impl TrackerClient {
         }
     }
 
-    /// The tracker's base URL.
+    /// The base URL of the tracker asked first (the last that answered).
     pub fn url(&self) -> &str {
-        &self.base
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// Every tracker URL this client may ask.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.bases.iter().map(|b| &**b)
     }
 
     fn unreachable(&self, e: &dyn std::error::Error) -> TrackerError {
+        Self::unreachable_at(self.url(), e)
+    }
+
+    fn unreachable_at(url: &str, e: &dyn std::error::Error) -> TrackerError {
         let mut reason = medley_core::error_chain(e);
         if reason.contains("certificate") {
             reason.push_str(
@@ -241,14 +285,14 @@ impl TrackerClient {
             );
         }
         TrackerError::Unreachable {
-            url: self.base.to_string(),
+            url: url.to_string(),
             reason,
         }
     }
 
     fn bad(&self, what: &str, reason: impl std::fmt::Display) -> TrackerError {
         TrackerError::BadAnswer {
-            url: self.base.to_string(),
+            url: self.url().to_string(),
             what: what.to_string(),
             reason: reason.to_string(),
         }
@@ -289,29 +333,14 @@ impl TrackerClient {
             header(SIGNATURE_HEADER, sig.signature);
         }
         let answer = match &self.transport {
-            Transport::Http(http) => {
-                let resp = http
-                    .request(method, format!("{}{path}", self.base))
-                    .headers(headers)
-                    .body(bytes)
-                    .send()
-                    .await
-                    .map_err(|e| self.unreachable(&e))?;
-                let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-                let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
-                Answer {
-                    status,
-                    headers,
-                    body,
-                }
-            }
+            Transport::Http(http) => self.http_call(http, method, path, headers, bytes).await?,
             Transport::Unix {
                 path: sock,
                 timeout,
             } => tokio::time::timeout(*timeout, unix_call(sock, method, path, headers, bytes))
                 .await
                 .map_err(|_| TrackerError::Unreachable {
-                    url: self.base.to_string(),
+                    url: self.url().to_string(),
                     reason: format!("no answer within {} s", timeout.as_secs()),
                 })?
                 .map_err(|e| self.unreachable(e.as_ref()))?,
@@ -333,6 +362,58 @@ impl TrackerClient {
             code,
             message,
         })
+    }
+
+    /// Sends one HTTP request: to the replica that answered last, then, on a connection
+    /// error or a 5xx answer, to each other once. The first answer that is neither is kept,
+    /// and its replica is asked first from then on; failing that, the last failure.
+    async fn http_call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        headers: hyper::HeaderMap,
+        bytes: Vec<u8>,
+    ) -> Result<Answer, TrackerError> {
+        use std::sync::atomic::Ordering;
+        let n = self.bases.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in (0..n).map(|k| (first + k) % n) {
+            let base = &self.bases[i];
+            let sent = http
+                .request(method.clone(), format!("{base}{path}"))
+                .headers(headers.clone())
+                .body(bytes.clone())
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(resp) => {
+                    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+                    match resp.bytes().await {
+                        Ok(body) => Ok(Answer {
+                            status,
+                            headers,
+                            body,
+                        }),
+                        Err(e) => Err(Self::unreachable_at(base, &e)),
+                    }
+                }
+                Err(e) => Err(Self::unreachable_at(base, &e)),
+            };
+            let failed_over = match &answer {
+                Err(_) => true,
+                Ok(a) => a.status >= 500 && i != (first + n - 1) % n,
+            };
+            if !failed_over || n == 1 {
+                if answer.as_ref().is_ok_and(|a| a.status < 500) {
+                    self.current.store(i, Ordering::Relaxed);
+                }
+                return answer;
+            }
+            last = Some(answer);
+        }
+        last.unwrap_or_else(|| Err(TrackerError::Config("no tracker URL given".into())))
     }
 
     fn parse<T: DeserializeOwned>(&self, what: &str, answer: Answer) -> Result<T, TrackerError> {
@@ -370,7 +451,7 @@ impl TrackerClient {
             medley_core::unix_now_ms(),
         )
         .map_err(|source| TrackerError::Unsigned {
-            url: self.base.to_string(),
+            url: self.url().to_string(),
             what: what.to_string(),
             source,
         })?;

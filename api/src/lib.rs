@@ -68,7 +68,7 @@ pub use catalog::{
     SongPage, SongsQuery,
 };
 #[cfg(feature = "client")]
-pub use client::{TrackerClient, TrackerClientBuilder, TrackerError};
+pub use client::{TrackerClient, TrackerClientBuilder, TrackerError, valid_tracker_urls};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use nodes::{
     Admission, AdmissionChange, ApproveRequest, AuditRecord, DrainState, Heartbeat, HotOrders,

@@ -33,7 +33,8 @@ struct Global {
         default_value = "warn,lofty=error,symphonia_core::probe=off"
     )]
     log: String,
-    /// Tracker URL, e.g. http://127.0.0.1:4700.
+    /// Tracker URL, e.g. http://127.0.0.1:4700; replicas as URLs separated by commas, asked
+    /// in turn (the next on a connection error or a 5xx answer).
     #[arg(long, global = true, env = "MEDLEY_TRACKER")]
     tracker: Option<String>,
     /// CA (PEM) of an https:// tracker the system does not trust.

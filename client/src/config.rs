@@ -17,7 +17,7 @@ pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Tracker base URL.
+    /// Tracker base URL; replicas as URLs separated by commas, asked in turn.
     pub tracker: String,
     /// CA (PEM) of an `https://` tracker the system does not trust.
     pub tracker_ca: Option<PathBuf>,
@@ -102,8 +102,10 @@ impl ClientConfig {
     /// Checks values.
     pub fn validate(&self) -> Result<(), ClientError> {
         let bad = |what: &str| Err(ClientError::Config(what.to_string()));
-        if !(self.tracker.starts_with("http://") || self.tracker.starts_with("https://")) {
-            return bad("tracker must be an http:// or https:// URL");
+        if !medley_api::valid_tracker_urls(&self.tracker) {
+            return bad(
+                "tracker must be an http:// or https:// URL, or several separated by commas",
+            );
         }
         if self.upload_parallelism == 0 || self.read_ahead == 0 {
             return bad("upload_parallelism and read_ahead must be at least 1");
@@ -151,6 +153,12 @@ mod tests {
         c.validate().unwrap();
         c.tracker = "ftp://x".into();
         assert!(c.validate().is_err());
+        c.tracker = "http://a:4700, https://b".into();
+        c.validate().unwrap();
+        for bad in ["http://a,ftp://b", "http://a,", ""] {
+            c.tracker = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
         let c = ClientConfig {
             read_ahead: 0,
             ..ClientConfig::default()

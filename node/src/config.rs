@@ -86,8 +86,9 @@ pub const FIELDS: [FieldDoc; 24] = [
     },
     FieldDoc {
         name: "tracker",
-        doc: "Tracker to register with. Unset: the node runs unregistered (serves what it\n\
-              holds, gets no slots).",
+        doc: "Tracker to register with; replicas of one tracker as URLs separated by commas,\n\
+              asked in turn (the next on a connection error or a 5xx answer). Unset: the\n\
+              node runs unregistered (serves what it holds, gets no slots).",
         example: Some("\"http://127.0.0.1:4700\""),
     },
     FieldDoc {
@@ -316,11 +317,11 @@ impl NodeConfig {
             });
         }
         if let Some(t) = &self.tracker
-            && !(t.starts_with("http://") || t.starts_with("https://"))
+            && !medley_api::valid_tracker_urls(t)
         {
             return Err(ConfigError::Invalid {
                 field: "tracker",
-                reason: "must be an http:// or https:// URL",
+                reason: "must be an http:// or https:// URL, or several separated by commas",
             });
         }
         if self.repair_concurrency == 0 {

@@ -3,6 +3,7 @@
 mod admission;
 mod api;
 mod docs;
+mod failover;
 mod hostile;
 mod process;
 mod search;

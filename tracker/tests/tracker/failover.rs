@@ -1,0 +1,95 @@
+//! A client given several tracker URLs (replicas) fails over on connection errors and 5xx
+//! answers, and keeps asking the one that answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use medley_api::TrackerClient;
+
+use crate::support::start;
+
+/// A URL nothing listens on.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+/// A server answering every request 503, and how many it got.
+async fn failing_replica() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database down")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_client_of_several_replicas_skips_dead_and_failing_ones_and_stays_with_one_that_answers()
+{
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (start(dir_a.path()).await, start(dir_b.path()).await);
+    let (failing, hits) = failing_replica().await;
+    let dead = dead_url();
+
+    // Dead, then failing, then a live one: answered by the live one.
+    let client = TrackerClient::new(&format!("{dead}, {failing}/,{}", a.url())).unwrap();
+    assert_eq!(client.urls().count(), 3);
+    assert_eq!(client.url(), dead, "the first URL is asked first");
+    client.stats().await.unwrap();
+    assert_eq!(
+        client.url(),
+        a.url(),
+        "the replica that answered is asked first now"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // From now on, straight to it: the failing one is not asked again.
+    for _ in 0..3 {
+        client.stats().await.unwrap();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The replica it stays with goes away: the next one answers, within the connect error.
+    let client = TrackerClient::new(&format!("{},{}", a.url(), b.url())).unwrap();
+    client.stats().await.unwrap();
+    assert_eq!(client.url(), a.url());
+    let a_url = a.url();
+    a.shutdown(Duration::from_secs(5)).await;
+    let started = std::time::Instant::now();
+    client.stats().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.url(), b.url());
+    assert_ne!(client.url(), a_url);
+
+    // None answers: the error is the last replica's, and a client error (4xx) is not
+    // retried elsewhere.
+    let client = TrackerClient::new(&format!("{dead},{failing}")).unwrap();
+    let e = client.stats().await.unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e}");
+    let before = hits.load(Ordering::SeqCst);
+    let client = TrackerClient::new(&format!("{},{failing}", b.url())).unwrap();
+    let e = client
+        .manifest("0".repeat(64).parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert_eq!(hits.load(Ordering::SeqCst), before, "a 404 is an answer");
+
+    // An empty list is a configuration error.
+    assert!(TrackerClient::new(" , ").is_err());
+    b.shutdown(Duration::from_secs(5)).await;
+}
