@@ -70,6 +70,7 @@ impl ConfigArgs {
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
+        config.merge_trackers();
         Ok(config)
     }
 }

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 24] = [
+pub const FIELDS: [FieldDoc; 25] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -90,6 +90,12 @@ pub const FIELDS: [FieldDoc; 24] = [
               asked in turn (the next on a connection error or a 5xx answer). Unset: the\n\
               node runs unregistered (serves what it holds, gets no slots).",
         example: Some("\"http://127.0.0.1:4700\""),
+    },
+    FieldDoc {
+        name: "trackers",
+        doc: "More replicas of the tracker, asked after those `tracker` names (the same as\n\
+              listing them there separated by commas). A --tracker flag replaces both.",
+        example: Some("[\"https://t1.example.org\", \"https://t2.example.org\"]"),
     },
     FieldDoc {
         name: "tracker_ca",
@@ -200,6 +206,8 @@ pub struct NodeConfig {
     pub request_timeout_secs: u64,
     /// Tracker to register with, e.g. `http://127.0.0.1:4700`. None: run unregistered.
     pub tracker: Option<String>,
+    /// More tracker replicas, asked after those of `tracker`.
+    pub trackers: Vec<String>,
     /// CA (PEM) of an `https://` tracker the system does not trust.
     pub tracker_ca: Option<PathBuf>,
     /// The tracker's public key, which signs publish grants. None: learnt at registration.
@@ -244,6 +252,7 @@ impl Default for NodeConfig {
             heavy_peers_bytes_per_sec: ByteSize::mib(32),
             request_timeout_secs: PeerConfig::default().request_timeout.as_secs(),
             tracker: None,
+            trackers: Vec::new(),
             tracker_ca: None,
             tracker_key: None,
             join_token: None,
@@ -283,6 +292,23 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// Folds `trackers` into `tracker`: one comma-separated list, `tracker`'s URLs first,
+    /// each once.
+    pub fn merge_trackers(&mut self) {
+        if self.trackers.is_empty() {
+            return;
+        }
+        let mut all: Vec<String> = Vec::new();
+        let named = self.tracker.iter().flat_map(|t| t.split(','));
+        for url in named.chain(self.trackers.iter().map(String::as_str)) {
+            let url = url.trim();
+            if !url.is_empty() && !all.iter().any(|u| u == url) {
+                all.push(url.to_string());
+            }
+        }
+        self.tracker = Some(all.join(","));
+    }
+
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
@@ -412,6 +438,29 @@ mod tests {
             unknown.is_empty(),
             "documented settings that do not exist: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn trackers_join_tracker_as_one_list_of_replicas() {
+        let mut c = NodeConfig::from_toml(
+            r#"
+            tracker = "http://a:4700, http://b:4700"
+            trackers = ["http://b:4700", "http://c:4700"]
+            "#,
+        )
+        .unwrap();
+        c.merge_trackers();
+        assert_eq!(
+            c.tracker.as_deref(),
+            Some("http://a:4700,http://b:4700,http://c:4700")
+        );
+        c.peer_config().unwrap();
+        let mut c = NodeConfig::from_toml(r#"trackers = ["http://c:4700"]"#).unwrap();
+        c.merge_trackers();
+        assert_eq!(c.tracker.as_deref(), Some("http://c:4700"));
+        let mut c = NodeConfig::from_toml(r#"trackers = ["ftp://c"]"#).unwrap();
+        c.merge_trackers();
+        assert!(c.peer_config().is_err());
     }
 
     #[test]
