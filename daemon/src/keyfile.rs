@@ -35,15 +35,8 @@ pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32], KeyFileError> {
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::read(path) {
-        Ok(bytes) => bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyFileError::Invalid {
-                path: path.to_path_buf(),
-                found: bytes.len(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match load_seed(path) {
+        Err(KeyFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
@@ -55,8 +48,23 @@ pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32], KeyFileError> {
                 load_or_create_seed(path)
             }
         }
-        Err(e) => Err(io(e)),
+        other => other,
     }
+}
+
+/// Reads the 32-byte secret seed at `path`, which must exist.
+pub fn load_seed(path: &Path) -> Result<[u8; 32], KeyFileError> {
+    let bytes = std::fs::read(path).map_err(|source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyFileError::Invalid {
+            path: path.to_path_buf(),
+            found: bytes.len(),
+        })
 }
 
 /// Creates `path` (mode 0600 on Unix) holding `bytes`, complete and synced, unless it

@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 33] = [
+pub const FIELDS: [FieldDoc; 34] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -175,6 +175,14 @@ pub const FIELDS: [FieldDoc; 33] = [
         example: Some("\"/etc/medley/tracker.key\""),
     },
     FieldDoc {
+        name: "signing_key",
+        doc: "File of the key that signs grants and the answers nodes act on (32 bytes).\n\
+              Replicas of one tracker share it: copy one's tracker.key to the others and\n\
+              name it here. A file named here must exist. Unset: tracker.key in data_dir,\n\
+              made at the first start.",
+        example: Some("\"/etc/medley/tracker.key\""),
+    },
+    FieldDoc {
         name: "header_read_timeout_secs",
         doc: "Seconds a connection may take to send a request's headers, from its start or\n\
               its last answer; past it the connection is closed (slow or idle clients hold no\n\
@@ -293,6 +301,8 @@ pub struct TrackerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The signing key's file, shared by replicas; unset: `tracker.key` in `data_dir`.
+    pub signing_key: Option<PathBuf>,
     /// Seconds a connection may take to send a request's headers.
     pub header_read_timeout_secs: u64,
     /// Connections open at once.
@@ -350,6 +360,7 @@ impl Default for TrackerConfig {
             hostnames: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            signing_key: None,
             header_read_timeout_secs: 10,
             max_connections: 4096,
             max_connections_per_ip: 256,
@@ -528,6 +539,7 @@ mod tests {
             admin_token: Some("t".into()),
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
+            signing_key: Some("s".into()),
             ..TrackerConfig::default()
         };
         let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);

@@ -107,9 +107,14 @@ fn power_of_two_floor(bytes: u64) -> u64 {
 impl State {
     /// Opens the state in `config.data_dir/db` and adds the configured publisher keys.
     pub fn open(config: TrackerConfig, publishers: &[PublisherId]) -> Result<Self, StateError> {
-        let key = TrackerKey::from_seed(medley_daemon::keyfile::load_or_create_seed(
-            &config.data_dir.join(TRACKER_KEY_FILE),
-        )?);
+        let seed = match &config.signing_key {
+            // A key shared by replicas is never made here: each would make its own.
+            Some(path) => medley_daemon::keyfile::load_seed(path)?,
+            None => medley_daemon::keyfile::load_or_create_seed(
+                &config.data_dir.join(TRACKER_KEY_FILE),
+            )?,
+        };
+        let key = TrackerKey::from_seed(seed);
         let db = Arc::new(Db::open(&config.data_dir.join("db"))?);
         let now = now_ms();
         let layouts = Layouts::open(db.clone(), config.partitions, config.k + config.m, config.m)?;

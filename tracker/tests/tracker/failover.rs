@@ -93,3 +93,59 @@ async fn a_client_of_several_replicas_skips_dead_and_failing_ones_and_stays_with
     assert!(TrackerClient::new(" , ").is_err());
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn replicas_given_one_signing_key_sign_as_one_tracker() {
+    use medley_tracker::{AdmissionMode, Tracker, TrackerConfig};
+    let (a_dir, b_dir, keys) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let config = |dir: &std::path::Path, key: std::path::PathBuf| TrackerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure_dev_admin: true,
+        admission: AdmissionMode::Open,
+        audit_interval_secs: 0,
+        signing_key: Some(key),
+        ..TrackerConfig::default()
+    };
+    // A key named but missing is an error naming the file: a replica never makes its own.
+    let missing = keys.path().join("tracker.key");
+    let Err(e) = Tracker::bind(config(a_dir.path(), missing.clone())).await else {
+        panic!("a missing signing key is refused");
+    };
+    assert!(e.to_string().contains("tracker.key"), "{e}");
+    assert!(!missing.exists(), "no key was made");
+
+    // One replica's own key, copied to the file both name.
+    let first = start(a_dir.path()).await;
+    let own = TrackerClient::new(&first.url())
+        .unwrap()
+        .stats()
+        .await
+        .unwrap();
+    first.shutdown(Duration::from_secs(5)).await;
+    std::fs::copy(
+        a_dir.path().join(medley_tracker::TRACKER_KEY_FILE),
+        &missing,
+    )
+    .unwrap();
+    let a = Tracker::bind(config(a_dir.path(), missing.clone()))
+        .await
+        .unwrap();
+    let b = Tracker::bind(config(b_dir.path(), missing.clone()))
+        .await
+        .unwrap();
+    let both = TrackerClient::new(&format!("{},{}", a.url(), b.url())).unwrap();
+    let from_a = both.stats().await.unwrap().tracker_key;
+    a.shutdown(Duration::from_secs(5)).await;
+    let from_b = both.stats().await.unwrap().tracker_key;
+    assert_eq!(from_a, own.tracker_key);
+    assert_eq!(
+        from_b, own.tracker_key,
+        "the other replica signs with the same key"
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+}
