@@ -8,7 +8,8 @@
 //!
 //! Several trackers: a base of `URL,URL,…` names replicas that serve the same network. The
 //! client asks the one that answered last; on a connection error or a 5xx answer it asks the
-//! next, each once, and keeps the first that answers.
+//! next, each once, and keeps the first that answers. A read (GET) the first has not
+//! answered within a second is sent to the others too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,6 +200,23 @@ enum Transport {
     },
 }
 
+/// How long a GET waits for the replica asked first before the others are asked too.
+pub const HEDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether `answer` is one to keep: neither a connection error nor a 5xx.
+fn good(answer: &Result<Answer, TrackerError>) -> bool {
+    answer.as_ref().is_ok_and(|a| a.status < 500)
+}
+
+/// One HTTP request, to send to a replica.
+struct Call<'a> {
+    http: &'a reqwest::Client,
+    method: &'a reqwest::Method,
+    path: &'a str,
+    headers: &'a hyper::HeaderMap,
+    bytes: &'a [u8],
+}
+
 /// A whole answer.
 struct Answer {
     status: u16,
@@ -366,7 +384,10 @@ impl TrackerClient {
 
     /// Sends one HTTP request: to the replica that answered last, then, on a connection
     /// error or a 5xx answer, to each other once. The first answer that is neither is kept,
-    /// and its replica is asked first from then on; failing that, the last failure.
+    /// and its replica is asked first from then on; failing that, the last failure. A GET
+    /// the first replica has not answered within [`HEDGE_AFTER`] is also sent to the others
+    /// in turn, and the first good answer wins: a replica that hangs costs a read that
+    /// delay, not the whole timeout.
     async fn http_call(
         &self,
         http: &reqwest::Client,
@@ -378,42 +399,77 @@ impl TrackerClient {
         use std::sync::atomic::Ordering;
         let n = self.bases.len();
         let first = self.current.load(Ordering::Relaxed) % n;
-        let mut last = None;
-        for i in (0..n).map(|k| (first + k) % n) {
-            let base = &self.bases[i];
-            let sent = http
-                .request(method.clone(), format!("{base}{path}"))
-                .headers(headers.clone())
-                .body(bytes.clone())
-                .send()
-                .await;
-            let answer = match sent {
-                Ok(resp) => {
-                    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-                    match resp.bytes().await {
-                        Ok(body) => Ok(Answer {
-                            status,
-                            headers,
-                            body,
-                        }),
-                        Err(e) => Err(Self::unreachable_at(base, &e)),
+        let order: Vec<usize> = (0..n).map(|k| (first + k) % n).collect();
+        let call = Call {
+            http,
+            method: &method,
+            path,
+            headers: &headers,
+            bytes: &bytes,
+        };
+        let (i, answer) = if n > 1 && method == reqwest::Method::GET {
+            let mut primary = std::pin::pin!(self.attempt(&call, order[0]));
+            match tokio::time::timeout(HEDGE_AFTER, &mut primary).await {
+                Ok(a) if good(&a) => (order[0], a),
+                // Failed at once: the others in turn.
+                Ok(_) => self.in_turn(&call, &order[1..]).await,
+                // Slow: the others in turn, racing it.
+                Err(_) => {
+                    let mut rest = std::pin::pin!(self.in_turn(&call, &order[1..]));
+                    tokio::select! {
+                        a = &mut primary => if good(&a) { (order[0], a) } else { rest.await },
+                        (i, a) = &mut rest => if good(&a) { (i, a) } else { (order[0], primary.await) },
                     }
                 }
-                Err(e) => Err(Self::unreachable_at(base, &e)),
-            };
-            let failed_over = match &answer {
-                Err(_) => true,
-                Ok(a) => a.status >= 500 && i != (first + n - 1) % n,
-            };
-            if !failed_over || n == 1 {
-                if answer.as_ref().is_ok_and(|a| a.status < 500) {
-                    self.current.store(i, Ordering::Relaxed);
-                }
-                return answer;
             }
-            last = Some(answer);
+        } else {
+            self.in_turn(&call, &order).await
+        };
+        if good(&answer) {
+            self.current.store(i, Ordering::Relaxed);
         }
-        last.unwrap_or_else(|| Err(TrackerError::Config("no tracker URL given".into())))
+        answer
+    }
+
+    /// Asks the replicas `order` names one after another until one answers neither with a
+    /// connection error nor a 5xx: that one and its answer, or the last and its failure.
+    async fn in_turn(
+        &self,
+        call: &Call<'_>,
+        order: &[usize],
+    ) -> (usize, Result<Answer, TrackerError>) {
+        let mut last = (0, Err(TrackerError::Config("no tracker URL given".into())));
+        for &i in order {
+            let answer = self.attempt(call, i).await;
+            if good(&answer) {
+                return (i, answer);
+            }
+            last = (i, answer);
+        }
+        last
+    }
+
+    /// Sends `call` to replica `i`.
+    async fn attempt(&self, call: &Call<'_>, i: usize) -> Result<Answer, TrackerError> {
+        let base = &self.bases[i];
+        let resp = call
+            .http
+            .request(call.method.clone(), format!("{base}{}", call.path))
+            .headers(call.headers.clone())
+            .body(call.bytes.to_vec())
+            .send()
+            .await
+            .map_err(|e| Self::unreachable_at(base, &e))?;
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Self::unreachable_at(base, &e))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn parse<T: DeserializeOwned>(&self, what: &str, answer: Answer) -> Result<T, TrackerError> {

@@ -68,7 +68,9 @@ pub use catalog::{
     SongPage, SongsQuery,
 };
 #[cfg(feature = "client")]
-pub use client::{TrackerClient, TrackerClientBuilder, TrackerError, valid_tracker_urls};
+pub use client::{
+    HEDGE_AFTER, TrackerClient, TrackerClientBuilder, TrackerError, valid_tracker_urls,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use nodes::{
     Admission, AdmissionChange, ApproveRequest, AuditRecord, DrainState, Heartbeat, HotOrders,

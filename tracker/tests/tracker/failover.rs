@@ -149,3 +149,49 @@ async fn replicas_given_one_signing_key_sign_as_one_tracker() {
     );
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A replica that accepts connections and never answers (a hung process).
+async fn hung_replica() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_read_from_a_hung_replica_is_answered_by_another_after_the_hedge_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = start(dir.path()).await;
+    let hung = hung_replica().await;
+    let client = TrackerClient::builder(&format!("{hung},{}", live.url()))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    client.stats().await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= medley_api::HEDGE_AFTER, "{took:?}");
+    assert!(
+        took < medley_api::HEDGE_AFTER + Duration::from_secs(2),
+        "a hung replica cost {took:?}, not the hedge delay"
+    );
+    assert_eq!(
+        client.url(),
+        live.url(),
+        "the replica that answered is kept"
+    );
+    // Alone, the hung replica costs the whole timeout: nothing else can answer.
+    let alone = TrackerClient::builder(&hung)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(alone.stats().await.is_err());
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    live.shutdown(Duration::from_secs(5)).await;
+}
