@@ -268,6 +268,12 @@ impl Layout {
             .unwrap_or(1)
     }
 
+    /// Whether a node that holds every shard of its slots as of layout `version` holds those
+    /// of slot `slot` of partition `p` (the version the slot got its node, or a later one).
+    pub fn holds_slot_as_of(&self, p: usize, slot: usize, version: Option<u64>) -> bool {
+        version.is_some_and(|v| v >= self.since(p, slot))
+    }
+
     /// Number of partitions.
     pub fn partition_count(&self) -> u16 {
         self.partitions.len() as u16

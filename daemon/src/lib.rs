@@ -150,6 +150,24 @@ pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> std::io::Result<
     std::fs::rename(&tmp, path)
 }
 
+/// Resident memory of process `pid` (`None`: this process), in bytes, from `/proc`; `None`
+/// where it cannot be read.
+pub fn resident_bytes(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_string(),
+        |p| format!("/proc/{p}/status"),
+    );
+    let status = std::fs::read_to_string(path).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Waits (polling every 20 ms) until `path` holds JSON that parses as `T`; `None` after
 /// `timeout`. Blocks the calling thread.
 pub fn wait_for_json_file<T: DeserializeOwned>(path: &Path, timeout: Duration) -> Option<T> {

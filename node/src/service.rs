@@ -43,8 +43,8 @@ struct PeerRate {
 const MAX_RATED_PEERS: usize = 4096;
 
 impl PeerRates {
-    /// `bytes_per_sec` for each peer, `heavy_bytes_per_sec` for all those past their burst
-    /// together (0: no limit).
+    /// `bytes_per_sec` for each peer, `heavy_bytes_per_sec` for all heavy peers together
+    /// (0: no limit).
     pub(crate) fn new(bytes_per_sec: u64, heavy_bytes_per_sec: u64) -> Self {
         let burst = Self::burst_of(bytes_per_sec);
         Self {
@@ -56,10 +56,6 @@ impl PeerRates {
 
     /// What a peer may take at once: an eighth of a second's worth, at least one segment
     /// (a cold start's first shards pass unslowed; a flood gets little ahead of the rate).
-    fn burst(&self) -> u64 {
-        Self::burst_of(self.rate)
-    }
-
     fn burst_of(rate: u64) -> u64 {
         (rate / 8).max(u64::from(medley_core::DEFAULT_SEGMENT_SIZE))
     }
@@ -84,9 +80,10 @@ impl PeerRates {
                 peers.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
             }
             let entry = peers.entry(peer).or_insert_with(|| {
+                let burst = Self::burst_of(self.rate);
                 let rate = PeerRate {
-                    own: RateLimiter::with_burst(self.rate, self.burst()),
-                    light: RateLimiter::with_burst((self.rate / 16).max(1), self.burst()),
+                    own: RateLimiter::with_burst(self.rate, burst),
+                    light: RateLimiter::with_burst((self.rate / 16).max(1), burst),
                 };
                 (Arc::new(rate), now)
             });

@@ -651,13 +651,6 @@ pub fn self_usage() -> (f64, u64) {
             Some((utime + stime) / 100.0)
         })
         .unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0);
+    let rss = medley_daemon::resident_bytes(None).unwrap_or(0);
     (cpu, rss)
 }

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fails, ok, play_as, publish, published, reference_wav};
+use common::{fails, ok, play_as, published_library, reference_wav};
 use futures::future::BoxFuture;
 use medley_api::{PeerAnnouncement, ReportReason, SourceReport};
 use medley_core::protocol::{Request, Response};
@@ -25,11 +25,7 @@ async fn nodes_and_listeners_use_an_https_tracker_whose_ca_they_are_given() {
     assert!(net.tracker_url().starts_with("https://127.0.0.1:"));
     let ca = net.tracker_ca().unwrap().to_path_buf();
 
-    let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("lib");
-    medley_testnet::library::generate(&lib, 2, 31, 8.0, 10.0).unwrap();
-    let songs = published(&publish(&net, &lib));
-    assert_eq!(songs.len(), 2);
+    let (dir, songs) = published_library(&net, 2, 31, (8.0, 10.0));
     let (song, src) = &songs[0];
     let out = dir.path().join("copy");
     ok(net
@@ -107,11 +103,7 @@ async fn two_fresh_keys_reporting_three_holders_leave_every_song_playable() {
         .spawn()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("lib");
-    medley_testnet::library::generate(&lib, 3, 47, 8.0, 12.0).unwrap();
-    let songs = published(&publish(&net, &lib));
-    assert_eq!(songs.len(), 3);
+    let (dir, songs) = published_library(&net, 3, 47, (8.0, 12.0));
     let tracker = net.tracker().unwrap();
     let victims: Vec<String> = net.nodes()[..3].iter().map(|n| n.peer_id.clone()).collect();
     for _ in 0..2 {
@@ -176,10 +168,7 @@ async fn a_fake_slow_whole_copy_costs_no_time_to_first_audio() {
         .spawn()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("lib");
-    medley_testnet::library::generate(&lib, 4, 53, 12.0, 14.0).unwrap();
-    let songs = published(&publish(&net, &lib));
+    let (dir, songs) = published_library(&net, 4, 53, (12.0, 14.0));
     // Baseline: each song played by a new listener, no whole copy anywhere.
     let mut baseline = Vec::new();
     for (i, (song, _)) in songs.iter().enumerate() {

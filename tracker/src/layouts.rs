@@ -130,10 +130,7 @@ impl Layouts {
 
     /// Whether `slot` of partition `p` of `layout` is settled: its node holds its shards.
     fn settled(layout: &Layout, p: usize, slot: usize, node: &str, nodes: &dyn Settling) -> bool {
-        !nodes.holds_data(p)
-            || nodes
-                .settled_version(node)
-                .is_some_and(|v| v >= layout.since(p, slot))
+        !nodes.holds_data(p) || layout.holds_slot_as_of(p, slot, nodes.settled_version(node))
     }
 
     /// Writes the next step towards the layout for `members`. Returns whether it stopped

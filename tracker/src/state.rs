@@ -265,11 +265,7 @@ impl State {
                 continue;
             }
             for (slot, node) in row.iter().enumerate() {
-                let settled = self
-                    .registry
-                    .repaired_version(node)
-                    .is_some_and(|v| v >= layout.since(p, slot));
-                if settled {
+                if layout.holds_slot_as_of(p, slot, self.registry.repaired_version(node)) {
                     slots.entry(node).or_default().push((p as u16, slot));
                 }
             }
@@ -336,11 +332,7 @@ impl State {
         let mut held: HashMap<String, u64> = HashMap::new();
         for (p, row) in layout.partitions.iter().enumerate() {
             for (slot, node) in row.iter().enumerate() {
-                let settled = self
-                    .registry
-                    .settled_version(node)
-                    .is_some_and(|v| v >= layout.since(p, slot));
-                if !settled {
+                if !layout.holds_slot_as_of(p, slot, self.registry.settled_version(node)) {
                     continue;
                 }
                 let bytes = match sizes.get(&p) {

@@ -31,14 +31,7 @@ struct Args {
 }
 
 fn rss_of(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
-    Ok(kb * 1024)
+    medley_daemon::resident_bytes(Some(pid)).ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

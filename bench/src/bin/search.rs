@@ -209,18 +209,6 @@ fn du(path: &Path) -> u64 {
     total
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -521,7 +509,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     let mut p1 = load(&one_at_a_time, 1, postgres.clone()).await?;
     let mut m = load(&queries, args.concurrency, medley.clone()).await?;
     let mut p = load(&queries, args.concurrency, postgres.clone()).await?;
-    let rss = rss_bytes(pid);
+    let rss = medley_daemon::resident_bytes(Some(pid)).unwrap_or(0);
 
     let n = args.songs as f64;
     println!("search, {} songs, one request at a time:", args.songs);

@@ -174,18 +174,6 @@ async fn a_web_page_can_reach_admin_neither_by_a_form_nor_by_dns_rebinding() {
     t.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// The value of the unlabelled series `name` in a Prometheus text.
 fn gauge(metrics: &str, name: &str) -> u64 {
     metrics
@@ -235,7 +223,7 @@ async fn ten_thousand_fresh_identities_leave_bounded_state_and_ban_nobody() {
         }
     }
 
-    let before = rss_of(pid);
+    let before = medley_daemon::resident_bytes(Some(pid)).unwrap();
     let started = Instant::now();
     let identities = 10_000;
     let base = TrackerClient::new(&url).unwrap();
@@ -273,7 +261,9 @@ async fn ten_thousand_fresh_identities_leave_bounded_state_and_ban_nobody() {
     });
     crowd.buffer_unordered(16).collect::<Vec<()>>().await;
     let took = started.elapsed();
-    let grown = rss_of(pid).saturating_sub(before);
+    let grown = medley_daemon::resident_bytes(Some(pid))
+        .unwrap()
+        .saturating_sub(before);
 
     let metrics = reqwest::get(format!("{url}/metrics"))
         .await
