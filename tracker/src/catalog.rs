@@ -73,6 +73,10 @@ pub(crate) struct Catalog {
     /// Plays counted and not yet written, by key (song id and region): written together
     /// every second ([`Catalog::flush_plays`]), not one synced write per play.
     pending_plays: Mutex<HashMap<Vec<u8>, u64>>,
+    /// [`Catalog::partition_size`]'s answers, until a publish writes to their partition:
+    /// audits ask for every partition each round, and a scan of the placement index each
+    /// time would read it whole.
+    sizes: Mutex<HashMap<u16, (u64, u64)>>,
     partitions: u16,
     k: u8,
     m: u8,
@@ -114,6 +118,7 @@ impl Catalog {
             publishers: RwLock::new(keys),
             publishing: Mutex::new(last_seq),
             pending_plays: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
             partitions,
             k,
             m,
@@ -381,6 +386,7 @@ impl Catalog {
                 .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
         );
         self.db.put_all(&records)?;
+        self.placement_changed(&placement);
         *seq = next;
         // The commit is durable; the index is derived. If indexing fails, the song is found
         // once the index catches up at the next start.
@@ -535,6 +541,7 @@ impl Catalog {
             return Ok(out);
         }
         self.db.put_all(&records)?;
+        self.placement_changed(&placement);
         *seq = next;
         out.created = fresh.len();
         let songs: Vec<_> = fresh
@@ -581,11 +588,22 @@ impl Catalog {
             .collect()
     }
 
-    pub(crate) fn partition_size(
-        &self,
-        partition: u16,
-        codec: &medley_core::Codec,
-    ) -> Result<(u64, u64), StateError> {
+    /// Forgets the sizes of the partitions `placement` records were written to.
+    fn placement_changed(&self, placement: &[(Vec<u8>, Vec<u8>)]) {
+        let mut sizes = self.sizes.lock();
+        for (key, _) in placement {
+            if let Some(p) = key.get(..2) {
+                sizes.remove(&u16::from_be_bytes([p[0], p[1]]));
+            }
+        }
+    }
+
+    /// The segments of `partition` and the bytes of one shard of each.
+    pub(crate) fn partition_size(&self, partition: u16) -> Result<(u64, u64), StateError> {
+        if let Some(size) = self.sizes.lock().get(&partition) {
+            return Ok(*size);
+        }
+        let codec = medley_core::Codec::new(self.k, self.m).map_err(|e| corrupt("coding", e))?;
         let (mut segments, mut bytes) = (0u64, 0u64);
         self.db
             .for_each_prefix(CF_PLACEMENT, &partition.to_be_bytes(), |_, v| {
@@ -595,6 +613,7 @@ impl Catalog {
                     bytes += codec.shard_len(len as usize) as u64;
                 }
             })?;
+        self.sizes.lock().insert(partition, (segments, bytes));
         Ok((segments, bytes))
     }
 }
@@ -616,4 +635,48 @@ fn placement_records(m: &Manifest, partitions: u16) -> Vec<(Vec<u8>, Vec<u8>)> {
             (key, value)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn song(title: &str, key: &medley_core::PublisherKey) -> Manifest {
+        let meta = medley_core::SongMeta {
+            title: title.into(),
+            artist: None,
+            album: None,
+            genre: None,
+            year: None,
+            track: None,
+            duration_ms: None,
+            codec: "flac".into(),
+            mime: "audio/flac".into(),
+            bitrate: None,
+        };
+        let audio: Vec<u8> = title.bytes().cycle().take(600_000).collect();
+        let body = medley_core::test_utils::body_for(meta, &audio, 256 * 1024, 4, 2, key.id());
+        Manifest::sign(body, key).unwrap()
+    }
+
+    #[test]
+    fn partition_sizes_follow_every_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = medley_core::PublisherKey::from_seed([3; 32]);
+        let db = Arc::new(Db::open(&dir.path().join("db")).unwrap());
+        // One partition: every segment lands in it.
+        let c = Catalog::open(db, &dir.path().join("index"), &[key.id()], 1, (4, 2)).unwrap();
+        assert_eq!(c.partition_size(0).unwrap(), (0, 0));
+        let first = song("First", &key);
+        c.publish(first.encoded()).unwrap();
+        let one = c.partition_size(0).unwrap();
+        assert_eq!(one.0, first.body().segments.len() as u64);
+        assert!(one.1 > 0);
+        // Asked again after another publish: the new segments count.
+        let second = song("Second", &key);
+        c.publish(second.encoded()).unwrap();
+        let two = c.partition_size(0).unwrap();
+        assert_eq!(two.0, one.0 + second.body().segments.len() as u64);
+        assert_eq!(two.1, 2 * one.1, "the same sizes of segments");
+    }
 }

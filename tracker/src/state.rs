@@ -326,23 +326,13 @@ impl State {
         let Some(layout) = self.layouts.current() else {
             return Ok(());
         };
-        let codec = medley_core::Codec::new(self.config.k, self.config.m)
-            .map_err(|e| corrupt("coding", e))?;
-        let mut sizes: HashMap<usize, u64> = HashMap::new();
         let mut held: HashMap<String, u64> = HashMap::new();
         for (p, row) in layout.partitions.iter().enumerate() {
             for (slot, node) in row.iter().enumerate() {
                 if !layout.holds_slot_as_of(p, slot, self.registry.settled_version(node)) {
                     continue;
                 }
-                let bytes = match sizes.get(&p) {
-                    Some(b) => *b,
-                    None => {
-                        let b = self.catalog.partition_size(p as u16, &codec)?.1;
-                        sizes.insert(p, b);
-                        b
-                    }
-                };
+                let bytes = self.catalog.partition_size(p as u16)?.1;
                 *held.entry(node.clone()).or_default() += bytes;
             }
         }
@@ -472,15 +462,13 @@ impl State {
             .collect();
         let (mut moved_slots, mut moved_shards, mut moved_bytes) = (0, 0, 0);
         if let Some(current) = &current {
-            let codec = medley_core::Codec::new(self.config.k, self.config.m)
-                .map_err(|e| corrupt("coding", e))?;
             for (p, (a, b)) in current.partitions.iter().zip(&next.partitions).enumerate() {
                 let moved = a.iter().zip(b).filter(|(x, y)| x != y).count();
                 if moved == 0 {
                     continue;
                 }
                 moved_slots += moved;
-                let (segments, shard_bytes) = self.catalog.partition_size(p as u16, &codec)?;
+                let (segments, shard_bytes) = self.catalog.partition_size(p as u16)?;
                 moved_shards += segments * moved as u64;
                 moved_bytes += shard_bytes * moved as u64;
             }
