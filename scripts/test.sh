@@ -3,9 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ffmpeg: an independent decoder and encoder; chromium and its driver: the web player's
-# browser test; from PyPI, py-sonic (a real Subsonic client library) and prometheus-client
+# browser test; postgresql: the tracker replicas' shared store (tests start private
+# clusters on loopback); from PyPI, py-sonic (a real Subsonic client library) and prometheus-client
 # (the reference parser of the metrics text).
-bash scripts/setup.sh ffmpeg chromium chromium-driver
+bash scripts/setup.sh ffmpeg chromium chromium-driver postgresql
 python3 -c 'import libsonic, prometheus_client' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check py-sonic==1.2.0 prometheus-client==0.21.1
 # End-to-end tests start the real binaries (medley, medley-node, medley-tracker).

@@ -7,6 +7,7 @@ pub mod http;
 pub mod identity;
 pub mod keyfile;
 pub mod metrics;
+pub mod pgcluster;
 pub mod settings;
 
 use std::future::Future;

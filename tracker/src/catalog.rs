@@ -18,7 +18,7 @@ use medley_core::{
 use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
-use crate::db::{CF_JOURNAL, CF_MANIFESTS, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS, Db};
+use crate::db::{CF_JOURNAL, CF_MANIFESTS, CF_PLACEMENT, CF_PLAYS, CF_PUBLISHERS, Db, NewSong};
 use crate::error::{StateError, corrupt};
 use crate::search::{Artist, Hit, Search, SearchError, SearchQuery, SearchResults};
 
@@ -67,12 +67,15 @@ pub(crate) struct Catalog {
     db: Arc<Db>,
     search: Search,
     publishers: RwLock<HashSet<PublisherId>>,
-    /// Serialises publishes, so the journal and the index advance in the same order; holds
-    /// the last journal position.
-    publishing: Mutex<u64>,
-    /// Plays counted and not yet written, by key (song id and region): written together
-    /// every second ([`Catalog::flush_plays`]), not one synced write per play.
-    pending_plays: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Held while the index follows the journal, so it takes every position once and in
+    /// order.
+    indexing: Mutex<()>,
+    /// The last journal position the search index holds.
+    indexed: std::sync::atomic::AtomicU64,
+    /// Plays counted and not yet written, by key (song id and region): the count stored
+    /// when the first was counted, and how many since. Added to the store together every
+    /// second ([`Catalog::flush_plays`]), not one synced write per play.
+    pending_plays: Mutex<HashMap<Vec<u8>, (u64, u64)>>,
     /// [`Catalog::partition_size`]'s answers, until a publish writes to their partition:
     /// audits ask for every partition each round, and a scan of the placement index each
     /// time would read it whole.
@@ -95,37 +98,44 @@ impl Catalog {
         for p in publishers {
             db.put(CF_PUBLISHERS, &p.0, b"")?;
         }
-        let mut keys = HashSet::new();
-        for (key, _) in db.scan(CF_PUBLISHERS)? {
-            let bytes: [u8; 32] = key
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
-            keys.insert(PublisherId(bytes));
-        }
         let (search, fresh) = Search::open(index_dir)?;
-        let last_seq = match db.last(CF_JOURNAL)? {
-            Some((key, _)) => u64::from_be_bytes(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
-            ),
-            None => 0,
-        };
+        let indexed = if fresh { 0 } else { search.position()? };
         let catalog = Self {
             db,
             search,
-            publishers: RwLock::new(keys),
-            publishing: Mutex::new(last_seq),
+            publishers: RwLock::new(HashSet::new()),
+            indexing: Mutex::new(()),
+            indexed: std::sync::atomic::AtomicU64::new(indexed),
             pending_plays: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             partitions,
             k,
             m,
         };
-        catalog.catch_up_index(fresh)?;
+        catalog.reload_publishers()?;
+        catalog.catch_up_index(&HashMap::new())?;
         catalog.backfill_placement()?;
         Ok(catalog)
+    }
+
+    /// Reads the authorised publisher keys back from the store (replicas share them).
+    pub(crate) fn reload_publishers(&self) -> Result<(), StateError> {
+        let mut keys = HashSet::new();
+        for (key, _) in self.db.scan(CF_PUBLISHERS)? {
+            let bytes: [u8; 32] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("publisher key", "not 32 bytes"))?;
+            keys.insert(PublisherId(bytes));
+        }
+        *self.publishers.write() = keys;
+        Ok(())
+    }
+
+    /// Brings the search index up to the journal: songs committed by other replicas become
+    /// searchable here. Returns how many it indexed.
+    pub(crate) fn follow_journal(&self) -> Result<usize, StateError> {
+        self.catch_up_index(&HashMap::new())
     }
 
     /// Counts one play of song `id` in `region`; returns the song's plays there so far.
@@ -141,9 +151,9 @@ impl Catalog {
             Some(_) => 0,
             None => self.db.get(CF_PLAYS, &key)?.map_or(0, |v| play_count(&v)),
         };
-        let plays = pending.entry(key).or_insert(stored);
-        *plays += 1;
-        Ok(*plays)
+        let (stored, since) = pending.entry(key).or_insert((stored, 0));
+        *since += 1;
+        Ok(*stored + *since)
     }
 
     /// Writes the plays counted since the last flush, in one batch.
@@ -152,15 +162,11 @@ impl Catalog {
         if pending.is_empty() {
             return Ok(());
         }
-        let values: Vec<(Vec<u8>, [u8; 8])> = pending
+        let deltas: Vec<(Vec<u8>, u64)> = pending
             .iter()
-            .map(|(k, n)| (k.clone(), n.to_le_bytes()))
+            .map(|(k, (_, since))| (k.clone(), *since))
             .collect();
-        let records: Vec<(&'static str, &[u8], &[u8])> = values
-            .iter()
-            .map(|(k, v)| (CF_PLAYS, k.as_slice(), v.as_slice()))
-            .collect();
-        self.db.put_all(&records)?;
+        self.db.add_counts(&deltas)?;
         pending.clear();
         Ok(())
     }
@@ -245,19 +251,30 @@ impl Catalog {
             .collect()
     }
 
-    /// Indexes every journal entry the search index has not reached yet.
-    fn catch_up_index(&self, fresh: bool) -> Result<(), StateError> {
-        let from = if fresh { 0 } else { self.search.position()? };
+    /// Indexes every journal entry the search index has not reached yet, in journal order;
+    /// the metadata of songs in `known` is taken from it, the others' read from the store.
+    /// Returns how many it indexed.
+    fn catch_up_index(
+        &self,
+        known: &HashMap<SongId, medley_core::SongMeta>,
+    ) -> Result<usize, StateError> {
+        let _indexing = self.indexing.lock();
+        let from = self.indexed.load(std::sync::atomic::Ordering::Acquire);
         let entries = self.db.scan_from(CF_JOURNAL, &(from + 1).to_be_bytes())?;
         if entries.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        info!(from, entries = entries.len(), "search index catching up");
+        let total = entries.len();
+        let loud = total > 1 && known.is_empty();
+        if loud {
+            info!(from, entries = total, "search index catching up");
+        }
+        let mut done = 0;
+        let mut elsewhere = false;
         for chunk in entries.chunks(10_000) {
-            let mut songs = Vec::with_capacity(chunk.len());
-            let mut last = from;
+            let mut positions = Vec::with_capacity(chunk.len());
             for (k, v) in chunk {
-                last = u64::from_be_bytes(
+                let seq = u64::from_be_bytes(
                     k.as_ref()
                         .try_into()
                         .map_err(|_| corrupt("journal key", "not 8 bytes"))?,
@@ -267,11 +284,61 @@ impl Catalog {
                         .try_into()
                         .map_err(|_| corrupt("journal entry", "not 32 bytes"))?,
                 );
-                songs.push((id, self.manifest(id)?.meta().clone()));
+                positions.push((seq, id));
             }
+            let missing: Vec<SongId> = positions
+                .iter()
+                .map(|(_, id)| *id)
+                .filter(|id| !known.contains_key(id))
+                .collect();
+            elsewhere |= !missing.is_empty();
+            let read = self.manifests(&missing)?;
+            let mut songs = Vec::with_capacity(positions.len());
+            for (_, id) in &positions {
+                let meta = match known.get(id) {
+                    Some(meta) => meta.clone(),
+                    None => read
+                        .get(id)
+                        .ok_or(StateError::UnknownSong(*id))?
+                        .meta()
+                        .clone(),
+                };
+                songs.push((*id, meta));
+            }
+            let last = positions.last().map_or(from, |(seq, _)| *seq);
             self.search.add(&songs, last)?;
+            self.indexed
+                .store(last, std::sync::atomic::Ordering::Release);
+            done += songs.len();
+            if loud && total > 10_000 {
+                info!(indexed = done, of = total, "search index catching up");
+            }
         }
-        Ok(())
+        if elsewhere {
+            // Songs committed through another replica placed segments this one has not
+            // counted.
+            self.sizes.lock().clear();
+        }
+        Ok(done)
+    }
+
+    /// The committed manifests of `ids`, read together.
+    fn manifests(&self, ids: &[SongId]) -> Result<HashMap<SongId, Manifest>, StateError> {
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+        let mut out = HashMap::with_capacity(ids.len());
+        for (id, bytes) in ids.iter().zip(self.db.get_many(CF_MANIFESTS, &keys)?) {
+            let bytes = bytes.ok_or(StateError::UnknownSong(*id))?;
+            out.insert(*id, Manifest::decode_expecting(&bytes, *id)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Catalog::catch_up_index`] after a commit: the commit is durable and the index is
+    /// derived, so a failure is logged and the index catches up at its next follow.
+    fn index_committed(&self, known: &HashMap<SongId, medley_core::SongMeta>) {
+        if let Err(e) = self.catch_up_index(known) {
+            tracing::error!(error = %e, "indexing failed; the index catches up later");
+        }
     }
 
     /// Searches the catalogue's metadata.
@@ -335,9 +402,9 @@ impl Catalog {
             .into_iter()
             .map(|(k, v)| (region(&k), play_count(&v)))
             .collect();
-        for (k, n) in self.pending_plays.lock().iter() {
+        for (k, (_, since)) in self.pending_plays.lock().iter() {
             if k.starts_with(prefix) {
-                out.insert(region(k), *n);
+                *out.entry(region(k)).or_default() += since;
             }
         }
         Ok(out)
@@ -369,30 +436,21 @@ impl Catalog {
     pub(crate) fn publish(&self, bytes: &[u8]) -> Result<Committed, StateError> {
         let manifest = self.check(bytes)?;
         let id = manifest.id();
-        let mut seq = self.publishing.lock();
         if self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
             return Ok(Committed { id, created: false });
         }
-        let next = *seq + 1;
         let placement = placement_records(&manifest, self.partitions);
-        let key = next.to_be_bytes();
-        let mut records: Vec<(&'static str, &[u8], &[u8])> = vec![
-            (CF_MANIFESTS, id.as_bytes(), manifest.encoded()),
-            (CF_JOURNAL, &key, id.as_bytes()),
-        ];
-        records.extend(
-            placement
-                .iter()
-                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
-        );
-        self.db.put_all(&records)?;
-        self.placement_changed(&placement);
-        *seq = next;
-        // The commit is durable; the index is derived. If indexing fails, the song is found
-        // once the index catches up at the next start.
-        if let Err(e) = self.search.add(&[(id, manifest.meta().clone())], next) {
-            tracing::error!(song = %id, error = %e, "indexing failed; will catch up at restart");
+        let committed = self.db.commit_songs(&[NewSong {
+            id: id.as_bytes(),
+            manifest: manifest.encoded(),
+            placement: &placement,
+        }])?;
+        if committed.first().copied().flatten().is_none() {
+            // Committed meanwhile, through another replica.
+            return Ok(Committed { id, created: false });
         }
+        self.placement_changed(&placement);
+        self.index_committed(&HashMap::from([(id, manifest.meta().clone())]));
         info!(song = %id, title = %manifest.meta().title, "song published");
         Ok(Committed { id, created: true })
     }
@@ -502,55 +560,45 @@ impl Catalog {
                 .collect()
         });
         let mut out = Imported::default();
-        let mut seq = self.publishing.lock();
-        let mut next = *seq;
         let mut fresh = Vec::new();
         let mut seen = HashSet::new();
         for (i, r) in checked.into_iter().enumerate() {
             match r {
-                Ok(m) => {
-                    let id = m.id();
-                    if !seen.insert(id) || self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
-                        out.existing += 1;
-                    } else {
-                        next += 1;
-                        fresh.push((next, m));
-                    }
-                }
+                Ok(m) if seen.insert(m.id()) => fresh.push(m),
+                Ok(_) => out.existing += 1,
                 Err(e) => out.rejected.push((i, e.to_string())),
             }
         }
-        let seqs: Vec<[u8; 8]> = fresh.iter().map(|(n, _)| n.to_be_bytes()).collect();
-        let ids: Vec<SongId> = fresh.iter().map(|(_, m)| m.id()).collect();
-        let placement: Vec<(Vec<u8>, Vec<u8>)> = fresh
-            .iter()
-            .flat_map(|(_, m)| placement_records(m, self.partitions))
-            .collect();
-        let mut records: Vec<(&'static str, &[u8], &[u8])> =
-            Vec::with_capacity(fresh.len() * 2 + placement.len());
-        for (((_, m), key), id) in fresh.iter().zip(&seqs).zip(&ids) {
-            records.push((CF_MANIFESTS, id.as_bytes(), m.encoded()));
-            records.push((CF_JOURNAL, key, id.as_bytes()));
-        }
-        records.extend(
-            placement
-                .iter()
-                .map(|(k, v)| (CF_PLACEMENT, k.as_slice(), v.as_slice())),
-        );
-        if records.is_empty() {
+        if fresh.is_empty() {
             return Ok(out);
         }
-        self.db.put_all(&records)?;
-        self.placement_changed(&placement);
-        *seq = next;
-        out.created = fresh.len();
-        let songs: Vec<_> = fresh
+        let ids: Vec<SongId> = fresh.iter().map(Manifest::id).collect();
+        let placements: Vec<Vec<(Vec<u8>, Vec<u8>)>> = fresh
             .iter()
-            .map(|(_, m)| (m.id(), m.meta().clone()))
+            .map(|m| placement_records(m, self.partitions))
             .collect();
-        if let Err(e) = self.search.add(&songs, next) {
-            tracing::error!(error = %e, "indexing an import failed; will catch up at restart");
+        let songs: Vec<NewSong<'_>> = fresh
+            .iter()
+            .zip(&ids)
+            .zip(&placements)
+            .map(|((m, id), placement)| NewSong {
+                id: id.as_bytes(),
+                manifest: m.encoded(),
+                placement,
+            })
+            .collect();
+        let committed = self.db.commit_songs(&songs)?;
+        let mut known = HashMap::new();
+        for ((m, placement), seq) in fresh.iter().zip(&placements).zip(&committed) {
+            if seq.is_some() {
+                out.created += 1;
+                self.placement_changed(placement);
+                known.insert(m.id(), m.meta().clone());
+            } else {
+                out.existing += 1;
+            }
         }
+        self.index_committed(&known);
         Ok(out)
     }
 
@@ -564,9 +612,10 @@ impl Catalog {
         Ok(Manifest::decode_expecting(&bytes, id)?)
     }
 
-    /// Number of committed songs: the journal gains one entry per new song.
+    /// Number of songs searchable here: the journal gains one entry per new song, and the
+    /// index follows it.
     pub(crate) fn song_count(&self) -> u64 {
-        *self.publishing.lock()
+        self.indexed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Segments placed in `partition` and the bytes of one slot's shards of them.
@@ -659,24 +708,116 @@ mod tests {
         Manifest::sign(body, key).unwrap()
     }
 
-    #[test]
-    fn partition_sizes_follow_every_publish() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = medley_core::PublisherKey::from_seed([3; 32]);
-        let db = Arc::new(Db::open(&dir.path().join("db")).unwrap());
+    use crate::db::tests::{Place, on_both_stores};
+
+    fn open(place: &Place, index: &std::path::Path, key: &medley_core::PublisherKey) -> Catalog {
         // One partition: every segment lands in it.
-        let c = Catalog::open(db, &dir.path().join("index"), &[key.id()], 1, (4, 2)).unwrap();
-        assert_eq!(c.partition_size(0).unwrap(), (0, 0));
-        let first = song("First", &key);
-        c.publish(first.encoded()).unwrap();
-        let one = c.partition_size(0).unwrap();
-        assert_eq!(one.0, first.body().segments.len() as u64);
-        assert!(one.1 > 0);
-        // Asked again after another publish: the new segments count.
-        let second = song("Second", &key);
-        c.publish(second.encoded()).unwrap();
-        let two = c.partition_size(0).unwrap();
-        assert_eq!(two.0, one.0 + second.body().segments.len() as u64);
-        assert_eq!(two.1, 2 * one.1, "the same sizes of segments");
+        Catalog::open(place.open(), index, &[key.id()], 1, (4, 2)).unwrap()
+    }
+
+    fn found(c: &Catalog, q: &str) -> usize {
+        let query = SearchQuery {
+            q: q.into(),
+            ..SearchQuery::default()
+        };
+        c.search(&query).unwrap().total
+    }
+
+    on_both_stores! {
+        fn partition_sizes_follow_every_publish(place: &Place) {
+            let dir = tempfile::tempdir().unwrap();
+            let key = medley_core::PublisherKey::from_seed([3; 32]);
+            let c = open(place, &dir.path().join("index"), &key);
+            assert_eq!(c.partition_size(0).unwrap(), (0, 0));
+            let first = song("First", &key);
+            c.publish(first.encoded()).unwrap();
+            let one = c.partition_size(0).unwrap();
+            assert_eq!(one.0, first.body().segments.len() as u64);
+            assert!(one.1 > 0);
+            // Asked again after another publish: the new segments count.
+            let second = song("Second", &key);
+            c.publish(second.encoded()).unwrap();
+            let two = c.partition_size(0).unwrap();
+            assert_eq!(two.0, one.0 + second.body().segments.len() as u64);
+            assert_eq!(two.1, 2 * one.1, "the same sizes of segments");
+        }
+
+        fn a_song_is_published_searched_and_counted_once(place: &Place) {
+            let dir = tempfile::tempdir().unwrap();
+            let key = medley_core::PublisherKey::from_seed([4; 32]);
+            let c = open(place, &dir.path().join("index"), &key);
+            let s = song("Harbour Lights", &key);
+            assert!(c.publish(s.encoded()).unwrap().created);
+            assert!(!c.publish(s.encoded()).unwrap().created, "published twice");
+            let imported = c.import(&[s.encoded().to_vec(), song("Tidewater", &key).encoded().to_vec()]).unwrap();
+            assert_eq!((imported.created, imported.existing), (1, 1));
+            assert_eq!(found(&c, "harbour"), 1);
+            assert_eq!(c.song_count(), 2);
+            for _ in 0..3 {
+                c.count_play(s.id(), "eu").unwrap();
+            }
+            c.flush_plays().unwrap();
+            assert_eq!(c.count_play(s.id(), "eu").unwrap(), 4);
+            assert_eq!(c.plays(s.id()).unwrap().get("eu"), Some(&4));
+            drop(c);
+            // Opened again over the same store and a new index: it is rebuilt from the
+            // journal; the play counted but not flushed is gone, the others kept.
+            let again = open(place, &dir.path().join("index-2"), &key);
+            assert_eq!(found(&again, "tidewater"), 1);
+            assert_eq!(again.song_count(), 2);
+            assert_eq!(again.plays(s.id()).unwrap().get("eu"), Some(&3));
+        }
+    }
+
+    /// Two catalogues on one PostgreSQL, as two tracker replicas have: what one commits the
+    /// other finds once it follows the journal; plays counted on both add up; a publisher
+    /// one authorises the other accepts.
+    #[test]
+    fn replicas_share_one_catalogue() {
+        let place = Place::postgres();
+        let dir = tempfile::tempdir().unwrap();
+        let key = medley_core::PublisherKey::from_seed([5; 32]);
+        let a = open(&place, &dir.path().join("a"), &key);
+        let b = open(&place, &dir.path().join("b"), &key);
+        let s = song("Lantern Bay", &key);
+        assert!(a.publish(s.encoded()).unwrap().created);
+        assert_eq!(found(&b, "lantern"), 0, "not followed yet");
+        assert_eq!(b.follow_journal().unwrap(), 1);
+        assert_eq!(found(&b, "lantern"), 1);
+        assert!(
+            !b.publish(s.encoded()).unwrap().created,
+            "committed already"
+        );
+        // Both commit at once: each song gets one journal position.
+        let (x, y) = (song("Quay Song", &key), song("Gull Call", &key));
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                a.import(&[x.encoded().to_vec(), y.encoded().to_vec()])
+                    .unwrap()
+            });
+            t.spawn(|| {
+                b.import(&[y.encoded().to_vec(), x.encoded().to_vec()])
+                    .unwrap()
+            });
+        });
+        a.follow_journal().unwrap();
+        b.follow_journal().unwrap();
+        for c in [&a, &b] {
+            assert_eq!(c.song_count(), 3);
+            assert_eq!(found(c, "quay"), 1);
+            assert_eq!(found(c, "gull"), 1);
+        }
+        a.count_play(s.id(), "eu").unwrap();
+        b.count_play(s.id(), "eu").unwrap();
+        b.count_play(s.id(), "eu").unwrap();
+        a.flush_plays().unwrap();
+        b.flush_plays().unwrap();
+        assert_eq!(a.plays(s.id()).unwrap().get("eu"), Some(&3));
+        let other = medley_core::PublisherKey::from_seed([6; 32]);
+        a.add_publisher(other.id()).unwrap();
+        let theirs = song("Other Label", &other);
+        assert!(b.publish(theirs.encoded()).is_err(), "not known to b yet");
+        b.reload_publishers().unwrap();
+        assert!(b.publish(theirs.encoded()).unwrap().created);
     }
 }

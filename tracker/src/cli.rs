@@ -173,6 +173,10 @@ pub struct RunArgs {
     /// Authorise a publisher key (hex); repeatable.
     #[arg(long = "publisher", env = "MEDLEY_PUBLISHERS", value_delimiter = ',')]
     pub publishers: Vec<String>,
+    /// The store: "rocksdb" (embedded, the default) or a postgres:// URL that tracker
+    /// replicas share.
+    #[arg(long)]
+    pub store: Option<String>,
     /// Accept admin requests over HTTP without a token (loopback only; for throwaway
     /// development networks).
     #[arg(long)]
@@ -202,6 +206,9 @@ impl RunArgs {
         }
         if let Some(l) = self.listen {
             config.listen = l;
+        }
+        if let Some(s) = &self.store {
+            config.store = Some(s.clone());
         }
         config.publishers.extend(self.publishers.iter().cloned());
         config.insecure_dev_admin |= self.insecure_dev_admin;

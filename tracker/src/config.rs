@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 34] = [
+pub const FIELDS: [FieldDoc; 35] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -183,6 +183,14 @@ pub const FIELDS: [FieldDoc; 34] = [
         example: Some("\"/etc/medley/tracker.key\""),
     },
     FieldDoc {
+        name: "store",
+        doc: "Where the catalogue, the node registry and the layouts live: unset (or\n\
+              \"rocksdb\"), an embedded RocksDB in data_dir/db for one tracker; a PostgreSQL\n\
+              URL, a database several tracker replicas share (each keeps its own search\n\
+              index in data_dir, fed from the database). The schema is migrated at start.",
+        example: Some("\"postgres://medley@db.example:5432/medley\""),
+    },
+    FieldDoc {
         name: "header_read_timeout_secs",
         doc: "Seconds a connection may take to send a request's headers, from its start or\n\
               its last answer; past it the connection is closed (slow or idle clients hold no\n\
@@ -303,6 +311,9 @@ pub struct TrackerConfig {
     pub tls_key: Option<PathBuf>,
     /// The signing key's file, shared by replicas; unset: `tracker.key` in `data_dir`.
     pub signing_key: Option<PathBuf>,
+    /// The store: unset or `rocksdb` for the embedded one, a `postgres://` URL for one
+    /// replicas share.
+    pub store: Option<String>,
     /// Seconds a connection may take to send a request's headers.
     pub header_read_timeout_secs: u64,
     /// Connections open at once.
@@ -361,6 +372,7 @@ impl Default for TrackerConfig {
             tls_cert: None,
             tls_key: None,
             signing_key: None,
+            store: None,
             header_read_timeout_secs: 10,
             max_connections: 4096,
             max_connections_per_ip: 256,
@@ -395,8 +407,24 @@ pub enum ConfigError {
 }
 
 impl TrackerConfig {
+    /// The PostgreSQL URL of a shared store, if the store is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.store
+            .as_deref()
+            .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    }
+
     /// Checks values; returns the parsed publisher keys.
     pub fn validate(&self) -> Result<Vec<PublisherId>, ConfigError> {
+        if let Some(store) = &self.store
+            && store != "rocksdb"
+            && self.postgres_url().is_none()
+        {
+            return Err(ConfigError::Invalid {
+                field: "store",
+                reason: "must be \"rocksdb\" or a postgres:// URL",
+            });
+        }
         if self.partitions == 0 {
             return Err(ConfigError::Invalid {
                 field: "partitions",
@@ -540,6 +568,7 @@ mod tests {
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
             signing_key: Some("s".into()),
+            store: Some("postgres://db/medley".into()),
             ..TrackerConfig::default()
         };
         let (missing, unknown) = medley_daemon::settings::check_docs(&full, &FIELDS);

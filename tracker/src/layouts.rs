@@ -98,6 +98,44 @@ impl Layouts {
         self.current.read().as_ref().map(|l| l.version)
     }
 
+    /// Takes up versions other replicas of the tracker made since this one last looked (a
+    /// shared store only). Returns the version in force when it changed.
+    pub(crate) fn follow(&self) -> Result<Option<u64>, StateError> {
+        if !self.db.is_shared() {
+            return Ok(None);
+        }
+        let mut current = self.current.write();
+        let changed = self.load_latest(&mut current)?;
+        drop(current);
+        if changed {
+            // What this replica's members call for is looked at again against it.
+            *self.behind.lock() = true;
+            *self.oldest.lock() = self
+                .db
+                .first(CF_LAYOUTS)?
+                .and_then(|(k, _)| <[u8; 8]>::try_from(&k[..]).ok())
+                .map(u64::from_be_bytes);
+        }
+        Ok(changed.then(|| self.version()).flatten())
+    }
+
+    /// Replaces `current` with the newest version stored, if newer. Returns whether it did.
+    fn load_latest(&self, current: &mut Option<Arc<Layout>>) -> Result<bool, StateError> {
+        let Some((_, v)) = self.db.last(CF_LAYOUTS)? else {
+            return Ok(false);
+        };
+        let latest: Layout = serde_json::from_slice(&v).map_err(|e| corrupt("layout", e))?;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version >= latest.version)
+        {
+            return Ok(false);
+        }
+        info!(version = latest.version, "layout made by another replica");
+        *current = Some(Arc::new(latest));
+        Ok(true)
+    }
+
     /// Remembers `members` as those the layout in force was computed for (at start).
     pub(crate) fn set_members(&self, members: Vec<Member>) {
         *self.members.lock() = members;
@@ -137,6 +175,10 @@ impl Layouts {
     /// short of it.
     fn recompute(&self, members: &[Member], nodes: &dyn Settling) -> Result<bool, StateError> {
         let mut current = self.current.write();
+        if self.db.is_shared() {
+            // The next version follows the newest any replica made.
+            self.load_latest(&mut current)?;
+        }
         let target = match Layout::compute(current.as_deref(), members, self.partitions, self.slots)
         {
             Ok(t) => t,
@@ -176,8 +218,15 @@ impl Layouts {
             }
         };
         let json = serde_json::to_vec(&next).map_err(|e| corrupt("layout", e))?;
-        self.db
-            .put(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?;
+        if !self
+            .db
+            .put_new(CF_LAYOUTS, &next.version.to_be_bytes(), &json)?
+        {
+            // Another replica made this version first: it is the one in force; what this
+            // one's members call for is looked at again from it.
+            self.load_latest(&mut current)?;
+            return Ok(true);
+        }
         match current.as_ref() {
             Some(prev) => info!(
                 version = next.version,

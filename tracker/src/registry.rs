@@ -17,7 +17,7 @@ use medley_core::Member;
 use parking_lot::RwLock;
 use tracing::info;
 
-use crate::db::{CF_NODES, Db};
+use crate::db::{CF_NODES, CF_SEEN, Db};
 use crate::error::{StateError, corrupt};
 
 /// Node counts and repair work summed over live nodes.
@@ -87,11 +87,55 @@ pub enum AuditOutcome {
     TimedOut(String),
 }
 
+/// What a heartbeat told one replica, shared with the others through the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Beat {
+    last_seen_ms: u64,
+    #[serde(default)]
+    repaired_version: Option<u64>,
+    #[serde(default)]
+    load: medley_api::Load,
+}
+
+impl Beat {
+    fn of(rec: &NodeRecord) -> Self {
+        Self {
+            last_seen_ms: rec.last_seen_ms,
+            repaired_version: rec.repaired_version,
+            load: rec.load.clone(),
+        }
+    }
+}
+
+/// A node's record as stored, with the newest heartbeat any replica heard: this replica's
+/// (`mine`) or one shared through the store (`shared`). A heartbeat after the record was
+/// written says the node runs again.
+fn merge(mut stored: NodeRecord, mine: Option<&NodeRecord>, shared: Option<&Beat>) -> NodeRecord {
+    let newest = [mine.map(Beat::of), shared.cloned()]
+        .into_iter()
+        .flatten()
+        .max_by_key(|b| b.last_seen_ms);
+    if let Some(beat) = newest
+        && beat.last_seen_ms > stored.last_seen_ms
+    {
+        stored.last_seen_ms = beat.last_seen_ms;
+        stored.load = beat.load;
+        stored.stopped = false;
+        if beat.repaired_version.is_some() {
+            stored.repaired_version = beat.repaired_version;
+        }
+    }
+    stored
+}
+
 /// The registry.
 #[derive(Debug)]
 pub(crate) struct Registry {
     db: Arc<Db>,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
+    /// Nodes heard from since their heartbeats were last shared with the other replicas
+    /// (a shared store only).
+    heard: parking_lot::Mutex<HashSet<String>>,
     /// How long a node may go unheard before it counts as down.
     grace_ms: u64,
     /// Most capacity a node counts with.
@@ -125,10 +169,77 @@ impl Registry {
         Ok(Self {
             db,
             nodes: RwLock::new(nodes),
+            heard: parking_lot::Mutex::new(HashSet::new()),
             grace_ms,
             max_capacity,
             audited,
         })
+    }
+
+    /// Shares the heartbeats this replica heard since it last did, then takes up what every
+    /// replica wrote: node records (registrations, admissions, drains, audits) and when each
+    /// node was last heard from. A shared store only.
+    pub(crate) fn follow(&self) -> Result<(), StateError> {
+        if !self.db.is_shared() {
+            return Ok(());
+        }
+        let heard: Vec<String> = self.heard.lock().drain().collect();
+        let beats: Vec<(String, Vec<u8>)> = {
+            let nodes = self.nodes.read();
+            heard
+                .iter()
+                .filter_map(|id| nodes.get(id))
+                .filter_map(|r| {
+                    serde_json::to_vec(&Beat::of(r))
+                        .ok()
+                        .map(|b| (r.peer_id.clone(), b))
+                })
+                .collect()
+        };
+        if !beats.is_empty() {
+            let records: Vec<(&'static str, &[u8], &[u8])> = beats
+                .iter()
+                .map(|(id, b)| (CF_SEEN, id.as_bytes(), b.as_slice()))
+                .collect();
+            self.db.put_all(&records)?;
+        }
+        let stored = self.db.scan(CF_NODES)?;
+        let seen: HashMap<Box<[u8]>, Beat> = self
+            .db
+            .scan(CF_SEEN)?
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|b| (k, b)))
+            .collect();
+        let mut nodes = self.nodes.write();
+        let mut present = HashSet::new();
+        for (k, v) in stored {
+            let rec: NodeRecord = serde_json::from_slice(&v)
+                .map_err(|e| corrupt(format!("node {}", String::from_utf8_lossy(&k)), e))?;
+            present.insert(rec.peer_id.clone());
+            let merged = merge(rec, nodes.get(&*String::from_utf8_lossy(&k)), seen.get(&k));
+            nodes.insert(merged.peer_id.clone(), merged);
+        }
+        nodes.retain(|id, _| present.contains(id));
+        Ok(())
+    }
+
+    /// Takes up node `peer_id`'s record as stored before a change to it (a shared store
+    /// only): another replica may have changed it since this one last looked.
+    fn reread(
+        &self,
+        nodes: &mut BTreeMap<String, NodeRecord>,
+        peer_id: &str,
+    ) -> Result<(), StateError> {
+        if !self.db.is_shared() {
+            return Ok(());
+        }
+        if let Some(v) = self.db.get(CF_NODES, peer_id.as_bytes())? {
+            let rec: NodeRecord =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("node {peer_id}"), e))?;
+            let merged = merge(rec, nodes.get(peer_id), None);
+            nodes.insert(peer_id.to_string(), merged);
+        }
+        Ok(())
     }
 
     /// Heard from within the grace period.
@@ -228,6 +339,7 @@ impl Registry {
     ) -> Result<NodeRecord, StateError> {
         check_peer(&reg.peer_id, &reg.region, &reg.addrs)?;
         let mut nodes = self.nodes.write();
+        self.reread(&mut nodes, &reg.peer_id)?;
         let previous = nodes.get(&reg.peer_id).cloned();
         if previous.is_none() && consent == Consent::None {
             let pending = nodes
@@ -296,6 +408,8 @@ impl Registry {
         });
         if !unchanged {
             self.store(&rec)?;
+        } else if self.db.is_shared() {
+            self.heard.lock().insert(rec.peer_id.clone());
         }
         nodes.insert(rec.peer_id.clone(), rec.clone());
         Ok(rec)
@@ -331,6 +445,7 @@ impl Registry {
 
     fn change(&self, peer_id: &str, f: impl FnOnce(&mut NodeRecord)) -> Result<(), StateError> {
         let mut nodes = self.nodes.write();
+        self.reread(&mut nodes, peer_id)?;
         let rec = nodes
             .get_mut(peer_id)
             .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
@@ -423,6 +538,7 @@ impl Registry {
         now: u64,
     ) -> Result<bool, StateError> {
         let mut nodes = self.nodes.write();
+        self.reread(&mut nodes, peer_id)?;
         let rec = nodes
             .get(peer_id)
             .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
@@ -463,16 +579,23 @@ impl Registry {
         if hb.repaired_version.is_some() {
             rec.repaired_version = hb.repaired_version;
         }
+        drop(nodes);
+        if self.db.is_shared() {
+            self.heard.lock().insert(hb.peer_id.clone());
+        }
         Ok(was_down)
     }
 
     /// Records that a node is stopping: no longer offered as a source from now on.
-    pub(crate) fn leave(&self, peer_id: &str) -> Result<(), StateError> {
+    pub(crate) fn leave(&self, peer_id: &str, now: u64) -> Result<(), StateError> {
         let mut nodes = self.nodes.write();
+        self.reread(&mut nodes, peer_id)?;
         let rec = nodes
             .get_mut(peer_id)
             .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
         rec.stopped = true;
+        // Heard from as it left: later than any heartbeat a replica shares.
+        rec.last_seen_ms = rec.last_seen_ms.max(now);
         let rec = rec.clone();
         drop(nodes);
         info!(node = peer_id, "node is stopping");

@@ -130,6 +130,9 @@ impl Tracker {
         };
         let (stop, stopped) = watch::channel(false);
         let liveness = tokio::spawn(watch_liveness(app.clone(), stop.subscribe()));
+        if app.state.is_replicated() {
+            tokio::spawn(follow_journal(app.clone(), stop.subscribe()));
+        }
         let auditor = tokio::spawn(crate::audit::run(app.clone(), stop.subscribe()));
         let router = router(app.clone());
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -240,6 +243,29 @@ fn bind_admin_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener,
     Ok(listener)
 }
 
+/// With replicas: indexes songs committed through any of them as soon as the database
+/// announces the commit (or at the latest every half second), so a song published through
+/// one is searchable on all within a second.
+async fn follow_journal(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let a = app.clone();
+        let waited =
+            tokio::task::spawn_blocking(move || a.state.follow_journal(Duration::from_millis(500)));
+        let r = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            r = waited => r,
+        };
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot follow the journal; will retry");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "journal task failed"),
+        }
+    }
+}
+
 /// Every second (or a quarter of the grace period, if shorter), takes nodes that missed
 /// their heartbeats for the grace period out of the layout, so their slots go to live nodes,
 /// which rebuild the shards; and releases the hot copies of songs that cooled.
@@ -258,6 +284,9 @@ async fn watch_liveness(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
         }
         let app = app.clone();
         let result = tokio::task::spawn_blocking(move || {
+            if let Err(e) = app.state.follow_replicas() {
+                tracing::error!(error = %e, "cannot read what other replicas wrote; will retry");
+            }
             app.state.sweep_hot();
             if let Err(e) = app.state.flush_plays() {
                 tracing::error!(error = %e, "cannot write the play counts; will retry");

@@ -47,6 +47,9 @@ pub struct State {
     layouts: Layouts,
     demand: Demand,
     invites: Invites,
+    db: Arc<Db>,
+    /// This replica's name in leases of a shared store.
+    replica: String,
 }
 
 /// One audit to make: a node, its addresses, and what to ask it to prove.
@@ -115,7 +118,10 @@ impl State {
             )?,
         };
         let key = TrackerKey::from_seed(seed);
-        let db = Arc::new(Db::open(&config.data_dir.join("db"))?);
+        let db = Arc::new(match config.postgres_url() {
+            Some(url) => Db::open_postgres(url)?,
+            None => Db::open(&config.data_dir.join("db"))?,
+        });
         let now = now_ms();
         let layouts = Layouts::open(db.clone(), config.partitions, config.k + config.m, config.m)?;
         let current = layouts.current();
@@ -135,14 +141,17 @@ impl State {
         layouts.set_members(registry.eligible(now));
         let invites = Invites::new(db.clone());
         let catalog = Catalog::open(
-            db,
+            db.clone(),
             &config.data_dir.join("index"),
             publishers,
             config.partitions,
             (config.k, config.m),
         )?;
+        let replica = format!("{}/{:016x}", config.listen, getrandom::u64().unwrap_or(0));
         Ok(Self {
             key,
+            db,
+            replica,
             demand: Demand::new(&config),
             config,
             catalog,
@@ -150,6 +159,32 @@ impl State {
             layouts,
             invites,
         })
+    }
+
+    /// Whether other replicas share this tracker's store.
+    pub fn is_replicated(&self) -> bool {
+        self.db.is_shared()
+    }
+
+    /// Takes up what other replicas wrote to a shared store since this one last looked:
+    /// node records and heartbeats (sharing this one's), layout versions, publisher keys
+    /// and the journal. Nothing to do on the embedded store.
+    pub fn follow_replicas(&self) -> Result<(), StateError> {
+        if !self.db.is_shared() {
+            return Ok(());
+        }
+        self.registry.follow()?;
+        self.layouts.follow()?;
+        self.catalog.reload_publishers()?;
+        self.catalog.follow_journal()?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a commit through any replica, then brings the search index
+    /// up to the journal. Returns how many songs it indexed.
+    pub fn follow_journal(&self, timeout: std::time::Duration) -> Result<usize, StateError> {
+        self.db.wait_for_journal(timeout);
+        self.catalog.follow_journal()
     }
 
     /// The configuration.
@@ -250,12 +285,17 @@ impl State {
 
     /// One audit for each live admitted node that has settled slots holding data: a random
     /// range of the shard of a random segment of one of them.
+    /// With replicas, one audits for all: the one holding the audit lease.
     pub fn audit_targets(&self, rng: &mut impl rand::Rng) -> Result<Vec<AuditTarget>, StateError> {
         use rand::RngExt as _;
         let Some(layout) = self.layouts.current() else {
             return Ok(Vec::new());
         };
         let now = now_ms();
+        let ttl = (self.config.audit_interval_secs * 3000).max(10_000);
+        if !self.db.take_lease("auditor", &self.replica, now, ttl)? {
+            return Ok(Vec::new());
+        }
         let codec = medley_core::Codec::new(self.config.k, self.config.m)
             .map_err(|e| corrupt("coding", e))?;
         let holding = self.catalog.partitions_holding_data()?;
@@ -381,7 +421,7 @@ impl State {
     /// Records that a node is stopping: it is no longer offered as a source from now on.
     /// Its slots stay until the grace period ends, so a restart moves nothing.
     pub fn leave(&self, peer_id: &str) -> Result<(), StateError> {
-        self.registry.leave(peer_id)
+        self.registry.leave(peer_id, now_ms())
     }
 
     /// Recomputes the layout if the eligible nodes changed since the last computation: a
@@ -389,6 +429,9 @@ impl State {
     /// or stopped draining. Called on every registration and drain, and periodically.
     /// Returns the new layout version when the layout changed.
     pub fn refresh_layout(&self) -> Result<Option<u64>, StateError> {
+        // With replicas, nodes registered through another one are known before slots move:
+        // a node this one has not heard of would count as gone.
+        self.registry.follow()?;
         let now = now_ms();
         let nodes = NodesNow {
             registry: &self.registry,

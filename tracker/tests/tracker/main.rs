@@ -6,6 +6,7 @@ mod docs;
 mod failover;
 mod hostile;
 mod process;
+mod replicas;
 mod search;
 mod signed;
 mod support;
