@@ -75,6 +75,9 @@ pub enum ErrorCode {
     NoLayout,
     /// The tracker holds as much as it may of what was sent; try later (503).
     Busy,
+    /// The tracker's database cannot be reached; another replica, or a retry, may answer
+    /// (503).
+    StoreUnavailable,
     /// Storage or index failure (500).
     Internal,
     /// A code this build does not know.
@@ -116,6 +119,7 @@ const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::CannotDrain, "cannot_drain"),
     (ErrorCode::NoLayout, "no_layout"),
     (ErrorCode::Busy, "busy"),
+    (ErrorCode::StoreUnavailable, "store_unavailable"),
     (ErrorCode::Internal, "internal"),
 ];
 

@@ -92,6 +92,32 @@ pub enum DbError {
     },
 }
 
+impl DbError {
+    /// Whether the database could not be reached (down, restarting, cut off), rather than
+    /// refusing or failing an operation: the request may succeed on a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Connect(_) => true,
+            DbError::Postgres { source, .. } => {
+                use postgres::error::SqlState;
+                let io = std::error::Error::source(source)
+                    .is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some());
+                source.is_closed()
+                    || io
+                    || source.code().is_some_and(|c| {
+                        [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                        ]
+                        .contains(c)
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A song to commit: its id, signed manifest and placement records.
 pub(crate) struct NewSong<'a> {
     /// The song's id.

@@ -98,6 +98,9 @@ impl From<StateError> for ApiError {
             StateError::Search(crate::search::SearchError::BadQuery(_)) => {
                 (StatusCode::BAD_REQUEST, ErrorCode::BadQuery)
             }
+            StateError::Db(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
             StateError::Db(_) | StateError::Search(_) | StateError::Key(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
             }

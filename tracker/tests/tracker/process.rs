@@ -25,6 +25,11 @@ fn start(dir: &Path) -> (Proc, String) {
 /// Starts `medley-tracker run` on `dir` (its config file there, if any) with `extra` flags;
 /// its URL once it runs.
 pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    start_with_env(dir, extra, &[])
+}
+
+/// [`start_with`] with `env` set for the process.
+pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let _ = std::fs::remove_file(dir.join(TRACKER_INFO_FILE));
     let child = Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
         .args([
@@ -38,6 +43,7 @@ pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
         .arg("--data-dir")
         .arg(dir)
         .env("MEDLEY_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()

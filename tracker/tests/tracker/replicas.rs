@@ -183,3 +183,162 @@ async fn concurrent_registrations_through_three_replicas_make_one_layout_sequenc
         "a gap in the versions kept"
     );
 }
+
+/// The three replicas' processes, as deployed (signed requests, one signing key), on the
+/// database at `store`.
+fn three_processes(
+    dirs: &[tempfile::TempDir; 3],
+    key: &Path,
+    store: &str,
+) -> Vec<(crate::process::Proc, String)> {
+    dirs.iter()
+        .map(|d| {
+            crate::process::start_with_env(
+                d.path(),
+                &["--store", store],
+                &[
+                    ("MEDLEY_SIGNING_KEY", key.to_str().unwrap()),
+                    ("MEDLEY_ADMISSION", "open"),
+                ],
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_loses_no_play_and_no_publish() {
+    use medley_api::{PlayReport, SearchQuery, TrackerClient};
+    let store = medley_daemon::pgcluster::test_database().unwrap();
+    let (dirs, keys) = (dirs(), tempfile::tempdir().unwrap());
+    let key = keys.path().join("tracker.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let mut procs = three_processes(&dirs, &key, &store);
+    let urls: Vec<String> = procs.iter().map(|(_, u)| u.clone()).collect();
+    let listener = TrackerClient::builder(&urls.join(","))
+        .signer(libp2p_identity::Keypair::generate_ed25519())
+        .build()
+        .unwrap();
+    assert_eq!(listener.url(), urls[0]);
+    let mut published = Vec::new();
+    let mut plays = 0u64;
+    for i in 0..40 {
+        if i == 15 {
+            // kill -9 the replica the client talks to, between two requests of a run.
+            procs.remove(0);
+        }
+        let m = manifest(&format!("Ferry Song {i}"), 70_000, 4, 2, &publisher());
+        let committed = listener
+            .publish(&m)
+            .await
+            .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert!(committed.created);
+        published.push(m);
+        let song = published[i % published.len()].id();
+        listener
+            .report_play(&PlayReport::new(song, "eu", None))
+            .await
+            .unwrap_or_else(|e| panic!("play {i}: {e}"));
+        plays += 1;
+    }
+    assert_ne!(
+        listener.url(),
+        urls[0],
+        "the client moved to another replica"
+    );
+    // Every acknowledged publish is whole on both survivors: manifest, index and count.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for url in &urls[1..] {
+        let c = TrackerClient::new(url).unwrap();
+        let stats = c.stats().await.unwrap();
+        assert_eq!(stats.songs, 40, "{url}");
+        for m in &published {
+            assert_eq!(c.manifest(m.id()).await.unwrap().encoded(), m.encoded());
+        }
+        let q = SearchQuery {
+            q: "ferry".into(),
+            limit: Some(100),
+            ..SearchQuery::default()
+        };
+        assert_eq!(c.search(&q).await.unwrap().total, 40);
+    }
+    // Plays counted through every replica add up (those of the killed one were flushed
+    // within its second, or are the at most one second of plays it held).
+    let c = TrackerClient::new(&urls[1]).unwrap();
+    let mut counted = 0;
+    for m in published.iter().take(40) {
+        counted += c.song(m.id()).await.unwrap().plays;
+    }
+    assert!(
+        counted <= plays && counted + 15 >= plays,
+        "{counted} of {plays} plays counted"
+    );
+    // The killed replica comes back and catches up.
+    let (_back, url) = crate::process::start_with_env(
+        dirs[0].path(),
+        &["--store", &store],
+        &[
+            ("MEDLEY_SIGNING_KEY", key.to_str().unwrap()),
+            ("MEDLEY_ADMISSION", "open"),
+        ],
+    );
+    let c = TrackerClient::new(&url).unwrap();
+    assert_eq!(c.stats().await.unwrap().songs, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_ride_out_a_database_restart_and_lose_nothing_committed() {
+    let cluster = medley_daemon::pgcluster::Cluster::start_temporary().unwrap();
+    cluster.create_database("medley").unwrap();
+    let store = cluster.url("medley");
+    let dirs = dirs();
+    let replicas = three(&dirs, &store).await;
+    let http = reqwest::Client::new();
+    let publish = |i: usize, url: String| {
+        let http = http.clone();
+        async move {
+            let m = manifest(&format!("Breakwater {i}"), 70_000, 4, 2, &publisher());
+            post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await
+        }
+    };
+    for i in 0..5 {
+        assert_eq!(publish(i, replicas[i % 3].url()).await.status(), 201);
+    }
+    cluster.stop().unwrap();
+    // Down: a publish is refused with a clear error; search answers from the index.
+    let r = publish(5, replicas[0].url()).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database"),
+        "{body}"
+    );
+    assert_eq!(hits(&http, &replicas[1].url(), "breakwater").await, 5);
+    cluster.restart().unwrap();
+    // Back: every replica writes again, and finds what every other committed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (n, r) in replicas.iter().enumerate() {
+        loop {
+            let s = publish(5 + n, r.url()).await.status();
+            if s == 201 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} still refuses: {s}", r.url());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for r in &replicas {
+        while hits(&http, &r.url(), "breakwater").await != 8 {
+            assert!(Instant::now() < deadline, "{} did not catch up", r.url());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            get_json(&http, &format!("{}/v1/stats", r.url())).await["songs"],
+            8
+        );
+    }
+}
