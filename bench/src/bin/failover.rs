@@ -1,6 +1,7 @@
 //! The time a client of several tracker replicas loses when the one it asks fails. Three
 //! release `medley-tracker` processes on loopback, sharing one signing key (each with its own
-//! store, so the figure is the client's failover, not a shared database's); one
+//! store, so the figure is the client's failover, not a shared database's; with `--store
+//! postgres://…`, on one shared database as deployed replicas are); one
 //! `TrackerClient` given the three URLs, with the node's timeout (10 s), asks `/v1/stats`:
 //!
 //! - baseline: calls with every replica up;
@@ -11,6 +12,7 @@
 //!   thawed.
 //!
 //! cargo run --release -p medley-bench --bin failover -- [--calls 200] [--kills 20] [--freezes 3]
+//!   [--store postgres://…]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +38,9 @@ struct Args {
     /// Directory of the release binaries [default: beside this one].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Run the replicas on this shared PostgreSQL store instead of a RocksDB each.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 /// One replica: its process, data directory and URL.
@@ -58,7 +63,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts a replica in `dir` on `port` and waits until it answers.
-async fn start(bins: &Path, dir: &Path, port: u16, key: &Path) -> anyhow::Result<Replica> {
+async fn start(
+    bins: &Path,
+    dir: &Path,
+    port: u16,
+    key: &Path,
+    store: Option<&str>,
+) -> anyhow::Result<Replica> {
     std::fs::create_dir_all(dir)?;
     let info = dir.join(medley_tracker::TRACKER_INFO_FILE);
     let _ = std::fs::remove_file(&info);
@@ -73,6 +84,7 @@ async fn start(bins: &Path, dir: &Path, port: u16, key: &Path) -> anyhow::Result
         .env("MEDLEY_LOG", "warn")
         .env("MEDLEY_SIGNING_KEY", key)
         .env("MEDLEY_RATE_LIMIT_PER_SEC", "0")
+        .env("MEDLEY_STORE", store.unwrap_or("rocksdb"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()?;
@@ -128,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let mut replicas = Vec::new();
     for i in 0..3 {
         let d = dir.path().join(format!("replica-{i}"));
-        replicas.push(start(&bins, &d, free_port()?, &key).await?);
+        replicas.push(start(&bins, &d, free_port()?, &key, args.store.as_deref()).await?);
     }
     let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
     let client = TrackerClient::builder(&urls.join(","))
@@ -163,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         killed.push(timed().await?);
         anyhow::ensure!(current(&client)? != i, "still asking the killed replica");
         let (d, port) = (r.dir.clone(), r.port);
-        replicas[i] = start(&bins, &d, port, &key).await?;
+        replicas[i] = start(&bins, &d, port, &key, args.store.as_deref()).await?;
     }
 
     let mut frozen = Vec::new();

@@ -55,6 +55,167 @@ struct Args {
     /// Work directory [default: a temporary one].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also load the catalogue into tracker replicas on this PostgreSQL database (empty),
+    /// and search through one replica and through three, against the RocksDB tracker.
+    #[arg(long)]
+    replicas: Option<String>,
+}
+
+/// A search request to the tracker at one of `bases`, by worker (so load spreads over
+/// replicas as clients given their URLs would).
+fn tracker_search(
+    http: reqwest::Client,
+    bases: Vec<String>,
+) -> impl Fn(
+    usize,
+    Query,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send>>
++ Clone {
+    let bases = Arc::new(bases);
+    move |worker: usize, q: Query| {
+        let (http, base) = (http.clone(), bases[worker % bases.len()].clone());
+        Box::pin(async move {
+            let mut req = http
+                .get(format!("{base}/v1/search"))
+                .query(&[("q", q.words.join(" ")), ("limit", "20".into())]);
+            if let Some(g) = &q.genre {
+                req = req.query(&[("genre", g)]);
+            }
+            let v: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
+            Ok(v["total"].as_u64().unwrap_or(0))
+        })
+    }
+}
+
+/// Starts `medley-tracker run` on `data` with `extra` arguments; its process and URL.
+fn run_tracker(
+    bins: &Path,
+    data: &Path,
+    extra: &[&str],
+    key: Option<&Path>,
+) -> anyhow::Result<(Proc, String, u32)> {
+    let _ = std::fs::remove_file(data.join("tracker.json"));
+    let mut cmd = Command::new(bins.join("medley-tracker"));
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env("MEDLEY_LOG", "warn")
+        // The load comes from one address: measure the search, not the rate limit.
+        .env("MEDLEY_RATE_LIMIT_PER_SEC", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(k) = key {
+        cmd.env("MEDLEY_SIGNING_KEY", k);
+    }
+    let child = cmd.spawn().context("cannot start medley-tracker")?;
+    let pid = child.id();
+    let proc = Proc(child);
+    #[derive(serde::Deserialize)]
+    struct Info {
+        url: String,
+    }
+    let info: Info =
+        medley_daemon::wait_for_json_file(&data.join("tracker.json"), Duration::from_secs(1800))
+            .context("the tracker did not start")?;
+    Ok((proc, info.url, pid))
+}
+
+/// The catalogue imported into PostgreSQL, three replicas on it, and the same queries
+/// through one replica and through three, against the RocksDB tracker's figures of this run.
+#[allow(clippy::too_many_arguments)]
+async fn replicas_phase(
+    args: &Args,
+    url: &str,
+    bins: &Path,
+    dir: &Path,
+    stream: &Path,
+    key: &PublisherKey,
+    queries: &Arc<Vec<Query>>,
+    one_at_a_time: &Arc<Vec<Query>>,
+    rocks: (&mut Stats, &mut Stats),
+) -> anyhow::Result<()> {
+    let signing = dir.join("replicas.key");
+    std::fs::write(&signing, [7u8; 32])?;
+    let data: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("replica-{i}"))).collect();
+    let t = Instant::now();
+    let out = Command::new(bins.join("medley-tracker"))
+        .args([
+            "import",
+            "--publisher",
+            &key.id().to_string(),
+            "--store",
+            url,
+            "--data-dir",
+        ])
+        .arg(&data[0])
+        .arg(stream)
+        .env("MEDLEY_LOG", "warn")
+        .env("MEDLEY_SIGNING_KEY", &signing)
+        .output()
+        .context("cannot run medley-tracker import")?;
+    if !out.status.success() {
+        bail!(
+            "import into PostgreSQL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let import = t.elapsed();
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    let mut starts = Vec::new();
+    for d in &data {
+        let t = Instant::now();
+        let (p, u, _) = run_tracker(bins, d, &["--store", url], Some(&signing))?;
+        starts.push(t.elapsed());
+        procs.push(p);
+        urls.push(u);
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let one = tracker_search(http.clone(), urls[..1].to_vec());
+    let all = tracker_search(http, urls.clone());
+    let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
+    load(&warm, args.concurrency, all.clone()).await?;
+    let mut r1 = load(one_at_a_time, 1, one.clone()).await?;
+    let mut r = load(queries, args.concurrency, one).await?;
+    let mut r3 = load(queries, args.concurrency, all).await?;
+    let (rocks1, rocks) = rocks;
+    println!(
+        "replicas on PostgreSQL, {} songs, one request at a time:",
+        args.songs
+    );
+    let (a50, a99) = report("rocksdb", rocks1);
+    let (b50, b99) = report("pg, 1 repl", &mut r1);
+    println!(
+        "ratio pg replica/rocksdb: p50 {:.2}x, p99 {:.2}x",
+        b50 / a50,
+        b99 / a99
+    );
+    println!("replicas on PostgreSQL, {} in flight:", args.concurrency);
+    let (c50, c99) = report("rocksdb", rocks);
+    let qps = rocks.qps;
+    let (d50, d99) = report("pg, 1 repl", &mut r);
+    let (e50, e99) = report("pg, 3 repl", &mut r3);
+    println!(
+        "ratio 1 replica/rocksdb: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x; 3 replicas/rocksdb: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x (one machine: overhead, not scaling)",
+        d50 / c50,
+        d99 / c99,
+        r.qps / qps,
+        e50 / c50,
+        e99 / c99,
+        r3.qps / qps
+    );
+    println!(
+        "import into PostgreSQL {:.1} s; replica starts (0 holds the import's index, 1 and 2 build theirs from the table): {}",
+        import.as_secs_f64(),
+        starts
+            .iter()
+            .map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -413,23 +574,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let base = info.url.clone();
-    let medley = {
-        let (http, base) = (http.clone(), base.clone());
-        move |_: usize, q: Query| {
-            let (http, base) = (http.clone(), base.clone());
-            async move {
-                let mut req = http
-                    .get(format!("{base}/v1/search"))
-                    .query(&[("q", q.words.join(" ")), ("limit", "20".into())]);
-                if let Some(g) = &q.genre {
-                    req = req.query(&[("genre", g)]);
-                }
-                let v: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
-                Ok(v["total"].as_u64().unwrap_or(0))
-            }
-        }
-    };
+    let medley = tracker_search(http.clone(), vec![info.url.clone()]);
     let one_at_a_time = Arc::new(
         queries
             .iter()
@@ -452,6 +597,22 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         report("medley, 1", &mut m1);
         report(&format!("medley, {}", args.concurrency), &mut m);
         println!("medley import {:.1} s", medley_build.as_secs_f64());
+        if let Some(url) = &args.replicas {
+            let stores = (&mut m1, &mut m);
+            replicas_phase(
+                &args,
+                url,
+                &bins,
+                &dir,
+                &stream,
+                &key,
+                &queries,
+                &one_at_a_time,
+                stores,
+            )
+            .await?;
+            return Ok(());
+        }
         m1.by_query.sort_by(|a, b| b.0.total_cmp(&a.0));
         println!("slowest queries, one at a time:");
         for (ms, i) in m1.by_query.iter().take(12) {
@@ -548,6 +709,21 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         rss as f64 / 1048576.0,
         pg_disk as f64 / n
     );
+    if let Some(url) = &args.replicas {
+        let stores = (&mut m1, &mut m);
+        replicas_phase(
+            &args,
+            url,
+            &bins,
+            &dir,
+            &stream,
+            &key,
+            &queries,
+            &one_at_a_time,
+            stores,
+        )
+        .await?;
+    }
     Ok(())
 }
 
