@@ -111,7 +111,20 @@ impl Cluster {
             as_postgres,
         };
         if as_postgres {
-            cluster.run("chown", &["-R", "postgres", &dir.display().to_string()])?;
+            let d = dir.display().to_string();
+            cluster.run("chown", &["-R", "postgres", &d])?;
+            if cluster
+                .run("runuser", &["-u", "postgres", "--", "test", "-w", &d])
+                .is_err()
+            {
+                return Err(ClusterError::Dir {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other(
+                        "the server runs as the postgres user, which cannot reach this folder: \
+                         let it through the folders above (chmod o+x) or choose another folder",
+                    ),
+                });
+            }
         }
         if !cluster.data.join("PG_VERSION").exists() {
             let initdb = cluster.bin.join("initdb").display().to_string();

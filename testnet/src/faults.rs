@@ -148,6 +148,14 @@ pub(crate) async fn apply_fault(
                 ))
             })?
         }
+        FaultKind::KillTracker { tracker } => {
+            net.kill_replica(*tracker)?;
+            format!("tracker {tracker} killed")
+        }
+        FaultKind::RestartTracker { tracker } => {
+            tokio::task::block_in_place(|| net.start_tracker(*tracker))?;
+            format!("tracker {tracker} started again")
+        }
         FaultKind::KillListeners { region, count } => {
             let n = listeners_leave(&slots[sc.listeners_of(*region)], *count);
             format!("{n} listeners of {} left", sc.regions[*region].name)

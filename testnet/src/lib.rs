@@ -169,6 +169,7 @@ pub struct TestnetBuilder {
     layout: Option<Vec<(String, bytesize::ByteSize)>>,
     placement: Placement,
     tls: bool,
+    trackers: usize,
 }
 
 /// Where each region's processes bind their data-plane sockets: the region's address, or
@@ -222,11 +223,20 @@ impl Default for TestnetBuilder {
             layout: None,
             placement: Placement::default(),
             tls: false,
+            trackers: 1,
         }
     }
 }
 
 impl TestnetBuilder {
+    /// Runs `n` tracker replicas on a private PostgreSQL cluster of the run (in its folder,
+    /// on loopback, stopped with the run) instead of one tracker on RocksDB; clients and
+    /// nodes are given every replica's URL.
+    pub fn trackers(mut self, n: usize) -> Self {
+        self.trackers = n.max(1);
+        self
+    }
+
     /// Serve the tracker's API over HTTPS, with a certificate of a CA made for this testnet
     /// (its `ca.pem` is given to every node and client).
     pub fn tls(mut self, on: bool) -> Self {
@@ -337,6 +347,13 @@ impl TestnetBuilder {
                     .prefix("medley-testnet-")
                     .tempdir()
                     .map_err(io("cannot create a temporary folder"))?;
+                if self.trackers > 1 {
+                    // The replicas' PostgreSQL runs as its own user, which must reach its
+                    // folder inside.
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
+                        .map_err(io("cannot open the temporary folder to PostgreSQL"))?;
+                }
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -354,6 +371,13 @@ impl TestnetBuilder {
         getrandom::fill(&mut token)
             .map_err(|e| TestnetError::Invalid(format!("no randomness for a token: {e}")))?;
         let admin_token = hex::encode(token);
+        // Replicas: one database and one signing key for all.
+        let (cluster, store_lines) = if self.trackers > 1 {
+            let (cluster, lines) = shared_store(&root)?;
+            (Some(cluster), lines)
+        } else {
+            (None, String::new())
+        };
         let (tracker_ca, tls_lines) = if self.tls {
             let (ca, cert, key) = make_certificates(&tracker_dir)?;
             let lines = format!(
@@ -386,32 +410,47 @@ impl TestnetBuilder {
             regions.dedup();
             format!("regions = {regions:?}\n")
         };
-        std::fs::write(
-            tracker_dir.join("medley-tracker.toml"),
-            format!(
-                "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}{}{}\n",
-                self.k,
-                self.m,
-                self.grace_secs,
-                key.id(),
-                admin_token,
-                audit_line,
-                regions_line,
-                tls_lines,
-                // Every process of a testnet shares 127.0.0.1: one client address.
-                if self.tracker_config.contains("rate_limit_per_sec") {
-                    ""
+        let tracker_toml = format!(
+            "k = {}\nm = {}\nnode_grace_secs = {}\npublishers = [\"{}\"]\nadmin_token = \"{}\"\n{}{}{}{}{}{}\n",
+            self.k,
+            self.m,
+            self.grace_secs,
+            key.id(),
+            admin_token,
+            audit_line,
+            regions_line,
+            tls_lines,
+            store_lines,
+            // Every process of a testnet shares 127.0.0.1: one client address.
+            if self.tracker_config.contains("rate_limit_per_sec") {
+                ""
+            } else {
+                "rate_limit_per_sec = 0\n"
+            },
+            self.tracker_config
+        );
+        let trackers: Vec<TrackerProcess> = (0..self.trackers)
+            .map(|i| TrackerProcess {
+                dir: if i == 0 {
+                    tracker_dir.clone()
                 } else {
-                    "rate_limit_per_sec = 0\n"
+                    root.join(format!("tracker-{i}"))
                 },
-                self.tracker_config
-            ),
-        )
-        .map_err(io("cannot write the tracker's config"))?;
+                child: None,
+                port: 0,
+            })
+            .collect();
+        for t in &trackers {
+            std::fs::create_dir_all(&t.dir)
+                .map_err(io(format!("cannot create {}", t.dir.display())))?;
+            std::fs::write(t.dir.join("medley-tracker.toml"), &tracker_toml)
+                .map_err(io("cannot write the tracker's config"))?;
+        }
         let mut net = Testnet {
             root,
             _temp: temp,
-            tracker: None,
+            trackers,
+            _cluster: cluster,
             tracker_url: String::new(),
             admin_token,
             tracker_ca,
@@ -423,7 +462,9 @@ impl TestnetBuilder {
             log: self.log.clone(),
             node_config: format!("heartbeat_secs = 1\n{}\n", self.node_config),
         };
-        net.start_tracker(None)?;
+        for i in 0..net.trackers.len() {
+            net.start_tracker(i)?;
+        }
 
         for (region, capacity) in layout {
             let ip = self.placement.ip(&region);
@@ -482,12 +523,47 @@ struct TrackerJson {
     url: String,
 }
 
+/// A tracker process (one replica of several, or the tracker).
+#[derive(Debug)]
+struct TrackerProcess {
+    dir: PathBuf,
+    child: Option<Child>,
+    /// Its port, kept across restarts so every URL given out stays right.
+    port: u16,
+}
+
+/// A private PostgreSQL cluster in `root/postgres` with the database `medley`, and a
+/// signing key the replicas share; the lines of their configuration that name them.
+fn shared_store(root: &Path) -> Result<(medley_daemon::pgcluster::Cluster, String), TestnetError> {
+    let cluster = medley_daemon::pgcluster::Cluster::start(&root.join("postgres"))
+        .map_err(|e| TestnetError::Invalid(format!("cannot start PostgreSQL: {e}")))?;
+    cluster
+        .create_database("medley")
+        .map_err(|e| TestnetError::Invalid(format!("cannot create the database: {e}")))?;
+    let key = root.join("tracker-signing.key");
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| TestnetError::Invalid(format!("no randomness for a key: {e}")))?;
+    medley_daemon::keyfile::create_private_file(&key, &seed)
+        .map_err(io("cannot write the replicas' signing key"))?;
+    let lines = format!(
+        "store = \"{}\"\nsigning_key = \"{}\"\n",
+        cluster.url("medley"),
+        key.display()
+    );
+    Ok((cluster, lines))
+}
+
 /// A running testnet.
 #[derive(Debug)]
 pub struct Testnet {
     root: PathBuf,
+    /// The replicas' database: dropped (stopped) after the processes, before the folder.
+    _cluster: Option<medley_daemon::pgcluster::Cluster>,
     _temp: Option<tempfile::TempDir>,
-    tracker: Option<Child>,
+    /// The tracker, or its replicas.
+    trackers: Vec<TrackerProcess>,
+    /// Every replica's URL, comma-separated, as clients and nodes take them.
     tracker_url: String,
     /// The tracker's admin token (random per testnet).
     admin_token: String,
@@ -658,33 +734,77 @@ impl Testnet {
             .map_err(io(format!("cannot open {}", p.display())))
     }
 
-    fn start_tracker(&mut self, port: Option<u16>) -> Result<(), TestnetError> {
-        let dir = self.root.join("tracker");
-        let info = dir.join("tracker.json");
+    /// Starts tracker replica `i` (again, on its port if it ran before).
+    pub fn start_tracker(&mut self, i: usize) -> Result<(), TestnetError> {
+        let name = if i == 0 {
+            "tracker".to_string()
+        } else {
+            format!("tracker-{i}")
+        };
+        let log = self.log_file(&name)?;
+        let t = self
+            .trackers
+            .get_mut(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no tracker {i}")))?;
+        if t.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            return Ok(());
+        }
+        let info = t.dir.join("tracker.json");
         let _ = std::fs::remove_file(&info);
         let child = Command::new(&self.tracker_bin)
             .arg("run")
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&t.dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", port.unwrap_or(0)))
+            .arg(format!("127.0.0.1:{}", t.port))
             .env("MEDLEY_LOG", &self.log)
             .env_remove("MEDLEY_TRACKER_CONFIG")
             .env_remove("MEDLEY_PUBLISHERS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(self.log_file("tracker")?)
+            .stderr(log)
             .spawn()
             .map_err(io("cannot start medley-tracker"))?;
-        self.tracker = Some(child);
-        let t: TrackerJson = medley_daemon::wait_for_json_file(&info, Duration::from_secs(60))
+        t.child = Some(child);
+        let j: TrackerJson = medley_daemon::wait_for_json_file(&info, Duration::from_secs(120))
             .ok_or_else(|| TestnetError::Timeout {
-                what: "the tracker".into(),
-                secs: 60,
-                log: self.root.join("logs/tracker.log"),
+                what: format!("tracker {i}"),
+                secs: 120,
+                log: self.root.join("logs"),
             })?;
-        self.tracker_url = t.url;
+        t.port = j
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or(0);
+        // Every replica started so far, on the port it keeps.
+        let urls: Vec<String> = self
+            .trackers
+            .iter()
+            .filter(|t| t.port != 0)
+            .map(|t| tracker_url_of(&j.url, t.port))
+            .collect();
+        self.tracker_url = urls.join(",");
         Ok(())
+    }
+
+    /// Kills tracker replica `i` (SIGKILL).
+    pub fn kill_replica(&mut self, i: usize) -> Result<(), TestnetError> {
+        let t = self
+            .trackers
+            .get_mut(i)
+            .ok_or_else(|| TestnetError::Invalid(format!("no tracker {i}")))?;
+        kill(t.child.take());
+        Ok(())
+    }
+
+    /// Tracker replicas (1: one tracker on RocksDB).
+    pub fn tracker_count(&self) -> usize {
+        self.trackers.len()
     }
 
     /// Starts node `i` (again), on the UDP port it had before if it ran already.
@@ -758,9 +878,16 @@ impl Testnet {
         region: Option<&str>,
         capacity: Option<bytesize::ByteSize>,
     ) -> Result<String, TestnetError> {
+        // Through the admin socket of a replica that runs (invites live in the shared
+        // database).
+        let dir = self
+            .trackers
+            .iter()
+            .find(|t| t.child.is_some())
+            .map_or_else(|| self.root.join("tracker"), |t| t.dir.clone());
         let mut cmd = Command::new(&self.tracker_bin);
         cmd.args(["nodes", "invite", "--data-dir"])
-            .arg(self.root.join("tracker"))
+            .arg(dir)
             .env_remove("MEDLEY_TRACKER_CONFIG");
         if let Some(r) = region {
             cmd.args(["--region", r]);
@@ -956,9 +1083,11 @@ impl Testnet {
         Ok(audit)
     }
 
-    /// Kills the tracker (SIGKILL).
+    /// Kills the tracker, every replica of it (SIGKILL).
     pub fn kill_tracker(&mut self) {
-        kill(self.tracker.take());
+        for t in &mut self.trackers {
+            kill(t.child.take());
+        }
     }
 
     /// Waits until `n` nodes are registered and a layout exists.
@@ -991,9 +1120,19 @@ impl Testnet {
                 terminate(c, Duration::from_secs(10));
             }
         }
-        if let Some(c) = self.tracker.take() {
-            terminate(c, Duration::from_secs(10));
+        for t in &mut self.trackers {
+            if let Some(c) = t.child.take() {
+                terminate(c, Duration::from_secs(10));
+            }
         }
+    }
+}
+
+/// `url` (a replica's, `http://127.0.0.1:PORT`) with its port replaced by `port`.
+fn tracker_url_of(url: &str, port: u16) -> String {
+    match url.trim_end_matches('/').rsplit_once(':') {
+        Some((base, _)) => format!("{base}:{port}"),
+        None => url.to_string(),
     }
 }
 

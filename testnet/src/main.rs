@@ -61,6 +61,10 @@ enum Command {
         /// Regions.
         #[arg(long, default_value_t = 3)]
         regions: usize,
+        /// Tracker replicas: more than 1 runs them on a private PostgreSQL cluster of the
+        /// run (one tracker keeps its embedded RocksDB).
+        #[arg(long, default_value_t = 1)]
+        trackers: usize,
     },
 }
 
@@ -127,13 +131,25 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             nodes,
             regions,
+            trackers,
         } => {
-            let mut b = Testnet::builder().nodes(nodes).regions(regions);
+            let mut b = Testnet::builder()
+                .nodes(nodes)
+                .regions(regions)
+                .trackers(trackers);
             if let Some(d) = dir {
                 b = b.dir(d);
             }
             let mut net = b.spawn().await.context("cannot start the testnet")?;
-            println!("Medley testnet running: tracker at {}", net.tracker_url());
+            if net.tracker_count() > 1 {
+                println!(
+                    "Medley testnet running: {} tracker replicas on PostgreSQL at {}",
+                    net.tracker_count(),
+                    net.tracker_url()
+                );
+            } else {
+                println!("Medley testnet running: tracker at {}", net.tracker_url());
+            }
             println!("{} nodes in regions {}", nodes, net.regions().join(", "));
             println!("data and logs under {}", net.dir().display());
             println!();

@@ -41,6 +41,9 @@ pub const SECTIONS: [&str; 6] = [
     "## Plots",
 ];
 
+/// The head of a playback table.
+const PLAYBACK_HEADER: &str = "| plays | n | failed | skipped | TTFA p50 ms | p75 | p90 | p99 | plays with a stall | stall s/min | seek p50 / p90 ms | caught a liar |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+
 /// The `p` quantile (0 to 1) of sorted values; NaN when empty.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -278,10 +281,7 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
         r,
         "Time to first audio: from asking to the first verified segment in hand. A stall: a segment in hand after it was due (the clock then waits). Stall time is per minute played. Caught a liar: plays that got bytes not matching their hash from a source, dropped it and played on.\n"
     );
-    let _ = writeln!(
-        r,
-        "| plays | n | failed | skipped | TTFA p50 ms | p75 | p90 | p99 | plays with a stall | stall s/min | seek p50 / p90 ms | caught a liar |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
+    let _ = writeln!(r, "{PLAYBACK_HEADER}");
     r.push_str(&all.playback_row("all"));
     if d.plays.iter().any(|p| p.flash) {
         r.push_str(&by_region(&|p| p.flash).playback_row("flash crowd"));
@@ -324,6 +324,35 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
                 if e.ok { "yes" } else { "no" },
                 e.detail.replace('|', "/")
             );
+        }
+        if d.events.len() <= 12 {
+            // Plays by when they were asked for, between one fault and the next.
+            let _ = writeln!(
+                r,
+                "\nPlays by when they started, between faults:\n\n{PLAYBACK_HEADER}"
+            );
+            let mut from = (0.0, "start".to_string());
+            let bounds = d
+                .events
+                .iter()
+                .map(|e| (e.t_secs, e.detail.replace('|', "/")));
+            for to in bounds.map(Some).chain([None]) {
+                let end = to.as_ref().map_or(f64::INFINITY, |t| t.0);
+                let g = Group::of(
+                    d.plays
+                        .iter()
+                        .filter(|p| p.t_secs >= from.0 && p.t_secs < end),
+                    seg_secs,
+                );
+                let label = match &to {
+                    Some(t) => format!("{:.0}–{:.0} s, after {}", from.0, t.0, from.1),
+                    None => format!("from {:.0} s, after {}", from.0, from.1),
+                };
+                r.push_str(&g.playback_row(&label));
+                if let Some(t) = to {
+                    from = t;
+                }
+            }
         }
     }
 

@@ -178,6 +178,7 @@ async fn start_network(
         .dir(work.join("net"))
         .node_config(&sc.node_config)
         .tracker_config(&sc.tracker_config)
+        .trackers(sc.trackers)
         .placement(shaping.placement());
     if let Some(d) = &opts.bin_dir {
         b = b.bin_dir(d);

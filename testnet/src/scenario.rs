@@ -96,6 +96,13 @@ pub struct Scenario {
     /// Extra lines of the tracker's `medley-tracker.toml`.
     #[serde(default)]
     pub tracker_config: String,
+    /// Tracker replicas: more than 1 runs them on a private PostgreSQL of the run.
+    #[serde(default = "one_tracker")]
+    pub trackers: usize,
+}
+
+fn one_tracker() -> usize {
+    1
 }
 
 fn default_seed() -> u64 {
@@ -303,7 +310,8 @@ pub struct Fault {
     /// When, in seconds from the start of the workload.
     pub at_secs: f64,
     /// `kill_node`, `restart_node`, `corrupt_node`, `kill_listeners`, `restart_listeners`,
-    /// `cut_region`, `heal_region`, `lying_peer`, `rogue_nodes` or `rogues_vanish`.
+    /// `cut_region`, `heal_region`, `lying_peer`, `rogue_nodes`, `rogues_vanish`,
+    /// `kill_tracker` or `restart_tracker`.
     pub action: String,
     /// The node, as `region/index` (e.g. `eu-west/0`), for node actions.
     #[serde(default)]
@@ -324,6 +332,9 @@ pub struct Fault {
     /// (`rogue_nodes`; default true).
     #[serde(default)]
     pub admitted: Option<bool>,
+    /// The tracker replica (`kill_tracker`, `restart_tracker`), from 0; default 0.
+    #[serde(default)]
+    pub tracker: Option<usize>,
 }
 
 /// Random restarts.
@@ -423,6 +434,16 @@ pub enum FaultKind {
     },
     /// Every rogue node vanishes at once, without a word to the tracker.
     RoguesVanish,
+    /// SIGKILL a tracker replica.
+    KillTracker {
+        /// Which (0 is the first).
+        tracker: usize,
+    },
+    /// Start a killed tracker replica again.
+    RestartTracker {
+        /// Which.
+        tracker: usize,
+    },
 }
 
 /// A fault at a time.

@@ -60,6 +60,9 @@ impl Scenario {
         positive("duration_secs", self.duration_secs)?;
         positive("speed", self.speed)?;
         positive("sample_secs", self.sample_secs)?;
+        if !(1..=5).contains(&self.trackers) {
+            return Err(bad("trackers", "1 to 5"));
+        }
         if self.regions.is_empty() {
             return Err(bad("regions", "at least one region is needed"));
         }
@@ -278,13 +281,30 @@ impl Scenario {
                 }
             }
             "rogues_vanish" => FaultKind::RoguesVanish,
+            "kill_tracker" | "restart_tracker" => {
+                let tracker = f.tracker.unwrap_or(0);
+                if tracker >= self.trackers {
+                    return Err(bad(
+                        field("tracker"),
+                        format!(
+                            "0 to {} (the run's trackers)",
+                            self.trackers.saturating_sub(1)
+                        ),
+                    ));
+                }
+                if f.action == "kill_tracker" {
+                    FaultKind::KillTracker { tracker }
+                } else {
+                    FaultKind::RestartTracker { tracker }
+                }
+            }
             other => {
                 return Err(bad(
                     field("action"),
                     format!(
                         "unknown action {other:?} (kill_node, restart_node, corrupt_node, \
                          kill_listeners, restart_listeners, cut_region, heal_region, lying_peer, \
-                         rogue_nodes, rogues_vanish)"
+                         rogue_nodes, rogues_vanish, kill_tracker, restart_tracker)"
                     ),
                 ));
             }
