@@ -87,6 +87,39 @@ fn tracker_search(
     }
 }
 
+/// `medley-tracker import` of `stream` into the tracker on `data`, with `extra` flags.
+fn import(
+    bins: &Path,
+    data: &Path,
+    stream: &Path,
+    key: &PublisherKey,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bins.join("medley-tracker"));
+    cmd.args(["import", "--publisher", &key.id().to_string(), "--data-dir"])
+        .arg(data)
+        .arg(stream)
+        .env("MEDLEY_LOG", "warn");
+    for (flag, value) in extra {
+        cmd.args([flag, value]);
+    }
+    let out = cmd.output().context("cannot run medley-tracker import")?;
+    if !out.status.success() {
+        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// What the replicas' phase reuses of the run.
+struct Inputs<'a> {
+    bins: &'a Path,
+    dir: &'a Path,
+    stream: &'a Path,
+    key: &'a PublisherKey,
+    queries: &'a Arc<Vec<Query>>,
+    one_at_a_time: &'a Arc<Vec<Query>>,
+}
+
 /// Starts `medley-tracker run` on `data` with `extra` arguments; its process and URL.
 fn run_tracker(
     bins: &Path,
@@ -122,43 +155,25 @@ fn run_tracker(
 
 /// The catalogue imported into PostgreSQL, three replicas on it, and the same queries
 /// through one replica and through three, against the RocksDB tracker's figures of this run.
-#[allow(clippy::too_many_arguments)]
 async fn replicas_phase(
     args: &Args,
     url: &str,
-    bins: &Path,
-    dir: &Path,
-    stream: &Path,
-    key: &PublisherKey,
-    queries: &Arc<Vec<Query>>,
-    one_at_a_time: &Arc<Vec<Query>>,
+    inputs: &Inputs<'_>,
     rocks: (&mut Stats, &mut Stats),
 ) -> anyhow::Result<()> {
+    let (bins, dir) = (inputs.bins, inputs.dir);
+    let (queries, one_at_a_time) = (inputs.queries, inputs.one_at_a_time);
     let signing = dir.join("replicas.key");
     std::fs::write(&signing, [7u8; 32])?;
     let data: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("replica-{i}"))).collect();
     let t = Instant::now();
-    let out = Command::new(bins.join("medley-tracker"))
-        .args([
-            "import",
-            "--publisher",
-            &key.id().to_string(),
-            "--store",
-            url,
-            "--data-dir",
-        ])
-        .arg(&data[0])
-        .arg(stream)
-        .env("MEDLEY_LOG", "warn")
-        .env("MEDLEY_SIGNING_KEY", &signing)
-        .output()
-        .context("cannot run medley-tracker import")?;
-    if !out.status.success() {
-        bail!(
-            "import into PostgreSQL failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    import(
+        inputs.bins,
+        &data[0],
+        inputs.stream,
+        inputs.key,
+        &[("--store", url)],
+    )?;
     let import = t.elapsed();
     let mut procs = Vec::new();
     let mut urls = Vec::new();
@@ -538,43 +553,16 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     let data = dir.join("tracker");
     let _ = std::fs::remove_dir_all(&data);
     let t = Instant::now();
-    let out = Command::new(bins.join("medley-tracker"))
-        .args(["import", "--publisher", &key.id().to_string(), "--data-dir"])
-        .arg(&data)
-        .arg(&stream)
-        .env("MEDLEY_LOG", "warn")
-        .output()
-        .context("cannot run medley-tracker import")?;
-    if !out.status.success() {
-        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    import(&bins, &data, &stream, &key, &[])?;
     let medley_build = t.elapsed();
-    let child = Command::new(bins.join("medley-tracker"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("MEDLEY_LOG", "warn")
-        // The load comes from one address: measure the search, not the rate limit.
-        .env("MEDLEY_RATE_LIMIT_PER_SEC", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start medley-tracker")?;
-    let pid = child.id();
-    let _tracker = Proc(child);
-    #[derive(serde::Deserialize)]
-    struct Info {
-        url: String,
-    }
-    let info: Info =
-        medley_daemon::wait_for_json_file(&data.join("tracker.json"), Duration::from_secs(120))
-            .context("the tracker did not start")?;
+    let (_tracker, url, pid) = run_tracker(&bins, &data, &[], None)?;
     let medley_disk = du(&data);
 
     // Queries: warm up both, then the whole mix on each.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let medley = tracker_search(http.clone(), vec![info.url.clone()]);
+    let medley = tracker_search(http.clone(), vec![url]);
     let one_at_a_time = Arc::new(
         queries
             .iter()
@@ -589,6 +577,14 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         )
     };
     let warm = Arc::new(queries.iter().take(500).cloned().collect::<Vec<_>>());
+    let inputs = Inputs {
+        bins: &bins,
+        dir: &dir,
+        stream: &stream,
+        key: &key,
+        queries: &queries,
+        one_at_a_time: &one_at_a_time,
+    };
     if args.no_baseline {
         load(&warm, args.concurrency, medley.clone()).await?;
         let mut m1 = load(&one_at_a_time, 1, medley.clone()).await?;
@@ -598,19 +594,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         report(&format!("medley, {}", args.concurrency), &mut m);
         println!("medley import {:.1} s", medley_build.as_secs_f64());
         if let Some(url) = &args.replicas {
-            let stores = (&mut m1, &mut m);
-            replicas_phase(
-                &args,
-                url,
-                &bins,
-                &dir,
-                &stream,
-                &key,
-                &queries,
-                &one_at_a_time,
-                stores,
-            )
-            .await?;
+            replicas_phase(&args, url, &inputs, (&mut m1, &mut m)).await?;
             return Ok(());
         }
         m1.by_query.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -710,19 +694,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         pg_disk as f64 / n
     );
     if let Some(url) = &args.replicas {
-        let stores = (&mut m1, &mut m);
-        replicas_phase(
-            &args,
-            url,
-            &bins,
-            &dir,
-            &stream,
-            &key,
-            &queries,
-            &one_at_a_time,
-            stores,
-        )
-        .await?;
+        replicas_phase(&args, url, &inputs, (&mut m1, &mut m)).await?;
     }
     Ok(())
 }

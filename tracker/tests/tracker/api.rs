@@ -193,14 +193,7 @@ async fn nodes_register_and_layout_follows() {
     let t = start(dir.path()).await;
     let http = reqwest::Client::new();
     let url = t.url();
-    let reg = |i: usize| {
-        json!({
-            "peer_id": format!("node-{i}"),
-            "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 5000 + i)],
-            "region": format!("region-{}", i % 3),
-            "capacity": 1u64 << 40,
-        })
-    };
+    let reg = crate::support::registration;
     // Five nodes: too few for 4+2, no layout yet.
     for i in 0..5 {
         let r: Value = post_json(&http, &format!("{url}/v1/nodes/register"), &reg(i)).await;

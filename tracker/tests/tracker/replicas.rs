@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use medley_tracker::{AdmissionMode, Tracker, TrackerConfig};
+use medley_tracker::{Tracker, TrackerConfig};
 use serde_json::{Value, json};
 
 use crate::support::{get_json, manifest, post_body, post_json, publisher};
@@ -13,16 +13,8 @@ use crate::support::{get_json, manifest, post_body, post_json, publisher};
 /// A replica as [`crate::support::start`] makes a tracker, on the shared store at `store`.
 async fn replica(dir: &Path, store: &str) -> Tracker {
     Tracker::bind(TrackerConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        publishers: vec![publisher().id().to_string()],
-        require_signatures: false,
-        rate_limit_per_sec: 0,
-        insecure_dev_admin: true,
-        admission: AdmissionMode::Open,
-        audit_interval_secs: 0,
         store: Some(store.to_string()),
-        ..TrackerConfig::default()
+        ..crate::support::config(dir)
     })
     .await
     .unwrap()
@@ -101,14 +93,7 @@ async fn concurrent_registrations_through_three_replicas_make_one_layout_sequenc
     let replicas = three(&dirs, &store).await;
     let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
     let http = reqwest::Client::new();
-    let reg = |i: usize| {
-        json!({
-            "peer_id": format!("node-{i}"),
-            "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 5000 + i)],
-            "region": format!("region-{}", i % 3),
-            "capacity": 1u64 << 40,
-        })
-    };
+    let reg = crate::support::registration;
     // Twelve nodes register at once, spread over the replicas.
     let tasks: Vec<_> = (0..12)
         .map(|i| {

@@ -11,7 +11,12 @@ pub(crate) fn publisher() -> PublisherKey {
 /// make admin requests over HTTP without a token (`insecure_dev_admin`); signed requests
 /// are tested with `start_signed`, admin tokens with a tracker of their own.
 pub(crate) async fn start(dir: &Path) -> Tracker {
-    Tracker::bind(TrackerConfig {
+    Tracker::bind(config(dir)).await.unwrap()
+}
+
+/// [`start`]'s configuration.
+pub(crate) fn config(dir: &Path) -> TrackerConfig {
+    TrackerConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
@@ -24,9 +29,7 @@ pub(crate) async fn start(dir: &Path) -> Tracker {
         // No data plane to audit here: a node's word settles its slots.
         audit_interval_secs: 0,
         ..TrackerConfig::default()
-    })
-    .await
-    .unwrap()
+    }
 }
 
 /// A tracker as deployed, but for admission: node and listener requests must be signed.
@@ -115,4 +118,14 @@ pub(crate) async fn post_body(
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
     http.post(url).body(body).send().await.unwrap()
+}
+
+/// The registration of test node `node-{i}`: in `region-{i % 3}`, 1 TiB.
+pub(crate) fn registration(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "peer_id": format!("node-{i}"),
+        "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 5000 + i)],
+        "region": format!("region-{}", i % 3),
+        "capacity": 1u64 << 40,
+    })
 }
