@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use medley_tracker::{Tracker, TrackerConfig};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{get_json, manifest, post_body, post_json, publisher};
 
