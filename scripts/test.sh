@@ -12,4 +12,7 @@ python3 -c 'import libsonic, prometheus_client' 2>/dev/null ||
 # End-to-end tests start the real binaries (medley, medley-node, medley-tracker).
 cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked "$@"
+# The tracker's integration suite again, every tracker on PostgreSQL (a private cluster the
+# suite starts on loopback) instead of RocksDB: the same behaviour on both stores.
+MEDLEY_TEST_STORE=postgres cargo test -p medley-tracker --test tracker --locked "$@"
 cargo test --workspace --doc --locked

@@ -211,10 +211,17 @@ impl Tracker {
         while Arc::strong_count(&self.app) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Err(e) = self.app.state.flush_plays() {
+        // The store is written, and its connections closed, off the async threads.
+        let app = self.app;
+        let flushed = tokio::task::spawn_blocking(move || {
+            let r = app.state.flush_plays();
+            drop(app);
+            r
+        })
+        .await;
+        if let Ok(Err(e)) = flushed {
             tracing::error!(error = %e, "cannot write the last play counts");
         }
-        drop(self.app);
         let _ = std::fs::remove_file(self.data_dir.join(TRACKER_INFO_FILE));
         let _ = std::fs::remove_file(self.data_dir.join(ADMIN_SOCKET_FILE));
         info!("tracker stopped");

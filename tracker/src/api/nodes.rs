@@ -56,7 +56,8 @@ pub(crate) async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let peer_id = body.body.peer_id.clone();
     let hb = body.signed_by(&peer_id)?;
-    app.state.heartbeat(hb)?;
+    // A node back from down moves the layout: that writes to the store.
+    blocking(&app, move |s| s.heartbeat(hb)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

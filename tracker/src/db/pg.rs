@@ -469,6 +469,25 @@ impl Pg {
     }
 }
 
+impl Drop for Pg {
+    /// Closes the connections on a thread of its own: the driver closes a connection by
+    /// blocking on its runtime, which must not happen on a thread that drives async tasks
+    /// (the tracker's state may be dropped on one).
+    fn drop(&mut self) {
+        let listener = self.listener.lock().take();
+        let pool = self.pool.clone();
+        let closing = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop((pool, listener)));
+        match closing {
+            Ok(t) => {
+                let _ = t.join();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot close the database connections"),
+        }
+    }
+}
+
 /// Brings the schema up to date. Replicas starting together may race to apply the same
 /// migration: the loser's transaction rolls back, and its next try finds it applied.
 fn migrate(client: &mut Client) -> Result<(), DbError> {

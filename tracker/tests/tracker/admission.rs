@@ -24,6 +24,7 @@ async fn tracker(dir: &std::path::Path, admission: AdmissionMode, grace: u64) ->
         node_grace_secs: grace,
         // No data plane to audit here: a node's word settles its slots.
         audit_interval_secs: 0,
+        store: crate::support::store(dir),
         ..TrackerConfig::default()
     })
     .await

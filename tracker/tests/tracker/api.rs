@@ -521,6 +521,7 @@ async fn layout_follows_liveness_and_drains_and_lists_partitions() {
         rate_limit_per_sec: 0,
         // Drains and previews over HTTP without a token.
         insecure_dev_admin: true,
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     })
     .await
@@ -752,6 +753,7 @@ async fn publisher_keys_are_managed_by_admin_requests_with_the_token() {
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
         admin_token: Some(token.into()),
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     };
     let t = Tracker::bind(config.clone()).await.unwrap();
@@ -854,6 +856,7 @@ async fn a_client_over_the_rate_limit_is_told_to_wait_and_others_are_unaffected(
         listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit_per_sec: 5,
         rate_limit_burst: 5,
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     })
     .await
@@ -904,6 +907,7 @@ async fn a_client_that_sends_its_body_too_slowly_is_cut_off_and_others_are_serve
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout_secs: 1,
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     })
     .await

@@ -49,6 +49,7 @@ async fn admin_calls_need_the_token_over_http_even_from_loopback_and_the_socket_
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         publishers: vec![publisher().id().to_string()],
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     })
     .await
@@ -111,6 +112,7 @@ async fn admin_calls_need_the_token_over_http_even_from_loopback_and_the_socket_
     let open = TrackerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "0.0.0.0:0".parse().unwrap(),
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     };
     let e = Tracker::bind(open).await.unwrap_err().to_string();
@@ -353,6 +355,7 @@ async fn two_thousand_slow_header_sockets_do_not_keep_others_out_and_are_closed(
         listen: "127.0.0.1:0".parse().unwrap(),
         header_read_timeout_secs: 3,
         rate_limit_per_sec: 0,
+        store: crate::support::store(dir.path()),
         ..TrackerConfig::default()
     })
     .await

@@ -31,6 +31,12 @@ pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
 /// [`start_with`] with `env` set for the process.
 pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let _ = std::fs::remove_file(dir.join(TRACKER_INFO_FILE));
+    // The suite's store, unless the caller names one; a restart keeps its database.
+    let store = crate::support::store(dir);
+    let store_args: Vec<&str> = match &store {
+        Some(url) if !extra.contains(&"--store") => vec!["--store", url.as_str()],
+        _ => Vec::new(),
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
         .args([
             "run",
@@ -40,6 +46,7 @@ pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -
             &publisher().id().to_string(),
         ])
         .args(extra)
+        .args(&store_args)
         .arg("--data-dir")
         .arg(dir)
         .env("MEDLEY_LOG", "warn")
@@ -112,16 +119,19 @@ async fn import_bulk_loads_a_manifest_stream_and_refuses_bad_records() {
     }
     std::fs::write(&stream, &out).unwrap();
     let data = dir.path().join("data");
+    let store = crate::support::store(&data);
     let import = |file: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_medley-tracker"))
-            .args(["import", "--batch", "3", "--publisher"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medley-tracker"));
+        cmd.args(["import", "--batch", "3", "--publisher"])
             .arg(publisher().id().to_string())
             .arg("--data-dir")
             .arg(&data)
             .arg(file)
-            .env("MEDLEY_LOG", "warn")
-            .output()
-            .unwrap()
+            .env("MEDLEY_LOG", "warn");
+        if let Some(url) = &store {
+            cmd.args(["--store", url]);
+        }
+        cmd.output().unwrap()
     };
     let run = import(&stream);
     let stderr = String::from_utf8_lossy(&run.stderr);

@@ -213,6 +213,7 @@ async fn sources_reported_lying_by_two_listeners_are_banned() {
         admission: medley_tracker::AdmissionMode::Open,
         // No data plane to audit here: a node's word settles its slots.
         audit_interval_secs: 0,
+        store: crate::support::store(dir.path()),
         ..medley_tracker::TrackerConfig::default()
     })
     .await

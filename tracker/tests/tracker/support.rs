@@ -7,6 +7,24 @@ pub(crate) fn publisher() -> PublisherKey {
     PublisherKey::from_seed([42u8; 32])
 }
 
+/// The store a tracker on `dir` uses in this suite: the embedded RocksDB, or with
+/// `MEDLEY_TEST_STORE=postgres` a database of its own on the suite's private PostgreSQL
+/// cluster, the same each time the tracker on `dir` starts (`scripts/test.sh` runs the
+/// suite both ways).
+pub(crate) fn store(dir: &Path) -> Option<String> {
+    if std::env::var("MEDLEY_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let marker = dir.join("test-store");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Some(url);
+    }
+    let url = medley_daemon::pgcluster::test_database().expect("a PostgreSQL test database");
+    std::fs::create_dir_all(dir).expect("the tracker's folder");
+    std::fs::write(&marker, &url).expect("note the test database");
+    Some(url)
+}
+
 /// A tracker for tests that name their nodes `node-0`, `node-1`, ... and post unsigned, and
 /// make admin requests over HTTP without a token (`insecure_dev_admin`); signed requests
 /// are tested with `start_signed`, admin tokens with a tracker of their own.
@@ -28,6 +46,7 @@ pub(crate) fn config(dir: &Path) -> TrackerConfig {
         admission: AdmissionMode::Open,
         // No data plane to audit here: a node's word settles its slots.
         audit_interval_secs: 0,
+        store: store(dir),
         ..TrackerConfig::default()
     }
 }
@@ -41,6 +60,7 @@ pub(crate) async fn start_signed(dir: &Path) -> Tracker {
         admission: AdmissionMode::Open,
         // No data plane to audit here: a node's word settles its slots.
         audit_interval_secs: 0,
+        store: store(dir),
         ..TrackerConfig::default()
     })
     .await
