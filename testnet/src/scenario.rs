@@ -702,6 +702,7 @@ listener_kills_per_min = 6
                 "hostile-join",
                 "lying-peer",
                 "region-outage",
+                "tracker-failover",
                 "zipf-steady"
             ]
         );
