@@ -405,17 +405,18 @@ impl State {
         self.layout().map(|l| l.version)
     }
 
-    /// Records a heartbeat. A node back from the dead rejoins the layout.
-    pub fn heartbeat(&self, hb: Heartbeat) -> Result<(), StateError> {
+    /// Records a heartbeat, in memory. Returns whether the node was down before it: then it
+    /// rejoins the layout at the caller's [`State::refresh_layout`] (which writes to the
+    /// store, so the caller runs it where blocking is allowed).
+    pub fn heartbeat(&self, hb: Heartbeat) -> Result<bool, StateError> {
         let was_down = self.registry.heartbeat(&hb, now_ms())?;
         if let Some(hot) = hb.hot {
             self.demand.set_held(&hb.peer_id, hot);
         }
         if was_down {
             info!(node = %hb.peer_id, "node is back");
-            self.refresh_layout()?;
         }
-        Ok(())
+        Ok(was_down)
     }
 
     /// Records that a node is stopping: it is no longer offered as a source from now on.

@@ -56,8 +56,10 @@ pub(crate) async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let peer_id = body.body.peer_id.clone();
     let hb = body.signed_by(&peer_id)?;
-    // A node back from down moves the layout: that writes to the store.
-    blocking(&app, move |s| s.heartbeat(hb)).await?;
+    // Kept in memory; a node back from down moves the layout, which writes to the store.
+    if app.state.heartbeat(hb)? {
+        blocking(&app, |s| s.refresh_layout()).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
