@@ -34,7 +34,10 @@ pub(crate) const CF_INVITES: &str = "invites";
 /// When each node was last heard from: peer id → Unix ms (u64, little-endian). Written only
 /// by a shared store, for the replicas that did not hear the heartbeat.
 pub(crate) const CF_SEEN: &str = "seen";
-const ALL: [&str; 9] = [
+/// Reports of wrong bytes: source ‖ 0 ‖ reporter → Unix ms ‖ weight. Written only by a shared
+/// store, for the replicas that did not get the report.
+pub(crate) const CF_LIES: &str = "lies";
+const ALL: [&str; 10] = [
     CF_MANIFESTS,
     CF_NODES,
     CF_LAYOUTS,
@@ -44,6 +47,7 @@ const ALL: [&str; 9] = [
     CF_PLAYS,
     CF_INVITES,
     CF_SEEN,
+    CF_LIES,
 ];
 
 /// A key and its value, as RocksDB returns them.

@@ -23,11 +23,20 @@ pub(crate) const MAX_WHOLE_PER_REGION: usize = 4;
 /// (confirmed peer 0, hot node 1, unconfirmed peer 2), failures (milli), load (bytes/s).
 type Rank = (bool, bool, u8, u64, u64);
 
+/// A report of wrong bytes to share with the other replicas: source, signed reporter, Unix
+/// ms, weight.
+pub(crate) type Lie = (String, String, u64, f64);
+
+/// Reports of wrong bytes kept for the next share at most.
+const MAX_UNSHARED_LIES: usize = 10_000;
+
 /// Demand and whole copies.
 #[derive(Debug)]
 pub(crate) struct Demand {
     rules: Rules,
     state: Mutex<Popularity>,
+    /// With replicas: reports of wrong bytes this one got since it last shared them.
+    unshared: Option<Mutex<Vec<Lie>>>,
 }
 
 impl Demand {
@@ -44,7 +53,29 @@ impl Demand {
                 trust_ms: config.report_trust_secs * 1000,
             },
             state: Mutex::default(),
+            unshared: config.postgres_url().map(|_| Mutex::default()),
         }
+    }
+
+    /// The reports of wrong bytes got since the last call, to share (replicas only).
+    pub(crate) fn take_lies(&self) -> Vec<Lie> {
+        self.unshared
+            .as_ref()
+            .map(|u| std::mem::take(&mut *u.lock()))
+            .unwrap_or_default()
+    }
+
+    /// Takes up reports of wrong bytes other replicas got.
+    pub(crate) fn learn_lies(&self, lies: &[Lie], now: u64) {
+        let mut pop = self.state.lock();
+        for (source, reporter, at, weight) in lies {
+            pop.learn_lie(source, reporter, (*at, *weight), self.rules, now);
+        }
+    }
+
+    /// How long a report of wrong bytes counts.
+    pub(crate) fn ban_ms(&self) -> u64 {
+        self.rules.ban_ms
     }
 
     /// Whether clients reported that `source` sent them wrong bytes often enough (from
@@ -182,6 +213,17 @@ impl Demand {
             ReportReason::BadHash => {
                 pop.failed(source, rules, now);
                 if let Some(r) = reporter.filter(|r| *r != source) {
+                    if let Some(unshared) = &self.unshared {
+                        let mut u = unshared.lock();
+                        if u.len() < MAX_UNSHARED_LIES {
+                            u.push((
+                                source.to_string(),
+                                r.to_string(),
+                                now,
+                                pop.weight(r, rules, now),
+                            ));
+                        }
+                    }
                     let was = pop.banned(source, rules, now);
                     let is = pop.lied(source, r, rules, now);
                     if is && !was {

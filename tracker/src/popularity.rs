@@ -431,6 +431,35 @@ impl Popularity {
         self.banned(source, rules, now_ms)
     }
 
+    /// Takes up a report of wrong bytes another replica got: `reporter`'s about `source` at
+    /// `at_ms`, weighing `weight`. Kept within the same bounds as the reports this replica
+    /// gets; a newer report of the same reporter wins.
+    pub(crate) fn learn_lie(
+        &mut self,
+        source: &str,
+        reporter: &str,
+        (at_ms, weight): (u64, f64),
+        rules: Rules,
+        now_ms: u64,
+    ) {
+        if now_ms.saturating_sub(at_ms) > rules.ban_ms || !(0.0..=1.0).contains(&weight) {
+            return;
+        }
+        if self.liars.len() >= MAX_REPORTED && !self.liars.contains_key(source) {
+            return;
+        }
+        let reporters = self.liars.entry(source.to_string()).or_default();
+        let room = reporters.len() < MAX_REPORTERS;
+        match reporters.get_mut(reporter) {
+            Some(known) if known.0 >= at_ms => {}
+            Some(known) => *known = (at_ms, weight),
+            None if room => {
+                reporters.insert(reporter.to_string(), (at_ms, weight));
+            }
+            None => {}
+        }
+    }
+
     /// Whether `source` is banned: distinct peers reported it within `ban_ms`, their
     /// reports weighing `ban_reporters` in all.
     pub(crate) fn banned(&self, source: &str, rules: Rules, now_ms: u64) -> bool {

@@ -177,6 +177,52 @@ impl State {
         self.layouts.follow()?;
         self.catalog.reload_publishers()?;
         self.catalog.follow_journal()?;
+        self.share_lies()
+    }
+
+    /// Shares the reports of wrong bytes this replica got, takes up the others', and drops
+    /// those older than the ban window.
+    fn share_lies(&self) -> Result<(), StateError> {
+        use crate::db::CF_LIES;
+        let key = |source: &str, reporter: &str| {
+            let mut k = source.as_bytes().to_vec();
+            k.push(0);
+            k.extend_from_slice(reporter.as_bytes());
+            k
+        };
+        let mine = self.demand.take_lies();
+        let records: Vec<(Vec<u8>, Vec<u8>)> = mine
+            .iter()
+            .map(|(s, r, at, w)| {
+                let mut v = at.to_le_bytes().to_vec();
+                v.extend_from_slice(&w.to_le_bytes());
+                (key(s, r), v)
+            })
+            .collect();
+        if !records.is_empty() {
+            let rows: Vec<(&'static str, &[u8], &[u8])> = records
+                .iter()
+                .map(|(k, v)| (CF_LIES, k.as_slice(), v.as_slice()))
+                .collect();
+            self.db.put_all(&rows)?;
+        }
+        let now = now_ms();
+        let mut lies = Vec::new();
+        for (k, v) in self.db.scan(CF_LIES)? {
+            let parsed = k.iter().position(|b| *b == 0).and_then(|i| {
+                let at = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+                let weight = f64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+                let source = std::str::from_utf8(&k[..i]).ok()?;
+                let reporter = std::str::from_utf8(&k[i + 1..]).ok()?;
+                Some((source.to_string(), reporter.to_string(), at, weight))
+            });
+            match parsed {
+                Some(lie) if now.saturating_sub(lie.2) <= self.demand.ban_ms() => lies.push(lie),
+                // Expired or unreadable: nothing counts it any more.
+                _ => self.db.delete(CF_LIES, &k)?,
+            }
+        }
+        self.demand.learn_lies(&lies, now);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use postgres::{Client, Config, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    CF_INVITES, CF_JOURNAL, CF_LAYOUTS, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PLAYS,
+    CF_INVITES, CF_JOURNAL, CF_LAYOUTS, CF_LIES, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PLAYS,
     CF_PUBLISHERS, CF_SEEN, DbError, NewSong, Record,
 };
 
@@ -55,7 +55,7 @@ fn pg(op: &'static str) -> impl FnOnce(postgres::Error) -> DbError {
 fn table(cf: &'static str) -> Result<&'static str, DbError> {
     match cf {
         CF_MANIFESTS | CF_NODES | CF_LAYOUTS | CF_PUBLISHERS | CF_JOURNAL | CF_PLACEMENT
-        | CF_INVITES | CF_SEEN => Ok(cf),
+        | CF_INVITES | CF_SEEN | CF_LIES => Ok(cf),
         _ => Err(DbError::Corrupt {
             what: format!("keyspace {cf}"),
             reason: "not a table of the store".into(),

@@ -327,3 +327,70 @@ async fn replicas_ride_out_a_database_restart_and_lose_nothing_committed() {
         );
     }
 }
+
+/// A source banned on the reports one replica got is banned on the others too: a liar
+/// cannot go on serving the clients of another replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_on_one_replica_holds_on_the_others() {
+    use medley_api::{ReportReason, SourceReport, TrackerClient};
+    let store = medley_daemon::pgcluster::test_database().unwrap();
+    let dirs = dirs();
+    let mut replicas = Vec::new();
+    for d in &dirs {
+        replicas.push(
+            Tracker::bind(TrackerConfig {
+                store: Some(store.clone()),
+                // Every signed reporter weighs a whole report at once.
+                report_trust_secs: 0,
+                ..crate::support::config(d.path())
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let http = reqwest::Client::new();
+    let a = replicas[0].url();
+    let node: Value = post_json(
+        &http,
+        &format!("{a}/v1/nodes/register"),
+        &crate::support::registration(0),
+    )
+    .await;
+    assert!(node.get("error").is_none(), "{node}");
+    let song = manifest("Harbour Bell", 70_000, 4, 2, &publisher()).id();
+    // Two signed listeners report wrong bytes from node-0, both to the first replica.
+    for _ in 0..2 {
+        let c = TrackerClient::builder(&a)
+            .signer(libp2p_identity::Keypair::generate_ed25519())
+            .build()
+            .unwrap();
+        c.report_source(&SourceReport {
+            peer_id: "node-0".into(),
+            song: song.to_string(),
+            reason: ReportReason::BadHash,
+        })
+        .await
+        .unwrap();
+    }
+    let banned_on = |url: String| async move {
+        let c = TrackerClient::new(&url).unwrap();
+        c.nodes()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|n| n.node.peer_id == "node-0")
+            .map(|n| n.banned)
+    };
+    assert_eq!(
+        banned_on(a.clone()).await,
+        Some(true),
+        "banned where it was reported"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for r in &replicas[1..] {
+        while banned_on(r.url()).await != Some(true) {
+            assert!(Instant::now() < deadline, "not banned on {}", r.url());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
