@@ -108,19 +108,24 @@ impl Beat {
 }
 
 /// A node's record as stored, with the newest heartbeat any replica heard: this replica's
-/// (`mine`) or one shared through the store (`shared`). A heartbeat after the record was
-/// written says the node runs again.
+/// (`mine`) or one shared through the store (`shared`). A shared heartbeat after the record
+/// was written says the node runs again; this replica's newer view says whether it does.
 fn merge(mut stored: NodeRecord, mine: Option<&NodeRecord>, shared: Option<&Beat>) -> NodeRecord {
-    let newest = [mine.map(Beat::of), shared.cloned()]
-        .into_iter()
-        .flatten()
-        .max_by_key(|b| b.last_seen_ms);
-    if let Some(beat) = newest
+    // This replica's own view carries whether the node stopped; a heartbeat another
+    // replica heard says it runs.
+    let newest = [
+        mine.map(|r| (Beat::of(r), r.stopped)),
+        shared.map(|b| (b.clone(), false)),
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|(b, _)| b.last_seen_ms);
+    if let Some((beat, stopped)) = newest
         && beat.last_seen_ms > stored.last_seen_ms
     {
         stored.last_seen_ms = beat.last_seen_ms;
         stored.load = beat.load;
-        stored.stopped = false;
+        stored.stopped = stopped;
         if beat.repaired_version.is_some() {
             stored.repaired_version = beat.repaired_version;
         }
@@ -203,6 +208,9 @@ impl Registry {
                 .collect();
             self.db.put_all(&records)?;
         }
+        // The store is read under the lock that changes hold while they write it: what is
+        // read is never older than what is in memory.
+        let mut nodes = self.nodes.write();
         let stored = self.db.scan(CF_NODES)?;
         let seen: HashMap<Box<[u8]>, Beat> = self
             .db
@@ -210,7 +218,6 @@ impl Registry {
             .into_iter()
             .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|b| (k, b)))
             .collect();
-        let mut nodes = self.nodes.write();
         let mut present = HashSet::new();
         for (k, v) in stored {
             let rec: NodeRecord = serde_json::from_slice(&v)
@@ -451,7 +458,8 @@ impl Registry {
             .ok_or_else(|| StateError::UnknownNode(peer_id.to_string()))?;
         f(rec);
         let rec = rec.clone();
-        drop(nodes);
+        // Written under the lock: a replica's follow reads the store under it too, so it
+        // never merges a record older than this change into memory after it.
         self.store(&rec)
     }
 
@@ -597,8 +605,8 @@ impl Registry {
         // Heard from as it left: later than any heartbeat a replica shares.
         rec.last_seen_ms = rec.last_seen_ms.max(now);
         let rec = rec.clone();
-        drop(nodes);
         info!(node = peer_id, "node is stopping");
+        // Under the lock, as in `change`.
         self.store(&rec)
     }
 
