@@ -35,6 +35,22 @@ pub fn body_for(
     }
 }
 
+/// Metadata of a FLAC song titled `title`, every other tag absent.
+pub fn flac_meta(title: &str) -> crate::SongMeta {
+    crate::SongMeta {
+        title: title.into(),
+        artist: None,
+        album: None,
+        genre: None,
+        year: None,
+        track: None,
+        duration_ms: None,
+        codec: "flac".into(),
+        mime: "audio/flac".into(),
+        bitrate: None,
+    }
+}
+
 /// The tracker key tests configure their standalone nodes with (`tracker_key`).
 pub fn test_tracker_key() -> crate::TrackerKey {
     crate::TrackerKey::from_seed([0x7a; 32])

@@ -436,9 +436,6 @@ impl Catalog {
     pub(crate) fn publish(&self, bytes: &[u8]) -> Result<Committed, StateError> {
         let manifest = self.check(bytes)?;
         let id = manifest.id();
-        if self.db.get(CF_MANIFESTS, id.as_bytes())?.is_some() {
-            return Ok(Committed { id, created: false });
-        }
         let placement = placement_records(&manifest, self.partitions);
         let committed = self.db.commit_songs(&[NewSong {
             id: id.as_bytes(),
@@ -446,7 +443,7 @@ impl Catalog {
             placement: &placement,
         }])?;
         if committed.first().copied().flatten().is_none() {
-            // Committed meanwhile, through another replica.
+            // Committed before (through this replica or another).
             return Ok(Committed { id, created: false });
         }
         self.placement_changed(&placement);
@@ -691,18 +688,7 @@ mod tests {
     use super::*;
 
     fn song(title: &str, key: &medley_core::PublisherKey) -> Manifest {
-        let meta = medley_core::SongMeta {
-            title: title.into(),
-            artist: None,
-            album: None,
-            genre: None,
-            year: None,
-            track: None,
-            duration_ms: None,
-            codec: "flac".into(),
-            mime: "audio/flac".into(),
-            bitrate: None,
-        };
+        let meta = medley_core::test_utils::flac_meta(title);
         let audio: Vec<u8> = title.bytes().cycle().take(600_000).collect();
         let body = medley_core::test_utils::body_for(meta, &audio, 256 * 1024, 4, 2, key.id());
         Manifest::sign(body, key).unwrap()

@@ -167,13 +167,14 @@ impl State {
     }
 
     /// Takes up what other replicas wrote to a shared store since this one last looked:
-    /// node records and heartbeats (sharing this one's), layout versions, publisher keys
-    /// and the journal. Nothing to do on the embedded store.
+    /// layout versions, publisher keys, the journal and reports of wrong bytes (node records
+    /// and heartbeats: [`State::refresh_layout`], which the same tick calls). Nothing to do on the embedded store.
     pub fn follow_replicas(&self) -> Result<(), StateError> {
         if !self.db.is_shared() {
             return Ok(());
         }
-        self.registry.follow()?;
+        // Node records are read back by the layout refresh of the same tick (and of every
+        // registration), which must see them fresh anyway.
         self.layouts.follow()?;
         self.catalog.reload_publishers()?;
         self.catalog.follow_journal()?;

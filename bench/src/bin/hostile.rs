@@ -65,18 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let base = TrackerClient::new(&info.url)?;
 
     // A song and six honest nodes.
-    let meta = medley_core::SongMeta {
-        title: "Crowded".into(),
-        artist: None,
-        album: None,
-        genre: None,
-        year: None,
-        track: None,
-        duration_ms: None,
-        codec: "flac".into(),
-        mime: "audio/flac".into(),
-        bitrate: None,
-    };
+    let meta = medley_core::test_utils::flac_meta("Crowded");
     let audio = vec![7u8; 300_000];
     let body = medley_core::test_utils::body_for(meta, &audio, 256 * 1024, 4, 2, publisher.id());
     let manifest = medley_core::Manifest::sign(body, &publisher)?;

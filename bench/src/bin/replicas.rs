@@ -85,16 +85,10 @@ fn manifests(n: usize, salt: u8, key: &PublisherKey) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let meta = SongMeta {
-                title: format!("Bench Song {salt}-{i}"),
                 artist: Some(format!("Artist {}", i % 97)),
-                album: None,
                 genre: Some("Bench".into()),
-                year: None,
-                track: None,
                 duration_ms: Some(180_000),
-                codec: "flac".into(),
-                mime: "audio/flac".into(),
-                bitrate: None,
+                ..medley_core::test_utils::flac_meta(&format!("Bench Song {salt}-{i}"))
             };
             let mut data = (i as u64).to_le_bytes().repeat(8);
             data.push(salt);
