@@ -33,6 +33,23 @@ async fn the_network_plays_and_publishes_through_a_killed_tracker_replica() {
     }
 
     net.kill_replica(0).unwrap();
+    // Nodes move to another replica: their heartbeats keep arriving there.
+    let other = medley_api::TrackerClient::new(&urls[1]).unwrap();
+    let seen = |nodes: Vec<medley_api::NodeEntry>| {
+        nodes
+            .into_iter()
+            .map(|n| (n.node.peer_id, n.node.last_seen_ms))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let before = seen(other.nodes().await.unwrap());
+    eventually(15, "every node heard from again after the kill", || async {
+        let now = seen(other.nodes().await.ok()?);
+        before
+            .iter()
+            .all(|(id, t)| now.get(id).is_some_and(|n| n > t))
+            .then_some(())
+    })
+    .await;
     // Plays and downloads go on through the other replicas, byte for byte.
     let out = dir.path().join("out.flac");
     for (id, src) in &songs {
