@@ -61,6 +61,12 @@ fn play_count(v: &[u8]) -> u64 {
     v.try_into().map_or(0, u64::from_le_bytes)
 }
 
+/// Songs whose sizes a catalogue keeps in memory (about 50 bytes each).
+const SONG_SIZES_KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(100_000) {
+    Some(n) => n,
+    None => panic!("not zero"),
+};
+
 /// The catalogue.
 #[derive(Debug)]
 pub(crate) struct Catalog {
@@ -80,6 +86,9 @@ pub(crate) struct Catalog {
     /// audits ask for every partition each round, and a scan of the placement index each
     /// time would read it whole.
     sizes: Mutex<HashMap<u16, (u64, u64)>>,
+    /// Songs' sizes by id, most recently asked kept: a play report needs only that, and a
+    /// manifest never changes, so it is read from the store once, not once per play.
+    song_sizes: Mutex<lru::LruCache<SongId, u64>>,
     partitions: u16,
     k: u8,
     m: u8,
@@ -104,6 +113,7 @@ impl Catalog {
             db,
             search,
             publishers: RwLock::new(HashSet::new()),
+            song_sizes: Mutex::new(lru::LruCache::new(SONG_SIZES_KEPT)),
             indexing: Mutex::new(()),
             indexed: std::sync::atomic::AtomicU64::new(indexed),
             pending_plays: Mutex::new(HashMap::new()),
@@ -607,6 +617,16 @@ impl Catalog {
             .ok_or(StateError::UnknownSong(id))?;
         // Stored manifests were verified on commit; check again, the disk may have rotted.
         Ok(Manifest::decode_expecting(&bytes, id)?)
+    }
+
+    /// The total size of song `id`'s file (from its manifest, read once).
+    pub(crate) fn song_size(&self, id: SongId) -> Result<u64, StateError> {
+        if let Some(size) = self.song_sizes.lock().get(&id) {
+            return Ok(*size);
+        }
+        let size = self.manifest(id)?.body().total_size;
+        self.song_sizes.lock().put(id, size);
+        Ok(size)
     }
 
     /// Number of songs searchable here: the journal gains one entry per new song, and the

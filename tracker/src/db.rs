@@ -37,7 +37,11 @@ pub(crate) const CF_SEEN: &str = "seen";
 /// Reports of wrong bytes: source ‖ 0 ‖ reporter → Unix ms ‖ weight. Written only by a shared
 /// store, for the replicas that did not get the report.
 pub(crate) const CF_LIES: &str = "lies";
-const ALL: [&str; 10] = [
+/// What each replica heard of demand, for the others: an append-only log, big-endian
+/// sequence number → one replica's batch (see [`Db::append`]). Written only by a shared
+/// store.
+pub(crate) const CF_DEMAND: &str = "demand";
+const ALL: [&str; 11] = [
     CF_MANIFESTS,
     CF_NODES,
     CF_LAYOUTS,
@@ -48,6 +52,7 @@ const ALL: [&str; 10] = [
     CF_INVITES,
     CF_SEEN,
     CF_LIES,
+    CF_DEMAND,
 ];
 
 /// A key and its value, as RocksDB returns them.
@@ -200,6 +205,18 @@ impl Db {
     /// Deletes a record.
     pub(crate) fn delete(&self, cf: &'static str, key: &[u8]) -> Result<(), DbError> {
         dispatch!(self.delete(cf, key))
+    }
+
+    /// Appends `value` to the log `cf` under the next sequence number (big-endian key), which
+    /// it returns. Appends become visible in sequence order: a reader that follows the log
+    /// from the last number it read never skips one.
+    pub(crate) fn append(&self, cf: &'static str, value: &[u8]) -> Result<u64, DbError> {
+        dispatch!(self.append(cf, value))
+    }
+
+    /// Deletes every record of `cf` whose key sorts before `key`.
+    pub(crate) fn delete_below(&self, cf: &'static str, key: &[u8]) -> Result<(), DbError> {
+        dispatch!(self.delete_below(cf, key))
     }
 
     /// Writes several records atomically.
@@ -463,6 +480,29 @@ impl Rocks {
         self.db
             .delete_cf_opt(self.cf(cf)?, key, &w)
             .map_err(op("delete"))
+    }
+
+    fn append(&self, cf: &'static str, value: &[u8]) -> Result<u64, DbError> {
+        let _writing = self.writing.lock();
+        let last = match self.last(cf)? {
+            Some((k, _)) => u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| crate::error::corrupt("log key", "not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        let seq = last + 1;
+        self.put(cf, &seq.to_be_bytes(), value)?;
+        Ok(seq)
+    }
+
+    fn delete_below(&self, cf: &'static str, key: &[u8]) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(cf)?, [].as_slice(), key);
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(op("delete"))
     }
 
     /// Writes several records atomically, synced.
@@ -770,6 +810,52 @@ pub(crate) mod tests {
             ids.dedup();
             assert_eq!(ids.len(), 23, "a song journaled twice");
             assert_eq!(commit(&db, &[40]), vec![Some(24)]);
+        }
+
+        fn a_log_is_read_in_order_without_a_gap_while_several_append(place: &Place) {
+            let db = place.open();
+            assert_eq!(db.append(CF_DEMAND, b"first").unwrap(), 1);
+            let handles: Vec<Arc<Db>> = (0..3)
+                .map(|_| if place.shared() { place.open() } else { db.clone() })
+                .collect();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            // A follower reads from the last number it read on, while the writers append:
+            // it must see every number once, in order.
+            let read = std::thread::scope(|s| {
+                let follower = s.spawn(|| {
+                    let (mut next, mut read) = (1u64, Vec::new());
+                    loop {
+                        let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+                        for (k, _) in db.scan_prefix(CF_DEMAND, &[], &next.to_be_bytes(), 7).unwrap() {
+                            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap());
+                            read.push(seq);
+                            next = seq + 1;
+                        }
+                        if last_round && read.len() == 61 {
+                            return read;
+                        }
+                        assert!(read.len() <= 61);
+                    }
+                });
+                let writers: Vec<_> = handles
+                    .iter()
+                    .map(|h| s.spawn(move || {
+                        (0..20).map(|_| h.append(CF_DEMAND, b"batch").unwrap()).collect::<Vec<u64>>()
+                    }))
+                    .collect();
+                let mut taken: Vec<u64> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+                taken.sort_unstable();
+                assert_eq!(taken, (2..=61).collect::<Vec<_>>(), "each number once");
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                follower.join().unwrap()
+            });
+            assert_eq!(read, (1..=61).collect::<Vec<_>>());
+            // Trimmed below 50: the rest stays, and numbering goes on after the last.
+            db.delete_below(CF_DEMAND, &50u64.to_be_bytes()).unwrap();
+            let kept = db.scan(CF_DEMAND).unwrap();
+            assert_eq!(kept.len(), 12);
+            assert_eq!(kept[0].0.as_ref(), 50u64.to_be_bytes());
+            assert_eq!(db.append(CF_DEMAND, b"after").unwrap(), 62);
         }
 
         fn counts_add_up_across_writers(place: &Place) {

@@ -7,7 +7,8 @@
 //! `hot_plays`, and cools below half of that (the gap keeps a song near the threshold from
 //! flapping). All of this is soft state, kept in
 //! memory: after a tracker restart songs heat up again from new plays, and nodes and peers
-//! report what they hold with their next heartbeat or announcement.
+//! report what they hold with their next heartbeat or announcement. Replicas share it
+//! through the store's demand log ([`crate::demand`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -79,6 +80,17 @@ struct Order {
     size: u64,
 }
 
+/// An order for whole copies of a song in a region, as replicas share it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Ordered {
+    pub(crate) song: SongId,
+    pub(crate) region: String,
+    /// The song's bytes.
+    pub(crate) size: u64,
+    /// The nodes ordered to hold it.
+    pub(crate) nodes: Vec<String>,
+}
+
 /// All of the popularity state.
 #[derive(Debug, Default)]
 pub(crate) struct Popularity {
@@ -123,18 +135,37 @@ impl Popularity {
         candidates: &[Candidate],
         now_ms: u64,
     ) -> f64 {
+        self.plays(rules, song, size, region, 1.0, Some(candidates), now_ms)
+    }
+
+    /// Counts `plays` plays of `song` (a fraction for plays heard a while ago, decayed
+    /// since). With `candidates` (the replica that makes the orders), orders copies when
+    /// the song turns hot; without, only counts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn plays(
+        &mut self,
+        rules: Rules,
+        song: SongId,
+        size: u64,
+        region: &str,
+        plays: f64,
+        candidates: Option<&[Candidate]>,
+        now_ms: u64,
+    ) -> f64 {
         let key = (song, region.to_string());
         let heat = self.heat.entry(key.clone()).or_insert(Heat {
             value: 0.0,
             at_ms: now_ms,
         });
-        let value = heat.at(now_ms, rules.half_life_ms) + 1.0;
+        let value = heat.at(now_ms, rules.half_life_ms) + plays;
         *heat = Heat {
             value,
-            at_ms: now_ms,
+            at_ms: now_ms.max(heat.at_ms),
         };
         // Rounded to whole plays: plays in quick succession count in full, not a hair less.
-        if value.round() >= rules.hot_plays {
+        if let Some(candidates) = candidates
+            && value.round() >= rules.hot_plays
+        {
             self.top_up(rules, &key, size, candidates);
         }
         value
@@ -191,6 +222,14 @@ impl Popularity {
     /// candidates, tops up orders of songs still hot, forgets cold counters and expired
     /// peers. Returns the number of orders released.
     pub(crate) fn sweep(&mut self, rules: Rules, candidates: &[Candidate], now_ms: u64) -> usize {
+        let released = self.sweep_orders(rules, candidates, now_ms);
+        self.forget(rules, now_ms);
+        released
+    }
+
+    /// Releases the copies of songs that cooled, drops orders on nodes that are no longer
+    /// candidates and tops up orders of songs still hot. Returns the number released.
+    fn sweep_orders(&mut self, rules: Rules, candidates: &[Candidate], now_ms: u64) -> usize {
         let alive: BTreeSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let mut released = 0;
         let keys: Vec<(SongId, String)> = self.orders.keys().cloned().collect();
@@ -212,6 +251,12 @@ impl Popularity {
             let size = order.size;
             self.top_up(rules, &key, size, candidates);
         }
+        released
+    }
+
+    /// Forgets cold counters, old failures and reports, expired peers and identities long
+    /// unheard from.
+    pub(crate) fn forget(&mut self, rules: Rules, now_ms: u64) {
         // A counter this low would take one play to come back from anyway.
         self.heat
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
@@ -221,7 +266,40 @@ impl Popularity {
         self.sweep_peers(rules, now_ms);
         self.identities
             .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= IDENTITY_TTL_MS);
-        released
+    }
+
+    /// Every order for whole copies, as one replica tells the others.
+    pub(crate) fn orders(&self) -> Vec<Ordered> {
+        self.orders
+            .iter()
+            .map(|((song, region), o)| Ordered {
+                song: *song,
+                region: region.clone(),
+                size: o.size,
+                nodes: o.nodes.clone(),
+            })
+            .collect()
+    }
+
+    /// Takes up the orders the replica that makes them made (see [`Popularity::orders`]).
+    pub(crate) fn set_orders(&mut self, orders: Vec<Ordered>) {
+        self.orders = orders
+            .into_iter()
+            .map(|o| {
+                (
+                    (o.song, o.region),
+                    Order {
+                        nodes: o.nodes,
+                        size: o.size,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// The songs `node` reports holding whole.
+    pub(crate) fn held_by(&self, node: &str) -> Option<&BTreeSet<SongId>> {
+        self.held.get(node)
     }
 
     /// Songs `node` is ordered to hold.

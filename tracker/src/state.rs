@@ -148,11 +148,14 @@ impl State {
             (config.k, config.m),
         )?;
         let replica = format!("{}/{:016x}", config.listen, getrandom::u64().unwrap_or(0));
+        let demand = Demand::new(&config);
+        // The first replica up makes the orders for hot copies from its first play on.
+        demand.claim_orders(&db, &replica, now)?;
         Ok(Self {
             key,
             db,
             replica,
-            demand: Demand::new(&config),
+            demand,
             config,
             catalog,
             registry,
@@ -167,8 +170,10 @@ impl State {
     }
 
     /// Takes up what other replicas wrote to a shared store since this one last looked:
-    /// layout versions, publisher keys, the journal and reports of wrong bytes (node records
-    /// and heartbeats: [`State::refresh_layout`], which the same tick calls). Nothing to do on the embedded store.
+    /// layout versions, publisher keys, the journal, reports of wrong bytes and the demand
+    /// log (plays, announcements, reports, whole copies, hot orders), and shares what this
+    /// one heard (node records and heartbeats: [`State::refresh_layout`], which the same
+    /// tick calls). Nothing to do on the embedded store.
     pub fn follow_replicas(&self) -> Result<(), StateError> {
         if !self.db.is_shared() {
             return Ok(());
@@ -178,7 +183,9 @@ impl State {
         self.layouts.follow()?;
         self.catalog.reload_publishers()?;
         self.catalog.follow_journal()?;
-        self.share_lies()
+        self.share_lies()?;
+        self.demand
+            .share(&self.db, &self.registry, &self.replica, now_ms())
     }
 
     /// Shares the reports of wrong bytes this replica got, takes up the others', and drops
@@ -458,7 +465,7 @@ impl State {
     pub fn heartbeat(&self, hb: Heartbeat) -> Result<bool, StateError> {
         let was_down = self.registry.heartbeat(&hb, now_ms())?;
         if let Some(hot) = hb.hot {
-            self.demand.set_held(&hb.peer_id, hot);
+            self.demand.set_held(&hb.peer_id, hot, now_ms());
         }
         if was_down {
             info!(node = %hb.peer_id, "node is back");
@@ -664,20 +671,14 @@ impl State {
         if region.is_empty() || region.len() > 64 {
             return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
         }
-        let manifest = self.catalog.manifest(id)?;
+        let size = self.catalog.song_size(id)?;
         let region = if self.registry.has_region(region) {
             region
         } else {
             OTHER_REGION
         };
         let plays = self.catalog.count_play(id, region)?;
-        self.demand.play(
-            &self.registry,
-            id,
-            manifest.body().total_size,
-            region,
-            now_ms(),
-        );
+        self.demand.play(&self.registry, id, size, region, now_ms());
         Ok(plays)
     }
 

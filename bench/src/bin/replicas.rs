@@ -7,7 +7,13 @@
 //!   `POST /v1/publish`; every commit is durable before it is acknowledged (a synced RocksDB
 //!   batch; a PostgreSQL transaction that takes the journal's head row);
 //! - heartbeat: `POST /v1/nodes/heartbeat` of registered nodes, round robin (kept in memory
-//!   on both; replicas share them through the database once a second).
+//!   on both; replicas share them through the database once a second);
+//! - play: `POST /v1/plays` of the published songs (counted in memory, added to the store
+//!   once a second; replicas also log them for the others' popularity);
+//! - announce: `POST /v1/peers/announce` of listeners holding 10 songs each (in memory;
+//!   replicas log them for the others);
+//! - and with a second replica on the same database, how long an announcement through the
+//!   first takes to be listed as a source by the second (`--spread`, p50/p99).
 //!
 //! cargo run --release -p medley-bench --bin replicas -- --store postgres://…/empty_db
 //!   [--songs 3000] [--nodes 200] [--secs 5] [--concurrency 8]
@@ -39,6 +45,9 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Announcements timed from one replica to another.
+    #[arg(long, default_value_t = 50)]
+    spread: usize,
     /// Directory of the release binaries [default: beside this one].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -81,7 +90,8 @@ fn start(
     Ok((proc, info.url))
 }
 
-fn manifests(n: usize, salt: u8, key: &PublisherKey) -> Vec<Vec<u8>> {
+/// Signed manifests: (song id, encoded).
+fn manifests(n: usize, salt: u8, key: &PublisherKey) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let meta = SongMeta {
@@ -93,7 +103,7 @@ fn manifests(n: usize, salt: u8, key: &PublisherKey) -> Vec<Vec<u8>> {
             let mut data = (i as u64).to_le_bytes().repeat(8);
             data.push(salt);
             let body = medley_core::test_utils::body_for(meta, &data, 16, 4, 2, key.id());
-            Manifest::sign(body, key).map(|m| m.encoded().to_vec())
+            Manifest::sign(body, key).map(|m| (m.id().to_string(), m.encoded().to_vec()))
         })
         .collect::<Result<_, _>>()
         .expect("sign")
@@ -135,7 +145,27 @@ where
     Ok((done, done as f64 / started.elapsed().as_secs_f64()))
 }
 
-async fn measure(url: &str, songs: Vec<Vec<u8>>, args: &Args) -> anyhow::Result<(f64, f64)> {
+/// Requests per second of each kind.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    publishes: f64,
+    beats: f64,
+    plays: f64,
+    announces: f64,
+}
+
+/// A listener announcing 10 of the songs.
+fn announcement(i: usize, ids: &[String]) -> serde_json::Value {
+    let songs: Vec<&String> = (0..10).map(|j| &ids[(i * 7 + j) % ids.len()]).collect();
+    serde_json::json!({
+        "peer_id": format!("bench-listener-{}", i % 50_000),
+        "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 30_000 + i % 20_000)],
+        "region": format!("r{}", i % 3),
+        "songs": songs,
+    })
+}
+
+async fn measure(url: &str, songs: Vec<(String, Vec<u8>)>, args: &Args) -> anyhow::Result<Rates> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -146,7 +176,7 @@ async fn measure(url: &str, songs: Vec<Vec<u8>>, args: &Args) -> anyhow::Result<
         async move {
             let r = h
                 .post(format!("{u}/v1/publish"))
-                .body(s[i].clone())
+                .body(s[i].1.clone())
                 .send()
                 .await?;
             anyhow::ensure!(r.status() == 201, "publish {i}: {}", r.status());
@@ -168,7 +198,7 @@ async fn measure(url: &str, songs: Vec<Vec<u8>>, args: &Args) -> anyhow::Result<
             .await?
             .error_for_status()?;
     }
-    let (h, u, nodes) = (http, url.to_string(), args.nodes);
+    let (h, u, nodes) = (http.clone(), url.to_string(), args.nodes);
     let (_, beats) = rate(
         usize::MAX,
         args.concurrency,
@@ -190,7 +220,92 @@ async fn measure(url: &str, songs: Vec<Vec<u8>>, args: &Args) -> anyhow::Result<
         },
     )
     .await?;
-    Ok((publishes, beats))
+    let ids: Arc<Vec<String>> = Arc::new(songs.iter().map(|(id, _)| id.clone()).collect());
+    let (h, u, s) = (http.clone(), url.to_string(), ids.clone());
+    let secs = Some(Duration::from_secs(args.secs));
+    let (_, plays) = rate(usize::MAX, args.concurrency, secs, move |i| {
+        let (h, u, s) = (h.clone(), u.clone(), s.clone());
+        async move {
+            let body = serde_json::json!({"song": s[i % s.len()], "region": format!("r{}", i % 3)});
+            h.post(format!("{u}/v1/plays"))
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (h, u, s) = (http, url.to_string(), ids);
+    let (_, announces) = rate(usize::MAX, args.concurrency, secs, move |i| {
+        let (h, u, s) = (h.clone(), u.clone(), s.clone());
+        async move {
+            h.post(format!("{u}/v1/peers/announce"))
+                .json(&announcement(i, &s))
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Rates {
+        publishes,
+        beats,
+        plays,
+        announces,
+    })
+}
+
+/// How long announcements through `first` take to be listed by `second` as sources, ms,
+/// sorted.
+async fn spread(first: &str, second: &str, ids: &[String], n: usize) -> anyhow::Result<Vec<f64>> {
+    let http = reqwest::Client::new();
+    let mut took = Vec::with_capacity(n);
+    for i in 0..n {
+        // A region of its own: no other listener is ranked before it.
+        let (peer, song, region) = (
+            format!("spread-listener-{i}"),
+            ids[i % ids.len()].clone(),
+            format!("spread-{i}"),
+        );
+        let body = serde_json::json!({
+            "peer_id": peer,
+            "addrs": ["/ip4/127.0.0.1/udp/9/quic-v1"],
+            "region": region,
+            "songs": [song],
+        });
+        let started = Instant::now();
+        http.post(format!("{first}/v1/peers/announce"))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("{second}/v1/songs/{song}/sources?region={region}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let listed = v["whole"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|s| s["peer_id"] == peer.as_str()));
+            if listed {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "announcement {i} not listed by the second replica within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        // Announcements land at every phase of the replicas' one-second ticks.
+        tokio::time::sleep(Duration::from_millis(137)).await;
+    }
+    took.sort_by(f64::total_cmp);
+    Ok(took)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -205,32 +320,46 @@ async fn main() -> anyhow::Result<()> {
         manifests(args.songs, 1, &key),
         manifests(args.songs, 2, &key),
     );
-    let (rocks, pg) = {
+    let ids: Vec<String> = pg_songs.iter().map(|(id, _)| id.clone()).collect();
+    let (rocks, pg, took) = {
         let (_p, url) = start(&bins, &dir.path().join("rocksdb"), "rocksdb", &key)?;
         let rocks = measure(&url, rocks_songs, &args).await?;
         drop(_p);
         let (_p, url) = start(&bins, &dir.path().join("replica"), &args.store, &key)?;
-        (rocks, measure(&url, pg_songs, &args).await?)
+        let pg = measure(&url, pg_songs, &args).await?;
+        let (_q, second) = start(&bins, &dir.path().join("second"), &args.store, &key)?;
+        (rocks, pg, spread(&url, &second, &ids, args.spread).await?)
     };
     println!(
-        "{:<22} {:>14} {:>16}",
-        "store", "publishes/s", "heartbeats/s"
+        "{:<22} {:>12} {:>14} {:>10} {:>12}",
+        "store", "publishes/s", "heartbeats/s", "plays/s", "announces/s"
     );
+    for (name, r) in [
+        ("rocksdb (one tracker)", rocks),
+        ("postgresql (replica)", pg),
+    ] {
+        println!(
+            "{:<22} {:>12.0} {:>14.0} {:>10.0} {:>12.0}",
+            name, r.publishes, r.beats, r.plays, r.announces
+        );
+    }
     println!(
-        "{:<22} {:>14.0} {:>16.0}",
-        "rocksdb (one tracker)", rocks.0, rocks.1
-    );
-    println!(
-        "{:<22} {:>14.0} {:>16.0}",
-        "postgresql (replica)", pg.0, pg.1
-    );
-    println!(
-        "ratio postgresql/rocksdb: publishes {:.2}x, heartbeats {:.2}x ({} songs, {} nodes, {} in flight)",
-        pg.0 / rocks.0,
-        pg.1 / rocks.1,
+        "ratio postgresql/rocksdb: publishes {:.2}x, heartbeats {:.2}x, plays {:.2}x, announces {:.2}x ({} songs, {} nodes, {} in flight)",
+        pg.publishes / rocks.publishes,
+        pg.beats / rocks.beats,
+        pg.plays / rocks.plays,
+        pg.announces / rocks.announces,
         args.songs,
         args.nodes,
         args.concurrency
+    );
+    let q = |p: f64| took[((took.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "announcement through one replica listed by another: n {} p50 {:.0} ms p99 {:.0} ms max {:.0} ms",
+        took.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
     );
     Ok(())
 }

@@ -22,8 +22,8 @@ use postgres::{Client, Config, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    CF_INVITES, CF_JOURNAL, CF_LAYOUTS, CF_LIES, CF_MANIFESTS, CF_NODES, CF_PLACEMENT, CF_PLAYS,
-    CF_PUBLISHERS, CF_SEEN, DbError, NewSong, Record,
+    CF_DEMAND, CF_INVITES, CF_JOURNAL, CF_LAYOUTS, CF_LIES, CF_MANIFESTS, CF_NODES, CF_PLACEMENT,
+    CF_PLAYS, CF_PUBLISHERS, CF_SEEN, DbError, NewSong, Record,
 };
 
 mod embedded {
@@ -55,7 +55,7 @@ fn pg(op: &'static str) -> impl FnOnce(postgres::Error) -> DbError {
 fn table(cf: &'static str) -> Result<&'static str, DbError> {
     match cf {
         CF_MANIFESTS | CF_NODES | CF_LAYOUTS | CF_PUBLISHERS | CF_JOURNAL | CF_PLACEMENT
-        | CF_INVITES | CF_SEEN | CF_LIES => Ok(cf),
+        | CF_INVITES | CF_SEEN | CF_LIES | CF_DEMAND => Ok(cf),
         _ => Err(DbError::Corrupt {
             what: format!("keyspace {cf}"),
             reason: "not a table of the store".into(),
@@ -169,6 +169,37 @@ impl Pg {
         let t = table(cf)?;
         self.conn()?
             .execute(&format!("DELETE FROM {t} WHERE k = $1"), &[&key])
+            .map_err(pg("delete"))?;
+        Ok(())
+    }
+
+    pub(super) fn append(&self, cf: &'static str, value: &[u8]) -> Result<u64, DbError> {
+        let t = table(cf)?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg("begin"))?;
+        // The head row stays locked until the commit: numbers are taken and made visible in
+        // one order across replicas.
+        let seq: i64 = tx
+            .query_one(
+                "UPDATE log_heads SET seq = seq + 1 WHERE name = $1 RETURNING seq",
+                &[&t],
+            )
+            .map_err(pg("log head"))?
+            .get(0);
+        let seq = u64::try_from(seq).unwrap_or(0);
+        tx.execute(
+            &format!("INSERT INTO {t} (k, v) VALUES ($1, $2)"),
+            &[&seq.to_be_bytes().as_slice(), &value],
+        )
+        .map_err(pg("append"))?;
+        tx.commit().map_err(pg("commit"))?;
+        Ok(seq)
+    }
+
+    pub(super) fn delete_below(&self, cf: &'static str, key: &[u8]) -> Result<(), DbError> {
+        let t = table(cf)?;
+        self.conn()?
+            .execute(&format!("DELETE FROM {t} WHERE k < $1"), &[&key])
             .map_err(pg("delete"))?;
         Ok(())
     }

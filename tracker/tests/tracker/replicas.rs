@@ -394,3 +394,185 @@ async fn a_ban_made_on_one_replica_holds_on_the_others() {
         }
     }
 }
+
+/// Polls `check` every 100 ms until it holds, failing with `what` after `secs` seconds.
+async fn within<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Demand heard by one replica counts on every other: plays spread over the replicas make a
+/// song hot (none of them alone heard enough), one set of orders for hot copies is served
+/// by all of them, and a whole copy a node reports, a listener's announcement and a report
+/// that a source failed, each heard by one replica, change the sources every other lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_heard_through_one_replica_counts_on_every_other() {
+    let store = medley_daemon::pgcluster::test_database().unwrap();
+    let dirs = dirs();
+    let replicas = three(&dirs, &store).await;
+    let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+    let http = reqwest::Client::new();
+    for i in 0..6 {
+        let r = post_json(
+            &http,
+            &format!("{}/v1/nodes/register", urls[0]),
+            &crate::support::registration(i),
+        )
+        .await;
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let m = manifest("Lighthouse Reel", 70_000, 4, 2, &publisher());
+    let r = post_body(
+        &http,
+        &format!("{}/v1/publish", urls[0]),
+        m.encoded().to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    for url in &urls {
+        within(5, &format!("{url} knows the nodes"), || async {
+            get_json(&http, &format!("{url}/v1/nodes")).await["nodes"]
+                .as_array()
+                .map_or(0, Vec::len)
+                == 6
+        })
+        .await;
+    }
+    // Six plays in region-0, two through each replica; a song is hot from four
+    // (`hot_plays`).
+    for i in 0..6 {
+        let r = http
+            .post(format!("{}/v1/plays", urls[i % 3]))
+            .json(&serde_json::json!({"song": m.id().to_string(), "region": "region-0"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let song = m.id().to_string();
+    let mut orders = Vec::new();
+    for url in &urls {
+        within(10, &format!("the song hot on {url}"), || async {
+            ordered_on(&http, url, &song)
+                .await
+                .is_some_and(|o| o.as_array().is_some_and(|a| a.len() == 2))
+        })
+        .await;
+        orders.push(ordered_on(&http, url, &song).await.unwrap());
+    }
+    assert!(
+        orders.iter().all(|o| *o == orders[0]),
+        "one set of orders: {orders:?}"
+    );
+    let ordered: Vec<String> = orders[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    for n in &ordered {
+        let i: usize = n.trim_start_matches("node-").parse().unwrap();
+        assert_eq!(i % 3, 0, "{n} is in region-0");
+        for url in &urls {
+            let o = get_json(&http, &format!("{url}/v1/nodes/{n}/hot")).await;
+            assert_eq!(o["songs"], serde_json::json!([m.id().to_string()]), "{url}");
+        }
+    }
+    // The first ordered node reports the copy to replica 1, a listener announces the song
+    // to replica 2: replica 0 lists both.
+    let holder = &ordered[0];
+    let hb = http
+        .post(format!("{}/v1/nodes/heartbeat", urls[1]))
+        .json(
+            &serde_json::json!({"peer_id": holder, "free": 1u64 << 30, "bytes_per_sec": 0,
+            "transfers": 0, "hot": [m.id().to_string()]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), 204);
+    let a = http
+        .post(format!("{}/v1/peers/announce", urls[2]))
+        .json(&serde_json::json!({"peer_id": "listener-1",
+            "addrs": ["/ip4/127.0.0.1/udp/9/quic-v1"], "region": "region-1",
+            "songs": [m.id().to_string()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 204);
+    // Neither is in region-2: the hot node ranks before a listener nobody confirmed.
+    let both = vec![format!("{holder}:hot"), "listener-1:peer".to_string()];
+    within(
+        5,
+        "replica 0 lists the copies heard by the others",
+        || async { whole(&http, &urls[0], &song).await == both },
+    )
+    .await;
+    // Replica 0 hears that the hot node failed a client: replica 1 ranks it last.
+    let r = http
+        .post(format!("{}/v1/reports", urls[0]))
+        .json(
+            &serde_json::json!({"peer_id": holder, "song": m.id().to_string(),
+            "reason": "failed"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let reversed = vec!["listener-1:peer".to_string(), format!("{holder}:hot")];
+    within(5, "replica 1 ranks the failed source last", || async {
+        whole(&http, &urls[1], &song).await == reversed
+    })
+    .await;
+    // A replica started now learns all of it from the last minutes of the log.
+    let late_dir = tempfile::tempdir().unwrap();
+    let late = replica(late_dir.path(), &store).await;
+    let url = late.url();
+    within(5, "a new replica lists what the others heard", || async {
+        whole(&http, &url, &song).await == reversed
+    })
+    .await;
+    within(5, "a new replica serves the orders", || async {
+        ordered_on(&http, &url, &song).await.as_ref() == Some(&orders[0])
+    })
+    .await;
+}
+
+/// The nodes `url` says are ordered to hold `song` in region-0, if it is hot there.
+async fn ordered_on(http: &reqwest::Client, url: &str, song: &str) -> Option<Value> {
+    let hot = get_json(http, &format!("{url}/v1/popularity")).await;
+    hot["hot"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["song"] == song && e["region"] == "region-0")
+        .map(|e| e["ordered"].clone())
+}
+
+/// The whole copies of `song` `url` lists for a client in region-2, as `peer:kind`.
+async fn whole(http: &reqwest::Client, url: &str, song: &str) -> Vec<String> {
+    let v = get_json(
+        http,
+        &format!("{url}/v1/songs/{song}/sources?region=region-2"),
+    )
+    .await;
+    v["whole"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{}:{}",
+                w["peer_id"].as_str().unwrap_or(""),
+                w["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
