@@ -9,7 +9,7 @@
 #   DURATION=300 BASELINE=20 OUT=runs/bench bash scripts/bench-testnet.sh 200 400 600
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh iptables
 cargo build --release --workspace --bins --locked
 bin="${CARGO_TARGET_DIR:-target}/release/medley-testnet"
 duration="${DURATION:-300}"

@@ -18,6 +18,7 @@ pub mod demo;
 mod faults;
 pub mod liar;
 pub mod library;
+pub mod linkemu;
 pub mod listener;
 pub mod record;
 pub mod report;

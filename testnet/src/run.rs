@@ -105,6 +105,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     }
     let integrity = check_integrity(&net, &songs).await;
     tokio::task::block_in_place(|| net.shutdown());
+    let shaped = shaping.on();
     shaping.stop();
     copy_logs(&work.path().join("net/logs"), &opts.out.join("logs"));
 
@@ -119,7 +120,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         overhead,
         layout,
         integrity,
-        shaped: shaping.on(),
+        shaped,
         shaping_note: shaping.note(),
         rtts,
         catalogue_kbps,
@@ -152,7 +153,7 @@ fn start_shaping(opts: &RunOptions, sc: &Scenario, regions: &[String]) -> Shapin
             "the scenario sets no latency, jitter, loss or bandwidth",
         ))
     } else {
-        Shaping::start(regions, &sc.network)
+        Shaping::start(regions, &sc.network, opts.seed)
     }
     .unwrap_or_else(|e| Shaping::off(&format!("not available: {e}")))
 }

@@ -183,10 +183,26 @@ impl RegionLink {
     }
 }
 
+/// How the testnet emulates links between regions.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Emulation {
+    /// netem where the kernel has it, else the user-space delay line.
+    #[default]
+    Auto,
+    /// The kernel's netem only.
+    Netem,
+    /// The user-space delay line only (see `linkemu`).
+    Userspace,
+}
+
 /// Network conditions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// How links are emulated.
+    #[serde(default)]
+    pub emulation: Emulation,
     /// Within a region.
     #[serde(default)]
     pub within: Link,

@@ -1,5 +1,6 @@
 //! Real network conditions between regions, with `tc` (HTB classes, `netem` delay, jitter
-//! and loss, HTB rate for bandwidth) on the loopback device.
+//! and loss, HTB rate for bandwidth) on the loopback device, or, where the kernel has no
+//! netem, with the user-space delay line of [`crate::linkemu`] on the same addresses.
 //!
 //! Each region's processes (nodes, light listeners, lying peers) bind their data-plane
 //! sockets to the region's own loopback address, `127.77.<region>.1`; a `u32` filter per
@@ -9,16 +10,18 @@
 //! the machine. Cutting a region drops every packet between its address and another
 //! region's.
 //!
-//! Shaping needs root, `tc`, and a kernel with `sch_netem`; [`Shaping::start`] checks all
-//! three in a throwaway network namespace first, and the run goes on unshaped, saying why,
-//! when one is missing.
+//! netem needs root, `tc`, and a kernel with `sch_netem`; [`Shaping::start`] checks all
+//! three in a throwaway network namespace first. Without netem it starts the delay line
+//! (root, `iptables-legacy` and the kernel's NFQUEUE target), and when neither can run, the
+//! run goes on unshaped, saying why. The scenario's `network.emulation` can ask for one.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Placement;
-use crate::scenario::Network;
+use crate::linkemu::DelayLine;
+use crate::scenario::{Emulation, Network};
 
 /// Why shaping could not be set up or changed.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +48,15 @@ pub struct Shaping {
     note: String,
     /// Classes of `within`, by region: cut regions still talk inside.
     within_class: HashMap<usize, u32>,
+    /// The user-space delay line, when it shapes instead of netem.
+    delay_line: Option<DelayLine>,
 }
 
 fn tc(args: &[&str]) -> Result<(), ShapingError> {
     run("tc", args)
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), ShapingError> {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<(), ShapingError> {
     let out = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -72,10 +77,8 @@ pub fn region_ip(i: usize) -> String {
     format!("127.77.{i}.1")
 }
 
-/// Checks that this process may shape traffic: root, `tc` and `ip`, and `sch_netem` in the
-/// kernel (tried in a throwaway namespace, so the host is not touched).
-pub fn probe() -> Result<(), ShapingError> {
-    // The effective uid, from /proc.
+/// Fails unless this process runs as root (its effective uid, from /proc).
+pub(crate) fn require_root() -> Result<(), ShapingError> {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -84,9 +87,17 @@ pub fn probe() -> Result<(), ShapingError> {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false);
-    if !root {
-        return Err(ShapingError::Unavailable("not running as root".into()));
+    if root {
+        Ok(())
+    } else {
+        Err(ShapingError::Unavailable("not running as root".into()))
     }
+}
+
+/// Checks that this process may shape traffic: root, `tc` and `ip`, and `sch_netem` in the
+/// kernel (tried in a throwaway namespace, so the host is not touched).
+pub fn probe() -> Result<(), ShapingError> {
+    require_root()?;
     let ns = format!("medley-probe-{}", std::process::id());
     run("ip", &["netns", "add", &ns])
         .map_err(|e| ShapingError::Unavailable(format!("cannot make a network namespace: {e}")))?;
@@ -117,15 +128,91 @@ impl Shaping {
             on: false,
             note: format!("off: {why}"),
             within_class: HashMap::new(),
+            delay_line: None,
         }
     }
 
-    /// Shapes loopback traffic between `regions` as `network` says.
-    pub fn start(regions: &[String], network: &Network) -> Result<Self, ShapingError> {
-        probe()?;
+    /// Shapes loopback traffic between `regions` as `network` says: with netem where the
+    /// kernel has it (and the scenario does not ask for the delay line), else with the
+    /// user-space delay line, its jitter and loss drawn from `seed`.
+    pub fn start(regions: &[String], network: &Network, seed: u64) -> Result<Self, ShapingError> {
         if regions.len() > 250 {
             return Err(ShapingError::Unavailable("more than 250 regions".into()));
         }
+        let netem = match network.emulation {
+            Emulation::Userspace => Err(ShapingError::Unavailable(
+                "the scenario asks for the user-space delay line".into(),
+            )),
+            Emulation::Auto | Emulation::Netem => probe(),
+        };
+        match (netem, network.emulation) {
+            (Ok(()), _) => Self::start_netem(regions, network),
+            (Err(e), Emulation::Netem) => Err(e),
+            (Err(why), _) => {
+                crate::linkemu::probe().map_err(|e| {
+                    ShapingError::Unavailable(format!("{why}; and no user-space delay line: {e}"))
+                })?;
+                Self::start_delay_line(regions, network, seed, &why.to_string())
+            }
+        }
+    }
+
+    /// The regions by name, with their indexes.
+    fn indexed(regions: &[String]) -> HashMap<String, usize> {
+        regions
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, r)| (r, i))
+            .collect()
+    }
+
+    /// The links between every ordered pair of regions, as the note lists them.
+    fn describe(regions: &[String], network: &Network) -> String {
+        let mut lines = Vec::new();
+        for ra in regions {
+            for rb in regions {
+                let l = network.link(ra, rb);
+                lines.push(format!(
+                    "{ra} → {rb}: {} ms ± {} ms, {} % loss, {}",
+                    l.latency_ms,
+                    l.jitter_ms,
+                    l.loss_pct,
+                    if l.bandwidth_mbit > 0.0 {
+                        format!("{} Mbit/s", l.bandwidth_mbit)
+                    } else {
+                        "unlimited".into()
+                    }
+                ));
+            }
+        }
+        lines.join("; ")
+    }
+
+    fn start_delay_line(
+        regions: &[String],
+        network: &Network,
+        seed: u64,
+        why: &str,
+    ) -> Result<Self, ShapingError> {
+        let links = regions
+            .iter()
+            .flat_map(|a| regions.iter().map(move |b| network.link(a, b)))
+            .collect();
+        let line = DelayLine::start(regions.len(), links, seed)?;
+        Ok(Self {
+            regions: Self::indexed(regions),
+            on: true,
+            note: format!(
+                "on: user-space delay line (a netfilter queue between the regions' addresses, 127.77.<region>.1), because netem is not used here ({why}); the tracker's traffic is not shaped; {}",
+                Self::describe(regions, network)
+            ),
+            within_class: HashMap::new(),
+            delay_line: Some(line),
+        })
+    }
+
+    fn start_netem(regions: &[String], network: &Network) -> Result<Self, ShapingError> {
         // A qdisc left by a run that died is replaced.
         let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
         tc(&[
@@ -133,18 +220,13 @@ impl Shaping {
             "1000",
         ])?;
         let mut s = Self {
-            regions: regions
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(i, r)| (r, i))
-                .collect(),
+            regions: Self::indexed(regions),
             on: true,
             note: String::new(),
             within_class: HashMap::new(),
+            delay_line: None,
         };
         let mut class = 10u32;
-        let mut lines = Vec::new();
         for (a, ra) in regions.iter().enumerate() {
             for (b, rb) in regions.iter().enumerate() {
                 let l = network.link(ra, rb);
@@ -174,23 +256,12 @@ impl Shaping {
                 if a == b {
                     s.within_class.insert(a, class);
                 }
-                lines.push(format!(
-                    "{ra} → {rb}: {} ms ± {} ms, {} % loss, {}",
-                    l.latency_ms,
-                    l.jitter_ms,
-                    l.loss_pct,
-                    if l.bandwidth_mbit > 0.0 {
-                        format!("{} Mbit/s", l.bandwidth_mbit)
-                    } else {
-                        "unlimited".into()
-                    }
-                ));
                 class += 1;
             }
         }
         s.note = format!(
-            "on: netem on loopback between the regions' addresses (127.77.<region>.1); {}",
-            lines.join("; ")
+            "on: netem on loopback between the regions' addresses (127.77.<region>.1); the tracker's traffic is not shaped; {}",
+            Self::describe(regions, network)
         );
         Ok(s)
     }
@@ -230,6 +301,10 @@ impl Shaping {
         let Some(&i) = self.regions.get(region).filter(|_| self.on) else {
             return Err(ShapingError::Unavailable("shaping is off".into()));
         };
+        if let Some(line) = &self.delay_line {
+            line.cut(i, cut);
+            return Ok(());
+        }
         let (keep, drop) = (format!("{}", 10 + 2 * i), format!("{}", 11 + 2 * i));
         if !cut {
             let _ = tc(&["filter", "del", "dev", "lo", "parent", "1:", "prio", &keep]);
@@ -271,9 +346,33 @@ impl Shaping {
 
     /// Removes the shaping.
     pub fn stop(&mut self) {
-        if self.on {
-            let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
-            self.on = false;
+        if !self.on {
+            return;
+        }
+        match self.delay_line.take() {
+            Some(mut line) => line.stop(),
+            None => {
+                let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
+            }
+        }
+        self.on = false;
+    }
+
+    /// Packets the delay line passed and dropped so far (when it shapes).
+    pub fn delay_line_counters(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.delay_line.as_ref().map(|l| {
+            let c = l.counters();
+            (c.passed.load(Relaxed), c.dropped.load(Relaxed))
+        })
+    }
+
+    /// Which mechanism shapes: `netem`, `userspace` or `off`.
+    pub fn mechanism(&self) -> &'static str {
+        match (self.on, &self.delay_line) {
+            (false, _) => "off",
+            (true, Some(_)) => "userspace",
+            (true, None) => "netem",
         }
     }
 }

@@ -325,26 +325,42 @@ fn an_impossible_scenario_is_refused_naming_the_field_and_starts_nothing() {
     }
 }
 
+/// Shaping changes how the host's loopback carries region traffic: one test at a time.
+static SHAPING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts shaping for `sc`, or says why it cannot run (a failure where
+/// `MEDLEY_REQUIRE_SHAPING` is set).
+fn shaping_for(sc: &Scenario) -> Option<shaping::Shaping> {
+    let regions: Vec<String> = sc.regions.iter().map(|r| r.name.clone()).collect();
+    match shaping::Shaping::start(&regions, &sc.network, 7) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            assert!(
+                std::env::var_os("MEDLEY_REQUIRE_SHAPING").is_none(),
+                "shaping is required here but unavailable: {e}"
+            );
+            eprintln!("shaping unavailable, nothing to measure: {e}");
+            None
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_shaping_round_trips_between_regions_match_the_scenario() {
-    if let Err(e) = shaping::probe() {
-        assert!(
-            std::env::var_os("MEDLEY_REQUIRE_SHAPING").is_none(),
-            "shaping is required here but unavailable: {e}"
-        );
-        eprintln!("shaping unavailable, nothing to measure: {e}");
-        return;
-    }
+    let _one = SHAPING.lock().await;
     let sc = Scenario::parse(SHORT).unwrap();
-    let regions: Vec<String> = sc.regions.iter().map(|r| r.name.clone()).collect();
-    let mut s = shaping::Shaping::start(&regions, &sc.network).unwrap();
+    let Some(mut s) = shaping_for(&sc) else {
+        return;
+    };
+    assert!(s.note().contains("20 ms"), "{}", s.note());
     let (a, b) = (shaping::region_ip(0), shaping::region_ip(1));
     let between = shaping::udp_rtt(&a, &b, 20).await.unwrap();
     let within = shaping::udp_rtt(&a, &a, 20).await.unwrap();
     // 20 ms each way.
     assert!(
         (36.0..=50.0).contains(&between),
-        "{between} ms between regions"
+        "{between} ms between regions ({})",
+        s.mechanism()
     );
     assert!(within < 5.0, "{within} ms within a region");
     // A cut region hears nothing from the other; healed, it does again.
@@ -356,5 +372,84 @@ async fn with_shaping_round_trips_between_regions_match_the_scenario() {
     );
     s.cut("us-east", false).unwrap();
     assert!(shaping::udp_rtt(&a, &b, 3).await.is_ok());
+    s.stop();
+    // Unshaped again: nothing is held any more.
+    assert!(shaping::udp_rtt(&a, &b, 5).await.unwrap() < 5.0);
+}
+
+/// Bytes of IP packets a region-`b` socket receives per second while a region-`a` socket
+/// sends 1,200-byte datagrams at `offered` bytes per second for `secs` seconds, measured
+/// from the first datagram to arrive to the last.
+async fn received_rate(a: &str, b: &str, offered: f64, secs: f64) -> f64 {
+    const PAYLOAD: usize = 1200;
+    // The IPv4 and UDP headers a link carries too.
+    const PACKET: usize = PAYLOAD + 28;
+    let rx = tokio::net::UdpSocket::bind((b, 0)).await.unwrap();
+    let to = rx.local_addr().unwrap();
+    let counter = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let (mut first, mut last, mut n) = (None, None, 0usize);
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv_from(&mut buf)).await
+        {
+            let now = std::time::Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+            n += 1;
+        }
+        // The first datagram's bytes arrived before the clock started.
+        let span = last.unwrap().duration_since(first.unwrap()).as_secs_f64();
+        (n.saturating_sub(1) * PACKET) as f64 / span
+    });
+    let tx = tokio::net::UdpSocket::bind((a, 0)).await.unwrap();
+    let data = vec![7u8; PAYLOAD];
+    let gap = std::time::Duration::from_secs_f64(PACKET as f64 * 10.0 / offered);
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(gap);
+    while started.elapsed().as_secs_f64() < secs {
+        tick.tick().await;
+        // Ten datagrams per tick: the offered rate without a timer per datagram.
+        for _ in 0..10 {
+            tx.send_to(&data, to).await.unwrap();
+        }
+    }
+    counter.await.unwrap()
+}
+
+/// The user-space delay line (what runs where the kernel has no netem): round trips between
+/// two regions within 10 % of the scenario's, measured from each side, and a link's
+/// bandwidth within 10 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_space_delay_line_keeps_the_scenarios_round_trips_and_bandwidth() {
+    let _one = SHAPING.lock().await;
+    let sc = Scenario::parse(&format!(
+        "{}\n[network]\nemulation = \"userspace\"\n[network.within]\nbandwidth_mbit = 16\n",
+        SHORT.replace(
+            "[network.between]\nlatency_ms = 20",
+            "[network.between]\nlatency_ms = 30"
+        )
+    ))
+    .unwrap();
+    let Some(mut s) = shaping_for(&sc) else {
+        return;
+    };
+    assert_eq!(s.mechanism(), "userspace", "{}", s.note());
+    assert!(s.note().contains("user-space delay line"), "{}", s.note());
+    let (a, b) = (shaping::region_ip(0), shaping::region_ip(1));
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let rtt = shaping::udp_rtt(from, to, 20).await.unwrap();
+        eprintln!("round trip {from} → {to}: {rtt:.2} ms");
+        assert!(
+            (54.0..=66.0).contains(&rtt),
+            "{rtt} ms from {from} to {to}, 60 ms expected"
+        );
+    }
+    // Inside a region: 16 Mbit/s (2,000,000 bytes a second) with twice that offered.
+    let rate = received_rate(&a, &a, 4_000_000.0, 3.0).await;
+    eprintln!("through a 16 Mbit/s link: {rate:.0} B/s");
+    assert!(
+        (1_800_000.0..=2_200_000.0).contains(&rate),
+        "{rate:.0} B/s through a 16 Mbit/s link"
+    );
     s.stop();
 }
