@@ -223,6 +223,8 @@ pub struct RunData {
     pub shaped: bool,
     /// What shaping did or why it was off.
     pub shaping_note: String,
+    /// Which link emulation ran: `netem`, `userspace` or `off`.
+    pub shaping_mechanism: String,
     /// Round trips measured between regions (from, to, ms), when shaped.
     pub rtts: Vec<(String, String, f64)>,
     /// Mean bitrate of the catalogue, kbit/s.

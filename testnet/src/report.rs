@@ -159,15 +159,188 @@ impl Group {
     }
 }
 
-/// Writes `report.md` and the plots into `out`.
-pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
-    let sc = &d.scenario;
-    // Segments are 256 KiB of the encoded file: their playing time follows the bitrate.
-    let seg_secs = if d.catalogue_kbps > 0.0 {
+/// Percentiles of time to first audio, ms (null when no play started).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Ttfa {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+/// Shares (0 to 1) of the bytes played, by where they came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BytesShare {
+    /// The listener's own cache.
+    pub cache: f64,
+    /// Other listeners.
+    pub peers: f64,
+    /// Hot nodes' whole copies.
+    pub hot: f64,
+    /// Rebuilt from the durable tier's shards.
+    pub rebuilt: f64,
+}
+
+/// Stalled plays.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stalled {
+    /// Plays with at least one stall.
+    pub count: usize,
+    /// Their share (0 to 1) of the plays that did not fail.
+    pub share: f64,
+}
+
+/// The figures of a group of plays.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlayFigures {
+    /// Plays asked for.
+    pub plays: usize,
+    /// Plays that failed.
+    pub failed: usize,
+    /// Plays stopped early on purpose (skips).
+    pub skipped: usize,
+    /// Plays that stalled.
+    pub stalled: Stalled,
+    /// Time to first audio.
+    pub ttfa_ms: Ttfa,
+    /// Where the bytes came from.
+    pub bytes_share: BytesShare,
+    /// Bytes played.
+    pub bytes: u64,
+}
+
+/// What one storage node did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeFigures {
+    /// Its index.
+    pub node: usize,
+    /// Its region.
+    pub region: String,
+    /// Bytes it served.
+    pub served_bytes: u64,
+    /// Shards it repaired.
+    pub repaired: u64,
+}
+
+/// A run's figures for scripts: `summary.json` beside `report.md`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed the run drew its schedule from.
+    pub seed: u64,
+    /// Which link emulation ran: `netem`, `userspace` or `off`.
+    pub shaping: String,
+    /// Every play.
+    #[serde(flatten)]
+    pub all: PlayFigures,
+    /// The flash crowds' plays alone (null without a flash crowd).
+    pub crowd: Option<PlayFigures>,
+    /// Each storage node.
+    pub nodes: Vec<NodeFigures>,
+    /// Shards repaired, all nodes.
+    pub repairs: u64,
+    /// Songs lost at the end (null: not checked).
+    pub songs_lost: Option<usize>,
+}
+
+impl Group {
+    fn figures(&self) -> PlayFigures {
+        let q = |p| Some(quantile(&self.ttfa, p)).filter(|v: &f64| !v.is_nan());
+        let d = &self.delivery;
+        let total = d.total_bytes();
+        let share = |b: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                b as f64 / total as f64
+            }
+        };
+        let ok = self.plays - self.failed;
+        PlayFigures {
+            plays: self.plays,
+            failed: self.failed,
+            skipped: self.skipped,
+            stalled: Stalled {
+                count: self.stalled,
+                share: if ok == 0 {
+                    0.0
+                } else {
+                    self.stalled as f64 / ok as f64
+                },
+            },
+            ttfa_ms: Ttfa {
+                p50: q(0.5),
+                p90: q(0.9),
+                p99: q(0.99),
+            },
+            bytes_share: BytesShare {
+                cache: share(d.cache_bytes),
+                peers: share(d.peer_bytes),
+                hot: share(d.hot_bytes),
+                rebuilt: share(d.rebuilt_bytes),
+            },
+            bytes: total,
+        }
+    }
+}
+
+/// The run's summary (see [`Summary`]).
+pub fn summary(d: &RunData, seed: u64) -> Summary {
+    let seg_secs = segment_secs(d);
+    let all = Group::of(d.plays.iter(), seg_secs);
+    let crowd = d
+        .plays
+        .iter()
+        .any(|p| p.flash)
+        .then(|| Group::of(d.plays.iter().filter(|p| p.flash), seg_secs).figures());
+    let nodes: Vec<NodeFigures> = node_series(d)
+        .into_iter()
+        .map(|(node, series)| NodeFigures {
+            node,
+            region: series.first().map(|s| s.region.clone()).unwrap_or_default(),
+            served_bytes: served_total(&series),
+            repaired: series
+                .iter()
+                .map(|s| s.counters.repaired)
+                .max()
+                .unwrap_or(0),
+        })
+        .collect();
+    Summary {
+        scenario: d.scenario.name.clone(),
+        seed,
+        shaping: d.shaping_mechanism.clone(),
+        all: all.figures(),
+        crowd,
+        repairs: nodes.iter().map(|n| n.repaired).sum(),
+        nodes,
+        songs_lost: d.integrity.as_ref().map(|i| i.songs_lost),
+    }
+}
+
+/// How long a segment plays: 256 KiB of the encoded file at the catalogue's bitrate.
+fn segment_secs(d: &RunData) -> f64 {
+    if d.catalogue_kbps > 0.0 {
         (f64::from(medley_core::DEFAULT_SEGMENT_SIZE) * 8.0 / 1000.0) / d.catalogue_kbps
     } else {
         1.0
-    };
+    }
+}
+
+/// Writes `report.md`, `summary.json` and the plots into `out`.
+pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
+    let sc = &d.scenario;
+    // Segments are 256 KiB of the encoded file: their playing time follows the bitrate.
+    let seg_secs = segment_secs(d);
+    let path = out.join("summary.json");
+    let json = serde_json::to_vec_pretty(&summary(d, seed)).map_err(|e| RunError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&path, json).map_err(|source| RunError::Write { path, source })?;
     let mut r = String::new();
     let _ = writeln!(r, "# Medley testnet report: `{}`, seed {seed}\n", sc.name);
     if !sc.description.is_empty() {
@@ -429,7 +602,7 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
     }
     let _ = writeln!(
         r,
-        "## Files\n\n`scenario.toml`, `schedule.json` (everything the seed decided), `plays.jsonl`/`plays.csv`, `nodes.jsonl`/`nodes.csv`, `events.jsonl`, `overhead.csv`, `logs/`."
+        "## Files\n\n`summary.json` (these figures for scripts), `scenario.toml`, `schedule.json` (everything the seed decided), `plays.jsonl`/`plays.csv`, `nodes.jsonl`/`nodes.csv`, `events.jsonl`, `overhead.csv`, `logs/`."
     );
     let path = out.join("report.md");
     std::fs::write(&path, r).map_err(|source| RunError::Write { path, source })?;

@@ -105,7 +105,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     }
     let integrity = check_integrity(&net, &songs).await;
     tokio::task::block_in_place(|| net.shutdown());
-    let shaped = shaping.on();
+    let (shaped, shaping_mechanism) = (shaping.on(), shaping.mechanism().to_string());
     shaping.stop();
     copy_logs(&work.path().join("net/logs"), &opts.out.join("logs"));
 
@@ -121,6 +121,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         layout,
         integrity,
         shaped,
+        shaping_mechanism,
         shaping_note: shaping.note(),
         rtts,
         catalogue_kbps,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use medley_testnet::record::{FaultEvent, Integrity, LayoutSample, NodeSample, PlayRecord};
-use medley_testnet::report::{PLOTS, ROGUE_PLOT, SECTIONS};
+use medley_testnet::report::{PLOTS, ROGUE_PLOT, SECTIONS, Summary};
 use medley_testnet::scenario::{FaultKind, Scenario};
 use medley_testnet::shaping;
 
@@ -289,6 +289,54 @@ fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and
         let svg = std::fs::read_to_string(out.join(p)).unwrap();
         assert!(svg.starts_with("<svg"), "{p}");
         assert!(svg.contains("<polyline"), "{p} has no line");
+    }
+
+    // summary.json: the same figures as the report, for scripts.
+    let summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary.scenario.as_str(), summary.seed), ("short", 42));
+    assert_eq!(summary.shaping, "off");
+    assert_eq!(summary.all.plays, plays.len());
+    assert_eq!(summary.all.failed, plays.len() - ok.len());
+    assert_eq!(summary.songs_lost, Some(0));
+    assert_eq!(summary.nodes.len(), 6);
+    assert!(summary.nodes.iter().any(|n| n.served_bytes > 0));
+    let crowd = summary
+        .crowd
+        .as_ref()
+        .expect("the flash crowd's own figures");
+    assert_eq!(crowd.plays, plays.iter().filter(|p| p.flash).count());
+    // The report's rows of all plays and of the crowd, cell by cell.
+    let rows = |label: &str| -> Vec<Vec<String>> {
+        report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {label} | ")))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect()
+    };
+    let pct = |v: f64| format!("{:.1} %", 100.0 * v);
+    let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+    for (label, f) in [("all", &summary.all), ("flash crowd", crowd)] {
+        let rows = rows(label);
+        let (bytes, playback) = (&rows[0], &rows[1]);
+        let b = &f.bytes_share;
+        assert_eq!(
+            bytes[2..6],
+            [pct(b.cache), pct(b.peers), pct(b.hot), pct(b.rebuilt)],
+            "{label}: {bytes:?}"
+        );
+        assert_eq!(
+            playback[2..5],
+            [
+                f.plays.to_string(),
+                f.failed.to_string(),
+                f.skipped.to_string()
+            ]
+        );
+        assert_eq!(playback[5], ms(f.ttfa_ms.p50), "{label}: {playback:?}");
+        assert_eq!(playback[7], ms(f.ttfa_ms.p90));
+        assert_eq!(playback[8], ms(f.ttfa_ms.p99));
+        assert_eq!(playback[9], pct(f.stalled.share));
     }
 }
 
