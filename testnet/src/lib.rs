@@ -26,6 +26,7 @@ pub mod rogue;
 pub mod run;
 pub mod scenario;
 pub mod shaping;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -50,6 +50,29 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run a scenario over several seeds and a grid of field values: every run's figures
+    /// in sweep.csv, each figure's mean and 95 % confidence interval per grid point in
+    /// sweep.md, and plots against the swept field.
+    Sweep {
+        /// The scenario (see testnet/scenarios/).
+        scenario: PathBuf,
+        /// Runs per grid point, with seeds from the first on.
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// The first seed [default: the scenario's `seed`].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A field of the scenario and the values it takes, e.g.
+        /// `--set workload.arrivals_per_sec=1,2,4` (repeat for a grid of every combination).
+        #[arg(long = "set", value_name = "FIELD=V1,V2")]
+        sets: Vec<String>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Do not shape the network even when running as root.
+        #[arg(long)]
+        no_shaping: bool,
+    },
     /// Start a network and keep it running until Ctrl-C.
     Up {
         /// Keep all data under DIR (kept afterwards) instead of a temporary folder.
@@ -125,6 +148,35 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 if data.shaped { "on" } else { "off" }
             );
             println!("report: {}", out.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep {
+            scenario,
+            seeds,
+            seed,
+            sets,
+            out,
+            no_shaping,
+        } => {
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("cannot read {}", scenario.display()))?;
+            let sets = sets
+                .iter()
+                .map(|s| medley_testnet::sweep::parse_set(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let runs = medley_testnet::sweep::sweep(medley_testnet::sweep::SweepOptions {
+                scenario: text,
+                seeds,
+                seed,
+                sets,
+                out: out.clone(),
+                shaping: !no_shaping,
+                bin_dir: None,
+            })
+            .await
+            .with_context(|| format!("sweep of {} failed", scenario.display()))?;
+            println!("{} runs", runs.len());
+            println!("sweep: {}", out.join("sweep.md").display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Up {

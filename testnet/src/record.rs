@@ -50,6 +50,9 @@ pub enum RunError {
     /// The report could not be drawn.
     #[error("report: {0}")]
     Report(String),
+    /// A sweep's grid is wrong.
+    #[error("sweep: {0}")]
+    Sweep(String),
 }
 
 pub(crate) fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {

@@ -644,7 +644,7 @@ fn served_total(series: &[crate::record::NodeSample]) -> u64 {
             .sum::<u64>()
 }
 
-type Series = Vec<(String, Vec<(f64, f64)>)>;
+pub(crate) type Series = Vec<(String, Vec<(f64, f64)>)>;
 
 fn plots(out: &Path, d: &RunData) -> Result<(), RunError> {
     // CDF of time to first audio: overall, and per region.
@@ -805,7 +805,7 @@ fn plots(out: &Path, d: &RunData) -> Result<(), RunError> {
 }
 
 /// Draws `series` as lines into an SVG at `path`.
-fn line_chart(
+pub(crate) fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,

@@ -501,3 +501,102 @@ async fn the_user_space_delay_line_keeps_the_scenarios_round_trips_and_bandwidth
     );
     s.stop();
 }
+
+const TINY: &str = r#"
+name = "tiny"
+duration_secs = 8
+sample_secs = 1
+
+[[regions]]
+name = "eu-west"
+nodes = 3
+node_capacity = "128 MiB"
+listeners = 4
+
+[catalogue]
+songs = 3
+min_secs = 6
+max_secs = 8
+sample_rates = [22050]
+k = 2
+m = 1
+
+[workload]
+zipf = 1.0
+arrivals_per_sec = 1.0
+session_songs = [1, 2]
+skip_pct = 0
+seek_pct = 0
+cache = "16 MiB"
+"#;
+
+#[test]
+fn a_two_seed_sweep_writes_both_runs_and_an_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.toml");
+    std::fs::write(&file, TINY).unwrap();
+    let out = dir.path().join("sweep");
+    let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
+        .arg("sweep")
+        .arg(&file)
+        .args(["--seeds", "2", "--seed", "5"])
+        .args(["--set", "workload.arrivals_per_sec=2"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-shaping")
+        .output()
+        .expect("run medley-testnet sweep");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // sweep.csv: a header and one row per run, with its seed and figures.
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    let head: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(head[..3], ["workload.arrivals_per_sec", "seed", "plays"]);
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    assert_eq!((rows[0][1], rows[1][1]), ("5", "6"));
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    // Each run's figures are its own summary.json's.
+    for (row, seed) in rows.iter().zip([5, 6]) {
+        assert_eq!(row[0], "2");
+        let s: Summary = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!(
+                "runs/workload.arrivals_per_sec=2_seed{seed}/summary.json"
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.seed, seed);
+        assert_eq!(row[col("plays")], s.all.plays.to_string());
+        assert!(s.all.plays > 0);
+        let p50: f64 = row[col("ttfa_p50_ms")].parse().unwrap();
+        let want = s.all.ttfa_ms.p50.unwrap();
+        assert!((p50 - want).abs() <= 1e-9 * want, "{p50} against {want}");
+    }
+    // sweep.md: the mean and its interval over the two seeds.
+    let plays: Vec<f64> = rows
+        .iter()
+        .map(|r| r[col("plays")].parse().unwrap())
+        .collect();
+    let (mean, half) = medley_testnet::sweep::mean_ci(&plays).unwrap();
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    let cell = |v: f64| {
+        if v == v.trunc() || v >= 100.0 {
+            format!("{v:.0}")
+        } else if v >= 1.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let expected = format!("| 2 | {} ± {} |", cell(mean), cell(half.unwrap()));
+    assert!(md.contains(&expected), "{expected} not in\n{md}");
+    assert!(md.contains("95 % confidence interval"), "{md}");
+    let svg = std::fs::read_to_string(out.join("sweep_ttfa_p50_ms.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+}
