@@ -330,6 +330,42 @@ fn segment_secs(d: &RunData) -> f64 {
     }
 }
 
+/// Medley's run beside the figures Spotify published for its peer-assisted network.
+fn spotify_2010(all: &Group) -> String {
+    let f = all.figures();
+    let b = &f.bytes_share;
+    let pct = |v: f64| format!("{:.1} %", 100.0 * v);
+    let mut r = String::from(
+        "\n### Beside Spotify's peer-assisted network (2010)\n\nG. Kreitz and F. Niemelä, \"Spotify – Large Scale, Low Latency, P2P Music-on-Demand Streaming\", IEEE P2P 2010: measured on Spotify's production network (Europe, 2010). Spotify's figures are what the paper published, not measured here; Medley's are this run's.\n\n| figure | Medley (this run) | Spotify (2010) |\n|---|---|---|\n",
+    );
+    let _ = writeln!(
+        r,
+        "| bytes from servers | {} | 8.8 % |",
+        pct(b.hot + b.rebuilt)
+    );
+    let _ = writeln!(
+        r,
+        "| bytes from the local cache | {} | 55.4 % |",
+        pct(b.cache)
+    );
+    let _ = writeln!(
+        r,
+        "| bytes from other listeners | {} | 35.8 % |",
+        pct(b.peers)
+    );
+    let _ = writeln!(
+        r,
+        "| median time to first audio | {} ms | 265 ms |",
+        f.ttfa_ms.p50.map_or("–".into(), |v| format!("{v:.0}"))
+    );
+    let _ = writeln!(
+        r,
+        "| plays with a stutter | {} | < 1 % |",
+        pct(f.stalled.share)
+    );
+    r
+}
+
 /// Writes `report.md`, `summary.json` and the plots into `out`.
 pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
     let sc = &d.scenario;
@@ -447,6 +483,10 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
     }
     for reg in &sc.regions {
         r.push_str(&by_region(&|p| p.region == reg.name).bytes_row(&reg.name));
+    }
+
+    if sc.compare == Some(crate::scenario::Paper::Spotify2010) {
+        r.push_str(&spotify_2010(&all));
     }
 
     let _ = writeln!(r, "\n{}\n", SECTIONS[1]);

@@ -99,6 +99,18 @@ pub struct Scenario {
     /// Tracker replicas: more than 1 runs them on a private PostgreSQL of the run.
     #[serde(default = "one_tracker")]
     pub trackers: usize,
+    /// Published figures the report sets Medley's beside.
+    #[serde(default)]
+    pub compare: Option<Paper>,
+}
+
+/// A published measurement a report can compare a run with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Paper {
+    /// Kreitz and Niemelä, "Spotify – Large Scale, Low Latency, P2P Music-on-Demand
+    /// Streaming", IEEE P2P 2010.
+    #[serde(rename = "spotify-2010")]
+    Spotify2010,
 }
 
 fn one_tracker() -> usize {
@@ -718,6 +730,7 @@ listener_kills_per_min = 6
                 "hostile-join",
                 "lying-peer",
                 "region-outage",
+                "spotify-2010",
                 "tracker-failover",
                 "zipf-steady"
             ]
