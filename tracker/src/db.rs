@@ -55,6 +55,14 @@ const ALL: [&str; 11] = [
     CF_DEMAND,
 ];
 
+/// The sequence number a journal or log key holds (8 bytes, big-endian); `what` names the
+/// key in the error when it is not one.
+pub(crate) fn seq_of(key: &[u8], what: &str) -> Result<u64, DbError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| crate::error::corrupt(what, "not 8 bytes"))
+}
+
 /// A key and its value, as RocksDB returns them.
 pub(crate) type Record = (Box<[u8]>, Box<[u8]>);
 
@@ -371,11 +379,7 @@ impl Rocks {
             writing: parking_lot::Mutex::new(0),
         };
         let head = match rocks.last(CF_JOURNAL)? {
-            Some((key, _)) => u64::from_be_bytes(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| crate::error::corrupt("journal key", "not 8 bytes"))?,
-            ),
+            Some((key, _)) => seq_of(&key, "journal key")?,
             None => 0,
         };
         *rocks.writing.get_mut() = head;
@@ -485,11 +489,7 @@ impl Rocks {
     fn append(&self, cf: &'static str, value: &[u8]) -> Result<u64, DbError> {
         let _writing = self.writing.lock();
         let last = match self.last(cf)? {
-            Some((k, _)) => u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| crate::error::corrupt("log key", "not 8 bytes"))?,
-            ),
+            Some((k, _)) => seq_of(&k, "log key")?,
             None => 0,
         };
         let seq = last + 1;

@@ -202,9 +202,7 @@ impl Demand {
         loop {
             let page = db.scan_prefix(CF_DEMAND, &[], &log.next.to_be_bytes(), LOG_PAGE)?;
             for (k, v) in &page {
-                let seq = <[u8; 8]>::try_from(k.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| crate::error::corrupt("demand log key", "not 8 bytes"))?;
+                let seq = crate::db::seq_of(k, "demand log key")?;
                 log.next = seq + 1;
                 match serde_json::from_slice::<Batch>(v) {
                     Ok(batch) => {

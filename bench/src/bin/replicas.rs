@@ -198,55 +198,26 @@ async fn measure(url: &str, songs: Vec<(String, Vec<u8>)>, args: &Args) -> anyho
             .await?
             .error_for_status()?;
     }
-    let (h, u, nodes) = (http.clone(), url.to_string(), args.nodes);
-    let (_, beats) = rate(
-        usize::MAX,
-        args.concurrency,
-        Some(Duration::from_secs(args.secs)),
-        move |i| {
-            let (h, u) = (h.clone(), u.clone());
-            async move {
-                let body = serde_json::json!({
-                    "peer_id": format!("bench-node-{}", i % nodes),
-                    "free": 1u64 << 39, "bytes_per_sec": 0, "transfers": 0,
-                });
-                h.post(format!("{u}/v1/nodes/heartbeat"))
-                    .json(&body)
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                Ok(())
-            }
-        },
-    )
-    .await?;
-    let ids: Arc<Vec<String>> = Arc::new(songs.iter().map(|(id, _)| id.clone()).collect());
-    let (h, u, s) = (http.clone(), url.to_string(), ids.clone());
-    let secs = Some(Duration::from_secs(args.secs));
-    let (_, plays) = rate(usize::MAX, args.concurrency, secs, move |i| {
-        let (h, u, s) = (h.clone(), u.clone(), s.clone());
-        async move {
-            let body = serde_json::json!({"song": s[i % s.len()], "region": format!("r{}", i % 3)});
-            h.post(format!("{u}/v1/plays"))
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()?;
-            Ok(())
-        }
+    let nodes = args.nodes;
+    let (_, beats) = json_rate(&http, url, "nodes/heartbeat", args, move |i| {
+        serde_json::json!({
+            "peer_id": format!("bench-node-{}", i % nodes),
+            "free": 1u64 << 39, "bytes_per_sec": 0, "transfers": 0,
+        })
     })
     .await?;
-    let (h, u, s) = (http, url.to_string(), ids);
-    let (_, announces) = rate(usize::MAX, args.concurrency, secs, move |i| {
-        let (h, u, s) = (h.clone(), u.clone(), s.clone());
-        async move {
-            h.post(format!("{u}/v1/peers/announce"))
-                .json(&announcement(i, &s))
-                .send()
-                .await?
-                .error_for_status()?;
-            Ok(())
-        }
+    let ids: Arc<Vec<String>> = Arc::new(songs.iter().map(|(id, _)| id.clone()).collect());
+    let s = ids.clone();
+    let (_, plays) = json_rate(
+        &http,
+        url,
+        "plays",
+        args,
+        move |i| serde_json::json!({"song": s[i % s.len()], "region": format!("r{}", i % 3)}),
+    )
+    .await?;
+    let (_, announces) = json_rate(&http, url, "peers/announce", args, move |i| {
+        announcement(i, &ids)
     })
     .await?;
     Ok(Rates {
@@ -255,6 +226,34 @@ async fn measure(url: &str, songs: Vec<(String, Vec<u8>)>, args: &Args) -> anyho
         plays,
         announces,
     })
+}
+
+/// POSTs the JSON `body(i)` to `/v1/<path>` for `--secs` seconds, `--concurrency` at once.
+async fn json_rate<B>(
+    http: &reqwest::Client,
+    url: &str,
+    path: &'static str,
+    args: &Args,
+    body: B,
+) -> anyhow::Result<(usize, f64)>
+where
+    B: Fn(usize) -> serde_json::Value + Send + Sync + 'static,
+{
+    let (h, u) = (http.clone(), url.to_string());
+    let body = Arc::new(body);
+    let secs = Some(Duration::from_secs(args.secs));
+    rate(usize::MAX, args.concurrency, secs, move |i| {
+        let (h, u, body) = (h.clone(), u.clone(), body.clone());
+        async move {
+            h.post(format!("{u}/v1/{path}"))
+                .json(&body(i))
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// How long announcements through `first` take to be listed by `second` as sources, ms,
