@@ -106,6 +106,7 @@ pub struct TrackerClientBuilder {
     connect_timeout: Duration,
     signer: Option<Keypair>,
     ca: Option<std::path::PathBuf>,
+    local: Option<std::net::IpAddr>,
 }
 
 impl TrackerClientBuilder {
@@ -138,6 +139,14 @@ impl TrackerClientBuilder {
         self
     }
 
+    /// Opens connections to the tracker from this local address (on a host with several);
+    /// `None`: the system chooses.
+    #[must_use]
+    pub fn local_address(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.local = ip;
+        self
+    }
+
     /// The client. A base of `unix:<path>` talks to the tracker's local admin socket.
     pub fn build(self) -> Result<TrackerClient, TrackerError> {
         let transport = match self.base.strip_prefix("unix:") {
@@ -149,6 +158,7 @@ impl TrackerClientBuilder {
                 reqwest::Client::builder()
                     .timeout(self.timeout)
                     .connect_timeout(self.connect_timeout)
+                    .local_address(self.local)
                     .use_preconfigured_tls(tls_config(self.ca.as_deref())?)
                     .build()
                     .map_err(|e| TrackerError::Config(medley_core::error_chain(&e)))?,
@@ -262,6 +272,7 @@ impl TrackerClient {
             connect_timeout: Duration::from_secs(5),
             signer: None,
             ca: None,
+            local: None,
         }
     }
 

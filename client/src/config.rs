@@ -21,6 +21,9 @@ pub struct ClientConfig {
     pub tracker: String,
     /// CA (PEM) of an `https://` tracker the system does not trust.
     pub tracker_ca: Option<PathBuf>,
+    /// Local address connections to the tracker come from (on a host with several). None:
+    /// the system chooses.
+    pub tracker_source: Option<std::net::IpAddr>,
     /// Region this listener is in.
     pub region: String,
     /// Directory holding the identity, the publisher key and this file.
@@ -65,6 +68,7 @@ impl Default for ClientConfig {
         Self {
             tracker: "http://127.0.0.1:4700".into(),
             tracker_ca: None,
+            tracker_source: None,
             region: "default".into(),
             data_dir: default_data_dir(),
             upload_parallelism: 24,

@@ -76,6 +76,7 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .ca_file(config.tracker_ca.clone())
+            .local_address(config.tracker_source)
             .build()?;
         Ok(Self {
             config,

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 25] = [
+pub const FIELDS: [FieldDoc; 26] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -102,6 +102,13 @@ pub const FIELDS: [FieldDoc; 25] = [
         doc: "PEM file of the certificate authority (or the self-signed certificate) of an\n\
               https:// tracker whose certificate the system does not trust.",
         example: Some("\"/etc/medley/tracker-ca.pem\""),
+    },
+    FieldDoc {
+        name: "tracker_source",
+        doc: "Local address the node's connections to the tracker come from, on a host with\n\
+              several (the one the tracker's firewall allows, or the testnet's region\n\
+              address). Unset: the system chooses.",
+        example: Some("\"10.0.0.5\""),
     },
     FieldDoc {
         name: "tracker_key",
@@ -210,6 +217,8 @@ pub struct NodeConfig {
     pub trackers: Vec<String>,
     /// CA (PEM) of an `https://` tracker the system does not trust.
     pub tracker_ca: Option<PathBuf>,
+    /// Local address connections to the tracker come from. None: the system chooses.
+    pub tracker_source: Option<std::net::IpAddr>,
     /// The tracker's public key, which signs publish grants. None: learnt at registration.
     pub tracker_key: Option<medley_core::TrackerId>,
     /// The join token from the tracker's operator, shown at registration until admitted.
@@ -254,6 +263,7 @@ impl Default for NodeConfig {
             tracker: None,
             trackers: Vec::new(),
             tracker_ca: None,
+            tracker_source: None,
             tracker_key: None,
             join_token: None,
             heartbeat_secs: 5,
@@ -428,6 +438,7 @@ mod tests {
         let full = NodeConfig {
             tracker: Some("http://127.0.0.1:4700".into()),
             tracker_ca: Some("ca.pem".into()),
+            tracker_source: Some(std::net::Ipv4Addr::LOCALHOST.into()),
             tracker_key: Some(medley_core::TrackerKey::from_seed([1; 32]).id()),
             join_token: Some("medley-join-00".into()),
             ..NodeConfig::default()

@@ -147,6 +147,7 @@ impl Node {
                 client: TrackerClient::builder(url)
                     .timeout(Duration::from_secs(10))
                     .ca_file(config.tracker_ca.clone())
+                    .local_address(config.tracker_source)
                     .signer(keypair.clone())
                     .build()
                     .map_err(|e| NodeError::Io {

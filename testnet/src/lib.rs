@@ -91,9 +91,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestnetError {
     move |source| TestnetError::Io { what, source }
 }
 
-/// Makes a CA and a certificate it signs for `127.0.0.1` and `localhost`, in `dir`: returns
-/// the CA's, the certificate's and its key's files (PEM).
-fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), TestnetError> {
+/// Makes a CA and a certificate it signs for `127.0.0.1`, `localhost` and `ip`, in `dir`:
+/// returns the CA's, the certificate's and its key's files (PEM).
+fn make_certificates(dir: &Path, ip: &str) -> Result<(PathBuf, PathBuf, PathBuf), TestnetError> {
     let bad = |e: rcgen::Error| TestnetError::Invalid(format!("cannot make a certificate: {e}"));
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -102,9 +102,12 @@ fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), TestnetE
         .push(rcgen::DnType::CommonName, "Medley testnet CA");
     let ca_key = rcgen::KeyPair::generate().map_err(bad)?;
     let ca = ca_params.self_signed(&ca_key).map_err(bad)?;
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .map_err(bad)?;
+    let leaf_params = rcgen::CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        ip.to_string(),
+    ])
+    .map_err(bad)?;
     let leaf_key = rcgen::KeyPair::generate().map_err(bad)?;
     let leaf = leaf_params
         .signed_by(&leaf_key, &ca, &ca_key)
@@ -266,7 +269,10 @@ impl TestnetBuilder {
         self
     }
 
-    /// Where each region's nodes bind (default: all on 127.0.0.1).
+    /// Where each region's nodes bind (default: all on 127.0.0.1). With regions on addresses
+    /// of their own, the tracker listens on the first region's address and nodes and
+    /// listeners call it from their own region's (`tracker_source`), so link emulation
+    /// between the addresses shapes the control plane too.
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = placement;
         self
@@ -380,8 +386,20 @@ impl TestnetBuilder {
         } else {
             (None, String::new())
         };
+        let layout = self.layout.clone().unwrap_or_else(|| {
+            (0..self.nodes)
+                .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
+                .collect()
+        });
+        // With regions on addresses of their own, the tracker sits in the first region and
+        // every process reaches it from its region's address: its traffic crosses the
+        // links between regions like the data plane's.
+        let tracker_ip = match layout.first() {
+            Some((region, _)) if !self.placement.region_ips.is_empty() => self.placement.ip(region),
+            _ => "127.0.0.1".to_string(),
+        };
         let (tracker_ca, tls_lines) = if self.tls {
-            let (ca, cert, key) = make_certificates(&tracker_dir)?;
+            let (ca, cert, key) = make_certificates(&tracker_dir, &tracker_ip)?;
             let lines = format!(
                 "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
                 cert.display(),
@@ -391,11 +409,6 @@ impl TestnetBuilder {
         } else {
             (None, String::new())
         };
-        let layout = self.layout.clone().unwrap_or_else(|| {
-            (0..self.nodes)
-                .map(|i| (REGION_NAMES[i % self.regions].to_string(), self.capacity))
-                .collect()
-        });
         // Audits every 2 s: layout changes wait for a new holder's audit to count its slots
         // settled, and a testnet's changes should not take minutes.
         let audit_line = if self.tracker_config.contains("audit_interval_secs") {
@@ -463,6 +476,8 @@ impl TestnetBuilder {
             tracker_bin,
             log: self.log.clone(),
             node_config: format!("heartbeat_secs = 1\n{}\n", self.node_config),
+            placement: self.placement.clone(),
+            tracker_ip,
         };
         for i in 0..net.trackers.len() {
             net.start_tracker(i)?;
@@ -578,6 +593,10 @@ pub struct Testnet {
     tracker_bin: PathBuf,
     log: String,
     node_config: String,
+    /// Where each region's processes bind.
+    placement: Placement,
+    /// The address the tracker listens on (its region's, when regions have their own).
+    tracker_ip: String,
 }
 
 /// What [`Testnet::audit`] found: for every segment of the songs asked about, which of its
@@ -660,6 +679,11 @@ impl Testnet {
         ClientConfig {
             tracker: self.tracker_url.clone(),
             tracker_ca: self.tracker_ca.clone(),
+            tracker_source: self
+                .placement
+                .region_ips
+                .get(region)
+                .and_then(|ip| ip.parse().ok()),
             region: region.into(),
             data_dir: if publisher {
                 self.client_dir.clone()
@@ -761,7 +785,7 @@ impl Testnet {
             .arg("--data-dir")
             .arg(&t.dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", t.port))
+            .arg(format!("{}:{}", self.tracker_ip, t.port))
             .env("MEDLEY_LOG", &self.log)
             .env_remove("MEDLEY_TRACKER_CONFIG")
             .env_remove("MEDLEY_PUBLISHERS")
@@ -824,10 +848,14 @@ impl Testnet {
         }
         std::fs::create_dir_all(&n.data_dir)
             .map_err(io(format!("cannot create {}", n.data_dir.display())))?;
-        let config = match &n.join {
+        let mut config = match &n.join {
             Some(token) => format!("{}join_token = \"{token}\"\n", self.node_config),
             None => self.node_config.clone(),
         };
+        if n.ip != "127.0.0.1" {
+            // Its calls to the tracker come from its region's address too.
+            config.push_str(&format!("tracker_source = \"{}\"\n", n.ip));
+        }
         std::fs::write(n.data_dir.join("medley-node.toml"), config)
             .map_err(io("cannot write a node config"))?;
         let info = n.data_dir.join("node.json");

@@ -122,7 +122,17 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         integrity,
         shaped,
         shaping_mechanism,
-        shaping_note: shaping.note(),
+        shaping_note: if shaped {
+            // The network put the tracker on the first region's address (see
+            // `TestnetBuilder::placement`).
+            format!(
+                "{}; the tracker is in {}, and every process calls it from its own region's address",
+                shaping.note(),
+                regions[0]
+            )
+        } else {
+            shaping.note()
+        },
         rtts,
         catalogue_kbps,
         wall_secs,

@@ -5,10 +5,11 @@
 //! Each region's processes (nodes, light listeners, lying peers) bind their data-plane
 //! sockets to the region's own loopback address, `127.77.<region>.1`; a `u32` filter per
 //! ordered pair of regions sends the pair's packets through its own class. A packet crosses
-//! `lo` once, so a one-way `latency_ms` of `d` gives a round trip of `2d`. The tracker stays
-//! at 127.0.0.1 and unshaped (the control plane), and so does every other use of loopback on
-//! the machine. Cutting a region drops every packet between its address and another
-//! region's.
+//! `lo` once, so a one-way `latency_ms` of `d` gives a round trip of `2d`. A testnet with
+//! regions on their own addresses puts the tracker on the first region's and has every
+//! process call it from its own region's (see [`crate::TestnetBuilder::placement`]), so the
+//! control plane is shaped too; every other use of loopback on the machine (127.0.0.1) is
+//! not. Cutting a region drops every packet between its address and another region's.
 //!
 //! netem needs root, `tc`, and a kernel with `sch_netem`; [`Shaping::start`] checks all
 //! three in a throwaway network namespace first. Without netem it starts the delay line
@@ -204,7 +205,7 @@ impl Shaping {
             regions: Self::indexed(regions),
             on: true,
             note: format!(
-                "on: user-space delay line (a netfilter queue between the regions' addresses, 127.77.<region>.1), because netem is not used here ({why}); the tracker's traffic is not shaped; {}",
+                "on: user-space delay line (a netfilter queue between the regions' addresses, 127.77.<region>.1), because netem is not used here ({why}); {}",
                 Self::describe(regions, network)
             ),
             within_class: HashMap::new(),
@@ -260,7 +261,7 @@ impl Shaping {
             }
         }
         s.note = format!(
-            "on: netem on loopback between the regions' addresses (127.77.<region>.1); the tracker's traffic is not shaped; {}",
+            "on: netem on loopback between the regions' addresses (127.77.<region>.1); {}",
             Self::describe(regions, network)
         );
         Ok(s)

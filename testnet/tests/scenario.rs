@@ -600,3 +600,75 @@ fn a_two_seed_sweep_writes_both_runs_and_an_interval() {
     let svg = std::fs::read_to_string(out.join("sweep_ttfa_p50_ms.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
 }
+
+/// With regions on addresses of their own, the tracker is in the first region and every
+/// process calls it from its region's address: a call from another region takes the link's
+/// round trip, one from the tracker's region does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracker_calls_cross_the_links_between_regions_too() {
+    let _one = SHAPING.lock().await;
+    let sc = Scenario::parse(&format!(
+        "{}\n[network]\nemulation = \"userspace\"\n",
+        SHORT.replace(
+            "[network.between]\nlatency_ms = 20",
+            "[network.between]\nlatency_ms = 30"
+        )
+    ))
+    .unwrap();
+    let Some(mut s) = shaping_for(&sc) else {
+        return;
+    };
+    let gib = bytesize::ByteSize::gib(1);
+    let layout = [
+        "eu-west", "eu-west", "eu-west", "us-east", "us-east", "us-east",
+    ]
+    .map(|r| (r.to_string(), gib))
+    .to_vec();
+    let net = medley_testnet::Testnet::builder()
+        .node_layout(layout)
+        .placement(s.placement())
+        .spawn()
+        .await
+        .unwrap();
+    assert!(
+        net.tracker_url().contains(&shaping::region_ip(0)),
+        "the tracker is on the first region's address: {}",
+        net.tracker_url()
+    );
+    // Every node registered, from its own region's address.
+    assert_eq!(net.tracker().unwrap().nodes().await.unwrap().len(), 6);
+    let mut median = Vec::new();
+    for region in ["eu-west", "us-east"] {
+        let c = net.client_config(region, false);
+        assert_eq!(
+            c.tracker_source.map(|ip| ip.to_string()),
+            Some(shaping::region_ip(usize::from(region == "us-east")))
+        );
+        let t = medley_api::TrackerClient::builder(&c.tracker)
+            .local_address(c.tracker_source)
+            .build()
+            .unwrap();
+        t.stats().await.unwrap();
+        let mut times = Vec::new();
+        for _ in 0..9 {
+            let started = std::time::Instant::now();
+            t.stats().await.unwrap();
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!("a tracker call from {region}: {:.1} ms", times[4]);
+        median.push(times[4]);
+    }
+    assert!(
+        median[0] < 15.0,
+        "{} ms within the tracker's region",
+        median[0]
+    );
+    assert!(
+        (54.0..=90.0).contains(&median[1]),
+        "{} ms from the other region, 60 ms round trip",
+        median[1]
+    );
+    drop(net);
+    s.stop();
+}
