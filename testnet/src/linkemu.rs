@@ -11,7 +11,7 @@
 //! unshaped rather than stop.
 //!
 //! Needs root (or the network namespace's own root), `iptables-legacy` and a kernel with
-//! `NETFILTER_XT_TARGET_NFQUEUE`. The kernel keeps up to [`QUEUE_LEN`] packets waiting;
+//! `NETFILTER_XT_TARGET_NFQUEUE`. The kernel keeps up to 65,536 packets waiting;
 //! each packet costs one round trip through this process (see BENCHMARKS.md for cores per
 //! packets per second).
 
