@@ -27,6 +27,7 @@ pub mod run;
 pub mod scenario;
 pub mod shaping;
 pub mod sweep;
+pub mod userns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

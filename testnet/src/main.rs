@@ -224,6 +224,21 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Shaping needs root: a user who is not runs the scenario inside a namespace of its own.
+    let shaped = matches!(
+        cli.command,
+        Command::Run {
+            no_shaping: false,
+            check: false,
+            ..
+        } | Command::Sweep {
+            no_shaping: false,
+            ..
+        }
+    );
+    if shaped && let Some(code) = medley_testnet::userns::rerun_in_namespace() {
+        return code;
+    }
     let mut code = ExitCode::SUCCESS;
     let r = medley_daemon::run_main("warn,lofty=error,symphonia_core::probe=off", async {
         code = main_async(cli).await?;

@@ -126,9 +126,14 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
             // The network put the tracker on the first region's address (see
             // `TestnetBuilder::placement`).
             format!(
-                "{}; the tracker is in {}, and every process calls it from its own region's address",
+                "{}; the tracker is in {}, and every process calls it from its own region's address{}",
                 shaping.note(),
-                regions[0]
+                regions[0],
+                if crate::userns::inside() {
+                    "; run without root, in a user and network namespace of its own"
+                } else {
+                    ""
+                }
             )
         } else {
             shaping.note()

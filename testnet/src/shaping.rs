@@ -99,6 +99,17 @@ pub(crate) fn require_root() -> Result<(), ShapingError> {
 /// kernel (tried in a throwaway namespace, so the host is not touched).
 pub fn probe() -> Result<(), ShapingError> {
     require_root()?;
+    if crate::userns::inside() {
+        // The namespace is this run's own: its loopback can be tried directly.
+        let r = run(
+            "tc",
+            &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        );
+        let _ = run("tc", &["qdisc", "del", "dev", "lo", "root"]);
+        return r.map_err(|e| {
+            ShapingError::Unavailable(format!("this kernel cannot run netem (sch_netem): {e}"))
+        });
+    }
     let ns = format!("medley-probe-{}", std::process::id());
     run("ip", &["netns", "add", &ns])
         .map_err(|e| ShapingError::Unavailable(format!("cannot make a network namespace: {e}")))?;

@@ -672,3 +672,92 @@ async fn tracker_calls_cross_the_links_between_regions_too() {
     drop(net);
     s.stop();
 }
+
+const TINY_SHAPED: &str = r#"
+name = "tiny-shaped"
+duration_secs = 6
+sample_secs = 1
+
+[[regions]]
+name = "eu-west"
+nodes = 3
+node_capacity = "128 MiB"
+listeners = 2
+
+[[regions]]
+name = "us-east"
+nodes = 3
+node_capacity = "128 MiB"
+listeners = 2
+
+[network.between]
+latency_ms = 25
+
+[catalogue]
+songs = 2
+min_secs = 6
+max_secs = 8
+sample_rates = [22050]
+k = 2
+m = 1
+
+[workload]
+zipf = 1.0
+arrivals_per_sec = 1.0
+session_songs = [1, 2]
+skip_pct = 0
+seek_pct = 0
+cache = "16 MiB"
+"#;
+
+/// A user who is not root gets a shaped run too: the testnet runs itself again in a user
+/// and network namespace of its own. (Run as `nobody` from a root test suite.)
+#[test]
+fn a_run_by_a_user_who_is_not_root_is_shaped_in_a_namespace_of_its_own() {
+    let as_root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    if !as_root {
+        eprintln!("not root: cannot run as another user here");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = dir.path().join("tiny.toml");
+    std::fs::write(&file, TINY_SHAPED).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = dir.path().join("out");
+    let bin = medley_testnet::bin_dir().join("medley-testnet");
+    let run = Command::new("su")
+        .args(["nobody", "-s", "/bin/sh", "-c"])
+        .arg(format!(
+            "cd '{d}' && HOME='{d}' '{}' run tiny.toml --out '{}'",
+            bin.display(),
+            out.display(),
+            d = dir.path().display()
+        ))
+        .output()
+        .expect("su");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let shaping = report
+        .lines()
+        .find(|l| l.starts_with("- Shaping: "))
+        .unwrap();
+    assert!(
+        shaping.starts_with("- Shaping: on") && shaping.contains("namespace of its own"),
+        "{shaping}"
+    );
+    let summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_ne!(summary.shaping, "off");
+    // 25 ms each way between the regions, measured inside the namespace.
+    let rtt: f64 = report
+        .lines()
+        .find(|l| l.starts_with("| eu-west → us-east | "))
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!((45.0..=60.0).contains(&rtt), "{rtt} ms");
+}
