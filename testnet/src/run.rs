@@ -267,6 +267,17 @@ async fn publish_catalogue(
     Ok((songs, kbps))
 }
 
+/// Bytes per second a listener serves other listeners at: the scenario's upload if it sets
+/// one, else the client's `default`; playback `speed` times faster needs `speed` times it.
+fn listener_upload(sc: &Scenario, default: u64) -> u64 {
+    let upload = if sc.workload.listener_upload_mbit > 0.0 {
+        sc.workload.listener_upload_mbit * 1e6 / 8.0
+    } else {
+        default as f64
+    };
+    (upload * sc.speed) as u64
+}
+
 /// The listeners, all in this process, each online.
 fn listeners(
     sc: &Scenario,
@@ -278,9 +289,8 @@ fn listeners(
         .map(|l| {
             let region = &regions[sc.listener_region(l)];
             let mut c = net.listener_config(region, &format!("l{l}"), sc.workload.cache);
-            // Playback `speed` times faster needs `speed` times the upload.
             c.serve_bytes_per_sec =
-                bytesize::ByteSize::b((c.serve_bytes_per_sec.as_u64() as f64 * sc.speed) as u64);
+                bytesize::ByteSize::b(listener_upload(sc, c.serve_bytes_per_sec.as_u64()));
             if let Some(listen) = shaping.listen_addr(region) {
                 c.serve_listen = listen;
             }
@@ -671,4 +681,23 @@ pub fn self_usage() -> (f64, u64) {
         .unwrap_or(0.0);
     let rss = medley_daemon::resident_bytes(None).unwrap_or(0);
     (cpu, rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listeners_upload_follows_the_scenario_and_the_speed() {
+        let mut sc = Scenario::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/spotify-2010.toml"),
+        )
+        .unwrap();
+        // 1 Mbit/s at 2× speed: 250,000 bytes a second.
+        assert_eq!(sc.workload.listener_upload_mbit, 1.0);
+        assert_eq!(listener_upload(&sc, 2 << 20), 250_000);
+        sc.workload.listener_upload_mbit = 0.0;
+        sc.speed = 1.0;
+        assert_eq!(listener_upload(&sc, 2 << 20), 2 << 20);
+    }
 }

@@ -302,6 +302,10 @@ pub struct Workload {
     /// caching and peer serving off.
     #[serde(default = "default_cache")]
     pub cache: ByteSize,
+    /// Each listener's upload for serving other listeners, in Mbit/s of playing time (a
+    /// run at `speed` times gets `speed` times it); 0: the client's default (2 MiB/s).
+    #[serde(default)]
+    pub listener_upload_mbit: f64,
     /// Flash crowds: many listeners start the same new song at once.
     #[serde(default)]
     pub flash_crowds: Vec<FlashCrowd>,
@@ -802,6 +806,10 @@ listener_kills_per_min = 6
                 "workload.arrivals_per_sec",
             ),
             (with("skip_pct = 20", "skip_pct = 120"), "workload.skip_pct"),
+            (
+                with("skip_pct = 20", "skip_pct = 20\nlistener_upload_mbit = -1"),
+                "workload.listener_upload_mbit",
+            ),
             (
                 with("at_secs = 30", "at_secs = 300"),
                 "workload.flash_crowds[0].at_secs",

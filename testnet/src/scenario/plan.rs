@@ -150,6 +150,7 @@ impl Scenario {
         }
         percent("workload.skip_pct", w.skip_pct)?;
         percent("workload.seek_pct", w.seek_pct)?;
+        at_least_zero("workload.listener_upload_mbit", w.listener_upload_mbit)?;
         for (i, f) in w.flash_crowds.iter().enumerate() {
             let field = |n: &str| format!("workload.flash_crowds[{i}].{n}");
             within_run(&field("at_secs"), f.at_secs, self.duration_secs)?;
