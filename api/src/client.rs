@@ -158,6 +158,7 @@ impl TrackerClientBuilder {
                 reqwest::Client::builder()
                     .timeout(self.timeout)
                     .connect_timeout(self.connect_timeout)
+                    .pool_idle_timeout(POOL_IDLE)
                     .local_address(self.local)
                     .use_preconfigured_tls(tls_config(self.ca.as_deref())?)
                     .build()
@@ -212,6 +213,28 @@ enum Transport {
 
 /// How long a GET waits for the replica asked first before the others are asked too.
 pub const HEDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// How long an idle connection to a tracker is kept for the next call: under the tracker's
+/// own idle close (its `header_read_timeout`, 10 s by default), so that a call is rarely
+/// sent on a connection the tracker is closing at that moment (see [`stale_connection`]).
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
+/// Whether `e` is a request sent on a kept-alive connection that the server closed before
+/// answering (it closed the idle connection as the request crossed the network): nothing
+/// was processed, and an idempotent request may be sent again on a new connection.
+fn stale_connection(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
 
 /// Whether `answer` is one to keep: neither a connection error nor a 5xx.
 fn good(answer: &Result<Answer, TrackerError>) -> bool {
@@ -463,14 +486,19 @@ impl TrackerClient {
     /// Sends `call` to replica `i`.
     async fn attempt(&self, call: &Call<'_>, i: usize) -> Result<Answer, TrackerError> {
         let base = &self.bases[i];
-        let resp = call
-            .http
-            .request(call.method.clone(), format!("{base}{}", call.path))
-            .headers(call.headers.clone())
-            .body(call.bytes.to_vec())
-            .send()
-            .await
-            .map_err(|e| Self::unreachable_at(base, &e))?;
+        let send = || {
+            call.http
+                .request(call.method.clone(), format!("{base}{}", call.path))
+                .headers(call.headers.clone())
+                .body(call.bytes.to_vec())
+                .send()
+        };
+        let resp = match send().await {
+            // A read met a connection the tracker was closing: once more, on a new one.
+            Err(e) if stale_connection(&e) && *call.method == reqwest::Method::GET => send().await,
+            r => r,
+        }
+        .map_err(|e| Self::unreachable_at(base, &e))?;
         let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
         let body = resp
             .bytes()

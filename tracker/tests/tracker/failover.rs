@@ -195,3 +195,69 @@ async fn a_read_from_a_hung_replica_is_answered_by_another_after_the_hedge_delay
     assert!(started.elapsed() >= Duration::from_secs(2));
     live.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A read sent on a kept-alive connection that the tracker closes at that moment (its idle
+/// close crossing the request on the network) is sent again on a new connection, not
+/// reported as a failure: with real latency this race happens in ordinary use.
+#[tokio::test]
+async fn a_read_that_meets_a_connection_the_tracker_is_closing_is_sent_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A real answer to serve back.
+    let dir = tempfile::tempdir().unwrap();
+    let real = start(dir.path()).await;
+    let body = reqwest::get(format!("{}/v1/stats", real.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let first_connection = c.fetch_add(1, Ordering::SeqCst) == 0;
+            let (r, body) = (r.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut served = 0;
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    // One request's headers (the calls here have no body).
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if first_connection && served == 1 {
+                        // Closed as the second request arrived, unanswered.
+                        return;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    served += 1;
+                }
+            });
+        }
+    });
+    let client = TrackerClient::new(&url).unwrap();
+    client.stats().await.unwrap();
+    client
+        .stats()
+        .await
+        .expect("sent again on a new connection");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "the read was sent twice"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
