@@ -673,42 +673,13 @@ async fn tracker_calls_cross_the_links_between_regions_too() {
     s.stop();
 }
 
-const TINY_SHAPED: &str = r#"
-name = "tiny-shaped"
-duration_secs = 6
-sample_secs = 1
-
-[[regions]]
-name = "eu-west"
-nodes = 3
-node_capacity = "128 MiB"
-listeners = 2
-
-[[regions]]
-name = "us-east"
-nodes = 3
-node_capacity = "128 MiB"
-listeners = 2
-
-[network.between]
-latency_ms = 25
-
-[catalogue]
-songs = 2
-min_secs = 6
-max_secs = 8
-sample_rates = [22050]
-k = 2
-m = 1
-
-[workload]
-zipf = 1.0
-arrivals_per_sec = 1.0
-session_songs = [1, 2]
-skip_pct = 0
-seek_pct = 0
-cache = "16 MiB"
-"#;
+/// [`TINY`] in two regions 25 ms apart.
+fn tiny_shaped() -> String {
+    TINY.replace("name = \"tiny\"", "name = \"tiny-shaped\"").replace(
+        "[catalogue]",
+        "[[regions]]\nname = \"us-east\"\nnodes = 3\nnode_capacity = \"128 MiB\"\nlisteners = 4\n\n[network.between]\nlatency_ms = 25\n\n[catalogue]",
+    )
+}
 
 /// A user who is not root gets a shaped run too: the testnet runs itself again in a user
 /// and network namespace of its own. (Run as `nobody` from a root test suite.)
@@ -724,7 +695,7 @@ fn a_run_by_a_user_who_is_not_root_is_shaped_in_a_namespace_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let file = dir.path().join("tiny.toml");
-    std::fs::write(&file, TINY_SHAPED).unwrap();
+    std::fs::write(&file, tiny_shaped()).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = dir.path().join("out");
     let bin = medley_testnet::bin_dir().join("medley-testnet");
