@@ -3,7 +3,7 @@
 //!
 //! For each segment: the local cache; else whole copies (fastest measured first, those that
 //! failed this session last, liars never), hedged; else `k + extra` shard holders at once
-//! (data slots first, stopped or failed holders last), the first `k` verified shards
+//! (rotated per segment so every slot serves its share, stopped or failed holders last), the first `k` verified shards
 //! decoded and the segment checked against its [`SegmentId`](medley_core::SegmentId).
 //! Segments are fetched in playback order with a window of `read_ahead` segments in flight.
 //! What each source did is kept in the session's [`Report`]; a source that lies is
@@ -522,12 +522,12 @@ impl Fetcher {
         (out, waiting)
     }
 
-    /// Segment `index`'s slots with a holder, in the order to ask: data slots first (no
-    /// decoding needed when they all arrive); sources that failed earlier this session or
-    /// that the tracker knows are stopped last.
+    /// Segment `index`'s slots with a holder, in the order to ask: rotated by the segment
+    /// ([`retrieve::balanced_rank`]), so every holder of a partition serves its share;
+    /// sources that failed earlier this session or that the tracker knows are stopped last.
     fn slot_order(&self, index: usize) -> Vec<(usize, Vec<retrieve::Source>)> {
-        let k = usize::from(self.codec.k());
-        let Some(row) = self.holders.get(index) else {
+        let total = self.codec.total();
+        let (Some(row), Some(entry)) = (self.holders.get(index), self.segments.get(index)) else {
             return Vec::new();
         };
         let mut slots: Vec<(usize, &Holder)> = row
@@ -540,8 +540,7 @@ impl Fetcher {
         slots.sort_by_cached_key(|&(slot, h)| {
             (
                 !h.alive || self.report.failed_before(&h.peer),
-                slot >= k,
-                slot,
+                retrieve::balanced_rank(&entry.id, slot, total),
             )
         });
         slots

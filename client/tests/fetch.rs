@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use medley_client::{ClientError, FetchOptions, Fetcher, Holder, Report};
 use medley_core::protocol::{ErrorCode, Request, Response};
-use medley_core::{Codec, Manifest, PublisherKey, ShardId, SongMeta};
+use medley_core::{Codec, Manifest, PublisherKey, SegmentId, ShardId, SongMeta};
+use medley_net::retrieve::balanced_rank;
 use medley_net::{CancellationToken, Handler, Keypair, Peer, PeerConfig, PeerHandle, PeerId};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -23,6 +25,8 @@ enum Mode {
 struct Memory {
     shards: HashMap<ShardId, Vec<u8>>,
     mode: Mode,
+    /// Shard requests it answered.
+    served: Arc<AtomicU64>,
 }
 
 impl Handler for Memory {
@@ -31,6 +35,9 @@ impl Handler for Memory {
             return Box::pin(async { Response::error(ErrorCode::UNSUPPORTED, "only shards") });
         };
         let data = self.shards.get(&id).cloned();
+        if data.is_some() {
+            self.served.fetch_add(1, Ordering::Relaxed);
+        }
         let mode = self.mode;
         Box::pin(async move {
             let Some(mut data) = data else {
@@ -52,12 +59,24 @@ struct Net {
     song: Vec<u8>,
     holders: Vec<Vec<Option<Holder>>>,
     peers: Vec<PeerHandle>,
+    /// Per peer, the shard requests it answered.
+    served: Vec<Arc<AtomicU64>>,
     client: PeerHandle,
+}
+
+const SEGMENT: usize = 256 * 1024;
+
+fn song_bytes(len: u32) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
 /// A 3-segment song coded 4+2; the holder of slot `i` of every segment is peer `i`.
 async fn network(modes: [Mode; 6]) -> Net {
-    let song: Vec<u8> = (0..600_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    network_of(modes, song_bytes(600_000), SEGMENT).await
+}
+
+/// `song` cut in segments of `segment` bytes, coded 4+2; peer `i` holds slot `i` of each.
+async fn network_of(modes: [Mode; 6], song: Vec<u8>, segment: usize) -> Net {
     let key = PublisherKey::from_seed([5; 32]);
     let meta = SongMeta {
         title: "t".into(),
@@ -65,11 +84,11 @@ async fn network(modes: [Mode; 6]) -> Net {
         mime: "audio/flac".into(),
         ..SongMeta::default()
     };
-    let body = medley_core::test_utils::body_for(meta, &song, 256 * 1024, 4, 2, key.id());
+    let body = medley_core::test_utils::body_for(meta, &song, segment as u32, 4, 2, key.id());
     let manifest = Manifest::sign(body, &key).unwrap();
     let codec = Codec::new(4, 2).unwrap();
     let mut per_slot: Vec<HashMap<ShardId, Vec<u8>>> = vec![HashMap::new(); 6];
-    for chunk in song.chunks(256 * 1024) {
+    for chunk in song.chunks(segment) {
         for (slot, (id, data)) in codec
             .encode_with_ids(chunk)
             .unwrap()
@@ -80,8 +99,11 @@ async fn network(modes: [Mode; 6]) -> Net {
         }
     }
     let mut peers = Vec::new();
+    let mut served = Vec::new();
     let mut row = Vec::new();
     for (slot, shards) in per_slot.into_iter().enumerate() {
+        let count = Arc::new(AtomicU64::new(0));
+        served.push(count.clone());
         let config = PeerConfig {
             listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
             ..PeerConfig::default()
@@ -89,6 +111,7 @@ async fn network(modes: [Mode; 6]) -> Net {
         let handler = Arc::new(Memory {
             shards,
             mode: modes[slot],
+            served: count,
         });
         let p = Peer::spawn(
             Keypair::generate_ed25519(),
@@ -111,6 +134,7 @@ async fn network(modes: [Mode; 6]) -> Net {
         song,
         holders,
         peers,
+        served,
         client: Peer::dial_only().await.unwrap(),
     }
 }
@@ -141,14 +165,45 @@ async fn whole(f: &Arc<Fetcher>) -> Result<Vec<u8>, ClientError> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lying_source_is_outvoted_and_reported() {
     use Mode::*;
-    let net = network([Liar, Honest, Honest, Honest, Honest, Honest]).await;
+    // The liar holds the slot asked first for the first segment.
+    let first = SegmentId::of(&song_bytes(600_000)[..SEGMENT]);
+    let liar = (0..6)
+        .find(|&slot| balanced_rank(&first, slot, 6) == 0)
+        .unwrap();
+    let mut modes = [Honest; 6];
+    modes[liar] = Liar;
+    let net = network(modes).await;
     let f = fetcher(&net, 250);
     assert_eq!(whole(&f).await.unwrap(), net.song);
-    // The liar holds slot 0, which is always asked first.
-    assert_eq!(f.report().liars(), vec![net.peers[0].peer_id()]);
-    let stats = &f.report().snapshot()[&net.peers[0].peer_id()];
+    assert_eq!(f.report().liars(), vec![net.peers[liar].peer_id()]);
+    let stats = &f.report().snapshot()[&net.peers[liar].peer_id()];
     assert_eq!(stats.shards, 0, "nothing it sent was used");
     assert!(stats.bad_hashes >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_slot_of_a_partition_serves_its_share_of_reads() {
+    // 48 segments of 16 KiB: k + 1 = 5 of the 6 slots are asked per segment.
+    let net = network_of([Mode::Honest; 6], song_bytes(48 * 16 * 1024), 16 * 1024).await;
+    let f = fetcher(&net, 5_000);
+    assert_eq!(whole(&f).await.unwrap(), net.song);
+    f.settle(Duration::from_secs(5)).await;
+    let served: Vec<u64> = net
+        .served
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    let total: u64 = served.iter().sum();
+    assert!(total >= 48 * 4, "{served:?}");
+    let mean = total as f64 / 6.0;
+    let max = *served.iter().max().unwrap() as f64;
+    // Each slot is left out of about one segment in six: every holder, the parity slots'
+    // included, answers about the same number of reads.
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "a holder never read: {served:?}"
+    );
+    assert!(max / mean <= 1.5, "reads per slot {served:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -150,6 +150,28 @@ pub enum RetrieveError {
     Rebuild(String),
 }
 
+/// Where `slot` comes in the order segment `id`'s `total` slots are asked, 0 first.
+///
+/// The order starts at a slot taken from the segment's id and wraps around, so across a
+/// song's segments (and across songs) every slot is first, second, … equally often: each
+/// holder of a partition serves about the same share of reads, parity slots included (a
+/// parity read costs a rebuild, which the codec does at GB/s), instead of the data slots
+/// serving every read and the last parity slot none.
+pub fn balanced_rank(id: &medley_core::SegmentId, slot: usize, total: usize) -> usize {
+    if total == 0 {
+        return slot;
+    }
+    let b = id.as_bytes();
+    let start = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    // A slot beyond `total` keeps its place after every slot that exists.
+    let start = usize::try_from(start % total as u64).unwrap_or(0);
+    if slot >= total {
+        slot
+    } else {
+        (slot + total - start) % total
+    }
+}
+
 /// A request task's answer: which piece, from whom (the last source asked), and the result.
 type Answer = (usize, Option<PeerId>, Result<Vec<u8>, RequestError>);
 

@@ -260,14 +260,16 @@ impl HotTier {
         whole: &[Source],
         holders: &[Option<Source>],
     ) -> Result<Vec<u8>, HotError> {
+        let mut slots: Vec<(usize, Vec<Source>)> = holders
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, h)| Some((slot, vec![h.clone()?])))
+            .collect();
+        slots.sort_by_key(|(slot, _)| retrieve::balanced_rank(&entry.id, *slot, codec.total()));
         let seg = retrieve::Segment {
             entry: entry.clone(),
             whole: whole.to_vec(),
-            slots: holders
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, h)| Some((slot, vec![h.clone()?])))
-                .collect(),
+            slots,
         };
         let policy = retrieve::Policy {
             pace: Some(crate::repair::pace(&self.limiter)),
