@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 
 /// Every setting, documented: the commented file `medley-tracker init` writes comes from
 /// this table, and a test checks it against [`TrackerConfig`].
-pub const FIELDS: [FieldDoc; 35] = [
+pub const FIELDS: [FieldDoc; 37] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the database (db/), the search index and tracker.json.",
@@ -80,6 +80,20 @@ pub const FIELDS: [FieldDoc; 35] = [
         name: "hot_copies",
         doc: "Nodes per region ordered to hold a hot song whole (least loaded first, with\n\
               room for it). 0 turns the hot tier off.",
+        example: None,
+    },
+    FieldDoc {
+        name: "hot_surge_requests",
+        doc: "Listeners of a region asking for a song's sources (decayed, see\n\
+              hot_surge_secs) from which a sudden rise in its demand orders hot copies there\n\
+              at once, before the plays that follow are counted: when their rate is at least\n\
+              four times the song's long-run play rate there. 0: only plays make songs hot.",
+        example: None,
+    },
+    FieldDoc {
+        name: "hot_surge_secs",
+        doc: "Half-life of the counters of source requests that detect a surge, in\n\
+              seconds (short: a surge is a rise within seconds).",
         example: None,
     },
     FieldDoc {
@@ -279,6 +293,11 @@ pub struct TrackerConfig {
     pub hot_half_life_secs: u64,
     /// Nodes per region ordered to hold a hot song whole.
     pub hot_copies: usize,
+    /// Decayed source requests of a song in a region from which a surge orders hot copies
+    /// at once; 0: off.
+    pub hot_surge_requests: f64,
+    /// Half-life of the source-request counters, in seconds.
+    pub hot_surge_secs: u64,
     /// How long a listener's announcement holds, in seconds.
     pub peer_ttl_secs: u64,
     /// How long a publish grant holds, in seconds.
@@ -357,6 +376,8 @@ impl Default for TrackerConfig {
             hot_plays: 4.0,
             hot_half_life_secs: 900,
             hot_copies: 2,
+            hot_surge_requests: 8.0,
+            hot_surge_secs: 10,
             peer_ttl_secs: 120,
             grant_ttl_secs: 1800,
             ban_reporters: 2,
@@ -437,9 +458,17 @@ impl TrackerConfig {
                 reason: "must be a number of at least 1",
             });
         }
-        if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 {
+        if !(self.hot_surge_requests == 0.0
+            || self.hot_surge_requests.is_finite() && self.hot_surge_requests >= 2.0)
+        {
             return Err(ConfigError::Invalid {
-                field: "hot_half_life_secs/peer_ttl_secs",
+                field: "hot_surge_requests",
+                reason: "must be 0 (off) or a number of at least 2",
+            });
+        }
+        if self.hot_half_life_secs == 0 || self.peer_ttl_secs == 0 || self.hot_surge_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "hot_half_life_secs/peer_ttl_secs/hot_surge_secs",
                 reason: "must be at least 1",
             });
         }

@@ -134,6 +134,8 @@ impl Demand {
                 hot_plays: config.hot_plays,
                 half_life_ms: config.hot_half_life_secs as f64 * 1000.0,
                 copies: config.hot_copies,
+                surge_requests: config.hot_surge_requests,
+                surge_half_life_ms: config.hot_surge_secs as f64 * 1000.0,
                 peer_ttl_ms: config.peer_ttl_secs * 1000,
                 ban_reporters: config.ban_reporters,
                 ban_ms: config.ban_secs * 1000,
@@ -382,6 +384,36 @@ impl Demand {
         region: &str,
         now: u64,
     ) {
+        self.count_plays(registry, song, size, region, 1, now);
+    }
+
+    /// Counts a request for `song`'s sources from `region`: a surge of them makes the song
+    /// hot there at once (see [`Popularity::request`]), shared with the other replicas as
+    /// the plays it stands for.
+    pub(crate) fn request(
+        &self,
+        registry: &Registry,
+        song: SongId,
+        size: u64,
+        region: &str,
+        now: u64,
+    ) {
+        let plays = self.state.lock().request(self.rules, song, region, now);
+        if plays > 0.0 {
+            let plays = u32::try_from(plays as u64).unwrap_or(u32::MAX);
+            self.count_plays(registry, song, size, region, plays, now);
+        }
+    }
+
+    fn count_plays(
+        &self,
+        registry: &Registry,
+        song: SongId,
+        size: u64,
+        region: &str,
+        plays: u32,
+        now: u64,
+    ) {
         if self.rules.copies == 0 {
             return;
         }
@@ -390,16 +422,22 @@ impl Demand {
             let key = (song, region.to_string());
             if unsent.plays.len() < MAX_UNSENT_PLAYS || unsent.plays.contains_key(&key) {
                 let entry = unsent.plays.entry(key).or_insert((size, 0));
-                entry.1 = entry.1.saturating_add(1);
+                entry.1 = entry.1.saturating_add(plays);
             }
         }
         let mut pop = self.state.lock();
-        if self.makes_orders() {
-            let candidates = self.candidates(registry, &pop, now);
-            pop.play(self.rules, song, size, region, &candidates, now);
-        } else {
-            pop.plays(self.rules, song, size, region, 1.0, None, now);
-        }
+        let candidates = self
+            .makes_orders()
+            .then(|| self.candidates(registry, &pop, now));
+        pop.plays(
+            self.rules,
+            song,
+            size,
+            region,
+            f64::from(plays),
+            candidates.as_deref(),
+            now,
+        );
     }
 
     /// Releases hot copies of songs that cooled and replaces ordered nodes that went away.

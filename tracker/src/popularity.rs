@@ -38,6 +38,10 @@ pub(crate) struct Rules {
     pub(crate) half_life_ms: f64,
     /// Nodes per region ordered to hold a hot song.
     pub(crate) copies: usize,
+    /// Decayed source requests from which a surge orders copies at once; 0: off.
+    pub(crate) surge_requests: f64,
+    /// Half-life of the source-request counters.
+    pub(crate) surge_half_life_ms: f64,
     /// How long a peer's announcement holds.
     pub(crate) peer_ttl_ms: u64,
     /// Distinct signed reporters of wrong bytes (each weighed by its history, see
@@ -49,6 +53,13 @@ pub(crate) struct Rules {
     /// weighs the share of this it has been known (0: every report weighs fully).
     pub(crate) trust_ms: u64,
 }
+
+/// How many times its long-run play rate a song's rate of source requests must be for a
+/// surge.
+const SURGE_FACTOR: f64 = 4.0;
+/// Most (song, region) request counters kept: a stranger asking for every song's sources
+/// cannot make the tracker keep more.
+const MAX_REQUEST_COUNTERS: usize = 200_000;
 
 /// Most reporters remembered per source, and most sources with reports.
 const MAX_REPORTERS: usize = 64;
@@ -95,6 +106,8 @@ pub(crate) struct Ordered {
 #[derive(Debug, Default)]
 pub(crate) struct Popularity {
     heat: HashMap<(SongId, String), Heat>,
+    /// (song, region) → decaying count of source requests (fast: detects surges).
+    requests: HashMap<(SongId, String), Heat>,
     /// (song, region) → the order for a whole copy there.
     orders: BTreeMap<(SongId, String), Order>,
     /// node → songs it reports holding whole.
@@ -126,6 +139,7 @@ pub(crate) struct Announced {
 impl Popularity {
     /// Counts a play of `song` (of `size` bytes) in `region`; orders copies when it turns
     /// hot. `candidates`: live nodes that may take a copy.
+    #[cfg(test)]
     pub(crate) fn play(
         &mut self,
         rules: Rules,
@@ -169,6 +183,49 @@ impl Popularity {
             self.top_up(rules, &key, size, candidates);
         }
         value
+    }
+
+    /// Counts a request for `song`'s sources from `region`. When the rate of requests
+    /// jumps (a flash crowd: at least `surge_requests` decayed requests, at a rate at least
+    /// [`SURGE_FACTOR`] times the song's long-run play rate there) and the song is not
+    /// ordered there yet, returns the plays to add so that it is hot at once: the crowd's
+    /// later members then find hot copies, instead of the copies coming after the crowd
+    /// has played. 0 otherwise.
+    pub(crate) fn request(&mut self, rules: Rules, song: SongId, region: &str, now_ms: u64) -> f64 {
+        if rules.surge_requests <= 0.0 || rules.copies == 0 {
+            return 0.0;
+        }
+        let key = (song, region.to_string());
+        if self.requests.len() >= MAX_REQUEST_COUNTERS && !self.requests.contains_key(&key) {
+            return 0.0;
+        }
+        let counter = self.requests.entry(key.clone()).or_insert(Heat {
+            value: 0.0,
+            at_ms: now_ms,
+        });
+        let value = counter.at(now_ms, rules.surge_half_life_ms) + 1.0;
+        *counter = Heat {
+            value,
+            at_ms: now_ms.max(counter.at_ms),
+        };
+        if value.round() < rules.surge_requests || self.orders.contains_key(&key) {
+            return 0.0;
+        }
+        let heat = self
+            .heat
+            .get(&key)
+            .map_or(0.0, |h| h.at(now_ms, rules.half_life_ms));
+        // Rates of exponentially decaying counters: count × ln 2 / half-life (ln 2 cancels).
+        let fast = value / rules.surge_half_life_ms;
+        let long = heat / rules.half_life_ms;
+        if fast < SURGE_FACTOR * long {
+            return 0.0;
+        }
+        // Counted as the plays it takes to be hot (rounded as the threshold is), and at
+        // least one, which orders the copies.
+        let missing = (rules.hot_plays - heat).round().max(1.0);
+        tracing::info!(%song, region, requests = value, plays = heat, "surge of demand");
+        missing
     }
 
     /// Gives `key` up to `rules.copies` ordered nodes of its region, least loaded first. The
@@ -260,6 +317,8 @@ impl Popularity {
         // A counter this low would take one play to come back from anyway.
         self.heat
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
+        self.requests
+            .retain(|_, h| h.at(now_ms, rules.surge_half_life_ms) >= 0.05);
         self.failures
             .retain(|_, h| h.at(now_ms, rules.half_life_ms) >= 0.05);
         self.forget_old_lies(rules, now_ms);
@@ -605,6 +664,8 @@ mod tests {
         hot_plays: 3.0,
         half_life_ms: 10_000.0,
         copies: 2,
+        surge_requests: 0.0,
+        surge_half_life_ms: 1_000.0,
         peer_ttl_ms: 5_000,
         ban_reporters: 2,
         ban_ms: 60_000,
@@ -692,6 +753,51 @@ mod tests {
             vec![song(2)],
             "busy has no order yet, so it comes before idle/calm"
         );
+    }
+
+    #[test]
+    fn a_surge_is_a_rise_against_the_songs_own_long_run_rate() {
+        let rules = Rules {
+            surge_requests: 3.0,
+            ..RULES
+        };
+        let nodes = [node("a", "eu", 1 << 30, 0), node("b", "eu", 1 << 30, 0)];
+        let mut p = Popularity::default();
+        // A song played twice lately: three requests within moments are a surge; it takes
+        // the one play it lacks to be hot, and is ordered.
+        p.plays(rules, song(1), 10, "eu", 2.0, Some(&nodes), 0);
+        assert_eq!(p.request(rules, song(1), "eu", 0), 0.0);
+        assert_eq!(p.request(rules, song(1), "eu", 10), 0.0);
+        let plays = p.request(rules, song(1), "eu", 20);
+        assert_eq!(plays, 1.0);
+        p.plays(rules, song(1), 10, "eu", plays, Some(&nodes), 20);
+        assert_eq!(p.orders_of("a"), vec![song(1)]);
+        assert_eq!(p.request(rules, song(1), "eu", 30), 0.0, "ordered already");
+        // Requests spread out never add up to a surge.
+        for t in 0..10 {
+            assert_eq!(p.request(rules, song(2), "eu", t * 3_000), 0.0);
+        }
+        // A song this region plays steadily at a high rate (90 decayed plays, not yet hot
+        // at 100): three quick requests are within its usual demand.
+        let steady = Rules {
+            hot_plays: 100.0,
+            ..rules
+        };
+        p.plays(steady, song(3), 10, "eu", 90.0, Some(&nodes), 0);
+        for t in 0..3 {
+            assert_eq!(p.request(steady, song(3), "eu", t), 0.0);
+        }
+        assert_eq!(p.request(steady, song(3), "us", 3), 0.0);
+        assert_eq!(p.request(steady, song(3), "us", 4), 0.0);
+        assert_eq!(
+            p.request(steady, song(3), "us", 5),
+            100.0,
+            "a surge elsewhere"
+        );
+        // Off: never.
+        for t in 0..10 {
+            assert_eq!(p.request(RULES, song(4), "eu", t), 0.0);
+        }
     }
 
     #[test]

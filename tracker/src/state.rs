@@ -653,6 +653,15 @@ impl State {
                 }
             })
             .collect();
+        if let Some(region) = region.filter(|r| !r.is_empty() && r.len() <= 64) {
+            let region = if self.registry.has_region(region) {
+                region
+            } else {
+                OTHER_REGION
+            };
+            let size = manifest.body().total_size;
+            self.demand.request(&self.registry, id, size, region, now);
+        }
         Ok(SongSources {
             song: id,
             layout_version: layout.version,

@@ -66,6 +66,93 @@ async fn publish_fetch_and_survive_restart() {
     t.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A flash crowd: listeners of one region ask for a new song's sources within moments.
+/// Hot copies are ordered there at once, before a single play is reported (plays come at
+/// the end of each listen); a song asked for as often but slowly is not.
+#[tokio::test]
+async fn a_surge_of_listeners_orders_hot_copies_before_any_play_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tracker::bind(TrackerConfig {
+        hot_surge_secs: 1,
+        ..crate::support::config(dir.path())
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = t.url();
+    for i in 0..6 {
+        post_json(
+            &http,
+            &format!("{url}/v1/nodes/register"),
+            &crate::support::registration(i),
+        )
+        .await;
+    }
+    let crowd = manifest("Crowd Song", 100_000, 4, 2, &publisher());
+    let slow = manifest("Slow Song", 100_000, 4, 2, &publisher());
+    for m in [&crowd, &slow] {
+        post_body(&http, &format!("{url}/v1/publish"), m.encoded().to_vec()).await;
+    }
+    let ask = |song: medley_core::SongId, region: Option<&'static str>| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let q = region.map(|r| format!("?region={r}")).unwrap_or_default();
+            get_json(&http, &format!("{url}/v1/songs/{song}/sources{q}")).await
+        }
+    };
+    let hot_in = |hot: &Value, song: medley_core::SongId| -> Vec<(String, Vec<String>)> {
+        hot["hot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["song"] == song.to_string())
+            .map(|h| {
+                let nodes = h["ordered"].as_array().unwrap().iter();
+                let nodes = nodes.map(|n| n.as_str().unwrap().to_string());
+                (h["region"].as_str().unwrap().to_string(), nodes.collect())
+            })
+            .collect()
+    };
+    // As many requests as a surge takes, but one every 400 ms: with a half-life of one
+    // second they never add up to eight.
+    for _ in 0..8 {
+        ask(slow.id(), Some("region-0")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Requests without a region say nothing about where a crowd is.
+    for _ in 0..12 {
+        ask(crowd.id(), None).await;
+    }
+    let hot: Value = get_json(&http, &format!("{url}/v1/popularity")).await;
+    assert!(hot_in(&hot, slow.id()).is_empty(), "{hot}");
+    assert!(hot_in(&hot, crowd.id()).is_empty(), "{hot}");
+    // Eight listeners of region-0 at once.
+    for _ in 0..8 {
+        ask(crowd.id(), Some("region-0")).await;
+    }
+    let hot: Value = get_json(&http, &format!("{url}/v1/popularity")).await;
+    let orders = hot_in(&hot, crowd.id());
+    assert_eq!(orders.len(), 1, "{hot}");
+    let (region, nodes) = &orders[0];
+    assert_eq!(region, "region-0");
+    // Nodes 0 and 3 are region-0's (registration puts node i in region i % 3).
+    let mut nodes = nodes.clone();
+    nodes.sort();
+    assert_eq!(nodes, vec!["node-0".to_string(), "node-3".to_string()]);
+    for n in &nodes {
+        let o: Value = get_json(&http, &format!("{url}/v1/nodes/{n}/hot")).await;
+        assert_eq!(o["songs"], json!([crowd.id().to_string()]), "{n}");
+    }
+    let stats: Value = get_json(&http, &format!("{url}/v1/songs/{}", crowd.id())).await;
+    assert_eq!(
+        stats["plays"].as_u64().unwrap_or(0),
+        0,
+        "no play was reported"
+    );
+    t.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
