@@ -79,6 +79,7 @@ pub use nodes::{
     SegmentsQuery, Stats,
 };
 pub use sources::{
-    HotSong, PeerAnnouncement, Popularity, ReportReason, SegmentSources, SlotSource, SongSources,
-    SourceKind, SourceReport, SourcesQuery, WholeSource,
+    HaveMap, HotSong, MAX_HAVE_BYTES, MAX_PARTIAL_SONGS, PartialCopy, PeerAnnouncement, Popularity,
+    ReportReason, SegmentSources, SlotSource, SongSources, SourceKind, SourceReport, SourcesQuery,
+    WholeSource,
 };

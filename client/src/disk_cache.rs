@@ -13,7 +13,7 @@
 //! segment under its name. The songs held whole are listed in `songs.json`, which is what
 //! the listener announces to the tracker when it serves its cache.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -113,6 +113,11 @@ pub struct DiskCache {
     hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
+    /// Songs fetched lately, most recent last, with their segments: what it holds of each
+    /// is announced while they arrive (at most [`medley_api::MAX_PARTIAL_SONGS`]).
+    fetching: Mutex<VecDeque<(SongId, Vec<SegmentId>)>>,
+    /// Woken when a segment is added.
+    added: tokio::sync::Notify,
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
@@ -159,6 +164,8 @@ impl DiskCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
+            fetching: Mutex::new(VecDeque::new()),
+            added: tokio::sync::Notify::new(),
         };
         cache.make_room(0);
         Ok(cache)
@@ -227,6 +234,48 @@ impl DiskCache {
             .collect()
     }
 
+    /// Records that `song` (with these segments) is being fetched into the cache, so that
+    /// the segments it holds of it are announced as they arrive.
+    pub fn note_fetching(&self, song: SongId, segments: &[SegmentId]) {
+        let mut f = self.fetching.lock();
+        f.retain(|(s, _)| *s != song);
+        if f.len() >= medley_api::MAX_PARTIAL_SONGS {
+            f.pop_front();
+        }
+        f.push_back((song, segments.to_vec()));
+    }
+
+    /// What it holds to serve: the songs held whole, and of the songs fetched lately those
+    /// held in part with the segments held (most recent first). A song fetched whole is
+    /// noted as held whole from then on.
+    pub fn holdings(&self) -> (Vec<SongId>, Vec<medley_api::PartialCopy>) {
+        let fetching: Vec<(SongId, Vec<SegmentId>)> =
+            self.fetching.lock().iter().rev().cloned().collect();
+        let mut partial = Vec::new();
+        for (song, segments) in fetching {
+            let held: Vec<usize> = {
+                let idx = self.index.lock();
+                (0..segments.len())
+                    .filter(|&i| idx.entries.contains_key(&segments[i]))
+                    .collect()
+            };
+            if held.len() == segments.len() {
+                self.note_song(song, &segments);
+            } else if !held.is_empty() {
+                partial.push(medley_api::PartialCopy {
+                    song,
+                    have: medley_api::HaveMap::from_held(segments.len(), held),
+                });
+            }
+        }
+        (self.songs(), partial)
+    }
+
+    /// Woken whenever a segment is added.
+    pub fn added(&self) -> &tokio::sync::Notify {
+        &self.added
+    }
+
     /// Whether segment `id` is held (without reading it).
     pub fn contains(&self, id: &SegmentId) -> bool {
         self.index.lock().entries.contains_key(id)
@@ -290,6 +339,7 @@ impl SegmentStore for DiskCache {
             return;
         }
         self.index.lock().link(id, size, false);
+        self.added.notify_one();
     }
 
     fn stats(&self) -> CacheStats {

@@ -389,9 +389,9 @@ impl Fetcher {
             return Ok(data);
         }
         let whole = if urgent {
-            self.whole_order().0
+            self.whole_order(index).0
         } else {
-            self.whole_order_after_probe().await
+            self.whole_order_after_probe(index).await
         };
         let seg = retrieve::Segment {
             entry: entry.clone(),
@@ -461,14 +461,14 @@ impl Fetcher {
     /// is still on its way waits for it instead (for at most four hedge delays a probe;
     /// such a segment is ahead of playback), so a copy that answers is used for the rest
     /// of the song.
-    async fn whole_order_after_probe(&self) -> Vec<WholeCopy> {
+    async fn whole_order_after_probe(&self, index: usize) -> Vec<WholeCopy> {
         // Each wake-up is a probe that ended, and each source is probed once at a time.
         for _ in 0..=self.whole.len() {
             // Registered before looking, so that a probe ending in between is not missed.
             let ended = self.report.probe_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            let (order, waiting) = self.whole_order();
+            let (order, waiting) = self.whole_order(index);
             if !order.is_empty() || !waiting {
                 return order;
             }
@@ -479,21 +479,21 @@ impl Fetcher {
                 break;
             }
         }
-        self.whole_order().0
+        self.whole_order(index).0
     }
 
-    /// The whole copies to ask, best first: the fastest measured, those that failed this
-    /// session last, those that lied or timed out never, one not yet proven only first and
-    /// one request at a time. With it, whether the list is empty only because the source
-    /// first in line has a probe pending.
-    fn whole_order(&self) -> (Vec<WholeCopy>, bool) {
+    /// The copies holding segment `index` to ask, best first: the fastest measured, those
+    /// that failed this session last, those that lied or timed out never, one not yet
+    /// proven only first and one request at a time. With it, whether the list is empty only
+    /// because the source first in line has a probe pending.
+    fn whole_order(&self, index: usize) -> (Vec<WholeCopy>, bool) {
         // Stable: untried sources keep the tracker's order and come before measured ones
         // only when those are slower. The keys are read once: other fetches update the
         // report while this one sorts, and a key that changes mid-sort is no order at all.
         let mut keyed: Vec<((bool, f64), &WholeCopy)> = self
             .whole
             .iter()
-            .filter(|w| !self.report.unfit_for_whole(&w.peer))
+            .filter(|w| w.holds(index) && !self.report.unfit_for_whole(&w.peer))
             .map(|w| {
                 let key = (
                     self.report.failed_before(&w.peer),

@@ -235,6 +235,12 @@ impl Client {
         .await?;
         let peer = self.peer().await?.clone();
         let me = peer.peer_id();
+        if cache.is_none()
+            && let Some(d) = self.disk_cache()
+        {
+            let ids: Vec<medley_core::SegmentId> = body.segments.iter().map(|s| s.id).collect();
+            d.note_fetching(id, &ids);
+        }
         let mut fetcher = Fetcher::new(
             peer,
             &manifest,

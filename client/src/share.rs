@@ -1,5 +1,6 @@
 //! The listener as a peer: it serves the segments of its disk cache to other listeners over
-//! the data plane, and tells the tracker which songs it holds whole.
+//! the data plane, and tells the tracker which songs it holds whole and which segments it
+//! holds of songs it is still fetching.
 //!
 //! Only `get segment` is served, only from the cache, and every segment is re-hashed as it
 //! is read (the cache does that), so a listener never passes on bytes that are not what was
@@ -73,8 +74,15 @@ impl Handler for CacheService {
     }
 }
 
-/// Announces the songs held whole every `every`, and as soon as `played` fires (a song was
-/// played through), until `cancel`; then withdraws them.
+/// Least time between two announcements: segments arriving one after another are told in
+/// one announcement a second at most.
+const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Announces what the cache holds to serve: the songs held whole, and the segments held of
+/// songs being fetched (have-maps). Every `every` (to renew it), and within [`MIN_GAP`] of a
+/// change: a segment arriving (so a flash crowd's later members find the earlier ones'
+/// first segments while they still play) or `played` firing; until `cancel`, then
+/// withdraws it.
 pub(crate) async fn announce(
     tracker: TrackerClient,
     peer: PeerHandle,
@@ -84,11 +92,22 @@ pub(crate) async fn announce(
     played: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
-    let mut last: Option<Vec<medley_core::SongId>> = None;
+    type Said = (Vec<medley_core::SongId>, Vec<medley_api::PartialCopy>);
+    let mut last: Option<Said> = None;
+    let mut renew_at = tokio::time::Instant::now();
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
-        let songs = cache.songs();
-        // Nothing to say until there is something, or something changed.
-        if !(songs.is_empty() && last.as_ref().is_none_or(Vec::is_empty)) {
+        let (songs, partial) = cache.holdings();
+        let nothing = songs.is_empty() && partial.is_empty();
+        let said_nothing = last
+            .as_ref()
+            .is_none_or(|(s, p)| s.is_empty() && p.is_empty());
+        let changed = last
+            .as_ref()
+            .is_none_or(|(s, p)| *s != songs || *p != partial);
+        let due = tokio::time::Instant::now() >= renew_at;
+        // Nothing to say until there is something; then when it changes or is due again.
+        if !(nothing && said_nothing) && (changed || due) {
             let addrs = addresses(&peer).await;
             if addrs.is_empty() {
                 tracing::debug!("no listen address yet: not announcing");
@@ -98,20 +117,36 @@ pub(crate) async fn announce(
                     addrs,
                     region: region.clone(),
                     songs: songs.clone(),
+                    partial: partial.clone(),
                 };
+                last_sent = Some(tokio::time::Instant::now());
                 match tracker.announce(&a).await {
-                    Ok(()) => last = Some(songs),
+                    Ok(()) => {
+                        last = Some((songs, partial));
+                        renew_at = tokio::time::Instant::now() + every;
+                    }
                     Err(e) => tracing::debug!(error = %e, "cannot announce the cache"),
                 }
             }
         }
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(renew_at.max(tokio::time::Instant::now() + MIN_GAP)) => {}
             () = played.notified() => {}
+            () = cache.added().notified() => {}
+        }
+        // At most one announcement per MIN_GAP, however fast segments arrive.
+        if let Some(at) = last_sent {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(at + MIN_GAP) => {}
+            }
         }
     }
-    if last.as_ref().is_some_and(|s| !s.is_empty()) {
+    if last
+        .as_ref()
+        .is_some_and(|(s, p)| !s.is_empty() || !p.is_empty())
+    {
         let addrs = addresses(&peer).await;
         if !addrs.is_empty() {
             let a = PeerAnnouncement {
@@ -119,6 +154,7 @@ pub(crate) async fn announce(
                 addrs,
                 region,
                 songs: Vec::new(),
+                partial: Vec::new(),
             };
             let _ = tracker.announce(&a).await;
         }

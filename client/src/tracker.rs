@@ -28,6 +28,15 @@ pub struct WholeCopy {
     pub addrs: Vec<Multiaddr>,
     /// Peer or hot node.
     pub kind: SourceKind,
+    /// The segments it holds when it holds only some; `None`: all of them.
+    pub have: Option<medley_api::HaveMap>,
+}
+
+impl WholeCopy {
+    /// Whether it holds segment `index`.
+    pub fn holds(&self, index: usize) -> bool {
+        self.have.as_ref().is_none_or(|h| h.has(index))
+    }
 }
 
 /// A song's sources, ready to dial.
@@ -92,6 +101,7 @@ pub async fn song_sources(
                 peer: h.peer,
                 addrs: h.addrs,
                 kind: w.kind,
+                have: w.have,
             })
         })
         .collect();

@@ -207,6 +207,7 @@ pub(crate) async fn apply_fault(
                     addrs: l.addrs.clone(),
                     region: name.clone(),
                     songs: claimed.clone(),
+                    partial: Vec::new(),
                 };
                 tracker
                     .announce(&announcement)

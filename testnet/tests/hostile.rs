@@ -206,6 +206,7 @@ async fn a_fake_slow_whole_copy_costs_no_time_to_first_audio() {
             addrs,
             region: "eu-west".into(),
             songs: songs.iter().map(|(s, _)| *s).collect(),
+            partial: Vec::new(),
         })
         .await
         .unwrap();

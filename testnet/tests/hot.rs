@@ -156,6 +156,7 @@ async fn a_song_played_in_a_region_is_held_whole_there_until_it_cools() {
             addrs: liar_addrs,
             region: region.into(),
             songs: vec![song],
+            partial: Vec::new(),
         })
         .await
         .unwrap();
@@ -356,4 +357,87 @@ fn assert_served_whole(o: &medley_client::PlayOutcome, source: &str, whole: u64,
     );
     assert!(whole >= 1, "{d:?}");
     assert_eq!(whole + d.rebuilt_segments, segments, "{d:?}");
+}
+
+/// BitTorrent's have messages, here: a listener that has fetched only the first half of a
+/// song announces which segments it holds while it holds them, and serves exactly those
+/// to another listener; every segment is checked against its id, and the second listener
+/// ends up with the song byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_holding_half_a_song_serves_that_half() {
+    let net = Testnet::builder()
+        .log("info,libp2p=warn")
+        // The hot tier is off: every whole segment here comes from a listener.
+        .tracker_config("hot_copies = 0")
+        .spawn()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    medley_testnet::library::generate(&lib, 1, 13, 40.0, 42.0).unwrap();
+    let songs = published(&publish(&net, &lib));
+    let (song, src) = songs[0].clone();
+    let region = net.nodes()[0].region.clone();
+    let cache = bytesize::ByteSize::mib(64);
+
+    // Alice fetches the first half of the song into her cache, and no more.
+    let alice = medley_client::Client::new(net.listener_config(&region, "alice", cache)).unwrap();
+    let (fetcher, manifest) = alice.fetcher(song).await.unwrap();
+    let segments = manifest.body().segments.len();
+    assert!(segments >= 4, "a song of {segments} segments");
+    let half = segments / 2;
+    for i in 0..half {
+        fetcher.segment(i).await.unwrap();
+    }
+    let alice_id = alice.peer().await.unwrap().peer_id().to_string();
+    let tracker = net.tracker().unwrap();
+    let have = eventually(30, "alice's have-map at the tracker", || async {
+        let s = tracker.sources(song, Some(&region)).await.ok()?;
+        s.whole
+            .into_iter()
+            .find(|w| w.peer_id == alice_id)
+            .and_then(|w| w.have)
+            .filter(|h| h.count() == half)
+    })
+    .await;
+    let held: Vec<usize> = (0..segments).filter(|&i| have.has(i)).collect();
+    assert_eq!(
+        held,
+        (0..half).collect::<Vec<_>>(),
+        "exactly the first half"
+    );
+
+    // Bob fetches it all: the first half whole from Alice, the rest rebuilt from shards.
+    let bob = medley_client::Client::new(net.listener_config(&region, "bob", cache)).unwrap();
+    let (fetcher, _) = bob.fetcher(song).await.unwrap();
+    let mut got = Vec::new();
+    for i in 0..segments {
+        got.extend_from_slice(&fetcher.segment(i).await.unwrap());
+    }
+    assert_eq!(got, std::fs::read(&src).unwrap(), "the song, byte for byte");
+    fetcher.settle(Duration::from_secs(5)).await;
+    let d = fetcher.report().delivery();
+    assert_eq!(
+        (d.peer_segments, d.rebuilt_segments),
+        (half as u64, (segments - half) as u64),
+        "{d:?}"
+    );
+    let from_alice = &fetcher.report().snapshot()[&alice.peer().await.unwrap().peer_id()];
+    assert_eq!(from_alice.segments, half as u64, "{from_alice:?}");
+    assert_eq!((from_alice.bad_hashes, from_alice.failures), (0, 0));
+    let first_half: u64 = manifest.body().segments[..half]
+        .iter()
+        .map(|s| u64::from(s.len))
+        .sum();
+    assert_eq!(d.peer_bytes, first_half);
+    assert_eq!(
+        alice
+            .share_stats()
+            .segments
+            .load(std::sync::atomic::Ordering::Relaxed),
+        half as u64,
+        "alice served her half and was never asked for the rest"
+    );
+    bob.shutdown().await;
+    alice.shutdown().await;
 }

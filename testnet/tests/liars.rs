@@ -89,6 +89,7 @@ async fn a_lying_node_and_a_lying_peer_are_dropped_and_no_longer_listed() {
             addrs: peer_addrs,
             region: "eu-west".into(),
             songs: vec![song],
+            partial: Vec::new(),
         })
         .await
         .unwrap();

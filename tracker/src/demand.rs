@@ -497,6 +497,16 @@ impl Demand {
                 "a peer announces at most 10000 songs",
             ));
         }
+        if a.partial.len() > medley_api::MAX_PARTIAL_SONGS {
+            return Err(StateError::BadRegistration(
+                "a peer announces at most 64 songs held in part",
+            ));
+        }
+        if a.partial.iter().any(|p| p.have.count() == 0) {
+            return Err(StateError::BadRegistration(
+                "a song held in part has at least one segment in its have-map",
+            ));
+        }
         let mut pop = self.state.lock();
         pop.heard_from(&a.peer_id, now);
         let shared = self.sharing.is_some().then(|| a.clone());
@@ -616,13 +626,19 @@ impl Demand {
             if pop.banned(&p.peer_id, rules, now) {
                 continue;
             }
+            let Some(have) = p.holding(song) else {
+                continue;
+            };
             let source = WholeSource {
                 peer_id: p.peer_id.clone(),
                 addrs: p.addrs.clone(),
                 region: p.region.clone(),
                 kind: SourceKind::Peer,
+                have: have.cloned(),
             };
-            add(source, if a.confirmed { 0 } else { 2 }, 0);
+            // Of equal peers, one with fewer segments comes later.
+            let missing = have.map_or(0, |h| u64::MAX - h.count() as u64);
+            add(source, if a.confirmed { 0 } else { 2 }, missing);
         }
         for id in pop.holders(song) {
             let Some(rec) = registry.alive(id, now) else {
@@ -636,26 +652,30 @@ impl Demand {
                 addrs: rec.addrs,
                 region: rec.region,
                 kind: SourceKind::Hot,
+                have: None,
             };
             add(source, 1, rec.load.bytes_per_sec);
         }
-        // Unconfirmed peers in a rotating order, so that each gets its turn to be confirmed.
-        let turn = (now / 60_000) as usize;
-        out.sort_by(|a, b| {
-            a.1.cmp(&b.1).then_with(|| {
-                let key = |s: &WholeSource| {
-                    let h = medley_core::Hash::of(format!("{}{turn}", s.peer_id).as_bytes());
-                    *h.as_bytes()
-                };
-                key(&a.0).cmp(&key(&b.0))
-            })
+        // Equal sources in a fresh order for every request: a crowd asking at once spreads
+        // over every holder (instead of all asking the same few), and each unconfirmed
+        // peer gets its turn to be confirmed.
+        let salt = getrandom::u64().unwrap_or(now);
+        out.sort_by_cached_key(|(s, rank)| {
+            let mut h = medley_core::Hasher::new();
+            h.update(s.peer_id.as_bytes());
+            h.update(&salt.to_le_bytes());
+            (*rank, *h.finalize().as_bytes())
         });
-        // A handful per region, one of them at most a peer nobody confirmed: a crowd of
-        // announcers cannot push the real copies off the list.
+        // A handful of listeners per region, one of them at most a peer nobody confirmed: a
+        // crowd of announcers cannot push the real copies off the list. Hot nodes (a few
+        // per region, by order) are always listed.
         let mut per_region: HashMap<String, usize> = HashMap::new();
         let mut unconfirmed = 0;
         out.into_iter()
             .filter(|(s, rank)| {
+                if s.kind == SourceKind::Hot {
+                    return true;
+                }
                 let n = per_region.entry(s.region.clone()).or_default();
                 if *n >= MAX_WHOLE_PER_REGION {
                     return false;

@@ -398,7 +398,7 @@ impl Popularity {
     /// Takes a peer's announcement out of the index.
     fn withdraw(&mut self, peer_id: &str) {
         if let Some(old) = self.peers.remove(peer_id) {
-            for song in old.announcement.songs {
+            for song in old.announcement.all_songs() {
                 if let Some(set) = self.by_song.get_mut(&song) {
                     set.remove(peer_id);
                     if set.is_empty() {
@@ -417,7 +417,7 @@ impl Popularity {
             .get(&a.peer_id)
             .is_some_and(|old| old.confirmed && old.announcement.addrs == a.addrs);
         self.withdraw(&a.peer_id);
-        if a.songs.is_empty() {
+        if a.songs.is_empty() && a.partial.is_empty() {
             return true;
         }
         if self.peers.len() >= MAX_PEERS {
@@ -426,9 +426,9 @@ impl Popularity {
                 return false;
             }
         }
-        for song in &a.songs {
+        for song in a.all_songs() {
             self.by_song
-                .entry(*song)
+                .entry(song)
                 .or_default()
                 .insert(a.peer_id.clone());
         }
@@ -860,6 +860,7 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()],
             region: "eu".into(),
             songs: vec![song(1)],
+            partial: Vec::new(),
         };
         assert!(p.announce(a.clone(), RULES, 0));
         assert_eq!(p.peers_with(song(1), RULES, 1_000).len(), 1);
@@ -868,6 +869,7 @@ mod tests {
         // A new announcement replaces the old one in the index.
         let b = PeerAnnouncement {
             songs: vec![song(2)],
+            partial: Vec::new(),
             ..a.clone()
         };
         assert!(p.announce(b, RULES, 1_000));

@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 )],
                 region: format!("region-{i}"),
                 songs: vec![song],
+                partial: Vec::new(),
             })
             .await?;
             for source in [accused, format!("made-up-{i}")] {

@@ -576,6 +576,30 @@ async fn nodes_register_and_layout_follows() {
     )
     .await;
     assert_eq!((s.as_u16(), c.as_str()), (400, "bad_registration"));
+    // Have-maps: at most 64 songs held in part, each with a segment held, in hex, at most
+    // 512 bytes. Nothing of a refused announcement is kept.
+    let song = m.id().to_string();
+    let partial = |have: &str, n: usize| {
+        json!({"peer_id": "listener-9", "addrs": ["/ip4/127.0.0.1/udp/9/quic-v1"],
+            "region": "region-1", "songs": [],
+            "partial": vec![json!({"song": song, "have": have}); n]})
+    };
+    for (body, code) in [
+        (partial("01", 65), "bad_registration"),
+        (partial("0000", 1), "bad_registration"),
+        (partial("zz", 1), "malformed_json"),
+        (partial(&"ff".repeat(513), 1), "malformed_json"),
+    ] {
+        let r = http
+            .post(format!("{url}/v1/peers/announce"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, code.into()));
+    }
+    let src: Value = get_json(&http, &format!("{url}/v1/songs/{song}/sources")).await;
+    assert!(!src.to_string().contains("listener-9"), "{src}");
     let (s, c) = error_code(
         http.get(format!("{url}/v1/nodes/nobody/hot"))
             .send()

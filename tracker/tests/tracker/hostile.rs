@@ -242,6 +242,7 @@ async fn ten_thousand_fresh_identities_leave_bounded_state_and_ban_nobody() {
                 addrs: vec![format!("/ip4/10.{}.{}.1/udp/1/quic-v1", i / 250, i % 250)],
                 region: format!("region-{i}"),
                 songs: vec![song],
+                partial: Vec::new(),
             })
             .await
             .unwrap();
