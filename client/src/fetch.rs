@@ -368,8 +368,9 @@ impl Fetcher {
     }
 
     /// Segment `index` for a listener waiting on it now (the first of a play or a seek): a
-    /// whole copy and the shards are asked at once, the first verified wins, so that a slow
-    /// copy costs no time to first audio.
+    /// whole copy is given a quarter of the hedge delay, then the shards are asked too and
+    /// the first verified wins, so that a slow copy costs little time to first audio and a
+    /// fast one spares the durable tier.
     pub async fn segment_now(&self, index: usize) -> Result<Bytes, ClientError> {
         self.fetch_segment(index, true).await
     }
@@ -401,7 +402,10 @@ impl Fetcher {
         let policy = retrieve::Policy {
             extra: self.opts.extra_sources,
             hedge_after: Some(self.opts.hedge_after),
-            whole_patience: urgent.then_some(Duration::ZERO),
+            // A listener waiting: the shards are asked too after a quarter of the hedge
+            // delay (62 ms by default), long enough for a copy nearby to answer alone and
+            // spare the durable tier, short enough that a slow one costs little.
+            whole_patience: urgent.then_some(self.opts.hedge_after / 4),
             retry_lost: true,
             pace: None,
         };

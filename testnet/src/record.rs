@@ -7,6 +7,8 @@
 //! - `events.jsonl`: the faults, as they were applied;
 //! - `layout.jsonl`: the layout every `sample_secs` (version, oldest kept, share of slots on
 //!   rogue nodes); `integrity.json`: every shard of every song checked at the end;
+//! - `hot.jsonl`: the hot tier's changes (copies ordered, held, released per song and
+//!   region), read from the tracker twice a second;
 //! - `overhead.csv`: this process's CPU time and memory over the run;
 //! - `logs/`: every process's log. The report ([`crate::report`]) adds `report.md` and plots.
 
@@ -131,6 +133,23 @@ pub struct NodeCounters {
     pub scrub_bad: u64,
 }
 
+/// A change of the hot tier as the tracker lists it (`GET /v1/popularity`, read twice a
+/// second), as written to `hot.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotEvent {
+    /// Seconds from the start of the workload.
+    pub t_secs: f64,
+    /// The song (index in the catalogue, flash-crowd songs after the rest).
+    pub song: usize,
+    /// The region.
+    pub region: String,
+    /// `ordered` (hot copies ordered there), `held` (a node there holds it whole) or
+    /// `released` (no longer hot there).
+    pub what: String,
+    /// The nodes ordered (for `ordered`) or holding it (for `held`).
+    pub nodes: Vec<String>,
+}
+
 /// The layout at a sample, as written to `layout.jsonl`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LayoutSample {
@@ -220,6 +239,8 @@ pub struct RunData {
     pub overhead: Vec<Overhead>,
     /// The layout over time.
     pub layout: Vec<LayoutSample>,
+    /// The hot tier's changes.
+    pub hot: Vec<HotEvent>,
     /// What the network held at the end (`None`: it could not be checked).
     pub integrity: Option<Integrity>,
     /// Whether traffic was shaped (why not is in `shaping_note`).
@@ -312,6 +333,7 @@ pub(crate) fn write_outputs(out: &Path, d: &RunData) -> Result<(), RunError> {
         }),
     )?;
     write_jsonl(&out.join("layout.jsonl"), &d.layout)?;
+    write_jsonl(&out.join("hot.jsonl"), &d.hot)?;
     if let Some(i) = &d.integrity {
         write_text(
             &out.join("integrity.json"),

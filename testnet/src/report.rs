@@ -192,6 +192,37 @@ pub struct Stalled {
     pub share: f64,
 }
 
+/// When the hot tier answered the first flash crowd: seconds from the crowd's first play
+/// to the tracker ordering hot copies of its song, and to a node holding one (null: not
+/// during the run). From `hot.jsonl`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CrowdHot {
+    /// To the first order.
+    pub ordered_after_secs: Option<f64>,
+    /// To the first node holding it whole.
+    pub held_after_secs: Option<f64>,
+}
+
+/// [`CrowdHot`] of a run.
+fn crowd_hot(d: &RunData) -> Option<CrowdHot> {
+    let first = d
+        .plays
+        .iter()
+        .filter(|p| p.flash)
+        .min_by(|a, b| a.t_secs.total_cmp(&b.t_secs))?;
+    let after = |what: &str| {
+        d.hot
+            .iter()
+            .filter(|e| e.song == first.song && e.what == what)
+            .map(|e| e.t_secs - first.t_secs)
+            .min_by(f64::total_cmp)
+    };
+    Some(CrowdHot {
+        ordered_after_secs: after("ordered"),
+        held_after_secs: after("held"),
+    })
+}
+
 /// The figures of a group of plays.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlayFigures {
@@ -238,6 +269,9 @@ pub struct Summary {
     pub all: PlayFigures,
     /// The flash crowds' plays alone (null without a flash crowd).
     pub crowd: Option<PlayFigures>,
+    /// When the first flash crowd's song got hot copies (null without a flash crowd).
+    #[serde(default)]
+    pub crowd_hot: Option<CrowdHot>,
     /// Each storage node.
     pub nodes: Vec<NodeFigures>,
     /// Shards repaired, all nodes.
@@ -315,6 +349,7 @@ pub fn summary(d: &RunData, seed: u64) -> Summary {
         shaping: d.shaping_mechanism.clone(),
         all: all.figures(),
         crowd,
+        crowd_hot: crowd_hot(d),
         repairs: nodes.iter().map(|n| n.repaired).sum(),
         nodes,
         songs_lost: d.integrity.as_ref().map(|i| i.songs_lost),
@@ -483,6 +518,16 @@ pub fn write(out: &Path, d: &RunData, seed: u64) -> Result<(), RunError> {
     }
     for reg in &sc.regions {
         r.push_str(&by_region(&|p| p.region == reg.name).bytes_row(&reg.name));
+    }
+    if let Some(h) = crowd_hot(d) {
+        let secs =
+            |v: Option<f64>| v.map_or("not during the run".into(), |v| format!("{v:.1} s after"));
+        let _ = writeln!(
+            r,
+            "\nHot copies of the flash crowd's song: ordered {}, held by a node {} its first listener started (`hot.jsonl`).",
+            secs(h.ordered_after_secs),
+            secs(h.held_after_secs)
+        );
     }
 
     if sc.compare == Some(crate::scenario::Paper::Spotify2010) {

@@ -21,8 +21,8 @@ use crate::Testnet;
 use crate::faults::{Slot, apply_fault, node_of};
 use crate::listener::{self, PlayPlan};
 use crate::record::{
-    FaultEvent, Integrity, LayoutSample, NodeCounters, NodeSample, Overhead, PlayRecord, RunData,
-    RunError, copy_logs, write_outputs, write_setup,
+    FaultEvent, HotEvent, Integrity, LayoutSample, NodeCounters, NodeSample, Overhead, PlayRecord,
+    RunData, RunError, copy_logs, write_outputs, write_setup,
 };
 use crate::scenario::{Scenario, Schedule, Session};
 use crate::shaping::Shaping;
@@ -76,6 +76,12 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     let tasks = spawn_plays(&sc, &schedule, &slots, &songs, &regions, &workload);
     let mut adversaries = crate::faults::Adversaries::default();
     let sampler = Sampler::spawn(&sc, &net, &slots, &workload, &adversaries);
+    let hot_watch = tokio::spawn(watch_hot(
+        net.tracker().ok(),
+        songs.clone(),
+        workload.t0,
+        workload.over.clone(),
+    ));
     let events = follow_timeline(
         &sc,
         &schedule,
@@ -93,6 +99,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
     let wall_secs = workload.t0.elapsed().as_secs_f64();
     workload.over.cancel();
     let (nodes, overhead, layout) = sampler.stop().await;
+    let hot = hot_watch.await.unwrap_or_default();
     workload.bar.finish_and_clear();
 
     // Everything stops: listeners, adversaries, frozen nodes thawed; the network settles
@@ -119,6 +126,7 @@ pub async fn run(opts: RunOptions) -> Result<RunData, RunError> {
         events,
         overhead,
         layout,
+        hot,
         integrity,
         shaped,
         shaping_mechanism,
@@ -499,6 +507,60 @@ impl Sampler {
             std::mem::take(&mut *self.overhead.lock()),
             std::mem::take(&mut *self.layout.lock()),
         )
+    }
+}
+
+/// Reads the tracker's hot songs twice a second until `over`, and returns every change:
+/// copies ordered, held, released, per song of `songs` and region.
+async fn watch_hot(
+    tracker: Option<medley_api::TrackerClient>,
+    songs: Vec<SongId>,
+    t0: Instant,
+    over: medley_net::CancellationToken,
+) -> Vec<HotEvent> {
+    let Some(tracker) = tracker else {
+        return Vec::new();
+    };
+    let index: HashMap<SongId, usize> = songs.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    // (song, region) → (ordered, held) as last seen.
+    let mut last: HashMap<(usize, String), (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut events = Vec::new();
+    loop {
+        if let Ok(hot) = tracker.popularity().await {
+            let t_secs = t0.elapsed().as_secs_f64();
+            let mut now: HashMap<(usize, String), (Vec<String>, Vec<String>)> = HashMap::new();
+            for h in hot {
+                if let Some(&song) = index.get(&h.song) {
+                    now.insert((song, h.region), (h.ordered, h.held_by));
+                }
+            }
+            let mut event = |key: &(usize, String), what: &str, nodes: &[String]| {
+                events.push(HotEvent {
+                    t_secs,
+                    song: key.0,
+                    region: key.1.clone(),
+                    what: what.into(),
+                    nodes: nodes.to_vec(),
+                });
+            };
+            for (key, (ordered, held)) in &now {
+                let before = last.get(key);
+                if !ordered.is_empty() && before.is_none_or(|b| b.0.is_empty()) {
+                    event(key, "ordered", ordered);
+                }
+                if !held.is_empty() && before.is_none_or(|b| b.1.is_empty()) {
+                    event(key, "held", held);
+                }
+            }
+            for key in last.keys().filter(|k| !now.contains_key(*k)) {
+                event(key, "released", &[]);
+            }
+            last = now;
+        }
+        tokio::select! {
+            () = over.cancelled() => return events,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }
 

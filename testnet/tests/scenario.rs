@@ -732,3 +732,102 @@ fn a_run_by_a_user_who_is_not_root_is_shaped_in_a_namespace_of_its_own() {
         .unwrap();
     assert!((45.0..=60.0).contains(&rtt), "{rtt} ms");
 }
+
+/// A flash crowd on a small network: 30 listeners start one new song within 3 s.
+const CROWD: &str = r#"
+name = "crowd"
+duration_secs = 24
+sample_secs = 1
+tracker_config = "hot_plays = 4.0\nhot_half_life_secs = 120\nhot_copies = 2\npeer_ttl_secs = 60"
+
+[[regions]]
+name = "eu-west"
+nodes = 4
+node_capacity = "128 MiB"
+listeners = 36
+
+[catalogue]
+songs = 4
+min_secs = 12
+max_secs = 14
+sample_rates = [44100]
+k = 2
+m = 1
+
+[workload]
+zipf = 1.0
+arrivals_per_sec = 0.2
+session_songs = [1, 1]
+skip_pct = 0
+seek_pct = 0
+cache = "32 MiB"
+
+[[workload.flash_crowds]]
+at_secs = 6
+listeners = 30
+within_secs = 3
+"#;
+
+/// The crowd is served by the crowd: the tracker orders hot copies within seconds of the
+/// surge (from its own answers, read twice a second into `hot.jsonl`), long before any
+/// play of the crowd is over, and the crowd's later members get most of their bytes from
+/// the earlier members and the hot nodes, not rebuilt from shards.
+#[test]
+fn a_flash_crowd_is_served_by_the_crowd_and_hot_copies_ordered_at_the_surge() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crowd.toml");
+    std::fs::write(&file, CROWD).unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
+        .arg("run")
+        .arg(&file)
+        .args(["--seed", "9", "--out"])
+        .arg(&out)
+        .arg("--no-shaping")
+        .output()
+        .expect("run medley-testnet");
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let plays: Vec<PlayRecord> = jsonl(&out.join("plays.jsonl"));
+    let mut crowd: Vec<&PlayRecord> = plays.iter().filter(|p| p.flash).collect();
+    crowd.sort_by(|a, b| a.t_secs.total_cmp(&b.t_secs));
+    assert_eq!(crowd.len(), 30);
+    assert!(crowd.iter().all(|p| p.error.is_none()), "{crowd:?}");
+    let song = crowd[0].song;
+    let first = crowd[0].t_secs;
+    let hot: Vec<medley_testnet::record::HotEvent> = jsonl(&out.join("hot.jsonl"));
+    let ordered = hot
+        .iter()
+        .find(|e| e.song == song && e.what == "ordered")
+        .unwrap_or_else(|| panic!("no hot copies of the crowd's song ordered: {hot:?}"));
+    // A play is reported when it ends, after the song's 12 s: orders within 4 s of the
+    // first listener come from the surge of requests.
+    assert!(
+        ordered.t_secs - first <= 4.0,
+        "ordered {:.1} s after the crowd's first listener",
+        ordered.t_secs - first
+    );
+    let summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let h = summary
+        .crowd_hot
+        .expect("the crowd's hot copies in summary.json");
+    let after = h.ordered_after_secs.expect("ordered");
+    assert!((after - (ordered.t_secs - first)).abs() < 1e-6, "{h:?}");
+    // The later half of the crowd: most bytes from other listeners and hot nodes.
+    let later = &crowd[crowd.len() / 2..];
+    let (mut offloaded, mut total) = (0u64, 0u64);
+    for p in later {
+        let d = &p.result.as_ref().unwrap().delivery;
+        offloaded += d.peer_bytes + d.hot_bytes;
+        total += d.peer_bytes + d.hot_bytes + d.rebuilt_bytes;
+    }
+    assert!(
+        offloaded * 2 > total,
+        "the crowd's later half got {offloaded} of {total} bytes from peers and hot nodes"
+    );
+}
