@@ -209,21 +209,35 @@ impl Drop for Proc {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listeners_serve_what_they_played_and_keep_it_across_restarts() {
-    use std::io::BufRead;
+/// A testnet with the hot tier off (every whole copy comes from a listener) and one song of
+/// `secs` to `secs + 2` s (from `seed`) published: the song and its file.
+async fn one_song_without_hot_tier(
+    seed: u64,
+    secs: f64,
+) -> (
+    Testnet,
+    tempfile::TempDir,
+    medley_core::SongId,
+    std::path::PathBuf,
+) {
     let net = Testnet::builder()
         .log("info,libp2p=warn")
-        // The hot tier is off: every whole copy here comes from a listener.
         .tracker_config("hot_copies = 0")
         .spawn()
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("lib");
-    medley_testnet::library::generate(&lib, 1, 5, 20.0, 22.0).unwrap();
+    medley_testnet::library::generate(&lib, 1, seed, secs, secs + 2.0).unwrap();
     let songs = published(&publish(&net, &lib));
     let (song, src) = songs[0].clone();
+    (net, dir, song, src)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_serve_what_they_played_and_keep_it_across_restarts() {
+    use std::io::BufRead;
+    let (net, dir, song, src) = one_song_without_hot_tier(5, 20.0).await;
     let id = song.to_string();
     let reference = reference_wav(&src, dir.path());
     let region = "us-east";
@@ -365,18 +379,7 @@ fn assert_served_whole(o: &medley_client::PlayOutcome, source: &str, whole: u64,
 /// ends up with the song byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_holding_half_a_song_serves_that_half() {
-    let net = Testnet::builder()
-        .log("info,libp2p=warn")
-        // The hot tier is off: every whole segment here comes from a listener.
-        .tracker_config("hot_copies = 0")
-        .spawn()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("lib");
-    medley_testnet::library::generate(&lib, 1, 13, 40.0, 42.0).unwrap();
-    let songs = published(&publish(&net, &lib));
-    let (song, src) = songs[0].clone();
+    let (net, _dir, song, src) = one_song_without_hot_tier(13, 40.0).await;
     let region = net.nodes()[0].region.clone();
     let cache = bytesize::ByteSize::mib(64);
 

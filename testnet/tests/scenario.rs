@@ -4,7 +4,7 @@
 //! anything starts. With shaping (root and netem), round trips between regions match the
 //! scenario.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use medley_testnet::record::{FaultEvent, Integrity, LayoutSample, NodeSample, PlayRecord};
@@ -117,28 +117,37 @@ fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .collect()
 }
 
-#[test]
-fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and_plot() {
+/// Runs `medley-testnet <verb>` on `scenario` (written to a file in a new folder) with
+/// `args`, then `--out <folder>/out --no-shaping` (shaping changes how the host's loopback
+/// carries traffic: only the shaping tests do it, so that tests running side by side never
+/// fight over it). Fails the test unless it succeeds; returns the folder, the output folder
+/// and what it printed.
+fn run_unshaped(verb: &str, scenario: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("short.toml");
-    std::fs::write(&file, SHORT).unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, scenario).unwrap();
     let out = dir.path().join("out");
     let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
-        .arg("run")
+        .arg(verb)
         .arg(&file)
-        .args(["--seed", "42", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(&out)
-        // Shaping changes the host's loopback qdisc: only the shaping test below does it,
-        // so that tests running side by side never fight over it.
         .arg("--no-shaping")
         .output()
         .expect("run medley-testnet");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     assert!(
         run.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    (dir, out, stdout)
+}
+
+#[test]
+fn a_short_scenario_runs_end_to_end_with_every_fault_and_reports_every_table_and_plot() {
+    let (_dir, out, stdout) = run_unshaped("run", SHORT, &["--seed", "42"]);
     assert!(stdout.contains("report:"), "{stdout}");
 
     // The schedule it ran is the one seed 42 draws, and not another seed's.
@@ -532,25 +541,17 @@ cache = "16 MiB"
 
 #[test]
 fn a_two_seed_sweep_writes_both_runs_and_an_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tiny.toml");
-    std::fs::write(&file, TINY).unwrap();
-    let out = dir.path().join("sweep");
-    let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
-        .arg("sweep")
-        .arg(&file)
-        .args(["--seeds", "2", "--seed", "5"])
-        .args(["--set", "workload.arrivals_per_sec=2"])
-        .arg("--out")
-        .arg(&out)
-        .arg("--no-shaping")
-        .output()
-        .expect("run medley-testnet sweep");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (_dir, out, _) = run_unshaped(
+        "sweep",
+        TINY,
+        &[
+            "--seeds",
+            "2",
+            "--seed",
+            "5",
+            "--set",
+            "workload.arrivals_per_sec=2",
+        ],
     );
     // sweep.csv: a header and one row per run, with its seed and figures.
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
@@ -774,24 +775,7 @@ within_secs = 3
 /// the earlier members and the hot nodes, not rebuilt from shards.
 #[test]
 fn a_flash_crowd_is_served_by_the_crowd_and_hot_copies_ordered_at_the_surge() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("crowd.toml");
-    std::fs::write(&file, CROWD).unwrap();
-    let out = dir.path().join("out");
-    let run = Command::new(medley_testnet::bin_dir().join("medley-testnet"))
-        .arg("run")
-        .arg(&file)
-        .args(["--seed", "9", "--out"])
-        .arg(&out)
-        .arg("--no-shaping")
-        .output()
-        .expect("run medley-testnet");
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (_dir, out, _) = run_unshaped("run", CROWD, &["--seed", "9"]);
     let plays: Vec<PlayRecord> = jsonl(&out.join("plays.jsonl"));
     let mut crowd: Vec<&PlayRecord> = plays.iter().filter(|p| p.flash).collect();
     crowd.sort_by(|a, b| a.t_secs.total_cmp(&b.t_secs));

@@ -239,7 +239,11 @@ async fn main() -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for (l, schedule) in schedules.iter().enumerate() {
             let region = &regions[l % regions.len()];
-            let c = net.listener_config(region, &format!("b{l}"), bytesize::ByteSize::b(0));
+            let mut c = net.listener_config(region, &format!("b{l}"), bytesize::ByteSize::b(0));
+            // A region no node is in: the baseline's requests for sources count where no
+            // hot copy can be ordered, so it neither uses the hot tier nor warms it for the
+            // run that follows.
+            c.region = format!("baseline-{region}");
             let client = Arc::new(Client::new(scaled(c))?);
             let schedule: Vec<SongId> =
                 schedule.iter().take(args.baseline_plays).copied().collect();
