@@ -89,9 +89,18 @@ impl Announcer {
                     }
                 }
             }
+            // A hot song filled or dropped is told at once: clients find the copy while
+            // the crowd that made the song hot is still arriving.
+            let hot_changed = async {
+                match &self.hot {
+                    Some(hot) => hot.changed().notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.interval) => {}
+                () = hot_changed => {}
             }
             let now = (
                 Instant::now(),

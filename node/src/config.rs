@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "MEDLEY_";
 /// Every setting, documented: the commented file `medley-node init` writes and the
 /// operator guide's reference come from this table, and a test checks it against
 /// [`NodeConfig`].
-pub const FIELDS: [FieldDoc; 26] = [
+pub const FIELDS: [FieldDoc; 27] = [
     FieldDoc {
         name: "data_dir",
         doc: "Directory holding the store (db/), the identity key and node.json.",
@@ -171,6 +171,12 @@ pub const FIELDS: [FieldDoc; 26] = [
         example: None,
     },
     FieldDoc {
+        name: "hot_poll_secs",
+        doc: "Seconds between asking the tracker which songs to hold whole: a surge of\n\
+              demand orders copies at once, and the node takes them up within this.",
+        example: None,
+    },
+    FieldDoc {
         name: "hot_cache",
         doc: "Memory for the hot segments served most recently, kept as they were when read\n\
               from disk and checked against their hash, so a popular song is served without\n\
@@ -240,6 +246,8 @@ pub struct NodeConfig {
     pub scrub_interval_secs: u64,
     /// Most bytes of whole hot songs kept (part of `capacity`).
     pub hot_capacity: ByteSize,
+    /// Seconds between asking the tracker for hot orders.
+    pub hot_poll_secs: u64,
     /// Memory for the hot segments served most recently.
     pub hot_cache: ByteSize,
     /// Address of the admin endpoint (`/status`, `/metrics`); port 0 picks a free one,
@@ -274,6 +282,7 @@ impl Default for NodeConfig {
             scrub_bytes_per_sec: ByteSize::mib(8),
             scrub_interval_secs: 86_400,
             hot_capacity: ByteSize::gib(1),
+            hot_poll_secs: 1,
             hot_cache: ByteSize::b(StoreConfig::default().hot_cache as u64),
             admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -343,6 +352,12 @@ impl NodeConfig {
         if self.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid {
                 field: "max_concurrent_requests",
+                reason: "must be at least 1",
+            });
+        }
+        if self.hot_poll_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "hot_poll_secs",
                 reason: "must be at least 1",
             });
         }

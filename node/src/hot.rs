@@ -62,6 +62,9 @@ pub struct HotTier {
     bytes: AtomicU64,
     /// Songs held whole, with their segment ids.
     held: parking_lot::Mutex<BTreeMap<SongId, Vec<SegmentId>>>,
+    /// Woken when what it holds changed, so that the tracker hears it at once rather than
+    /// at the next heartbeat.
+    changed: tokio::sync::Notify,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -109,7 +112,13 @@ impl HotTier {
             capacity,
             bytes: AtomicU64::new(bytes),
             held: parking_lot::Mutex::new(held),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Woken when the songs held whole changed.
+    pub(crate) fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// Bytes the hot tier may still take.
@@ -247,6 +256,7 @@ impl HotTier {
         let ids: Vec<SegmentId> = body.segments.iter().map(|s| s.id).collect();
         let n = ids.len();
         self.held.lock().insert(song, ids);
+        self.changed.notify_one();
         self.save().await?;
         Ok(n)
     }
@@ -332,6 +342,7 @@ impl HotTier {
             let kept: BTreeSet<SegmentId> = held.values().flatten().copied().collect();
             ids.into_iter().filter(|id| !kept.contains(id)).collect()
         };
+        self.changed.notify_one();
         self.save().await?;
         let n = doomed.len();
         self.delete_segments(doomed).await;

@@ -166,7 +166,7 @@ impl Node {
                 peer.clone(),
                 tracker.clone(),
                 RateLimiter::new(config.repair_bytes_per_sec.as_u64()),
-                heartbeat,
+                Duration::from_secs(config.hot_poll_secs),
                 config.hot_capacity.as_u64(),
             ))
         });
