@@ -77,6 +77,11 @@ impl Handler for CacheService {
 /// Least time between two announcements: segments arriving one after another are told in
 /// one announcement a second at most.
 const MIN_GAP: Duration = Duration::from_secs(1);
+/// How long a change waits for the ones right behind it: a fetch window's segments arrive
+/// within milliseconds of each other, and one announcement should carry them all (a
+/// have-map of the first segment alone would send the crowd behind to the shards for the
+/// rest until the next announcement).
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Announces what the cache holds to serve: the songs held whole, and the segments held of
 /// songs being fetched (have-maps). Every `every` (to renew it), and within [`MIN_GAP`] of a
@@ -129,18 +134,24 @@ pub(crate) async fn announce(
                 }
             }
         }
+        let changed = tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(renew_at.max(tokio::time::Instant::now() + MIN_GAP)) => false,
+            () = played.notified() => true,
+            () = cache.added().notified() => true,
+        };
+        // A change waits for those right behind it, and there is at most one announcement
+        // per MIN_GAP, however fast segments arrive.
+        let mut not_before = tokio::time::Instant::now();
+        if changed {
+            not_before += SETTLE;
+        }
+        if let Some(at) = last_sent {
+            not_before = not_before.max(at + MIN_GAP);
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = tokio::time::sleep_until(renew_at.max(tokio::time::Instant::now() + MIN_GAP)) => {}
-            () = played.notified() => {}
-            () = cache.added().notified() => {}
-        }
-        // At most one announcement per MIN_GAP, however fast segments arrive.
-        if let Some(at) = last_sent {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep_until(at + MIN_GAP) => {}
-            }
+            () = tokio::time::sleep_until(not_before) => {}
         }
     }
     if last
