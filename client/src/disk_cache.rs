@@ -251,14 +251,20 @@ impl DiskCache {
     pub fn holdings(&self) -> (Vec<SongId>, Vec<medley_api::PartialCopy>) {
         let fetching: Vec<(SongId, Vec<SegmentId>)> =
             self.fetching.lock().iter().rev().cloned().collect();
+        // What is held of each, read under one lock.
+        let held: Vec<Vec<usize>> = {
+            let idx = self.index.lock();
+            fetching
+                .iter()
+                .map(|(_, segments)| {
+                    (0..segments.len())
+                        .filter(|&i| idx.entries.contains_key(&segments[i]))
+                        .collect()
+                })
+                .collect()
+        };
         let mut partial = Vec::new();
-        for (song, segments) in fetching {
-            let held: Vec<usize> = {
-                let idx = self.index.lock();
-                (0..segments.len())
-                    .filter(|&i| idx.entries.contains_key(&segments[i]))
-                    .collect()
-            };
+        for ((song, segments), held) in fetching.into_iter().zip(held) {
             if held.len() == segments.len() {
                 self.note_song(song, &segments);
             } else if !held.is_empty() {

@@ -134,7 +134,7 @@ pub(crate) async fn announce(
                 }
             }
         }
-        let changed = tokio::select! {
+        let woken_by_change = tokio::select! {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(renew_at.max(tokio::time::Instant::now() + MIN_GAP)) => false,
             () = played.notified() => true,
@@ -143,7 +143,7 @@ pub(crate) async fn announce(
         // A change waits for those right behind it, and there is at most one announcement
         // per MIN_GAP, however fast segments arrive.
         let mut not_before = tokio::time::Instant::now();
-        if changed {
+        if woken_by_change {
             not_before += SETTLE;
         }
         if let Some(at) = last_sent {

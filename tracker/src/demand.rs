@@ -374,19 +374,6 @@ impl Demand {
             .collect()
     }
 
-    /// Counts a play of `song` (`size` bytes) in `region`; orders hot copies when it turns
-    /// hot there.
-    pub(crate) fn play(
-        &self,
-        registry: &Registry,
-        song: SongId,
-        size: u64,
-        region: &str,
-        now: u64,
-    ) {
-        self.count_plays(registry, song, size, region, 1, now);
-    }
-
     /// Counts a request for `song`'s sources from `region`: a surge of them makes the song
     /// hot there at once (see [`Popularity::request`]), shared with the other replicas as
     /// the plays it stands for.
@@ -401,11 +388,14 @@ impl Demand {
         let plays = self.state.lock().request(self.rules, song, region, now);
         if plays > 0.0 {
             let plays = u32::try_from(plays as u64).unwrap_or(u32::MAX);
-            self.count_plays(registry, song, size, region, plays, now);
+            self.plays(registry, song, size, region, plays, now);
         }
     }
 
-    fn count_plays(
+    /// Counts `plays` plays of `song` (`size` bytes) in `region`; orders hot copies when it
+    /// turns hot there (on the replica that makes the orders), and shares them with the
+    /// other replicas.
+    pub(crate) fn plays(
         &self,
         registry: &Registry,
         song: SongId,

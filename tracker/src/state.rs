@@ -654,13 +654,9 @@ impl State {
             })
             .collect();
         if let Some(region) = region.filter(|r| !r.is_empty() && r.len() <= 64) {
-            let region = if self.registry.has_region(region) {
-                region
-            } else {
-                OTHER_REGION
-            };
             let size = manifest.body().total_size;
-            self.demand.request(&self.registry, id, size, region, now);
+            self.demand
+                .request(&self.registry, id, size, self.demand_region(region), now);
         }
         Ok(SongSources {
             song: id,
@@ -681,14 +677,21 @@ impl State {
             return Err(StateError::BadPlay("region must be 1 to 64 bytes"));
         }
         let size = self.catalog.song_size(id)?;
-        let region = if self.registry.has_region(region) {
+        let region = self.demand_region(region);
+        let plays = self.catalog.count_play(id, region)?;
+        self.demand
+            .plays(&self.registry, id, size, region, 1, now_ms());
+        Ok(plays)
+    }
+
+    /// The region demand from `region` counts in: itself when a node is in it, else
+    /// `other`, so that the regions a stranger can name do not make the tracker keep more.
+    fn demand_region<'a>(&self, region: &'a str) -> &'a str {
+        if self.registry.has_region(region) {
             region
         } else {
             OTHER_REGION
-        };
-        let plays = self.catalog.count_play(id, region)?;
-        self.demand.play(&self.registry, id, size, region, now_ms());
-        Ok(plays)
+        }
     }
 
     /// Writes the plays counted since the last flush (called every second, and at
