@@ -1,15 +1,19 @@
 //! Full-text search over song metadata with tantivy. Reads metadata only, never audio.
 //!
-//! Fields: title, artist, album, genre (tokenized, lowercased; searched), year (numeric;
-//! filtered), exact lowercased artist, album and genre (filters), and the song id.
+//! Fields: title, artist, album, genre (stored, shown), one combined field of their words
+//! (tokenized, lowercased; searched), year (numeric; filtered), exact lowercased artist,
+//! album and genre (filters), and the song id.
 //!
-//! A query is split into words. Every word must match one of the text fields, exactly
-//! (boosted), within an edit distance (1 for words of 4+ characters, 2 for 8+: typo
-//! tolerance), and the last word also as a prefix (search as you type). Title and artist
-//! matches weigh more than album and genre. Results are ranked by BM25 with those boosts.
-//! The expansions (prefix and typo tolerance) run only when the exact words do not fill the
-//! requested page; then `total` counts the expanded matches too. On a large catalogue they
-//! are most of a query's cost, and exact matches outrank expanded ones anyway.
+//! A query is split into words. Every word must match the combined field exactly, or, in
+//! later phases that run only when the earlier ones do not fill the requested page, the
+//! last word as a prefix (search as you type) and then every word within an edit distance
+//! (1 for words of 4+ characters, 2 for 8+: typo tolerance). Results are ranked by BM25 on
+//! the combined field, where a title word counts three times and an artist word twice
+//! (BM25F's field weights as term frequencies), so title and artist matches weigh more than
+//! album and genre; exact matches outrank expanded ones. When a later phase runs, `total`
+//! counts its matches. On a large catalogue the expansions are most of a query's cost, and
+//! one posting list per word (not a union over four fields) lets ranking skip whole blocks
+//! of documents that cannot reach the page (block-max WAND).
 //!
 //! The index is derived state: RocksDB is the source of truth. Each publish appends to a
 //! journal in RocksDB; the index records in its commit payload the journal position it has
@@ -25,7 +29,10 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
     BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
 };
-use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value};
+use tantivy::schema::{
+    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    Value,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
 /// Largest page of results.
@@ -40,6 +47,23 @@ const MAX_ARTIST_SONGS: usize = 1000;
 const MAX_WORDS: usize = 8;
 
 pub(crate) use medley_api::{Artist, Hit, SearchQuery, SearchResults};
+
+/// How the words of a query match, from the cheapest to the most forgiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Every word exactly.
+    Exact,
+    /// And the last word as a prefix.
+    Prefix,
+    /// And every word within an edit distance.
+    Typos,
+}
+
+/// How many times each searched field's words go into the combined field: a word's
+/// frequency there weighs its field (BM25F's weighted term frequency), so a title or artist
+/// match outranks an album or genre match.
+const TITLE_WEIGHT: usize = 3;
+const ARTIST_WEIGHT: usize = 2;
 
 /// Search failures.
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +99,17 @@ struct Fields {
     artist_exact: Field,
     album_exact: Field,
     genre_exact: Field,
+    all: Field,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
-        title: b.add_text_field("title", TEXT | STORED),
-        artist: b.add_text_field("artist", TEXT | STORED),
-        album: b.add_text_field("album", TEXT | STORED),
-        genre: b.add_text_field("genre", TEXT | STORED),
+        title: b.add_text_field("title", STORED),
+        artist: b.add_text_field("artist", STORED),
+        album: b.add_text_field("album", STORED),
+        genre: b.add_text_field("genre", STORED),
         year: b.add_u64_field("year", INDEXED | STORED),
         duration: b.add_u64_field("duration_ms", STORED),
         track: b.add_u64_field("track", STORED),
@@ -93,6 +118,16 @@ fn schema() -> (Schema, Fields) {
         artist_exact: b.add_text_field("artist_exact", STRING),
         album_exact: b.add_text_field("album_exact", STRING),
         genre_exact: b.add_text_field("genre_exact", STRING),
+        // Every searched word of a song in one field, with frequencies (BM25) and without
+        // positions: one posting list per word to intersect, not a union of four.
+        all: b.add_text_field(
+            "all",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        ),
     };
     (b.build(), fields)
 }
@@ -189,6 +224,19 @@ impl Search {
             // Replays may repeat a song: delete first so it is indexed once.
             writer.delete_term(Term::from_field_text(f.id, &id.to_string()));
             let mut d = doc!(f.id => id.to_string(), f.title => meta.title.clone());
+            for _ in 0..TITLE_WEIGHT {
+                d.add_text(f.all, &meta.title);
+            }
+            for a in meta
+                .artist
+                .iter()
+                .flat_map(|a| std::iter::repeat_n(a, ARTIST_WEIGHT))
+            {
+                d.add_text(f.all, a);
+            }
+            for t in [&meta.album, &meta.genre].into_iter().flatten() {
+                d.add_text(f.all, t);
+            }
             if let Some(a) = &meta.artist {
                 d.add_text(f.artist, a);
                 d.add_text(f.artist_exact, a.to_lowercase());
@@ -224,59 +272,43 @@ impl Search {
         Ok(())
     }
 
-    /// Runs a query.
-    /// The clauses of `q`: every word must match some text field exactly or, when `expand`,
-    /// within an edit distance or (the last word) as a prefix; plus the filters.
-    fn clauses(
-        &self,
-        q: &SearchQuery,
-        ws: &[String],
-        expand: bool,
-    ) -> Vec<(Occur, Box<dyn Query>)> {
+    /// The query of `q` in `phase`: every word must match the combined field (exactly, or
+    /// as the phase allows), plus the filters. One exact word without filters is a bare
+    /// term query, so that ranking can skip blocks (block-max WAND), as it can for a
+    /// conjunction of exact words.
+    fn query(&self, q: &SearchQuery, ws: &[String], phase: Phase) -> Box<dyn Query> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (i, w) in ws.iter().enumerate() {
             let last = i + 1 == ws.len();
-            let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-            for (field, weight) in [
-                (f.title, 3.0),
-                (f.artist, 2.5),
-                (f.album, 1.5),
-                (f.genre, 1.0),
-            ] {
-                let term = Term::from_field_text(field, w);
-                per_field.push((
+            let term = Term::from_field_text(f.all, w);
+            let exact: Box<dyn Query> =
+                Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
+            let mut expanded: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            if phase != Phase::Exact && last {
+                expanded.push((
                     Occur::Should,
-                    Box::new(BoostQuery::new(
-                        Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
-                        weight * 2.0,
-                    )),
+                    Box::new(FuzzyTermQuery::new_prefix(term.clone(), 0, true)),
                 ));
-                let distance = match w.chars().count() {
-                    0..=3 => 0,
-                    4..=7 => 1,
-                    _ => 2,
-                };
-                if expand && distance > 0 {
-                    per_field.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(FuzzyTermQuery::new(term.clone(), distance, true)),
-                            weight,
-                        )),
-                    ));
-                }
-                if expand && last {
-                    per_field.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(FuzzyTermQuery::new_prefix(term, 0, true)),
-                            weight,
-                        )),
-                    ));
-                }
             }
-            clauses.push((Occur::Must, Box::new(BooleanQuery::new(per_field))));
+            let distance = match w.chars().count() {
+                0..=3 => 0,
+                4..=7 => 1,
+                _ => 2,
+            };
+            if phase == Phase::Typos && distance > 0 {
+                expanded.push((
+                    Occur::Should,
+                    Box::new(FuzzyTermQuery::new(term, distance, true)),
+                ));
+            }
+            if expanded.is_empty() {
+                clauses.push((Occur::Must, exact));
+            } else {
+                // Expanded words match with a constant score: an exact match weighs more.
+                expanded.push((Occur::Should, Box::new(BoostQuery::new(exact, 2.0))));
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(expanded))));
+            }
         }
         // Exact, case-insensitive filters on whole values.
         for (field, value) in [
@@ -301,7 +333,12 @@ impl Search {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
-        clauses
+        if clauses.len() == 1 {
+            if let Some((_, only)) = clauses.pop() {
+                return only;
+            }
+        }
+        Box::new(BooleanQuery::new(clauses))
     }
 
     /// The stored fields of document `addr` as a search result.
@@ -473,26 +510,30 @@ impl Search {
             return Err(SearchError::BadQuery("give a query or a filter".into()));
         }
         let searcher = self.reader.searcher();
-        let run = |expand: bool| {
-            let query = BooleanQuery::new(self.clauses(q, &ws, expand));
-            searcher.search(
+        // Ranking and counting as two passes: ranking alone may skip the blocks that cannot
+        // reach the page (block-max WAND over the combined field's posting lists), and
+        // counting alone reads document ids only.
+        let run = |phase: Phase| -> Result<_, SearchError> {
+            let query = self.query(q, &ws, phase);
+            let top = searcher.search(
                 &query,
-                &(
-                    TopDocs::with_limit(limit)
-                        .and_offset(q.offset)
-                        .order_by_score(),
-                    Count,
-                ),
-            )
+                &TopDocs::with_limit(limit)
+                    .and_offset(q.offset)
+                    .order_by_score(),
+            )?;
+            Ok((top, query.count(&searcher)?))
         };
-        // Exact words first. The expansions (the last word as a prefix, every word to its
-        // typo neighbours in the dictionary) run only when exact words do not fill the
-        // page: exact matches outrank expanded ones anyway, and on a large catalogue the
-        // expansions are most of a query's cost (a common last word such as "the" is the
-        // prefix of hundreds of terms).
-        let (mut top, mut total) = run(false)?;
-        if total < q.offset + limit && !ws.is_empty() {
-            (top, total) = run(true)?;
+        // Exact words first. Then, only when they do not fill the page, the last word also
+        // as a prefix (search as you type), then every word also to its typo neighbours in
+        // the dictionary: exact matches outrank expanded ones anyway, and on a large
+        // catalogue the expansions are most of a query's cost (a common last word such as
+        // "the" is the prefix of hundreds of terms).
+        let (mut top, mut total) = run(Phase::Exact)?;
+        for phase in [Phase::Prefix, Phase::Typos] {
+            if total >= q.offset + limit || ws.is_empty() {
+                break;
+            }
+            (top, total) = run(phase)?;
         }
         let results = top
             .into_iter()

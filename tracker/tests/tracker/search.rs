@@ -47,6 +47,16 @@ fn catalogue() -> Vec<SongMeta> {
             "Blues",
             2019,
         ),
+        // One word in a long title and in an album of a song with a short title: the title
+        // match ranks first (by length alone, BM25 would put the short song first).
+        meta(
+            "Vellichor of the Long Evening Tide",
+            "Anselm Quell",
+            "Harborlight",
+            "Folk",
+            2001,
+        ),
+        meta("Arcade", "Nerys Talwyn", "Vellichor", "Folk", 2001),
     ];
     for n in 0..25 {
         songs.push(meta(
@@ -109,6 +119,14 @@ async fn search_by_field_with_typos_prefixes_filters_and_pages() {
         "Lampwick Serenade"
     );
     assert!(titles(&search(&http, &url, "q=jazz").await).contains(&"Zephyrine Engine".to_string()));
+    // Fields weigh: a title match outranks an album match of the same word.
+    assert_eq!(
+        titles(&search(&http, &url, "q=vellichor").await),
+        vec![
+            "Vellichor of the Long Evening Tide".to_string(),
+            "Arcade".to_string()
+        ]
+    );
     // Typos: one letter changed, one letter doubled.
     assert_eq!(
         titles(&search(&http, &url, "q=lindkvoss").await)[0],
