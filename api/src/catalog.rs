@@ -139,8 +139,13 @@ impl Hit {
 /// A page of search results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchResults {
-    /// Matches in all.
+    /// Matches in all: exact up to the tracker's exact-count threshold (10,000 matches per
+    /// index segment), past it an estimate (see `approximate`).
     pub total: usize,
+    /// Whether `total` is an estimate: the matches were counted up to the threshold and the
+    /// rest estimated from how densely they fell among the documents walked so far.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approximate: bool,
     /// Results skipped.
     pub offset: usize,
     /// This page.

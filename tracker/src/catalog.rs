@@ -123,7 +123,11 @@ impl Catalog {
             m,
         };
         catalog.reload_publishers()?;
-        catalog.catch_up_index(&HashMap::new())?;
+        let replayed = catalog.catch_up_index(&HashMap::new())?;
+        if fresh && replayed > 0 {
+            // Rebuilt from scratch in batches: one segment, as after an import.
+            catalog.search.merge_all()?;
+        }
         catalog.backfill_placement()?;
         Ok(catalog)
     }
@@ -540,6 +544,11 @@ impl Catalog {
             });
         }
         Ok(manifest)
+    }
+
+    /// Merges the search index into one segment, as after a bulk import.
+    pub(crate) fn merge_search(&self) -> Result<(), StateError> {
+        Ok(self.search.merge_all()?)
     }
 
     /// Commits many signed manifests at once, for bulk loads: each is checked as by

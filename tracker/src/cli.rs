@@ -148,6 +148,13 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    if created > 0 {
+        eprintln!("merging the search index…");
+        state
+            .catalog()
+            .merge_search()
+            .context("cannot merge the search index")?;
+    }
     println!(
         "imported {created} new songs ({existing} already there, {rejected} refused) in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -26,6 +26,7 @@ use std::path::Path;
 use medley_core::{SongId, SongMeta};
 use parking_lot::Mutex;
 use tantivy::collector::{Count, TopDocs};
+use tantivy::query::EnableScoring;
 use tantivy::query::{
     BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
 };
@@ -33,7 +34,9 @@ use tantivy::schema::{
     Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
     Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term, doc,
+};
 
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
@@ -45,6 +48,12 @@ pub(crate) const MAX_ARTISTS: usize = 500;
 const MAX_ARTIST_SONGS: usize = 1000;
 /// Most words of a query that are used.
 const MAX_WORDS: usize = 8;
+/// Matches counted one by one (shared among the index segments by their sizes); past them,
+/// a segment's total is estimated from how densely they fell among its documents so far.
+/// Counting a query of two common words exactly walked hundreds of thousands of matches.
+const EXACT_COUNT: u32 = 10_000;
+/// Bytes of stored fields compressed together (tantivy's default is 16 KiB).
+const DOC_STORE_BLOCK: usize = 4096;
 
 pub(crate) use medley_api::{Artist, Hit, SearchQuery, SearchResults};
 
@@ -178,7 +187,19 @@ impl Search {
                     std::fs::remove_dir_all(dir).map_err(io)?;
                 }
                 std::fs::create_dir_all(dir).map_err(io)?;
-                (Index::create_in_dir(dir, schema)?, true)
+                // Small doc-store blocks: a result page reads twenty songs from blocks spread
+                // over the whole catalogue, and each read decompresses its whole block.
+                let settings = tantivy::IndexSettings {
+                    docstore_blocksize: DOC_STORE_BLOCK,
+                    ..Default::default()
+                };
+                (
+                    Index::builder()
+                        .schema(schema)
+                        .settings(settings)
+                        .create_in_dir(dir)?,
+                    true,
+                )
             }
         };
         // Search a query's segments on all cores: a query's latency, not only the
@@ -200,6 +221,19 @@ impl Search {
             },
             fresh,
         ))
+    }
+
+    /// Merges the index into one segment (after a bulk import): a query then looks up each
+    /// word, walks its automaton and keeps its top page once, not once per segment.
+    pub(crate) fn merge_all(&self) -> Result<(), SearchError> {
+        let ids = self.index.searchable_segment_ids()?;
+        if ids.len() > 1 {
+            let mut writer = self.writer.lock();
+            writer.merge(&ids).wait()?;
+            writer.garbage_collect_files().wait()?;
+        }
+        self.reader.reload()?;
+        Ok(())
     }
 
     /// The journal position the committed index has reached (0: none).
@@ -521,19 +555,19 @@ impl Search {
                     .and_offset(q.offset)
                     .order_by_score(),
             )?;
-            Ok((top, query.count(&searcher)?))
+            Ok((top, count(&searcher, query.as_ref())?))
         };
         // Exact words first. Then, only when they do not fill the page, the last word also
         // as a prefix (search as you type), then every word also to its typo neighbours in
         // the dictionary: exact matches outrank expanded ones anyway, and on a large
         // catalogue the expansions are most of a query's cost (a common last word such as
         // "the" is the prefix of hundreds of terms).
-        let (mut top, mut total) = run(Phase::Exact)?;
+        let (mut top, (mut total, mut approximate)) = run(Phase::Exact)?;
         for phase in [Phase::Prefix, Phase::Typos] {
             if total >= q.offset + limit || ws.is_empty() {
                 break;
             }
-            (top, total) = run(phase)?;
+            (top, (total, approximate)) = run(phase)?;
         }
         let results = top
             .into_iter()
@@ -541,8 +575,160 @@ impl Search {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SearchResults {
             total,
+            approximate,
             offset: q.offset,
             results,
         })
+    }
+}
+
+/// Stretches of an index segment's documents counted apart when the total is estimated.
+const COUNT_STRATA: u32 = 16;
+
+/// The matches of `query`, and whether that is an estimate: per index segment, the number
+/// of matching documents from its term statistics when the query is one term and nothing
+/// is deleted, else counted one by one. Past its share of [`EXACT_COUNT`], a segment is
+/// sampled instead (a second walk): its documents are cut into [`COUNT_STRATA`] equal stretches, the
+/// matches at the start of each are counted up to a share of the budget, and each
+/// stretch's total is extrapolated from its own density (songs published together, such as
+/// a new artist's, sit together, so one density for the whole segment would not do).
+fn count(searcher: &tantivy::Searcher, query: &dyn Query) -> Result<(usize, bool), SearchError> {
+    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let (mut total, mut approximate) = (0f64, false);
+    let all_docs: u64 = searcher
+        .segment_readers()
+        .iter()
+        .map(|r| u64::from(r.max_doc()))
+        .sum();
+    for reader in searcher.segment_readers() {
+        if reader.alive_bitset().is_none() && query.is::<TermQuery>() {
+            total += f64::from(weight.count(reader)?);
+            continue;
+        }
+        let share = u64::from(EXACT_COUNT) * u64::from(reader.max_doc()) / all_docs.max(1);
+        let per_stratum = u32::try_from(share / u64::from(COUNT_STRATA))
+            .unwrap_or(EXACT_COUNT)
+            .max(16);
+        let budget = u32::try_from(share).unwrap_or(EXACT_COUNT).max(16);
+        let alive = reader.alive_bitset();
+        let is_alive = |doc| alive.is_none_or(|a| a.is_alive(doc));
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let (mut n, mut doc) = (0u32, scorer.doc());
+        while doc != TERMINATED && n < budget {
+            if is_alive(doc) {
+                n += 1;
+            }
+            doc = scorer.advance();
+        }
+        if doc == TERMINATED {
+            total += f64::from(n);
+            continue;
+        }
+        approximate = true;
+        let max_doc = reader.max_doc();
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let mut doc = scorer.doc();
+        for j in 0..COUNT_STRATA {
+            let start = (u64::from(max_doc) * u64::from(j) / u64::from(COUNT_STRATA)) as u32;
+            let end = (u64::from(max_doc) * u64::from(j + 1) / u64::from(COUNT_STRATA)) as u32;
+            if doc < start {
+                doc = scorer.seek(start);
+            }
+            let mut n = 0u32;
+            while doc < end {
+                if is_alive(doc) {
+                    n += 1;
+                    if n == per_stratum {
+                        break;
+                    }
+                }
+                doc = scorer.advance();
+            }
+            if doc < end {
+                // Budget spent at `doc`: the rest of the stretch as dense as its start.
+                let walked = f64::from(doc - start) + 1.0;
+                total += f64::from(n) * f64::from(end - start) / walked;
+                doc = scorer.advance();
+            } else {
+                total += f64::from(n);
+            }
+            if doc == TERMINATED {
+                break;
+            }
+        }
+    }
+    Ok((total.round() as usize, approximate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn song(n: u32, title: &str) -> (SongId, SongMeta) {
+        let meta = SongMeta {
+            title: title.to_string(),
+            artist: Some(format!("Artist {n}")),
+            album: None,
+            genre: None,
+            year: None,
+            track: None,
+            duration_ms: None,
+            codec: "flac".into(),
+            mime: "audio/flac".into(),
+            bitrate: None,
+        };
+        (SongId(medley_core::Hash::of(&n.to_le_bytes())), meta)
+    }
+
+    fn query(q: &str) -> SearchQuery {
+        SearchQuery {
+            q: q.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn totals_are_exact_below_the_threshold_and_estimated_close_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (search, _) = Search::open(dir.path()).unwrap();
+        // Every song has "river"; every third also "stone"; every song of the second
+        // half "moon" (so matches are not spread evenly over the documents).
+        let n = 4 * EXACT_COUNT;
+        let songs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut t = String::from("river");
+                if i % 3 == 0 {
+                    t.push_str(" stone");
+                }
+                if i >= n / 2 {
+                    t.push_str(" moon");
+                }
+                song(i, &t)
+            })
+            .collect();
+        search.add(&songs, 1).unwrap();
+        search.merge_all().unwrap();
+
+        // One word: its document frequency, exact.
+        let r = search.search(&query("river")).unwrap();
+        assert_eq!((r.total, r.approximate), (n as usize, false));
+        // Two words, fewer matches than the threshold: counted, exact.
+        let r = search.search(&query("stone moon")).unwrap();
+        let want = (n / 2..n).filter(|i| i % 3 == 0).count();
+        assert!(want < EXACT_COUNT as usize);
+        assert_eq!((r.total, r.approximate), (want, false));
+        // Two words, more: an estimate, said to be one, within 5 %, also when the
+        // matches sit together (the second half).
+        for (q, want) in [
+            ("river stone", (0..n).filter(|i| i % 3 == 0).count()),
+            ("river moon", (n / 2) as usize),
+        ] {
+            let r = search.search(&query(q)).unwrap();
+            assert!(want > EXACT_COUNT as usize);
+            assert!(r.approximate, "{q}");
+            let err = (r.total as f64 - want as f64).abs() / want as f64;
+            assert!(err < 0.05, "{q}: estimated {} of {want}", r.total);
+            assert_eq!(r.results.len(), 20, "the page is full either way");
+        }
     }
 }

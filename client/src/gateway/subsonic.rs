@@ -409,7 +409,7 @@ async fn all_hits(gw: &Shared, mut params: SearchQuery, max: usize) -> Result<Ve
             .map_err(|e| upstream(&e.into()))?;
         let n = page.results.len();
         out.extend(page.results);
-        if n < 100 || out.len() >= max || out.len() >= page.total {
+        if n < 100 || out.len() >= max || (!page.approximate && out.len() >= page.total) {
             break;
         }
     }
