@@ -219,6 +219,16 @@ impl Client {
         id: SongId,
         cache: Option<Arc<dyn SegmentStore>>,
     ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
+        self.fetcher_opts(id, cache, self.fetch_options()).await
+    }
+
+    /// A fetcher for song `id` that uses `cache`, if given, and fetches as `opts` say.
+    pub(crate) async fn fetcher_opts(
+        &self,
+        id: SongId,
+        cache: Option<Arc<dyn SegmentStore>>,
+        opts: FetchOptions,
+    ) -> Result<(Arc<Fetcher>, medley_core::Manifest), ClientError> {
         let manifest = self
             .tracker()
             .manifest(id)
@@ -245,7 +255,7 @@ impl Client {
             peer,
             &manifest,
             sources.holders,
-            self.fetch_options(),
+            opts,
             Arc::new(Report::default()),
         )
         // Never itself: it would only find what its cache already missed.

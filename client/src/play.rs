@@ -21,7 +21,7 @@ use symphonia::core::io::ReadOnlySource;
 
 use crate::Client;
 use crate::error::ClientError;
-use crate::fetch::SourceStats;
+use crate::fetch::{FetchOptions, SourceStats};
 
 /// Segments in flight during a download.
 const DOWNLOAD_WINDOW: usize = 16;
@@ -631,7 +631,14 @@ impl Client {
     /// Downloads song `id` byte for byte to `out` (`-`: standard output). A file is written
     /// beside its final name and renamed when complete, so a failed download leaves nothing.
     pub async fn download(&self, id: SongId, out: &Path) -> Result<Downloaded, ClientError> {
-        let (fetcher, manifest) = self.fetcher(id).await?;
+        // No play head waits on a download: `k` shard holders per segment, not `k` and
+        // spares, so that no bytes are fetched to be thrown away; a slow holder is still
+        // hedged after `hedge_after`, and the window keeps many segments in flight.
+        let opts = FetchOptions {
+            extra_sources: 0,
+            ..self.fetch_options()
+        };
+        let (fetcher, manifest) = self.fetcher_opts(id, None, opts).await?;
         let total = manifest.body().total_size;
         let bar =
             ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());

@@ -367,10 +367,10 @@ impl Search {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
-        if clauses.len() == 1 {
-            if let Some((_, only)) = clauses.pop() {
-                return only;
-            }
+        if clauses.len() == 1
+            && let Some((_, only)) = clauses.pop()
+        {
+            return only;
         }
         Box::new(BooleanQuery::new(clauses))
     }

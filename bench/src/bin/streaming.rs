@@ -36,6 +36,12 @@ struct Args {
     /// The nginx binary.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
+    /// Size of the song of the `medley get` phase, in MiB (0 skips the phase).
+    #[arg(long, default_value_t = 40)]
+    big_mib: u64,
+    /// Downloads of that song per source (alternating `medley get` and nginx).
+    #[arg(long, default_value_t = 5)]
+    big_rounds: usize,
 }
 
 struct Nginx {
@@ -246,6 +252,111 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     for c in &warm {
         c.shutdown().await;
     }
+    if args.big_mib > 0 {
+        big_get(&args, &net, &lib, nginx.port).await?;
+    }
+    Ok(())
+}
+
+/// `medley get` of one large song (a new process each time, as a user runs it, with no
+/// cache, so every byte comes from the nodes) against nginx serving the same file over a
+/// new connection, alternating; both write the file and sync it.
+async fn big_get(
+    args: &Args,
+    net: &medley_testnet::Testnet,
+    lib: &Path,
+    nginx_port: u16,
+) -> anyhow::Result<()> {
+    let dir = lib.join("big");
+    let want = args.big_mib * 1048576;
+    // The synthesizer's FLAC at 192 kHz: size grows with length, so scale a short probe.
+    eprintln!("synthesizing a {} MiB song…", args.big_mib);
+    let probe = lib.join("big-probe");
+    let probe_bytes = {
+        let p = probe.clone();
+        tokio::task::spawn_blocking(move || {
+            medley_testnet::library::generate_at(&p, 1, 4242, (20.0, 20.0), &[192_000], |_| {})
+        })
+        .await??
+        .first()
+        .map(|s| std::fs::metadata(&s.path).map(|m| m.len()))
+        .context("no probe song")??
+    };
+    std::fs::remove_dir_all(&probe)?;
+    let seconds = 20.0 * want as f64 / probe_bytes.max(1) as f64 * 1.02;
+    let song = {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            medley_testnet::library::generate_at(
+                &d,
+                1,
+                4242,
+                (seconds, seconds),
+                &[192_000],
+                |_| {},
+            )
+        })
+        .await??
+        .pop()
+        .context("no song")?
+    };
+    let size = std::fs::metadata(&song.path)?.len();
+    let publisher = Client::new(net.client_config("eu-west", true))?;
+    let summary = publisher.publish_path(&dir).await?;
+    publisher.shutdown().await;
+    let id = match summary.files.into_iter().next() {
+        Some(medley_client::FileOutcome::Published(p)) => p.id,
+        other => bail!("publish of the large song failed: {other:?}"),
+    };
+    let out = lib.join("big-got");
+    let url = url_path(lib, &song.path)?;
+    let (mut medley_t, mut nginx_t) = (Vec::new(), Vec::new());
+    for round in 0..args.big_rounds + 1 {
+        let t = Instant::now();
+        let status = net
+            .medley("eu-west", false)
+            .env("MEDLEY_CACHE_BYTES", "0")
+            .args(["get", &id, "-o"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()?;
+        let m = t.elapsed();
+        if !status.success() {
+            bail!("medley get failed: {status}");
+        }
+        if std::fs::metadata(&out)?.len() != size {
+            bail!("medley get wrote the wrong length");
+        }
+        let (url, out2) = (url.clone(), out.clone());
+        let n = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+            let t = Instant::now();
+            let (status, mut body) = http_get(nginx_port, &url, None)?;
+            if status != 200 {
+                bail!("nginx answered {status}");
+            }
+            let mut f = std::fs::File::create(&out2)?;
+            std::io::copy(&mut body, &mut f)?;
+            f.sync_all()?;
+            Ok(t.elapsed())
+        })
+        .await??;
+        // The first round warms both (page cache, connections to the tracker).
+        if round > 0 {
+            medley_t.push(m.as_secs_f64());
+            nginx_t.push(n.as_secs_f64());
+        }
+    }
+    let mib = size as f64 / 1048576.0;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m, n) = (mib / median(&mut medley_t), mib / median(&mut nginx_t));
+    println!(
+        "medley get of a {mib:.1} MiB song (new process, no cache; median of {}): {m:.1} MiB/s, nginx {n:.1} MiB/s, ratio {:.2}x",
+        args.big_rounds,
+        m / n
+    );
     Ok(())
 }
 
