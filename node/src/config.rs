@@ -65,9 +65,11 @@ pub const FIELDS: [FieldDoc; 27] = [
     },
     FieldDoc {
         name: "peer_bytes_per_sec",
-        doc: "Bytes per second the node sends any one peer, after a burst of an eighth of a\n\
-              second's worth (at least one segment); more waits. Keeps a peer that asks\n\
-              without pause from taking the bandwidth and CPU of the others. 0: no limit.",
+        doc: "Bytes per second the node sends any one peer while another peer has asked\n\
+              within the last second, after a burst of an eighth of a second's worth (at least\n\
+              one segment); more waits. Keeps a peer that asks without pause from taking the\n\
+              bandwidth and CPU of the others; a peer alone on the node (a download from an\n\
+              idle node) is sent what it asks at once. 0: no limit.",
         example: None,
     },
     FieldDoc {

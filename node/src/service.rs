@@ -25,12 +25,24 @@ use crate::tracker::TrackerKeyCell;
 /// once cannot either. A peer is light while it asks within a sixteenth of its rate (1 MiB/s
 /// by default: several streams' worth) after a burst: a listener is never slowed by the
 /// heavy ones. Peers idle for a while are forgotten.
+///
+/// The rates hold only while the node is shared: a peer that no other peer has asked
+/// alongside for [`SHARED_WINDOW`] is sent what it asks at once (a download from an idle
+/// node runs at line rate, as with any work-conserving scheduler), and held to its rate
+/// from the moment another peer asks.
 #[derive(Debug)]
 pub(crate) struct PeerRates {
     rate: u64,
     peers: parking_lot::Mutex<std::collections::HashMap<PeerId, (Arc<PeerRate>, Instant)>>,
     heavy: RateLimiter,
+    /// The two peers that asked last (distinct), newest first, and when.
+    recent: parking_lot::Mutex<[Option<(PeerId, Instant)>; 2]>,
 }
+
+/// How long a peer's request keeps the node shared for the others: a listener asks for a
+/// window of segments every few seconds, and while it does, a peer downloading without
+/// pause is held to its rate.
+const SHARED_WINDOW: Duration = Duration::from_secs(1);
 
 /// One peer's rate, and its allowance as a light peer.
 #[derive(Debug)]
@@ -51,7 +63,31 @@ impl PeerRates {
             rate: bytes_per_sec,
             peers: parking_lot::Mutex::default(),
             heavy: RateLimiter::with_burst(heavy_bytes_per_sec, burst),
+            recent: parking_lot::Mutex::default(),
         }
+    }
+
+    /// Notes a request of `peer` (when it arrives, before it is served).
+    pub(crate) fn seen(&self, peer: PeerId) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock();
+        match recent[0] {
+            Some((p, _)) if p == peer => recent[0] = Some((peer, now)),
+            _ => {
+                recent[1] = recent[0];
+                recent[0] = Some((peer, now));
+            }
+        }
+    }
+
+    /// Whether no peer but `peer` asked within [`SHARED_WINDOW`].
+    fn alone(&self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        self.recent
+            .lock()
+            .iter()
+            .flatten()
+            .all(|(p, at)| *p == peer || now.duration_since(*at) >= SHARED_WINDOW)
     }
 
     /// What a peer may take at once: an eighth of a second's worth, at least one segment
@@ -70,7 +106,9 @@ impl PeerRates {
 
     /// Takes `bytes` to `peer` from its rate and returns how long they must wait.
     fn take(&self, peer: PeerId, bytes: u64) -> Duration {
-        if self.rate == 0 {
+        // Alone, nothing is taken from its rate either: a peer that had the node to itself
+        // does not start owing when another comes (it has a burst's worth, as anyone).
+        if self.rate == 0 || self.alone(peer) {
             return Duration::ZERO;
         }
         let limiter = {
@@ -148,6 +186,7 @@ impl Handler for StoreService {
         let rates = self.rates.clone();
         Box::pin(async move {
             let kind = request.kind();
+            rates.seen(from);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             // A hot segment in memory (checked when it was read from disk) is served right
@@ -301,6 +340,9 @@ mod tests {
         const MIB: u64 = 1 << 20;
         let rates = PeerRates::new(MIB, MIB);
         let heavy: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for p in &heavy {
+            rates.seen(*p);
+        }
         // Each takes its burst (a segment, 256 KiB) at once, as a light peer.
         for p in &heavy {
             assert_eq!(rates.take(*p, 256 * 1024), Duration::ZERO);
@@ -322,11 +364,38 @@ mod tests {
         // With no shared limit, each waits its own half second only.
         let rates = PeerRates::new(MIB, 0);
         for p in &heavy {
+            rates.seen(*p);
+        }
+        for p in &heavy {
             rates.take(*p, 256 * 1024);
         }
         for p in &heavy {
             let w = rates.take(*p, MIB / 2);
             assert!(w < Duration::from_millis(550), "{w:?}");
         }
+    }
+
+    #[test]
+    fn a_peer_alone_takes_the_node_and_is_held_to_its_rate_while_another_asks() {
+        const MIB: u64 = 1 << 20;
+        let rates = PeerRates::new(MIB, MIB);
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        rates.seen(greedy);
+        // Alone: 8 MiB at once, nothing owed afterwards.
+        for _ in 0..32 {
+            assert_eq!(rates.take(greedy, 256 * 1024), Duration::ZERO);
+        }
+        // Another peer asks: past its burst, the greedy one waits for its rate...
+        rates.seen(other);
+        rates.seen(greedy);
+        let waits: Vec<Duration> = (0..8).map(|_| rates.take(greedy, 256 * 1024)).collect();
+        assert_eq!(waits[0], Duration::ZERO, "a burst's worth first: {waits:?}");
+        assert!(waits[7] >= Duration::from_millis(1500), "{waits:?}");
+        // ...and the other is not slowed.
+        assert_eq!(rates.take(other, 64 * 1024), Duration::ZERO);
+        // Once the other has been quiet for the window, the node is the greedy one's again.
+        std::thread::sleep(SHARED_WINDOW + Duration::from_millis(50));
+        rates.seen(greedy);
+        assert_eq!(rates.take(greedy, 4 * MIB), Duration::ZERO);
     }
 }

@@ -658,7 +658,7 @@ async fn connections_past_the_limit_are_refused_and_the_others_keep_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
+async fn a_peer_is_held_to_its_byte_rate_while_another_asks_and_takes_an_idle_node() {
     let dir = tempfile::tempdir().unwrap();
     let (node, ids) = node_holding(
         dir.path(),
@@ -668,38 +668,56 @@ async fn a_peer_is_held_to_its_byte_rate_and_another_is_not() {
     )
     .await;
     let (greedy, other) = (client().await, client().await);
-    // 3 MiB to one peer at 1 MiB/s (after a burst of a segment): about 2.75 s.
-    let started = std::time::Instant::now();
-    let take_all = {
-        let (greedy, node_id, addrs, ids) = (
-            greedy.clone(),
-            node.peer_id,
-            node.addrs.clone(),
-            ids.clone(),
-        );
-        tokio::spawn(async move {
+    let take_all = |greedy: medley_net::PeerHandle| {
+        let (node_id, addrs, ids) = (node.peer_id, node.addrs.clone(), ids.clone());
+        async move {
+            let started = std::time::Instant::now();
             for id in ids {
                 greedy.get_shard(node_id, addrs.clone(), id).await.unwrap();
             }
+            started.elapsed()
+        }
+    };
+    // Another peer asks for a shard every 300 ms, as a listener does.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let (other, node_id, addrs, id, stop) = (
+            other.clone(),
+            node.peer_id,
+            node.addrs.clone(),
+            ids[0],
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = std::time::Instant::now();
+                other.get_shard(node_id, addrs.clone(), id).await.unwrap();
+                slowest = slowest.max(asked.elapsed());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            slowest
         })
     };
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    // Meanwhile another peer gets its shard within its own burst.
-    let asked = std::time::Instant::now();
-    other
-        .get_shard(node.peer_id, node.addrs.clone(), ids[0])
-        .await
-        .unwrap();
-    let other_took = asked.elapsed();
-    take_all.await.unwrap();
-    let greedy_took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // 3 MiB to one peer at 1 MiB/s (after a burst of a segment): about 2.75 s.
+    let greedy_took = take_all(greedy.clone()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let other_slowest = listener.await.unwrap();
     assert!(
         greedy_took >= Duration::from_millis(2000),
         "3 MiB at 1 MiB/s took only {greedy_took:?}"
     );
     assert!(
-        other_took < greedy_took / 2,
-        "the other peer waited {other_took:?} (greedy {greedy_took:?})"
+        other_slowest < greedy_took / 4,
+        "the other peer waited up to {other_slowest:?} (greedy {greedy_took:?})"
+    );
+    // Nobody else asking: the node is the greedy peer's, at the speed of the link.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let alone_took = take_all(greedy).await;
+    assert!(
+        alone_took < Duration::from_millis(1000),
+        "3 MiB to a peer alone on the node took {alone_took:?}"
     );
 }
 
