@@ -366,7 +366,12 @@ async fn raw_quinn(
         quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
     ));
     server_config.transport_config(Arc::new(transport()));
-    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        loopback_socket()?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let addr = endpoint.local_addr()?;
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -401,7 +406,12 @@ async fn raw_quinn(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
     ));
     client_config.transport_config(Arc::new(transport()));
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut client = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        loopback_socket()?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     client.set_default_client_config(client_config);
     let conn = client
         .connect(addr, "localhost")?
@@ -416,4 +426,19 @@ async fn fetch_quinn(conn: &quinn::Connection, id: SegmentId) -> Result<usize> {
     send.finish()?;
     let bytes = recv.read_to_end(16 * 1024 * 1024).await?;
     Ok(bytes.len())
+}
+
+/// A UDP socket on loopback with the buffers Medley's transport asks for (8 MiB each way,
+/// as far as the kernel grants), so that the raw quinn baseline runs on the same sockets.
+fn loopback_socket() -> anyhow::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_recv_buffer_size(8 << 20)?;
+    socket.set_send_buffer_size(8 << 20)?;
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
