@@ -666,16 +666,8 @@ mod tests {
 
     fn song(n: u32, title: &str) -> (SongId, SongMeta) {
         let meta = SongMeta {
-            title: title.to_string(),
             artist: Some(format!("Artist {n}")),
-            album: None,
-            genre: None,
-            year: None,
-            track: None,
-            duration_ms: None,
-            codec: "flac".into(),
-            mime: "audio/flac".into(),
-            bitrate: None,
+            ..medley_core::test_utils::flac_meta(title)
         };
         (SongId(medley_core::Hash::of(&n.to_le_bytes())), meta)
     }

@@ -227,19 +227,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             let t = Instant::now();
             warm[0].download(*id, &dl).await?;
             medley_t += t.elapsed();
-            let (port, url, dl2) = (nginx.port, url_path(&lib, path)?, dl.clone());
-            nginx_t += tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-                let t = Instant::now();
-                let (status, mut body) = http_get(port, &url, None)?;
-                if status != 200 {
-                    bail!("nginx answered {status}");
-                }
-                let mut f = std::fs::File::create(&dl2)?;
-                std::io::copy(&mut body, &mut f)?;
-                f.sync_all()?;
-                Ok(t.elapsed())
-            })
-            .await??;
+            nginx_t += nginx_download(nginx.port, url_path(&lib, path)?, dl.clone()).await?;
         }
     }
     let mib = (total_bytes * rounds) as f64 / 1048576.0;
@@ -256,6 +244,22 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         big_get(&args, &net, &lib, nginx.port).await?;
     }
     Ok(())
+}
+
+/// A whole file from nginx over a new connection, written to `out` and synced: how long.
+async fn nginx_download(port: u16, url: String, out: PathBuf) -> anyhow::Result<Duration> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let (status, mut body) = http_get(port, &url, None)?;
+        if status != 200 {
+            bail!("nginx answered {status}");
+        }
+        let mut f = std::fs::File::create(&out)?;
+        std::io::copy(&mut body, &mut f)?;
+        f.sync_all()?;
+        Ok(t.elapsed())
+    })
+    .await?
 }
 
 /// The region the downloads of the `medley get` phase say they are in: one without nodes,
@@ -335,19 +339,7 @@ async fn big_get(
         if std::fs::metadata(&out)?.len() != size {
             bail!("medley get wrote the wrong length");
         }
-        let (url, out2) = (url.clone(), out.clone());
-        let n = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-            let t = Instant::now();
-            let (status, mut body) = http_get(nginx_port, &url, None)?;
-            if status != 200 {
-                bail!("nginx answered {status}");
-            }
-            let mut f = std::fs::File::create(&out2)?;
-            std::io::copy(&mut body, &mut f)?;
-            f.sync_all()?;
-            Ok(t.elapsed())
-        })
-        .await??;
+        let n = nginx_download(nginx_port, url.clone(), out.clone()).await?;
         let t = Instant::now();
         in_process.download(id.parse()?, &out).await?;
         let w = t.elapsed();
