@@ -225,9 +225,14 @@ async fn a_fake_slow_whole_copy_costs_no_time_to_first_audio() {
     }
     let (base, fake_ms) = (median(baseline), median(with_fake));
     eprintln!("time to first audio: {base:.0} ms without the fake copy, {fake_ms:.0} ms with it");
+    // A whole copy first in line is given a head start of a quarter of the hedge delay
+    // before the shards are asked too (so that a copy nearby can spare the durable tier):
+    // that much a fake copy may cost, and no more (not the hedge delay, not its timeout).
+    let head_start = medley_client::ClientConfig::default().hedge_after_ms as f64 / 4.0;
     assert!(
-        fake_ms < 2.0 * base,
-        "time to first audio {fake_ms:.0} ms with a slow fake copy, {base:.0} ms without"
+        fake_ms < 2.0 * base + head_start,
+        "time to first audio {fake_ms:.0} ms with a slow fake copy, {base:.0} ms without \
+         (head start {head_start:.0} ms)"
     );
     fake.shutdown(Duration::from_secs(1)).await;
 }
