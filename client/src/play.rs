@@ -24,7 +24,7 @@ use crate::error::ClientError;
 use crate::fetch::{FetchOptions, SourceStats};
 
 /// Segments in flight during a download.
-const DOWNLOAD_WINDOW: usize = 16;
+const DOWNLOAD_WINDOW: usize = 32;
 
 /// Where decoded audio goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

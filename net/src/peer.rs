@@ -39,6 +39,10 @@ pub struct PeerConfig {
     /// after a quarter of a second, so one peer flooding cannot take every slot from the
     /// others, nor spin on the refusals.
     pub max_inbound_per_peer: usize,
+    /// Requests sent to any one peer at once; more wait here for their turn. As many as a
+    /// node serves of one peer by default (`max_inbound_per_peer`), so that a wide fetch
+    /// window queues here instead of being answered `BUSY`.
+    pub max_outbound_per_peer: usize,
     /// Incoming connections kept at once; more are refused while the handshake completes.
     pub max_connections: u32,
     /// Connections kept with any one peer (QUIC needs one; a few cover redials). Past it the
@@ -65,6 +69,7 @@ impl Default for PeerConfig {
             listen: Vec::new(),
             max_concurrent_inbound: 64,
             max_inbound_per_peer: 16,
+            max_outbound_per_peer: 16,
             max_connections: 1024,
             max_connections_per_peer: 4,
             request_timeout: Duration::from_secs(30),
@@ -199,7 +204,13 @@ pub struct PeerHandle {
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Streams opened to other peers so far.
     opened: Arc<AtomicU64>,
+    /// Turns of the requests to each peer (`PeerConfig::max_outbound_per_peer`).
+    outbound: Arc<Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>>,
+    max_outbound: usize,
 }
+
+/// Peers whose request turns are remembered before idle ones are forgotten.
+const MAX_OUTBOUND_PEERS: usize = 1024;
 
 /// Starts data-plane peers.
 #[derive(Debug)]
@@ -327,6 +338,8 @@ impl Peer {
             cancel,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
             opened: Arc::default(),
+            outbound: Arc::default(),
+            max_outbound: config.max_outbound_per_peer.max(1),
         })
     }
 }
@@ -393,7 +406,9 @@ impl PeerHandle {
             return Err(RequestError::Closed);
         }
         let network = |reason: String| RequestError::Network { peer, reason };
+        let turns = self.turns(peer);
         let exchange = async {
+            let _turn = turns.acquire().await.map_err(|_| RequestError::Closed)?;
             let (mut stream, mut connection, kept) = self.stream_to(peer, &addrs, false).await?;
             let mut reply = exchange(&mut stream, &request).await;
             if let Err(error) = &reply
@@ -415,6 +430,22 @@ impl PeerHandle {
                 peer,
                 after: self.request_timeout,
             }))
+    }
+
+    /// The turns of the requests to `peer`: at most `max_outbound` of them at once.
+    fn turns(&self, peer: PeerId) -> Arc<tokio::sync::Semaphore> {
+        let mut outbound = self
+            .outbound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if outbound.len() >= MAX_OUTBOUND_PEERS && !outbound.contains_key(&peer) {
+            // Forget the peers with no request in flight or waiting.
+            outbound.retain(|_, turns| Arc::strong_count(turns) > 1);
+        }
+        outbound
+            .entry(peer)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_outbound)))
+            .clone()
     }
 
     /// A stream to `peer`, dialing `addrs` first if not connected: a kept one unless `new`.

@@ -231,6 +231,52 @@ async fn over_the_limit_requests_are_answered_busy() {
     assert!(c.has(id, addrs, vec![]).await.is_ok());
 }
 
+/// Holds every request 50 ms, counting how many it holds at once.
+#[derive(Default)]
+struct Counts {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Counting(Arc<Counts>);
+
+impl Handler for Counting {
+    fn handle(&self, _: PeerId, _: Request) -> BoxFuture<'static, Response> {
+        use std::sync::atomic::Ordering;
+        let me = self.0.clone();
+        Box::pin(async move {
+            let n = me.now.fetch_add(1, Ordering::SeqCst) + 1;
+            me.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            me.now.fetch_sub(1, Ordering::SeqCst);
+            Response::Has { present: vec![] }
+        })
+    }
+}
+
+/// A requester with more requests for one peer than that peer serves of one peer at once
+/// (16 by default) queues them itself: every one is answered, none `BUSY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_what_a_peer_serves_at_once_wait_their_turn() {
+    let counts = Arc::new(Counts::default());
+    let (_s, id, addrs) = server(Arc::new(Counting(counts.clone())), listen()).await;
+    let c = client().await;
+    let asks = (0..48).map(|_| {
+        let (c, addrs) = (c.clone(), addrs.clone());
+        tokio::spawn(async move { c.has(id, addrs, vec![]).await })
+    });
+    for r in futures::future::join_all(asks).await {
+        r.unwrap().unwrap();
+    }
+    let most = counts.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 16, "{most} requests held at once");
+    assert!(
+        most >= 8,
+        "only {most} at once: the turns serialise too much"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_fails_pending_and_later_requests() {
     let c = client().await;
