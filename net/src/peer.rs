@@ -220,9 +220,18 @@ impl Peer {
     /// Starts a peer that only asks: a fresh identity, no listen address, and every inbound
     /// request answered `UNSUPPORTED`. For clients that fetch or upload and for tools.
     pub async fn dial_only() -> Result<PeerHandle, StartError> {
+        Self::dial_only_with(PeerConfig::default()).await
+    }
+
+    /// [`Peer::dial_only`] with `config` (its listen addresses are ignored): e.g. a peer that
+    /// does not queue its requests (`max_outbound_per_peer`), as a flooding program would not.
+    pub async fn dial_only_with(config: PeerConfig) -> Result<PeerHandle, StartError> {
         Self::spawn(
             Keypair::generate_ed25519(),
-            PeerConfig::default(),
+            PeerConfig {
+                listen: Vec::new(),
+                ..config
+            },
             Arc::new(NoService),
             CancellationToken::new(),
         )

@@ -606,58 +606,81 @@ fn count(searcher: &tantivy::Searcher, query: &dyn Query) -> Result<(usize, bool
             continue;
         }
         let share = u64::from(EXACT_COUNT) * u64::from(reader.max_doc()) / all_docs.max(1);
-        let per_stratum = u32::try_from(share / u64::from(COUNT_STRATA))
-            .unwrap_or(EXACT_COUNT)
-            .max(16);
         let budget = u32::try_from(share).unwrap_or(EXACT_COUNT).max(16);
         let alive = reader.alive_bitset();
         let is_alive = |doc| alive.is_none_or(|a| a.is_alive(doc));
-        let mut scorer = weight.scorer(reader, 1.0)?;
-        let (mut n, mut doc) = (0u32, scorer.doc());
-        while doc != TERMINATED && n < budget {
-            if is_alive(doc) {
-                n += 1;
-            }
-            doc = scorer.advance();
-        }
-        if doc == TERMINATED {
+        let n = walk(
+            &mut weight.scorer(reader, 1.0)?,
+            &is_alive,
+            TERMINATED,
+            budget + 1,
+        );
+        if n <= budget {
             total += f64::from(n);
             continue;
         }
         approximate = true;
-        let max_doc = reader.max_doc();
-        let mut scorer = weight.scorer(reader, 1.0)?;
-        let mut doc = scorer.doc();
-        for j in 0..COUNT_STRATA {
-            let start = (u64::from(max_doc) * u64::from(j) / u64::from(COUNT_STRATA)) as u32;
-            let end = (u64::from(max_doc) * u64::from(j + 1) / u64::from(COUNT_STRATA)) as u32;
-            if doc < start {
-                doc = scorer.seek(start);
-            }
-            let mut n = 0u32;
-            while doc < end {
-                if is_alive(doc) {
-                    n += 1;
-                    if n == per_stratum {
-                        break;
-                    }
-                }
-                doc = scorer.advance();
-            }
-            if doc < end {
-                // Budget spent at `doc`: the rest of the stretch as dense as its start.
-                let walked = f64::from(doc - start) + 1.0;
-                total += f64::from(n) * f64::from(end - start) / walked;
-                doc = scorer.advance();
-            } else {
-                total += f64::from(n);
-            }
-            if doc == TERMINATED {
+        total += by_strata(
+            weight.scorer(reader, 1.0)?,
+            &is_alive,
+            reader.max_doc(),
+            (budget / COUNT_STRATA).max(16),
+        );
+    }
+    Ok((total.round() as usize, approximate))
+}
+
+/// Counts the live matches of `scorer` from where it stands up to `end` (excluded), stopping
+/// at the `limit`-th, where the scorer is left standing.
+fn walk(
+    scorer: &mut Box<dyn tantivy::query::Scorer>,
+    is_alive: &impl Fn(tantivy::DocId) -> bool,
+    end: tantivy::DocId,
+    limit: u32,
+) -> u32 {
+    let mut n = 0;
+    let mut doc = scorer.doc();
+    while doc < end {
+        if is_alive(doc) {
+            n += 1;
+            if n == limit {
                 break;
             }
         }
+        doc = scorer.advance();
     }
-    Ok((total.round() as usize, approximate))
+    n
+}
+
+/// The matches of a segment of `max_doc` documents estimated by [`COUNT_STRATA`] equal
+/// stretches: in each, up to `per_stratum` are counted and the rest of the stretch is taken
+/// to be as dense as its start.
+fn by_strata(
+    mut scorer: Box<dyn tantivy::query::Scorer>,
+    is_alive: &impl Fn(tantivy::DocId) -> bool,
+    max_doc: u32,
+    per_stratum: u32,
+) -> f64 {
+    let mut total = 0.0;
+    for j in 0..COUNT_STRATA {
+        let start = (u64::from(max_doc) * u64::from(j) / u64::from(COUNT_STRATA)) as u32;
+        let end = (u64::from(max_doc) * u64::from(j + 1) / u64::from(COUNT_STRATA)) as u32;
+        if scorer.doc() < start {
+            scorer.seek(start);
+        }
+        let n = walk(&mut scorer, is_alive, end, per_stratum);
+        if n == per_stratum {
+            let walked = f64::from(scorer.doc() - start) + 1.0;
+            total += f64::from(n) * f64::from(end - start) / walked;
+            scorer.advance();
+        } else {
+            total += f64::from(n);
+        }
+        if scorer.doc() == TERMINATED {
+            break;
+        }
+    }
+    total
 }
 
 #[cfg(test)]

@@ -76,7 +76,17 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let mut flooders = Vec::new();
     for _ in 0..args.identities.max(1) {
-        flooders.push(flood_rt.spawn(medley_net::Peer::dial_only()).await??);
+        // It sends every request at once, as a flooding program would: Medley's own peers
+        // queue theirs past what a node serves of one peer.
+        let impolite = medley_net::PeerConfig {
+            max_outbound_per_peer: 1 << 16,
+            ..medley_net::PeerConfig::default()
+        };
+        flooders.push(
+            flood_rt
+                .spawn(medley_net::Peer::dial_only_with(impolite))
+                .await??,
+        );
     }
     let (mut calm, mut flooded) = (Vec::new(), Vec::new());
     let (served, busy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

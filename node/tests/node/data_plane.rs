@@ -580,7 +580,14 @@ async fn a_flooding_peer_is_told_busy_and_another_peer_is_still_served() {
         1 << 20,
     )
     .await;
-    let (flooder, honest) = (client().await, client().await);
+    // A flooder sends all its requests at once (Medley's own peers queue theirs).
+    let flooder = medley_net::Peer::dial_only_with(medley_net::PeerConfig {
+        max_outbound_per_peer: 1 << 16,
+        ..medley_net::PeerConfig::default()
+    })
+    .await
+    .unwrap();
+    let honest = client().await;
     // 200 requests at once from one peer.
     let flood: Vec<_> = (0..200)
         .map(|i| {
